@@ -1,0 +1,43 @@
+"""Suite-wide test settings: hypothesis profiles and the `gpu` marker.
+
+Profiles: `ci` (what `.ci/run` uses: deterministic, 50 examples, no deadline) and `dev` (30 examples,
+no deadline). Choose one with HYPOTHESIS_PROFILE; without it, `ci` is used when CI is set, else `dev`.
+
+Tests marked `gpu` are skipped unless torch is installed and sees a CUDA device.
+"""
+
+import os
+
+import pytest
+from hypothesis import settings
+
+# Extends hypothesis's built-in "ci" profile (derandomize, no database, print_blob, no too_slow check).
+settings.register_profile(
+    "ci",
+    parent=settings.get_profile("ci"),
+    deadline=None,
+    max_examples=50,
+    derandomize=True,
+    print_blob=True,
+)
+# The first call of a simulated collective can be slow (imports, caches), so no deadline here either.
+# An explicit parent: hypothesis has already loaded its own "ci" profile on import when CI is set.
+settings.register_profile("dev", parent=settings.get_profile("default"), max_examples=30, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch  # lazy: most of the suite never needs torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items or _cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: torch is missing or torch.cuda.is_available() is False")
+    for item in gpu_items:
+        item.add_marker(skip)

@@ -1,0 +1,204 @@
+"""The collectives, low level: one buffer per device in, one result per device out.
+
+    all_reduce(buffers, mesh)       every device gets the reduction of all buffers
+    reduce_scatter(buffers, mesh)   device j gets rows-chunk j of the reduction
+    all_gather(buffers, mesh)       every device gets all buffers stacked along dim 0
+    broadcast / reduce / scatter / gather (root=...)   the rooted ones
+    all_to_all(buffers, mesh)       device j gets chunk j of every buffer, stacked
+
+`buffers` holds one array per device of the mesh, in device order (NumPy
+arrays, or `tpsim.meta(...)` for shape-only runs).  With `mesh_dim`, the
+collective runs in every group along that mesh dim at once; `root` is a rank
+inside the group.  Inputs are never modified; results are new arrays, and
+`None` where a rank's result is undefined (non-root ranks of reduce and gather).
+Every check runs before anything moves, so a rejected call changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from tpsim.collectives import layout
+from tpsim.collectives.algorithms import build
+from tpsim.collectives.engine import Run, Snapshot
+from tpsim.collectives.schedule import COLLECTIVES, ROOTED
+from tpsim.dtypes import is_floating, resolve_dtype
+from tpsim.errors import AlgorithmError, DTypeError, ReduceOpError, RootError, ShapeError, WorldSizeError
+from tpsim.meta import MetaArray
+from tpsim.placement import REDUCE_OPS
+
+REDUCING = ("all_reduce", "reduce", "reduce_scatter")
+ROOT_INPUT_ONLY = ("broadcast", "scatter")  # only the root's buffer carries data
+
+
+def prepare(
+    collective: str,
+    buffers: Sequence,
+    mesh,
+    *,
+    root: int | None = None,
+    op: str = "sum",
+    algorithm: str | None = None,
+    mesh_dim: int | str | None = None,
+    accum_dtype=None,
+    label: str | None = None,
+    direction: str | None = None,
+    snapshots: bool = False,
+) -> tuple[Run, callable]:
+    """Check everything, then return the engine run and the function that unpacks its results."""
+    if collective not in COLLECTIVES:
+        raise AlgorithmError(f"unknown collective {collective!r}; valid: {', '.join(COLLECTIVES)}")
+    groups = mesh.groups(mesh_dim)
+    dim_name = None if mesh_dim is None else mesh.names[mesh.dim_index(mesh_dim)]
+    p = len(groups[0])
+    if len(buffers) != mesh.size:
+        raise WorldSizeError(f"{collective} got {len(buffers)} buffers for a mesh of {mesh.size} devices; "
+                             "pass one buffer per device, in device order")
+    if collective in REDUCING and op not in REDUCE_OPS:
+        raise ReduceOpError(f"{collective} op {op!r} is unknown; valid: {', '.join(REDUCE_OPS)}")
+    if collective in ROOTED:
+        root = 0 if root is None else root
+        if not isinstance(root, int) or not 0 <= root < p:
+            raise RootError(f"{collective} root {root!r} is out of range; valid roots are 0..{p - 1} "
+                            f"(ranks inside a group of {p})")
+    else:
+        root = None
+    schedule = build(collective, algorithm, p, root)
+    rank_of = {d: r for devs in groups for r, d in enumerate(devs)}
+    arrays = {d: b if isinstance(b, MetaArray) else np.asarray(b) for d, b in enumerate(buffers) if b is not None}
+    missing = [d for d in range(mesh.size)
+               if d not in arrays and not (collective in ROOT_INPUT_ONLY and rank_of[d] != root)]
+    if missing:
+        raise ShapeError(f"{collective}: device {missing[0]} passed None; only non-root ranks of "
+                         f"{' and '.join(ROOT_INPUT_ONLY)} may pass None")
+    shape_only = _check_kinds(collective, arrays)
+    dtype = _check_dtypes(collective, arrays)
+    if accum_dtype is not None:
+        accum_dtype = resolve_dtype(accum_dtype)
+    if op == "avg" and collective in REDUCING and not is_floating(dtype):
+        raise DTypeError(f"{collective} op 'avg' needs a floating dtype, got {dtype}")
+    shapes = _check_shapes(collective, arrays, groups, root)
+    rows = [[layout.rows_and_row_size(shapes[g][r])[0] for r in range(p)] for g in range(len(groups))]
+    row_size = layout.rows_and_row_size(shapes[0][root or 0])[1]
+    if collective in ("all_reduce", "reduce", "broadcast"):
+        rows, row_size = [[int(np.prod(s, dtype=np.int64)) for s in gs] for gs in shapes], 1
+    table = layout.chunk_table(collective, p, schedule.num_chunks, rows[0], row_size)
+    store = None if shape_only else layout.new_store(len(groups) * p, table, dtype)
+    if store is not None:
+        _pack(collective, store, arrays, groups, table, root, p)
+    nbytes = _reported_size(collective, shapes[0], root or 0, dtype)
+    run = Run(mesh, schedule, groups, table, dtype, store, op=op, accum_dtype=accum_dtype, nbytes=nbytes,
+              mesh_dim=dim_name, label=label, direction=direction, snapshots=snapshots)
+
+    def results() -> list:
+        return _unpack(collective, run.store, groups, table, shapes, root, p, op, dtype, mesh.size)
+
+    return run, results
+
+
+def run_collective(collective: str, buffers: Sequence, mesh, **kwargs) -> list:
+    run, results = prepare(collective, buffers, mesh, **kwargs)
+    run.run()
+    return results()
+
+
+def stepwise(collective: str, buffers: Sequence, mesh, **kwargs) -> Iterator[Snapshot]:
+    """Run a collective one step at a time, yielding a `Snapshot` before the first step and after each."""
+    run, _ = prepare(collective, buffers, mesh, snapshots=True, **kwargs)
+    yield from run
+
+
+def _check_kinds(collective: str, arrays: dict) -> bool:
+    kinds = {isinstance(a, MetaArray) for a in arrays.values()}
+    if len(kinds) > 1:
+        raise DTypeError(f"{collective}: some buffers are shape-only (meta) and some hold data; use one kind")
+    return kinds == {True}
+
+
+def _check_dtypes(collective: str, arrays: dict) -> np.dtype:
+    first = next(iter(arrays))
+    dtype = resolve_dtype(arrays[first].dtype)
+    for d, a in arrays.items():
+        if a.dtype != dtype:
+            raise DTypeError(f"{collective}: device {d} has dtype {a.dtype} but device {first} has {dtype}; "
+                             "every rank needs the same dtype")
+    return dtype
+
+
+def _check_shapes(collective: str, arrays: dict, groups, root) -> list[list[tuple]]:
+    """Per group, per rank: the shape of its input (for scatter/broadcast non-roots: the root's)."""
+    out = []
+    for devs in groups:
+        ref_rank = root if collective in ROOT_INPUT_ONLY else 0
+        ref = arrays[devs[ref_rank]].shape
+        shapes = []
+        for r, d in enumerate(devs):
+            shape = arrays[d].shape if d in arrays else ref
+            if not shape and collective not in ("all_reduce", "reduce", "broadcast"):
+                raise ShapeError(f"{collective}: device {d} (rank {r}) has a 0-d buffer; {collective} cuts "
+                                 "buffers along dim 0, so they need at least one dim")
+            if collective in ("all_gather", "gather"):
+                if shape[1:] != ref[1:]:
+                    raise ShapeError(f"{collective}: device {d} (rank {r}) has shape {shape}; shards may differ "
+                                     f"only in dim 0, and device {devs[0]} has {ref}")
+            elif shape != ref:
+                raise ShapeError(f"{collective}: device {d} (rank {r}) has shape {shape} but device "
+                                 f"{devs[ref_rank]} has {ref}; every rank needs the same shape")
+            shapes.append(shape)
+        out.append(shapes)
+    first = out[0]
+    for devs, shapes in zip(groups, out):
+        if shapes != first:
+            raise ShapeError(f"{collective}: group {devs} has shapes {shapes} but group {groups[0]} has {first}; "
+                             "every group of the mesh dim needs the same shapes")
+    return out
+
+
+def _reported_size(collective: str, shapes: list[tuple], root: int, dtype: np.dtype) -> int:
+    """S as nccl-tests reports it: the full buffer (all-gather: the output; all-to-all: one rank's input)."""
+    sizes = [int(np.prod(s, dtype=np.int64)) * dtype.itemsize for s in shapes]
+    return sum(sizes) if collective in ("all_gather", "gather") else sizes[root]
+
+
+def _pack(collective, store, arrays, groups, table, root, p) -> None:
+    for g, devs in enumerate(groups):
+        for r, d in enumerate(devs):
+            row, sizes = store[g * p + r], table[r]
+            if collective in ("all_gather", "gather"):
+                layout.pack(row, arrays[d].reshape(-1), sizes, [r])
+            elif collective in ROOT_INPUT_ONLY:
+                if r == root:
+                    layout.pack(row, arrays[d].reshape(-1), sizes, range(len(sizes)))
+            elif collective == "all_to_all":
+                layout.pack(row, arrays[d].reshape(-1), sizes, range(p))
+            else:
+                layout.pack(row, arrays[d].reshape(-1), sizes, range(len(sizes)))
+
+
+def _unpack(collective, store, groups, table, shapes, root, p, op, dtype, n_devices) -> list:
+    out: list = [None] * n_devices
+    rest = shapes[0][0][1:] if shapes[0][0] else ()
+    for g, devs in enumerate(groups):
+        for r, d in enumerate(devs):
+            if collective in ("reduce", "gather") and r != root:
+                continue
+            sizes = table[r]
+            if collective in ("all_reduce", "reduce", "broadcast"):
+                ids, shape = range(len(sizes)), shapes[g][r]
+            elif collective in ("reduce_scatter", "scatter"):
+                ids, shape = [r], (sizes[r] // max(1, int(np.prod(rest, dtype=np.int64))), *rest)
+            elif collective == "all_to_all":
+                ids = range(p, 2 * p)
+                shape = (sum(sizes[p:]) // max(1, int(np.prod(rest, dtype=np.int64))), *rest)
+            else:
+                ids, shape = range(p), (sum(s[0] for s in shapes[g]), *rest)
+            if store is None:
+                out[d] = MetaArray(shape, dtype)
+                continue
+            flat = layout.unpack(store[g * p + r], sizes, ids)
+            if op == "avg" and collective in REDUCING:
+                flat = (flat / np.asarray(p, dtype=dtype)).astype(dtype)
+            out[d] = flat.reshape(shape)
+    return out

@@ -1,0 +1,190 @@
+"""The distributed array: one shard per virtual device, and the placements that say how they join.
+
+    x = tpsim.distribute(np.arange(8.0), mesh, [Shard(0)])   # device d holds a piece
+    x.redistribute([Replicate()])                             # an all-gather, step by step
+    x.full()                                                  # the global array, for looking at
+
+On an n-d mesh `placements` has one entry per mesh dim.  Several mesh dims
+may shard one tensor dim; they split it in mesh-dim order, outer first, as
+DTensor does.  Shards are cut by the torch.chunk rule, so uneven shards match
+DTensor's.  Each shard's bytes are charged to its device ("tensor") while the
+DArray lives.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+
+import numpy as np
+
+from tpsim.device import allocate_all, free_all
+from tpsim.dtypes import resolve_dtype
+from tpsim.errors import PlacementError, ShapeError, WorldSizeError
+from tpsim.meta import MetaArray
+from tpsim.placement import Partial, Placement, Replicate, Shard, chunk_offsets, chunk_sizes, normalize_dim
+
+
+class DArray:
+    """Shards on every device of a mesh, plus their placements: the global view of a distributed tensor."""
+
+    def __init__(self, shards: Sequence, mesh, placements: Sequence[Placement], shape: tuple[int, ...],
+                 category: str = "tensor"):
+        self.mesh, self.placements, self.shape = mesh, tuple(placements), tuple(shape)
+        self.shards = list(shards)
+        self.dtype = self.shards[0].dtype
+        self.category = category
+        request = {d: int(s.nbytes) for d, s in enumerate(self.shards) if s.nbytes}
+        allocate_all(mesh.devices, request, category)
+        self._finalizer = weakref.finalize(self, free_all, mesh.devices, request, category)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_meta(self) -> bool:
+        return isinstance(self.shards[0], MetaArray)
+
+    def local(self, device: int):
+        """The shard device `device` holds."""
+        return self.shards[device]
+
+    def full(self) -> np.ndarray:
+        """The global array, assembled on the host for inspection (no traffic is counted).
+
+        Partial mesh dims are reduced in rank order; use `redistribute` to see what that costs.
+        """
+        if self.is_meta:
+            return MetaArray(self.shape, self.dtype)
+        out = np.empty(self.shape, dtype=self.dtype)
+        partial = [i for i, p in enumerate(self.placements) if isinstance(p, Partial)]
+        for d in range(self.mesh.size):
+            coord = self.mesh.coordinate(d)
+            if any(coord[i] for i, p in enumerate(self.placements) if not isinstance(p, Shard)):
+                continue  # one representative per block: coordinate 0 on every R and P mesh dim
+            value = self.shards[d]
+            for i in partial:
+                value = _reduce_along(self, d, i, value)
+            out[local_slices(self.shape, self.mesh, self.placements, d)] = value
+        return out
+
+    def redistribute(self, placements: Sequence[Placement] | Placement, *, algorithm: str | None = None,
+                     label: str | None = None) -> DArray:
+        """The same global array under new placements, moved by the collectives that change needs."""
+        from tpsim.redistribute import redistribute
+
+        return redistribute(self, _as_list(placements, self.mesh), algorithm=algorithm, label=label)
+
+    def __repr__(self) -> str:
+        pl = "(" + ", ".join(map(repr, self.placements)) + ")"
+        return f"DArray(shape={self.shape}, dtype={self.dtype}, placements={pl}, mesh={self.mesh.shape})"
+
+
+def distribute(array, mesh, placements: Sequence[Placement] | Placement, category: str = "tensor") -> DArray:
+    """Cut a global array (NumPy or `tpsim.meta`) into shards by `placements`, one per mesh dim.
+
+    Partial(sum) and Partial(prod) put the value on rank 0 of the mesh dim and the
+    identity elsewhere; Partial(avg/max/min) put it everywhere.  No traffic is counted:
+    this is how data starts out on the devices.
+    """
+    placements = check_placements(_as_list(placements, mesh), array.shape, mesh)
+    meta = isinstance(array, MetaArray)
+    array = array if meta else np.asarray(array)
+    if not meta:
+        resolve_dtype(array.dtype)
+    shards = []
+    for d in range(mesh.size):
+        sl = local_slices(array.shape, mesh, placements, d)
+        if meta:
+            shards.append(MetaArray(tuple(s.stop - s.start for s in sl), array.dtype))
+            continue
+        shard = array[sl].copy()
+        coord = mesh.coordinate(d)
+        for i, p in enumerate(placements):
+            if isinstance(p, Partial) and p.op in ("sum", "prod") and coord[i] != 0:
+                shard[...] = 0 if p.op == "sum" else 1
+        shards.append(shard)
+    return DArray(shards, mesh, placements, array.shape, category)
+
+
+def from_local(shards: Sequence, mesh, placements: Sequence[Placement] | Placement,
+               shape: tuple[int, ...] | None = None, category: str = "tensor") -> DArray:
+    """Wrap per-device shards (one per device, in device order) without moving anything."""
+    placements = _as_list(placements, mesh)
+    if len(shards) != mesh.size:
+        raise WorldSizeError(f"from_local got {len(shards)} shards for a mesh of {mesh.size} devices")
+    shards = [s if isinstance(s, MetaArray) else np.asarray(s) for s in shards]
+    if shape is None:
+        shape = infer_shape([s.shape for s in shards], mesh, placements)
+    check_placements(placements, shape, mesh)
+    for d, s in enumerate(shards):
+        want = tuple(x.stop - x.start for x in local_slices(shape, mesh, placements, d))
+        if s.shape != want:
+            raise ShapeError(f"from_local: device {d} holds shape {s.shape}, but {placements} of a {shape} "
+                             f"array gives it {want}")
+        if s.dtype != shards[0].dtype:
+            raise ShapeError(f"from_local: device {d} has dtype {s.dtype}, device 0 has {shards[0].dtype}")
+    return DArray(shards, mesh, placements, shape, category)
+
+
+def local_slices(shape: tuple[int, ...], mesh, placements: Sequence[Placement], device: int) -> tuple[slice, ...]:
+    """The block of the global array that `device` holds."""
+    lo, hi = [0] * len(shape), list(shape)
+    coord = mesh.coordinate(device)
+    for i, p in enumerate(placements):
+        if isinstance(p, Shard):
+            n = hi[p.dim] - lo[p.dim]
+            start = lo[p.dim] + chunk_offsets(n, mesh.shape[i])[coord[i]]
+            lo[p.dim], hi[p.dim] = start, start + chunk_sizes(n, mesh.shape[i])[coord[i]]
+    return tuple(slice(a, b) for a, b in zip(lo, hi))
+
+
+def check_placements(placements: list[Placement], shape: tuple[int, ...], mesh) -> list[Placement]:
+    if len(placements) != mesh.ndim:
+        raise PlacementError(f"{len(placements)} placements {placements} for a {mesh.ndim}-d mesh {mesh.names}; "
+                             "give one per mesh dim")
+    out = []
+    for i, p in enumerate(placements):
+        if not isinstance(p, Placement):
+            raise PlacementError(f"placement {p!r} on mesh dim {mesh.names[i]} is not Shard, Replicate or Partial")
+        out.append(Shard(normalize_dim(p.dim, len(shape))) if isinstance(p, Shard) else p)
+    return out
+
+
+def infer_shape(shapes: list[tuple[int, ...]], mesh, placements: list[Placement]) -> tuple[int, ...]:
+    """The global shape from the shards: sharded dims add up along their mesh dims."""
+    shape = list(shapes[0])
+    for dim in {p.dim % len(shape) for p in placements if isinstance(p, Shard)}:
+        along = [i for i, p in enumerate(placements) if isinstance(p, Shard) and p.dim % len(shape) == dim]
+        devices = [d for d in range(mesh.size) if all(mesh.coordinate(d)[j] == 0 for j in range(mesh.ndim)
+                                                         if j not in along)]
+        shape[dim] = sum(shapes[d][dim] for d in devices)
+    return tuple(shape)
+
+
+def _as_list(placements, mesh) -> list[Placement]:
+    if isinstance(placements, Placement):
+        if mesh.ndim != 1:
+            raise PlacementError(f"a single placement {placements} is ambiguous on a {mesh.ndim}-d mesh; "
+                                 "give one per mesh dim")
+        return [placements]
+    return list(placements)
+
+
+def _reduce_along(x: DArray, device: int, mesh_dim: int, value: np.ndarray) -> np.ndarray:
+    """Reduce the shards of `device`'s group along a Partial mesh dim, in rank order."""
+    op = x.placements[mesh_dim].op
+    coord = list(x.mesh.coordinate(device))
+    terms = []
+    for k in range(x.mesh.shape[mesh_dim]):
+        coord[mesh_dim] = k
+        terms.append(x.shards[x.mesh.device_at(tuple(coord))] if k else value)
+    ufunc = {"sum": np.add, "avg": np.add, "max": np.maximum, "min": np.minimum, "prod": np.multiply}[op]
+    total = terms[0]
+    for t in terms[1:]:
+        total = ufunc(total, t)
+    return (total / np.asarray(len(terms), dtype=total.dtype)).astype(total.dtype) if op == "avg" else total
+
+
+__all__ = ["DArray", "Replicate", "Shard", "distribute", "from_local"]

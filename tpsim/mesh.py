@@ -1,0 +1,106 @@
+"""The device mesh: virtual devices laid out on an n-d grid with named dims.
+
+`Mesh(8)` is a 1-d mesh of 8 devices; `Mesh((2, 4), names=("dp", "tp"))` a 2-d
+one, device ids in row-major order.  A collective over one mesh dim runs in
+every group along that dim at once, e.g. for ("dp", "tp") = (2, 4) the "tp"
+groups are (0, 1, 2, 3) and (4, 5, 6, 7), the "dp" groups (0, 4), (1, 5), ...
+
+The mesh owns the devices' memory, their clocks (the time each device is free,
+for the time model) and the trace of everything that ran on it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+from tpsim.device import VirtualDevice
+from tpsim.errors import MeshDimError, TopologyError, WorldSizeError
+from tpsim.trace import Trace
+
+
+class Mesh:
+    def __init__(
+        self,
+        shape: int | tuple[int, ...],
+        names: tuple[str, ...] | None = None,
+        topology=None,
+        memory: int | None = None,
+    ):
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if not shape or any(not isinstance(s, int) or s < 1 for s in shape):
+            raise WorldSizeError(f"mesh shape {shape} is invalid: every dim needs an int size >= 1")
+        names = tuple(names) if names is not None else tuple(f"d{i}" for i in range(len(shape)))
+        if len(names) != len(shape) or len(set(names)) != len(names):
+            raise MeshDimError(f"mesh names {names} must be {len(shape)} distinct names for shape {shape}")
+        self.shape = shape
+        self.names = names
+        self.size = math.prod(shape)
+        if topology is None:
+            from tpsim.topology import fully_connected
+
+            topology = fully_connected(self.size)
+        if topology.num_devices < self.size:
+            raise TopologyError(
+                f"topology {topology.name!r} has {topology.num_devices} devices; the mesh {shape} needs {self.size}"
+            )
+        self.topology = topology
+        self.devices = [VirtualDevice(i, memory) for i in range(self.size)]
+        self.clock = [0.0] * self.size
+        self.trace = Trace(self)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def dim_index(self, dim: int | str) -> int:
+        """The index of a mesh dim given by name or index."""
+        if isinstance(dim, str):
+            if dim not in self.names:
+                raise MeshDimError(f"mesh has no dim {dim!r}; its dims are {self.names}")
+            return self.names.index(dim)
+        if not isinstance(dim, int) or not -self.ndim <= dim < self.ndim:
+            raise MeshDimError(f"mesh dim {dim!r} is out of range for a {self.ndim}-d mesh {self.names}")
+        return dim % self.ndim
+
+    def coordinate(self, device: int) -> tuple[int, ...]:
+        coord = []
+        for size in reversed(self.shape):
+            coord.append(device % size)
+            device //= size
+        return tuple(reversed(coord))
+
+    def device_at(self, coord: tuple[int, ...]) -> int:
+        index = 0
+        for c, size in zip(coord, self.shape):
+            index = index * size + c
+        return index
+
+    def groups(self, dim: int | str | None = None) -> list[tuple[int, ...]]:
+        """Device ids of every group along `dim` (None: the whole mesh as one group)."""
+        if dim is None:
+            return [tuple(range(self.size))]
+        d = self.dim_index(dim)
+        others = [range(s) for i, s in enumerate(self.shape) if i != d]
+        out = []
+        for rest in itertools.product(*others):
+            out.append(tuple(self.device_at(rest[:d] + (k,) + rest[d:]) for k in range(self.shape[d])))
+        return out
+
+    def group_rank(self, device: int, dim: int | str) -> int:
+        """The rank of `device` inside its group along `dim`."""
+        return self.coordinate(device)[self.dim_index(dim)]
+
+    def memory(self) -> list[dict]:
+        """Per device: bytes in use by category, total, peak and capacity."""
+        return [
+            {"device": d.index, **dict(d.in_use), "used": d.used, "peak": d.peak, "capacity": d.capacity}
+            for d in self.devices
+        ]
+
+    def reset_clock(self) -> None:
+        self.clock = [0.0] * self.size
+
+    def __repr__(self) -> str:
+        dims = ", ".join(f"{n}={s}" for n, s in zip(self.names, self.shape))
+        return f"Mesh({dims}, topology={self.topology.name!r})"

@@ -1,0 +1,140 @@
+"""redistribute: change placements, one mesh dim at a time, with the collective each change needs.
+
+    S(d) -> R     all-gather          P -> R     all-reduce
+    P -> S(d)     reduce-scatter      S(i) -> S(j)  all-to-all
+    R -> S(d)     local slice         R -> P     local: rank 0 keeps the value (sum, prod), all keep it otherwise
+    S(d) -> P     not allowed (as in DTensor): go through R
+
+Mesh dims are visited innermost first.  A mesh dim may change a Shard(d) only
+when no mesh dim inside it also shards d at that moment; otherwise the pieces
+along it are not contiguous and the change is refused with the order that
+works.  Every change is planned and checked before the first byte moves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tpsim.collectives import all_gather, all_reduce, all_to_all, reduce_scatter
+from tpsim.errors import PlacementError
+from tpsim.meta import MetaArray
+from tpsim.placement import Partial, Placement, Replicate, Shard, chunk_offsets, chunk_sizes
+
+
+def plan(src: list[Placement], dst: list[Placement], names: tuple[str, ...]) -> list[tuple[int, Placement]]:
+    """The (mesh dim, new placement) changes in the order they run; raises PlacementError if one is not allowed."""
+    current, steps = list(src), []
+    for i in reversed(range(len(src))):
+        a, b = current[i], dst[i]
+        if a == b:
+            continue
+        if isinstance(a, Shard) and isinstance(b, Partial):
+            raise PlacementError(f"mesh dim {names[i]}: {a} -> {b} is not allowed; redistribute to R first, then P")
+        if isinstance(a, Partial) and isinstance(b, Partial):
+            raise PlacementError(f"mesh dim {names[i]}: {a} -> {b} changes the reduction op; reduce to R first")
+        for dim in {p.dim for p in (a, b) if isinstance(p, Shard)}:
+            inner = [names[j] for j in range(i + 1, len(current)) if current[j] == Shard(dim)]
+            if inner:
+                raise PlacementError(
+                    f"mesh dim {names[i]}: {a} -> {b} while inner mesh dim(s) {inner} also shard tensor dim "
+                    f"{dim}; change those first (redistribute in two calls)")
+        steps.append((i, b))
+        current[i] = b
+    return steps
+
+
+def redistribute(x, placements: list[Placement], *, algorithm: str | None = None, label: str | None = None):
+    from tpsim.darray import DArray, check_placements
+
+    placements = check_placements(placements, x.shape, x.mesh)
+    steps = plan(list(x.placements), placements, x.mesh.names)
+    mesh, shards, current = x.mesh, list(x.shards), list(x.placements)
+    for i, new in steps:
+        shards = _change(mesh, shards, i, current[i], new, algorithm, label)
+        current[i] = new
+    return DArray(shards, mesh, current, x.shape, x.category)
+
+
+def _change(mesh, shards, i, a: Placement, b: Placement, algorithm, label) -> list:
+    kw = {"mesh_dim": i, "algorithm": algorithm, "label": label}
+    if isinstance(a, Shard) and isinstance(b, Replicate):
+        moved = all_gather([_front(s, a.dim) for s in shards], mesh, **kw)
+        return [_back(s, a.dim) for s in moved]
+    if isinstance(a, Partial) and isinstance(b, Replicate):
+        return all_reduce(shards, mesh, op=a.op, **kw)
+    if isinstance(a, Partial) and isinstance(b, Shard):
+        moved = reduce_scatter([_front(s, b.dim) for s in shards], mesh, op=a.op, **kw)
+        return [_back(s, b.dim) for s in moved]
+    if isinstance(a, Replicate) and isinstance(b, Shard):
+        return [_local_piece(mesh, d, s, i, b.dim) for d, s in enumerate(shards)]
+    if isinstance(a, Replicate) and isinstance(b, Partial):
+        return [_keep_on_rank0(mesh, d, s, i, b.op) for d, s in enumerate(shards)]
+    if isinstance(a, Shard) and isinstance(b, Shard):
+        return _shard_to_shard(mesh, shards, i, a.dim, b.dim, kw)
+    raise PlacementError(f"mesh dim {mesh.names[i]}: no rule for {a} -> {b}")
+
+
+def _shard_to_shard(mesh, shards, i, old: int, new: int, kw) -> list:
+    """All-to-all: rank r cuts its S(old) piece along `new`, sends cut j to rank j, joins what it gets along `old`."""
+    if all(s.shape == shards[0].shape for s in shards):
+        moved = all_to_all([_front(s, new) for s in shards], mesh, **kw)
+        out = []
+        for d, s in enumerate(moved):
+            p = mesh.shape[i]
+            cut = chunk_sizes(shards[d].shape[new], p)[mesh.group_rank(d, i)]
+            pieces = _split_rows(s, [cut] * p)  # one piece from each source rank, each `cut` rows of `new`
+            out.append(_join(pieces, old, new))
+        return out
+    raise PlacementError(f"mesh dim {mesh.names[i]}: S({old}) -> S({new}) with uneven S({old}) shards "
+                         f"{[s.shape for s in shards]} is not supported yet; go through R")
+
+
+def _split_rows(s, counts):
+    if isinstance(s, MetaArray):
+        return [MetaArray((c, *s.shape[1:]), s.dtype) for c in counts]
+    return np.split(s, np.cumsum(counts)[:-1])
+
+
+def _join(pieces, old: int, new: int):
+    """Pieces have `new` in front; move it back and join along `old`."""
+    backs = [_back(p, new) for p in pieces]
+    if isinstance(backs[0], MetaArray):
+        shape = list(backs[0].shape)
+        shape[old] = sum(b.shape[old] for b in backs)
+        return MetaArray(tuple(shape), backs[0].dtype)
+    return np.concatenate(backs, axis=old)
+
+
+def _front(s, dim: int):
+    """Move tensor dim `dim` to the front (a local copy: collectives cut along dim 0)."""
+    if isinstance(s, MetaArray):
+        shape = list(s.shape)
+        return MetaArray((shape.pop(dim), *shape), s.dtype)
+    return np.ascontiguousarray(np.moveaxis(s, dim, 0))
+
+
+def _back(s, dim: int):
+    if isinstance(s, MetaArray):
+        shape = list(s.shape[1:])
+        shape.insert(dim, s.shape[0])
+        return MetaArray(tuple(shape), s.dtype)
+    return np.ascontiguousarray(np.moveaxis(s, 0, dim))
+
+
+def _local_piece(mesh, device, s, i, dim):
+    rank, p, n = mesh.group_rank(device, i), mesh.shape[i], s.shape[dim]
+    lo, size = chunk_offsets(n, p)[rank], chunk_sizes(n, p)[rank]
+    if isinstance(s, MetaArray):
+        shape = list(s.shape)
+        shape[dim] = size
+        return MetaArray(tuple(shape), s.dtype)
+    return np.take(s, np.arange(lo, lo + size), axis=dim)
+
+
+def _keep_on_rank0(mesh, device, s, i, op):
+    if isinstance(s, MetaArray) or op not in ("sum", "prod") or mesh.group_rank(device, i) == 0:
+        return s.copy() if not isinstance(s, MetaArray) else s
+    return np.full_like(s, 0 if op == "sum" else 1)
+
+
+__all__ = ["plan", "redistribute"]

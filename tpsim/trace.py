@@ -1,0 +1,184 @@
+"""The ledger: every collective, step, transfer and compute op that ran on a mesh.
+
+Transfers are stored by column (one NumPy array per field per step) so that a
+ring over 1024 devices, two million transfers, costs little to record.  The
+summaries follow nccl-tests: algbw = S / time and busbw = algbw x a factor that
+makes it comparable across collectives (2(p-1)/p for all-reduce, (p-1)/p for
+all-gather and reduce-scatter, ...), S being the buffer size nccl-tests reports.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+FIELDS = ("collective", "step", "src", "dst", "nbytes", "link", "start", "end")
+
+
+@dataclass
+class CollectiveRecord:
+    index: int
+    collective: str
+    algorithm: str
+    op: str | None
+    group_size: int
+    num_groups: int
+    mesh_dim: str | None
+    nbytes: int  # S per rank, as nccl-tests reports its size
+    dtype: str
+    start: float
+    end: float
+    num_steps: int = 0
+    wire_bytes: int = 0  # every byte that crossed a link, all groups together
+    label: str | None = None  # the module that issued it
+    direction: str | None = None  # "forward" / "backward"
+    devices: tuple[int, ...] = ()  # every device that took part
+
+    @property
+    def time(self) -> float:
+        return self.end - self.start
+
+    @property
+    def algbw(self) -> float:
+        return self.nbytes / self.time if self.time > 0 else float("inf") if self.nbytes else 0.0
+
+    @property
+    def busbw(self) -> float:
+        from tpsim.collectives.costs import bus_bandwidth_factor  # lazy: collectives import the trace
+
+        return self.algbw * bus_bandwidth_factor(self.collective, self.group_size)
+
+
+@dataclass
+class StepRecord:
+    collective: int
+    index: int
+    start: float
+    end: float
+    wire_bytes: int
+    num_transfers: int
+
+
+@dataclass
+class ComputeRecord:
+    device: int
+    name: str
+    flops: float
+    nbytes: float
+    start: float
+    end: float
+    label: str | None = None
+    direction: str | None = None
+
+
+class Trace:
+    """Everything that ran on one mesh, in order."""
+
+    def __init__(self, mesh):
+        self.mesh = mesh
+        self.clear()
+
+    def clear(self) -> None:
+        self.collectives: list[CollectiveRecord] = []
+        self.steps: list[StepRecord] = []
+        self.compute: list[ComputeRecord] = []
+        self._columns: list[dict[str, np.ndarray]] = []
+        self._link_bytes = np.zeros(len(self.mesh.topology.links))
+        self._cache: dict[str, np.ndarray] | None = None
+
+    def add_collective(self, record: CollectiveRecord) -> None:
+        self.collectives.append(record)
+
+    def add_step(self, record: StepRecord, columns: dict[str, np.ndarray], link_load: np.ndarray) -> None:
+        self.steps.append(record)
+        if len(columns["src"]):
+            self._columns.append(columns)
+        self._link_bytes += link_load
+        self._cache = None
+
+    def add_compute(self, record: ComputeRecord) -> None:
+        self.compute.append(record)
+
+    def transfers(self) -> dict[str, np.ndarray]:
+        """Every transfer that crossed a link, as columns: collective, step, src, dst, nbytes, link, start, end."""
+        if self._cache is None:
+            if self._columns:
+                self._cache = {f: np.concatenate([c[f] for c in self._columns]) for f in FIELDS}
+            else:
+                self._cache = {f: np.zeros(0, dtype=np.float64 if f in ("start", "end") else np.int64) for f in FIELDS}
+        return self._cache
+
+    @property
+    def wire_bytes(self) -> int:
+        return int(self.transfers()["nbytes"].sum())
+
+    def per_device(self) -> list[dict]:
+        """Bytes each device sent and received over links."""
+        t, n = self.transfers(), self.mesh.size
+        sent = np.bincount(t["src"], weights=t["nbytes"], minlength=n)
+        recv = np.bincount(t["dst"], weights=t["nbytes"], minlength=n)
+        return [{"device": d, "sent": int(sent[d]), "received": int(recv[d])} for d in range(n)]
+
+    def per_link(self) -> list[dict]:
+        """Bytes each link carried and how long that kept it busy."""
+        links = self.mesh.topology.links
+        return [
+            {"link": link.name, "bytes": int(b), "busy": b / link.bandwidth}
+            for link, b in zip(links, self._link_bytes)
+            if b
+        ]
+
+    def per_step(self) -> list[dict]:
+        return [asdict(s) for s in self.steps]
+
+    def per_collective(self) -> list[dict]:
+        return [
+            {**asdict(c), "time": c.time, "algbw": c.algbw, "busbw": c.busbw} for c in self.collectives
+        ]
+
+    def traffic_matrix(self) -> np.ndarray:
+        """(devices, devices) bytes sent from src (row) to dst (column)."""
+        t, n = self.transfers(), self.mesh.size
+        return np.bincount(t["src"] * n + t["dst"], weights=t["nbytes"], minlength=n * n).reshape(n, n)
+
+    def summary(self, max_rows: int = 16) -> str:
+        """A plain-text report: collectives, then devices, then the busiest links."""
+        from tpsim.report import summary_text
+
+        return summary_text(self, max_rows)
+
+    def to_chrome_trace(self, path: str | None = None) -> dict:
+        """Chrome trace JSON (opens in Perfetto or chrome://tracing): one process per device."""
+        events: list[dict] = []
+        for d in range(self.mesh.size):
+            events.append({"ph": "M", "name": "process_name", "pid": d, "args": {"name": f"dev{d}"}})
+            for tid, name in ((0, "collectives"), (1, "send"), (2, "compute")):
+                events.append({"ph": "M", "name": "thread_name", "pid": d, "tid": tid, "args": {"name": name}})
+        for c in self.collectives:
+            for d in c.devices:
+                events.append(_span(f"{c.collective} ({c.algorithm})", d, 0, c.start, c.end,
+                                    {"bytes": c.nbytes, "label": c.label, "direction": c.direction}))
+        t = self.transfers()
+        names = [link.name for link in self.mesh.topology.links]
+        for i in range(len(t["src"])):
+            coll = self.collectives[int(t["collective"][i])].collective
+            events.append(_span(
+                f"{coll} step {int(t['step'][i])} -> dev{int(t['dst'][i])}", int(t["src"][i]), 1,
+                float(t["start"][i]), float(t["end"][i]),
+                {"bytes": int(t["nbytes"][i]), "link": names[int(t["link"][i])]},
+            ))
+        for op in self.compute:
+            events.append(_span(op.name, op.device, 2, op.start, op.end,
+                                {"flops": op.flops, "bytes": op.nbytes, "label": op.label}))
+        doc = {"traceEvents": events, "displayTimeUnit": "ns"}
+        if path is not None:
+            with open(path, "w") as f:
+                json.dump(doc, f)
+        return doc
+
+
+def _span(name: str, pid: int, tid: int, start: float, end: float, args: dict) -> dict:
+    return {"ph": "X", "name": name, "pid": pid, "tid": tid, "ts": start * 1e6, "dur": (end - start) * 1e6,
+            "args": args}

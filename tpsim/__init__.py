@@ -1,12 +1,12 @@
 """tpsim: tensor parallelism on virtual devices, every byte counted.
 
-    mesh.py, device.py      virtual devices on an n-d mesh, with memory and clocks
-    placement.py            Shard / Replicate / Partial and the torch.chunk layout rule
-    darray.py               the distributed array; redistribute.py changes its placements
-    collectives/            schedules as data, the engine (the one door), all_reduce() & co.
-    topology.py, presets.py links with alpha and beta, and real systems
-    trace.py, report.py     the ledger of every transfer, its summaries and Chrome trace export
-    meta.py, dtypes.py      shape-only arrays; bfloat16 through ml_dtypes
+mesh.py, device.py      virtual devices on an n-d mesh, with memory and clocks
+placement.py            Shard / Replicate / Partial and the torch.chunk layout rule
+darray.py               the distributed array; redistribute.py changes its placements
+collectives/            schedules as data, the engine (the one door), all_reduce() & co.
+topology.py, presets.py links with alpha and beta, and real systems
+trace.py, report.py     the ledger of every transfer, its summaries and Chrome trace export
+meta.py, dtypes.py      shape-only arrays; bfloat16 through ml_dtypes
 """
 
 from tpsim import errors, presets, topology
@@ -35,8 +35,32 @@ from tpsim.placement import Partial, Replicate, Shard
 __version__ = "0.1.0"
 
 __all__ = [
-    "ALGORITHMS", "DArray", "Mesh", "MetaArray", "Partial", "Replicate", "Schedule", "Shard", "Step",
-    "TpsimError", "Transfer", "all_gather", "all_reduce", "all_to_all", "bfloat16", "broadcast", "build",
-    "distribute", "errors", "from_local", "gather", "meta", "presets", "reduce", "reduce_scatter", "scatter",
-    "stepwise", "topology",
+    "ALGORITHMS",
+    "DArray",
+    "Mesh",
+    "MetaArray",
+    "Partial",
+    "Replicate",
+    "Schedule",
+    "Shard",
+    "Step",
+    "TpsimError",
+    "Transfer",
+    "all_gather",
+    "all_reduce",
+    "all_to_all",
+    "bfloat16",
+    "broadcast",
+    "build",
+    "distribute",
+    "errors",
+    "from_local",
+    "gather",
+    "meta",
+    "presets",
+    "reduce",
+    "reduce_scatter",
+    "scatter",
+    "stepwise",
+    "topology",
 ]

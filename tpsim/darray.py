@@ -28,8 +28,14 @@ from tpsim.placement import Partial, Placement, Replicate, Shard, chunk_offsets,
 class DArray:
     """Shards on every device of a mesh, plus their placements: the global view of a distributed tensor."""
 
-    def __init__(self, shards: Sequence, mesh, placements: Sequence[Placement], shape: tuple[int, ...],
-                 category: str = "tensor"):
+    def __init__(
+        self,
+        shards: Sequence,
+        mesh,
+        placements: Sequence[Placement],
+        shape: tuple[int, ...],
+        category: str = "tensor",
+    ):
         self.mesh, self.placements, self.shape = mesh, tuple(placements), tuple(shape)
         self.shards = list(shards)
         self.dtype = self.shards[0].dtype
@@ -69,8 +75,13 @@ class DArray:
             out[local_slices(self.shape, self.mesh, self.placements, d)] = value
         return out
 
-    def redistribute(self, placements: Sequence[Placement] | Placement, *, algorithm: str | None = None,
-                     label: str | None = None) -> DArray:
+    def redistribute(
+        self,
+        placements: Sequence[Placement] | Placement,
+        *,
+        algorithm: str | None = None,
+        label: str | None = None,
+    ) -> DArray:
         """The same global array under new placements, moved by the collectives that change needs."""
         from tpsim.redistribute import redistribute
 
@@ -108,8 +119,13 @@ def distribute(array, mesh, placements: Sequence[Placement] | Placement, categor
     return DArray(shards, mesh, placements, array.shape, category)
 
 
-def from_local(shards: Sequence, mesh, placements: Sequence[Placement] | Placement,
-               shape: tuple[int, ...] | None = None, category: str = "tensor") -> DArray:
+def from_local(
+    shards: Sequence,
+    mesh,
+    placements: Sequence[Placement] | Placement,
+    shape: tuple[int, ...] | None = None,
+    category: str = "tensor",
+) -> DArray:
     """Wrap per-device shards (one per device, in device order) without moving anything."""
     placements = _as_list(placements, mesh)
     if len(shards) != mesh.size:
@@ -121,14 +137,18 @@ def from_local(shards: Sequence, mesh, placements: Sequence[Placement] | Placeme
     for d, s in enumerate(shards):
         want = tuple(x.stop - x.start for x in local_slices(shape, mesh, placements, d))
         if s.shape != want:
-            raise ShapeError(f"from_local: device {d} holds shape {s.shape}, but {placements} of a {shape} "
-                             f"array gives it {want}")
+            raise ShapeError(
+                f"from_local: device {d} holds shape {s.shape}, but {placements} of a {shape} "
+                f"array gives it {want}"
+            )
         if s.dtype != shards[0].dtype:
             raise ShapeError(f"from_local: device {d} has dtype {s.dtype}, device 0 has {shards[0].dtype}")
     return DArray(shards, mesh, placements, shape, category)
 
 
-def local_slices(shape: tuple[int, ...], mesh, placements: Sequence[Placement], device: int) -> tuple[slice, ...]:
+def local_slices(
+    shape: tuple[int, ...], mesh, placements: Sequence[Placement], device: int
+) -> tuple[slice, ...]:
     """The block of the global array that `device` holds."""
     lo, hi = [0] * len(shape), list(shape)
     coord = mesh.coordinate(device)
@@ -137,17 +157,21 @@ def local_slices(shape: tuple[int, ...], mesh, placements: Sequence[Placement], 
             n = hi[p.dim] - lo[p.dim]
             start = lo[p.dim] + chunk_offsets(n, mesh.shape[i])[coord[i]]
             lo[p.dim], hi[p.dim] = start, start + chunk_sizes(n, mesh.shape[i])[coord[i]]
-    return tuple(slice(a, b) for a, b in zip(lo, hi))
+    return tuple(slice(a, b) for a, b in zip(lo, hi, strict=False))
 
 
 def check_placements(placements: list[Placement], shape: tuple[int, ...], mesh) -> list[Placement]:
     if len(placements) != mesh.ndim:
-        raise PlacementError(f"{len(placements)} placements {placements} for a {mesh.ndim}-d mesh {mesh.names}; "
-                             "give one per mesh dim")
+        raise PlacementError(
+            f"{len(placements)} placements {placements} for a {mesh.ndim}-d mesh {mesh.names}; "
+            "give one per mesh dim"
+        )
     out = []
     for i, p in enumerate(placements):
         if not isinstance(p, Placement):
-            raise PlacementError(f"placement {p!r} on mesh dim {mesh.names[i]} is not Shard, Replicate or Partial")
+            raise PlacementError(
+                f"placement {p!r} on mesh dim {mesh.names[i]} is not Shard, Replicate or Partial"
+            )
         out.append(Shard(normalize_dim(p.dim, len(shape))) if isinstance(p, Shard) else p)
     return out
 
@@ -157,8 +181,11 @@ def infer_shape(shapes: list[tuple[int, ...]], mesh, placements: list[Placement]
     shape = list(shapes[0])
     for dim in {p.dim % len(shape) for p in placements if isinstance(p, Shard)}:
         along = [i for i, p in enumerate(placements) if isinstance(p, Shard) and p.dim % len(shape) == dim]
-        devices = [d for d in range(mesh.size) if all(mesh.coordinate(d)[j] == 0 for j in range(mesh.ndim)
-                                                         if j not in along)]
+        devices = [
+            d
+            for d in range(mesh.size)
+            if all(mesh.coordinate(d)[j] == 0 for j in range(mesh.ndim) if j not in along)
+        ]
         shape[dim] = sum(shapes[d][dim] for d in devices)
     return tuple(shape)
 
@@ -166,8 +193,9 @@ def infer_shape(shapes: list[tuple[int, ...]], mesh, placements: list[Placement]
 def _as_list(placements, mesh) -> list[Placement]:
     if isinstance(placements, Placement):
         if mesh.ndim != 1:
-            raise PlacementError(f"a single placement {placements} is ambiguous on a {mesh.ndim}-d mesh; "
-                                 "give one per mesh dim")
+            raise PlacementError(
+                f"a single placement {placements} is ambiguous on a {mesh.ndim}-d mesh; give one per mesh dim"
+            )
         return [placements]
     return list(placements)
 

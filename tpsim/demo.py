@@ -35,10 +35,14 @@ def show(collective: str, buffers: list, mesh, algorithm: str | None) -> None:
         if snap.step == 0:
             print("before the first step (cells: whose data a chunk holds = its values):")
         else:
-            moves = ", ".join(f"dev{t.src}->dev{t.dst} chunk {t.chunks[0]} ({t.op})" for t in snap.transfers[:8])
+            moves = ", ".join(
+                f"dev{t.src}->dev{t.dst} chunk {t.chunks[0]} ({t.op})" for t in snap.transfers[:8]
+            )
             more = f" and {len(snap.transfers) - 8} more" if len(snap.transfers) > 8 else ""
             print(f"\nstep {snap.step}: {moves}{more}")
-            print(f"  simulated time {fmt_time(snap.time)}, bytes on links so far {fmt_bytes(snap.wire_bytes)}")
+            print(
+                f"  simulated time {fmt_time(snap.time)}, bytes on links so far {fmt_bytes(snap.wire_bytes)}"
+            )
         print(holds_table(snap, devices))
     print()
     print(steps_text(mesh.trace))
@@ -48,8 +52,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m tpsim", description=__doc__)
     ap.add_argument("--devices", type=int, default=4, help="virtual devices (default 4)")
     ap.add_argument("--length", type=int, default=8, help="elements per device buffer (default 8)")
-    ap.add_argument("--algorithm", default="ring", help="all-reduce algorithm: " + ", ".join(tpsim.ALGORITHMS["all_reduce"]))
-    ap.add_argument("--size-mib", type=int, default=256, help="buffer of the at-scale table (default 256 MiB)")
+    ap.add_argument(
+        "--algorithm",
+        default="ring",
+        help="all-reduce algorithm: " + ", ".join(tpsim.ALGORITHMS["all_reduce"]),
+    )
+    ap.add_argument(
+        "--size-mib", type=int, default=256, help="buffer of the at-scale table (default 256 MiB)"
+    )
     ap.add_argument("--topology", default="nvlink", help="preset: " + ", ".join(tpsim.presets.PRESETS))
     args = ap.parse_args(argv)
     if args.devices < 1 or args.length < 0:
@@ -77,6 +87,11 @@ def at_scale(devices: int, topology: str, size_mib: int) -> str:
         tpsim.all_reduce([tpsim.meta(size_mib << 18, "float32")] * devices, mesh, algorithm=algorithm)
         c = mesh.trace.collectives[-1]
         sent = max(d["sent"] for d in mesh.trace.per_device())
-        rows.append((algorithm, c.num_steps, fmt_bytes(sent), fmt_time(c.time), fmt_rate(c.algbw), fmt_rate(c.busbw)))
-    return table(rows, ("algorithm", "steps", "max sent per device", "time", "algbw", "busbw"),
-                 f"A {size_mib} MiB float32 all-reduce on {devices} devices ({topology}), shape-only")
+        rows.append(
+            (algorithm, c.num_steps, fmt_bytes(sent), fmt_time(c.time), fmt_rate(c.algbw), fmt_rate(c.busbw))
+        )
+    return table(
+        rows,
+        ("algorithm", "steps", "max sent per device", "time", "algbw", "busbw"),
+        f"A {size_mib} MiB float32 all-reduce on {devices} devices ({topology}), shape-only",
+    )

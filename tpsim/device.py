@@ -55,7 +55,8 @@ class VirtualDevice:
 
     def __repr__(self) -> str:
         cap = "unbounded" if self.capacity is None else _fmt_bytes(self.capacity)
-        return f"VirtualDevice({self.index}, used={_fmt_bytes(self.used)}, peak={_fmt_bytes(self.peak)}, capacity={cap})"
+        used, peak = _fmt_bytes(self.used), _fmt_bytes(self.peak)
+        return f"VirtualDevice({self.index}, used={used}, peak={peak}, capacity={cap})"
 
 
 def allocate_all(devices: list[VirtualDevice], request: Mapping[int, int], category: str) -> None:

@@ -18,7 +18,9 @@ def resolve_dtype(dtype) -> np.dtype:
     except TypeError as e:
         raise DTypeError(f"unknown dtype {dtype!r}: {e}") from None
     if not is_supported(dt):
-        raise DTypeError(f"dtype {dt} is not supported; use a float (16/32/64, bfloat16), integer or bool dtype")
+        raise DTypeError(
+            f"dtype {dt} is not supported; use a float (16/32/64, bfloat16), integer or bool dtype"
+        )
     return dt
 
 

@@ -5,7 +5,9 @@ one, device ids in row-major order.  A collective over one mesh dim runs in
 every group along that dim at once, e.g. for ("dp", "tp") = (2, 4) the "tp"
 groups are (0, 1, 2, 3) and (4, 5, 6, 7), the "dp" groups (0, 4), (1, 5), ...
 
-The mesh owns the devices' memory, their clocks (the time each device is free,
+Without a topology the devices hang off one non-blocking switch
+(`presets.switch`: a port per device, 1 us, 100 GB/s).  The mesh owns the devices'
+memory, their clocks (the time each device is free,
 for the time model) and the trace of everything that ran on it.
 """
 
@@ -37,12 +39,13 @@ class Mesh:
         self.names = names
         self.size = math.prod(shape)
         if topology is None:
-            from tpsim.topology import fully_connected
+            from tpsim.presets import switch
 
-            topology = fully_connected(self.size)
+            topology = switch(self.size)  # one port per device into a non-blocking switch
         if topology.num_devices < self.size:
             raise TopologyError(
-                f"topology {topology.name!r} has {topology.num_devices} devices; the mesh {shape} needs {self.size}"
+                f"topology {topology.name!r} has {topology.num_devices} devices; "
+                f"the mesh {shape} needs {self.size}"
             )
         self.topology = topology
         self.devices = [VirtualDevice(i, memory) for i in range(self.size)]
@@ -72,7 +75,7 @@ class Mesh:
 
     def device_at(self, coord: tuple[int, ...]) -> int:
         index = 0
-        for c, size in zip(coord, self.shape):
+        for c, size in zip(coord, self.shape, strict=False):
             index = index * size + c
         return index
 
@@ -84,7 +87,7 @@ class Mesh:
         others = [range(s) for i, s in enumerate(self.shape) if i != d]
         out = []
         for rest in itertools.product(*others):
-            out.append(tuple(self.device_at(rest[:d] + (k,) + rest[d:]) for k in range(self.shape[d])))
+            out.append(tuple(self.device_at((*rest[:d], k, *rest[d:])) for k in range(self.shape[d])))
         return out
 
     def group_rank(self, device: int, dim: int | str) -> int:
@@ -102,5 +105,5 @@ class Mesh:
         self.clock = [0.0] * self.size
 
     def __repr__(self) -> str:
-        dims = ", ".join(f"{n}={s}" for n, s in zip(self.names, self.shape))
+        dims = ", ".join(f"{n}={s}" for n, s in zip(self.names, self.shape, strict=False))
         return f"Mesh({dims}, topology={self.topology.name!r})"

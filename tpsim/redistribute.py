@@ -2,7 +2,8 @@
 
     S(d) -> R     all-gather          P -> R     all-reduce
     P -> S(d)     reduce-scatter      S(i) -> S(j)  all-to-all
-    R -> S(d)     local slice         R -> P     local: rank 0 keeps the value (sum, prod), all keep it otherwise
+    R -> S(d)     local slice         R -> P     local: rank 0 keeps the value (sum, prod),
+                                                 every rank keeps it (avg, max, min)
     S(d) -> P     not allowed (as in DTensor): go through R
 
 Mesh dims are visited innermost first.  A mesh dim may change a Shard(d) only
@@ -22,22 +23,27 @@ from tpsim.placement import Partial, Placement, Replicate, Shard, chunk_offsets,
 
 
 def plan(src: list[Placement], dst: list[Placement], names: tuple[str, ...]) -> list[tuple[int, Placement]]:
-    """The (mesh dim, new placement) changes in the order they run; raises PlacementError if one is not allowed."""
+    """The (mesh dim, new placement) changes in the order they run; PlacementError if one is not allowed."""
     current, steps = list(src), []
     for i in reversed(range(len(src))):
         a, b = current[i], dst[i]
         if a == b:
             continue
         if isinstance(a, Shard) and isinstance(b, Partial):
-            raise PlacementError(f"mesh dim {names[i]}: {a} -> {b} is not allowed; redistribute to R first, then P")
+            raise PlacementError(
+                f"mesh dim {names[i]}: {a} -> {b} is not allowed; redistribute to R first, then P"
+            )
         if isinstance(a, Partial) and isinstance(b, Partial):
-            raise PlacementError(f"mesh dim {names[i]}: {a} -> {b} changes the reduction op; reduce to R first")
+            raise PlacementError(
+                f"mesh dim {names[i]}: {a} -> {b} changes the reduction op; reduce to R first"
+            )
         for dim in {p.dim for p in (a, b) if isinstance(p, Shard)}:
             inner = [names[j] for j in range(i + 1, len(current)) if current[j] == Shard(dim)]
             if inner:
                 raise PlacementError(
                     f"mesh dim {names[i]}: {a} -> {b} while inner mesh dim(s) {inner} also shard tensor dim "
-                    f"{dim}; change those first (redistribute in two calls)")
+                    f"{dim}; change those first (redistribute in two calls)"
+                )
         steps.append((i, b))
         current[i] = b
     return steps
@@ -75,7 +81,7 @@ def _change(mesh, shards, i, a: Placement, b: Placement, algorithm, label) -> li
 
 
 def _shard_to_shard(mesh, shards, i, old: int, new: int, kw) -> list:
-    """All-to-all: rank r cuts its S(old) piece along `new`, sends cut j to rank j, joins what it gets along `old`."""
+    """All-to-all: rank r cuts its S(old) piece along `new`, sends cut j to rank j, joins along `old`."""
     if all(s.shape == shards[0].shape for s in shards):
         moved = all_to_all([_front(s, new) for s in shards], mesh, **kw)
         out = []
@@ -85,8 +91,10 @@ def _shard_to_shard(mesh, shards, i, old: int, new: int, kw) -> list:
             pieces = _split_rows(s, [cut] * p)  # one piece from each source rank, each `cut` rows of `new`
             out.append(_join(pieces, old, new))
         return out
-    raise PlacementError(f"mesh dim {mesh.names[i]}: S({old}) -> S({new}) with uneven S({old}) shards "
-                         f"{[s.shape for s in shards]} is not supported yet; go through R")
+    raise PlacementError(
+        f"mesh dim {mesh.names[i]}: S({old}) -> S({new}) with uneven S({old}) shards "
+        f"{[s.shape for s in shards]} is not supported yet; go through R"
+    )
 
 
 def _split_rows(s, counts):

@@ -38,7 +38,8 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str], title: str | 
     right = [all(_numeric(r[i]) for r in cells[1:]) if rows else False for i in range(len(header))]
     lines = [title] if title else []
     for j, r in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if a else c.ljust(w) for c, w, a in zip(r, widths, right)).rstrip())
+        padded = (c.rjust(w) if a else c.ljust(w) for c, w, a in zip(r, widths, right, strict=True))
+        lines.append("  ".join(padded).rstrip())
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -52,18 +53,55 @@ def summary_text(trace, max_rows: int = 16) -> str:
     """The trace as text: one table per view, long tables cut to `max_rows` with a note."""
     parts = []
     coll = [
-        (c.index, c.collective, c.algorithm, c.label or "", f"{c.group_size}x{c.num_groups}", fmt_bytes(c.nbytes),
-         c.num_steps, fmt_bytes(c.wire_bytes), fmt_time(c.time), fmt_rate(c.algbw), fmt_rate(c.busbw))
+        (
+            c.index,
+            c.collective,
+            c.algorithm,
+            c.label or "",
+            f"{c.group_size}x{c.num_groups}",
+            fmt_bytes(c.nbytes),
+            c.num_steps,
+            fmt_bytes(c.wire_bytes),
+            fmt_time(c.time),
+            fmt_rate(c.algbw),
+            fmt_rate(c.busbw),
+        )
         for c in trace.collectives
     ]
-    parts.append(_cut(coll, ("#", "collective", "algorithm", "label", "p x groups", "size", "steps", "wire bytes",
-                             "time", "algbw", "busbw"), "Collectives", max_rows))
-    dev = [(d["device"], fmt_bytes(d["sent"]), fmt_bytes(d["received"]), fmt_bytes(m["peak"]))
-           for d, m in zip(trace.per_device(), trace.mesh.memory())]
+    parts.append(
+        _cut(
+            coll,
+            (
+                "#",
+                "collective",
+                "algorithm",
+                "label",
+                "p x groups",
+                "size",
+                "steps",
+                "wire bytes",
+                "time",
+                "algbw",
+                "busbw",
+            ),
+            "Collectives",
+            max_rows,
+        )
+    )
+    dev = [
+        (d["device"], fmt_bytes(d["sent"]), fmt_bytes(d["received"]), fmt_bytes(m["peak"]))
+        for d, m in zip(trace.per_device(), trace.mesh.memory(), strict=False)
+    ]
     parts.append(_cut(dev, ("device", "sent", "received", "peak memory"), "Devices", max_rows))
     links = sorted(trace.per_link(), key=lambda r: -r["bytes"])
-    parts.append(_cut([(r["link"], fmt_bytes(r["bytes"]), fmt_time(r["busy"])) for r in links],
-                      ("link", "bytes", "busy"), "Busiest links", max_rows))
+    parts.append(
+        _cut(
+            [(r["link"], fmt_bytes(r["bytes"]), fmt_time(r["busy"])) for r in links],
+            ("link", "bytes", "busy"),
+            "Busiest links",
+            max_rows,
+        )
+    )
     if trace.compute:
         total = sum(op.end - op.start for op in trace.compute)
         parts.append(f"Compute: {len(trace.compute)} ops, {fmt_time(total)} summed over devices")
@@ -75,10 +113,22 @@ def summary_text(trace, max_rows: int = 16) -> str:
 def steps_text(trace, collective: int = -1) -> str:
     """One line per step of one collective: when it ran, how many transfers and bytes."""
     c = trace.collectives[collective]
-    rows = [(s.index + 1, s.num_transfers, fmt_bytes(s.wire_bytes), fmt_time(s.start - c.start), fmt_time(s.end - s.start))
-            for s in trace.steps if s.collective == c.index]
-    return table(rows, ("step", "transfers", "bytes", "starts at", "lasts"),
-                 f"{c.collective} ({c.algorithm}) on {c.group_size} devices, step by step")
+    rows = [
+        (
+            s.index + 1,
+            s.num_transfers,
+            fmt_bytes(s.wire_bytes),
+            fmt_time(s.start - c.start),
+            fmt_time(s.end - s.start),
+        )
+        for s in trace.steps
+        if s.collective == c.index
+    ]
+    return table(
+        rows,
+        ("step", "transfers", "bytes", "starts at", "lasts"),
+        f"{c.collective} ({c.algorithm}) on {c.group_size} devices, step by step",
+    )
 
 
 def _cut(rows: list, header: tuple, title: str, max_rows: int) -> str:

@@ -85,29 +85,35 @@ class Trace:
         self.steps: list[StepRecord] = []
         self.compute: list[ComputeRecord] = []
         self._columns: list[dict[str, np.ndarray]] = []
-        self._link_bytes = np.zeros(len(self.mesh.topology.links))
+        self._link_ids: list[np.ndarray] = []  # per step: the links it used ...
+        self._link_loads: list[np.ndarray] = []  # ... and the bytes it put on each
         self._cache: dict[str, np.ndarray] | None = None
 
     def add_collective(self, record: CollectiveRecord) -> None:
         self.collectives.append(record)
 
-    def add_step(self, record: StepRecord, columns: dict[str, np.ndarray], link_load: np.ndarray) -> None:
+    def add_step(
+        self, record: StepRecord, columns: dict[str, np.ndarray], links: np.ndarray, loads: np.ndarray
+    ) -> None:
         self.steps.append(record)
         if len(columns["src"]):
             self._columns.append(columns)
-        self._link_bytes += link_load
+            self._link_ids.append(links)
+            self._link_loads.append(loads)
         self._cache = None
 
     def add_compute(self, record: ComputeRecord) -> None:
         self.compute.append(record)
 
     def transfers(self) -> dict[str, np.ndarray]:
-        """Every transfer that crossed a link, as columns: collective, step, src, dst, nbytes, link, start, end."""
+        """Every transfer that crossed a link, by column (collective, step, src, dst, nbytes, link, ...)."""
         if self._cache is None:
             if self._columns:
-                self._cache = {f: np.concatenate([c[f] for c in self._columns]) for f in FIELDS}
+                self._cache = {f: np.concatenate([_column(c, f) for c in self._columns]) for f in FIELDS}
             else:
-                self._cache = {f: np.zeros(0, dtype=np.float64 if f in ("start", "end") else np.int64) for f in FIELDS}
+                self._cache = {
+                    f: np.zeros(0, dtype=np.float64 if f in ("start", "end") else np.int64) for f in FIELDS
+                }
         return self._cache
 
     @property
@@ -124,19 +130,21 @@ class Trace:
     def per_link(self) -> list[dict]:
         """Bytes each link carried and how long that kept it busy."""
         links = self.mesh.topology.links
+        if not self._link_ids:
+            return []
+        totals = np.bincount(
+            np.concatenate(self._link_ids), weights=np.concatenate(self._link_loads), minlength=len(links)
+        )
         return [
-            {"link": link.name, "bytes": int(b), "busy": b / link.bandwidth}
-            for link, b in zip(links, self._link_bytes)
-            if b
+            {"link": links[i].name, "bytes": int(totals[i]), "busy": totals[i] / links[i].bandwidth}
+            for i in np.flatnonzero(totals)
         ]
 
     def per_step(self) -> list[dict]:
         return [asdict(s) for s in self.steps]
 
     def per_collective(self) -> list[dict]:
-        return [
-            {**asdict(c), "time": c.time, "algbw": c.algbw, "busbw": c.busbw} for c in self.collectives
-        ]
+        return [{**asdict(c), "time": c.time, "algbw": c.algbw, "busbw": c.busbw} for c in self.collectives]
 
     def traffic_matrix(self) -> np.ndarray:
         """(devices, devices) bytes sent from src (row) to dst (column)."""
@@ -155,23 +163,46 @@ class Trace:
         for d in range(self.mesh.size):
             events.append({"ph": "M", "name": "process_name", "pid": d, "args": {"name": f"dev{d}"}})
             for tid, name in ((0, "collectives"), (1, "send"), (2, "compute")):
-                events.append({"ph": "M", "name": "thread_name", "pid": d, "tid": tid, "args": {"name": name}})
+                events.append(
+                    {"ph": "M", "name": "thread_name", "pid": d, "tid": tid, "args": {"name": name}}
+                )
         for c in self.collectives:
             for d in c.devices:
-                events.append(_span(f"{c.collective} ({c.algorithm})", d, 0, c.start, c.end,
-                                    {"bytes": c.nbytes, "label": c.label, "direction": c.direction}))
+                events.append(
+                    _span(
+                        f"{c.collective} ({c.algorithm})",
+                        d,
+                        0,
+                        c.start,
+                        c.end,
+                        {"bytes": c.nbytes, "label": c.label, "direction": c.direction},
+                    )
+                )
         t = self.transfers()
         names = [link.name for link in self.mesh.topology.links]
         for i in range(len(t["src"])):
             coll = self.collectives[int(t["collective"][i])].collective
-            events.append(_span(
-                f"{coll} step {int(t['step'][i])} -> dev{int(t['dst'][i])}", int(t["src"][i]), 1,
-                float(t["start"][i]), float(t["end"][i]),
-                {"bytes": int(t["nbytes"][i]), "link": names[int(t["link"][i])]},
-            ))
+            events.append(
+                _span(
+                    f"{coll} step {int(t['step'][i])} -> dev{int(t['dst'][i])}",
+                    int(t["src"][i]),
+                    1,
+                    float(t["start"][i]),
+                    float(t["end"][i]),
+                    {"bytes": int(t["nbytes"][i]), "link": names[int(t["link"][i])]},
+                )
+            )
         for op in self.compute:
-            events.append(_span(op.name, op.device, 2, op.start, op.end,
-                                {"flops": op.flops, "bytes": op.nbytes, "label": op.label}))
+            events.append(
+                _span(
+                    op.name,
+                    op.device,
+                    2,
+                    op.start,
+                    op.end,
+                    {"flops": op.flops, "bytes": op.nbytes, "label": op.label},
+                )
+            )
         doc = {"traceEvents": events, "displayTimeUnit": "ns"}
         if path is not None:
             with open(path, "w") as f:
@@ -179,6 +210,20 @@ class Trace:
         return doc
 
 
+def _column(columns: dict, field: str) -> np.ndarray:
+    value = columns[field]
+    if np.ndim(value):
+        return value
+    return np.full(len(columns["src"]), value, dtype=np.float64 if field in ("start", "end") else np.int64)
+
+
 def _span(name: str, pid: int, tid: int, start: float, end: float, args: dict) -> dict:
-    return {"ph": "X", "name": name, "pid": pid, "tid": tid, "ts": start * 1e6, "dur": (end - start) * 1e6,
-            "args": args}
+    return {
+        "ph": "X",
+        "name": name,
+        "pid": pid,
+        "tid": tid,
+        "ts": start * 1e6,
+        "dur": (end - start) * 1e6,
+        "args": args,
+    }

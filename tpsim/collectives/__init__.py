@@ -1,12 +1,12 @@
 """Collectives as schedules: data that says which chunk goes where in each step.
 
-    schedule.py   Transfer / Step / Schedule, and the symbolic check `Schedule.verify`
-    ring.py, halving_doubling.py, tree.py, direct.py, pairwise.py   the algorithms
-    algorithms.py the registry: `build(collective, algorithm, world_size, root)`
-    costs.py      closed-form alpha-beta costs of every algorithm
-    engine.py     runs a schedule on virtual devices: the one door for bytes
-    layout.py     how buffers map onto chunks
-    api.py        all_reduce(), all_gather(), ... and stepwise()
+schedule.py   Transfer / Step / Schedule, and the symbolic check `Schedule.verify`
+ring.py, halving_doubling.py, tree.py, direct.py, pairwise.py   the algorithms
+algorithms.py the registry: `build(collective, algorithm, world_size, root)`
+costs.py      closed-form alpha-beta costs of every algorithm
+engine.py     runs a schedule on virtual devices: the one door for bytes
+layout.py     how buffers map onto chunks
+api.py        all_reduce(), all_gather(), ... and stepwise()
 """
 
 from tpsim.collectives.api import run_collective, stepwise
@@ -15,14 +15,30 @@ from tpsim.collectives.schedule import Schedule, Step, Transfer
 
 def all_reduce(buffers, mesh, *, op="sum", algorithm=None, mesh_dim=None, accum_dtype=None, **kw):
     """Every device gets the reduction of every buffer (same shapes)."""
-    return run_collective("all_reduce", buffers, mesh, op=op, algorithm=algorithm, mesh_dim=mesh_dim,
-                          accum_dtype=accum_dtype, **kw)
+    return run_collective(
+        "all_reduce",
+        buffers,
+        mesh,
+        op=op,
+        algorithm=algorithm,
+        mesh_dim=mesh_dim,
+        accum_dtype=accum_dtype,
+        **kw,
+    )
 
 
 def reduce_scatter(buffers, mesh, *, op="sum", algorithm=None, mesh_dim=None, accum_dtype=None, **kw):
     """Rank j gets rows-chunk j (torch.chunk rule along dim 0) of the reduction."""
-    return run_collective("reduce_scatter", buffers, mesh, op=op, algorithm=algorithm, mesh_dim=mesh_dim,
-                          accum_dtype=accum_dtype, **kw)
+    return run_collective(
+        "reduce_scatter",
+        buffers,
+        mesh,
+        op=op,
+        algorithm=algorithm,
+        mesh_dim=mesh_dim,
+        accum_dtype=accum_dtype,
+        **kw,
+    )
 
 
 def all_gather(buffers, mesh, *, algorithm=None, mesh_dim=None, **kw):
@@ -37,8 +53,17 @@ def broadcast(buffers, mesh, *, root=0, algorithm=None, mesh_dim=None, **kw):
 
 def reduce(buffers, mesh, *, root=0, op="sum", algorithm=None, mesh_dim=None, accum_dtype=None, **kw):
     """The root gets the reduction; the other results are None."""
-    return run_collective("reduce", buffers, mesh, root=root, op=op, algorithm=algorithm, mesh_dim=mesh_dim,
-                          accum_dtype=accum_dtype, **kw)
+    return run_collective(
+        "reduce",
+        buffers,
+        mesh,
+        root=root,
+        op=op,
+        algorithm=algorithm,
+        mesh_dim=mesh_dim,
+        accum_dtype=accum_dtype,
+        **kw,
+    )
 
 
 def scatter(buffers, mesh, *, root=0, algorithm=None, mesh_dim=None, **kw):
@@ -57,6 +82,16 @@ def all_to_all(buffers, mesh, *, algorithm=None, mesh_dim=None, **kw):
 
 
 __all__ = [
-    "Schedule", "Step", "Transfer", "all_gather", "all_reduce", "all_to_all", "broadcast", "gather",
-    "reduce", "reduce_scatter", "scatter", "stepwise",
+    "Schedule",
+    "Step",
+    "Transfer",
+    "all_gather",
+    "all_reduce",
+    "all_to_all",
+    "broadcast",
+    "gather",
+    "reduce",
+    "reduce_scatter",
+    "scatter",
+    "stepwise",
 ]

@@ -54,25 +54,36 @@ def prepare(
     dim_name = None if mesh_dim is None else mesh.names[mesh.dim_index(mesh_dim)]
     p = len(groups[0])
     if len(buffers) != mesh.size:
-        raise WorldSizeError(f"{collective} got {len(buffers)} buffers for a mesh of {mesh.size} devices; "
-                             "pass one buffer per device, in device order")
+        raise WorldSizeError(
+            f"{collective} got {len(buffers)} buffers for a mesh of {mesh.size} devices; "
+            "pass one buffer per device, in device order"
+        )
     if collective in REDUCING and op not in REDUCE_OPS:
         raise ReduceOpError(f"{collective} op {op!r} is unknown; valid: {', '.join(REDUCE_OPS)}")
     if collective in ROOTED:
         root = 0 if root is None else root
         if not isinstance(root, int) or not 0 <= root < p:
-            raise RootError(f"{collective} root {root!r} is out of range; valid roots are 0..{p - 1} "
-                            f"(ranks inside a group of {p})")
+            raise RootError(
+                f"{collective} root {root!r} is out of range; valid roots are 0..{p - 1} "
+                f"(ranks inside a group of {p})"
+            )
     else:
         root = None
     schedule = build(collective, algorithm, p, root)
     rank_of = {d: r for devs in groups for r, d in enumerate(devs)}
-    arrays = {d: b if isinstance(b, MetaArray) else np.asarray(b) for d, b in enumerate(buffers) if b is not None}
-    missing = [d for d in range(mesh.size)
-               if d not in arrays and not (collective in ROOT_INPUT_ONLY and rank_of[d] != root)]
+    arrays = {
+        d: b if isinstance(b, MetaArray) else np.asarray(b) for d, b in enumerate(buffers) if b is not None
+    }
+    missing = [
+        d
+        for d in range(mesh.size)
+        if d not in arrays and not (collective in ROOT_INPUT_ONLY and rank_of[d] != root)
+    ]
     if missing:
-        raise ShapeError(f"{collective}: device {missing[0]} passed None; only non-root ranks of "
-                         f"{' and '.join(ROOT_INPUT_ONLY)} may pass None")
+        raise ShapeError(
+            f"{collective}: device {missing[0]} passed None; only non-root ranks of "
+            f"{' and '.join(ROOT_INPUT_ONLY)} may pass None"
+        )
     shape_only = _check_kinds(collective, arrays)
     dtype = _check_dtypes(collective, arrays)
     if accum_dtype is not None:
@@ -89,8 +100,21 @@ def prepare(
     if store is not None:
         _pack(collective, store, arrays, groups, table, root, p)
     nbytes = _reported_size(collective, shapes[0], root or 0, dtype)
-    run = Run(mesh, schedule, groups, table, dtype, store, op=op, accum_dtype=accum_dtype, nbytes=nbytes,
-              mesh_dim=dim_name, label=label, direction=direction, snapshots=snapshots)
+    run = Run(
+        mesh,
+        schedule,
+        groups,
+        table,
+        dtype,
+        store,
+        op=op,
+        accum_dtype=accum_dtype,
+        nbytes=nbytes,
+        mesh_dim=dim_name,
+        label=label,
+        direction=direction,
+        snapshots=snapshots,
+    )
 
     def results() -> list:
         return _unpack(collective, run.store, groups, table, shapes, root, p, op, dtype, mesh.size)
@@ -122,8 +146,10 @@ def _check_dtypes(collective: str, arrays: dict) -> np.dtype:
     dtype = resolve_dtype(arrays[first].dtype)
     for d, a in arrays.items():
         if a.dtype != dtype:
-            raise DTypeError(f"{collective}: device {d} has dtype {a.dtype} but device {first} has {dtype}; "
-                             "every rank needs the same dtype")
+            raise DTypeError(
+                f"{collective}: device {d} has dtype {a.dtype} but device {first} has {dtype}; "
+                "every rank needs the same dtype"
+            )
     return dtype
 
 
@@ -137,22 +163,30 @@ def _check_shapes(collective: str, arrays: dict, groups, root) -> list[list[tupl
         for r, d in enumerate(devs):
             shape = arrays[d].shape if d in arrays else ref
             if not shape and collective not in ("all_reduce", "reduce", "broadcast"):
-                raise ShapeError(f"{collective}: device {d} (rank {r}) has a 0-d buffer; {collective} cuts "
-                                 "buffers along dim 0, so they need at least one dim")
+                raise ShapeError(
+                    f"{collective}: device {d} (rank {r}) has a 0-d buffer; {collective} cuts "
+                    "buffers along dim 0, so they need at least one dim"
+                )
             if collective in ("all_gather", "gather"):
                 if shape[1:] != ref[1:]:
-                    raise ShapeError(f"{collective}: device {d} (rank {r}) has shape {shape}; shards may differ "
-                                     f"only in dim 0, and device {devs[0]} has {ref}")
+                    raise ShapeError(
+                        f"{collective}: device {d} (rank {r}) has shape {shape}; shards may differ "
+                        f"only in dim 0, and device {devs[0]} has {ref}"
+                    )
             elif shape != ref:
-                raise ShapeError(f"{collective}: device {d} (rank {r}) has shape {shape} but device "
-                                 f"{devs[ref_rank]} has {ref}; every rank needs the same shape")
+                raise ShapeError(
+                    f"{collective}: device {d} (rank {r}) has shape {shape} but device "
+                    f"{devs[ref_rank]} has {ref}; every rank needs the same shape"
+                )
             shapes.append(shape)
         out.append(shapes)
     first = out[0]
-    for devs, shapes in zip(groups, out):
+    for devs, shapes in zip(groups, out, strict=False):
         if shapes != first:
-            raise ShapeError(f"{collective}: group {devs} has shapes {shapes} but group {groups[0]} has {first}; "
-                             "every group of the mesh dim needs the same shapes")
+            raise ShapeError(
+                f"{collective}: group {devs} has shapes {shapes} but group {groups[0]} has {first}; "
+                "every group of the mesh dim needs the same shapes"
+            )
     return out
 
 

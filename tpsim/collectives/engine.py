@@ -14,6 +14,7 @@ computed, which is what makes a 1024-device ring cheap.
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ class _StepArrays:
     pair_dc: np.ndarray  # (P,) chunk written on dst
     pair_reduce: np.ndarray  # (P,) bool: reduce (True) or copy
     simple: bool  # targets unique and no pair reads a chunk another pair writes
+    wire: np.ndarray  # (W,) transfers that cross a link (src != dst)
+    wire_chunk: np.ndarray | None  # (W,) their chunk when every transfer moves one chunk, else None
 
 
 _prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -48,25 +51,32 @@ def _prepare(schedule: Schedule) -> list[_StepArrays]:
     cached = _prepared.get(schedule)
     if cached is not None:
         return cached
-    out = []
+    out, k, memo = [], schedule.num_chunks, {}
+
+    def array(column: tuple, dtype) -> np.ndarray:  # rings share one src/dst/ops tuple across steps
+        key = id(column)
+        if key not in memo:
+            memo[key] = (column, np.array(column, dtype=dtype))
+        return memo[key][1]
+
     for step in schedule.steps:
-        lens = [len(c) for c in step.chunks]
-        if all(n == 1 for n in lens):
-            pair_t = np.arange(len(step), dtype=np.int64)
-            pair_c = np.fromiter((c[0] for c in step.chunks), np.int64, len(step))
-            pair_dc = np.fromiter((c[0] for c in step.dst_chunks), np.int64, len(step))
+        n = len(step)
+        pair_c = np.fromiter(itertools.chain.from_iterable(step.chunks), np.int64)
+        pair_dc = np.fromiter(itertools.chain.from_iterable(step.dst_chunks), np.int64, len(pair_c))
+        if len(pair_c) == n:  # one chunk per transfer, the common case
+            pair_t = np.arange(n, dtype=np.int64)
         else:
-            pair_t = np.repeat(np.arange(len(step), dtype=np.int64), lens)
-            pair_c = np.fromiter((c for cs in step.chunks for c in cs), np.int64, len(pair_t))
-            pair_dc = np.fromiter((c for cs in step.dst_chunks for c in cs), np.int64, len(pair_t))
-        src = np.asarray(step.src, dtype=np.int64)
-        dst = np.asarray(step.dst, dtype=np.int64)
-        reduce_t = np.fromiter((o == REDUCE for o in step.ops), bool, len(step))
-        k = schedule.num_chunks
-        written = dst[pair_t] * k + pair_dc
+            pair_t = np.repeat(np.arange(n, dtype=np.int64), [len(c) for c in step.chunks])
+        src, dst = array(step.src, np.int64), array(step.dst, np.int64)
+        reduce_t = array(step.ops, object) == REDUCE
+        written = np.sort(dst[pair_t] * k + pair_dc)
         read = src[pair_t] * k + pair_c
-        simple = len(np.unique(written)) == len(written) and not np.intersect1d(written, read).size
-        out.append(_StepArrays(src, dst, pair_t, pair_c, pair_dc, reduce_t[pair_t], simple))
+        unique = not (written[1:] == written[:-1]).any()
+        overlap = np.searchsorted(written, read).clip(max=len(written) - 1) if len(written) else None
+        simple = unique and not (overlap is not None and (written[overlap] == read).any())
+        wire = np.flatnonzero(src != dst)
+        wire_chunk = pair_c[wire] if len(pair_c) == n else None
+        out.append(_StepArrays(src, dst, pair_t, pair_c, pair_dc, reduce_t[pair_t], simple, wire, wire_chunk))
     _prepared[schedule] = out
     return out
 
@@ -109,18 +119,30 @@ class Run:
         self.dtype, self.itemsize = np.dtype(dtype), np.dtype(dtype).itemsize
         self.ufunc, self.accum = UFUNCS[op], (np.dtype(accum_dtype) if accum_dtype is not None else None)
         self.snapshots = snapshots
+        self.identity = len(groups) == 1 and (self.gmap[0] == np.arange(schedule.world_size)).all()
         devices = self.gmap.ravel().tolist()
         self.start = max(mesh.clock[d] for d in devices)
         self.record = CollectiveRecord(
-            index=len(mesh.trace.collectives), collective=schedule.collective, algorithm=schedule.algorithm,
+            index=len(mesh.trace.collectives),
+            collective=schedule.collective,
+            algorithm=schedule.algorithm,
             op=op if schedule.collective in ("all_reduce", "reduce", "reduce_scatter") else None,
-            group_size=schedule.world_size, num_groups=len(groups), mesh_dim=mesh_dim, nbytes=int(nbytes),
-            dtype=str(self.dtype), start=self.start, end=self.start, label=label, direction=direction,
+            group_size=schedule.world_size,
+            num_groups=len(groups),
+            mesh_dim=mesh_dim,
+            nbytes=int(nbytes),
+            dtype=str(self.dtype),
+            start=self.start,
+            end=self.start,
+            label=label,
+            direction=direction,
             devices=tuple(devices),
         )
         # the working buffer of each device, for the duration of the collective
-        self.scratch = {d: int(self.sizes.sum(axis=1)[r]) * self.itemsize
-                        for d, r in zip(devices, np.tile(np.arange(schedule.world_size), len(groups)))}
+        self.scratch = {
+            d: int(self.sizes.sum(axis=1)[r]) * self.itemsize
+            for d, r in zip(devices, np.tile(np.arange(schedule.world_size), len(groups)), strict=False)
+        }
 
     def __iter__(self) -> Iterator[Snapshot]:
         mesh, schedule = self.mesh, self.schedule
@@ -206,35 +228,48 @@ class Run:
 
     def _time_and_record(self, index: int, a: _StepArrays, start: float) -> tuple[float, int]:
         topo, G = self.mesh.topology, len(self.gmap)
-        pair_bytes = self.sizes[a.src[a.pair_t], a.pair_c] * self.itemsize
-        t_bytes = np.bincount(a.pair_t, weights=pair_bytes, minlength=len(a.src)).astype(np.int64)
-        wire = a.src != a.dst
-        src = self.gmap[:, a.src[wire]].ravel()
-        dst = self.gmap[:, a.dst[wire]].ravel()
-        nbytes = np.tile(t_bytes[wire], G)
-        n_links = len(topo.links)
+        if a.wire_chunk is not None:
+            nbytes = self.sizes[a.src[a.wire], a.wire_chunk] * self.itemsize
+        else:
+            pair_bytes = self.sizes[a.src[a.pair_t], a.pair_c] * self.itemsize
+            nbytes = np.bincount(a.pair_t, weights=pair_bytes, minlength=len(a.src)).astype(np.int64)[a.wire]
+        if self.identity:
+            src, dst = a.src[a.wire], a.dst[a.wire]
+        else:
+            src, dst = self.gmap[:, a.src[a.wire]].ravel(), self.gmap[:, a.dst[a.wire]].ravel()
+            nbytes = np.tile(nbytes, G)
         if len(src):
             ti, li, latency = topo.route(src, dst)
-            load = np.bincount(li, weights=nbytes[ti], minlength=n_links)
-            busy = load[li] / topo.bandwidths[li]
-            serial = np.zeros(len(src))
-            np.maximum.at(serial, ti, busy)
-            order = np.lexsort((busy, ti))  # last entry of each transfer = its bottleneck link
-            last = np.r_[ti[order][1:] != ti[order][:-1], True]
-            link = li[order][last]
-            duration = latency + serial
-            end = start + duration
+            if len(topo.links) <= 4 * len(li):
+                used, where = np.arange(len(topo.links)), li
+            else:  # many links (e.g. one per pair): count only the ones this step touches
+                used, where = np.unique(li, return_inverse=True)
+            load = np.bincount(where, weights=nbytes[ti], minlength=len(used))
+            busy = load[where] / topo.bandwidths[li]
+            starts = np.flatnonzero(np.r_[True, ti[1:] != ti[:-1]])  # route groups pairs by transfer
+            serial = np.maximum.reduceat(busy, starts)
+            first_max = np.flatnonzero(busy >= serial[ti])
+            keep = np.r_[True, ti[first_max][1:] != ti[first_max][:-1]]
+            link = li[first_max[keep]]  # each transfer's bottleneck link
+            end = start + latency + serial
             step_end = float(end.max())
         else:
-            load, link, end, step_end = np.zeros(n_links), np.zeros(0, np.int64), np.zeros(0), start
-        columns = {
-            "collective": np.full(len(src), self.record.index, dtype=np.int64),
-            "step": np.full(len(src), index, dtype=np.int64),
-            "src": src, "dst": dst, "nbytes": nbytes, "link": link,
-            "start": np.full(len(src), start), "end": end,
+            used, load = np.zeros(0, np.int64), np.zeros(0)
+            link, end, step_end = np.zeros(0, np.int64), np.zeros(0), start
+        columns = {  # scalars stand for a whole column; the trace expands them when read
+            "collective": self.record.index,
+            "step": index,
+            "src": src,
+            "dst": dst,
+            "nbytes": nbytes,
+            "link": link,
+            "start": start,
+            "end": end,
         }
         total = int(nbytes.sum())
-        self.mesh.trace.add_step(StepRecord(self.record.index, index, start, step_end, total, len(src)), columns, load)
+        self.mesh.trace.add_step(
+            StepRecord(self.record.index, index, start, step_end, total, len(src)), columns, used, load
+        )
         return step_end, total
 
     def _snapshot(self, index: int, a: _StepArrays | None, atoms, now: float, wire: int) -> Snapshot:

@@ -28,8 +28,10 @@ def chunk_table(collective: str, p: int, k: int, rows: list[int], row_size: int)
         return [per[:] for _ in range(p)]
     if collective == "all_to_all":
         out_rows = [[chunk_sizes(rows[i], p)[r] for i in range(p)] for r in range(p)]
-        return [[c * row_size for c in chunk_sizes(rows[r], p)] + [c * row_size for c in out_rows[r]]
-                for r in range(p)]
+        return [
+            [c * row_size for c in chunk_sizes(rows[r], p)] + [c * row_size for c in out_rows[r]]
+            for r in range(p)
+        ]
     per = [c * row_size for c in chunk_sizes(rows[0], k)]
     return [per[:] for _ in range(p)]
 
@@ -54,14 +56,18 @@ def pack(store_row: np.ndarray, flat: np.ndarray, sizes: list[int], chunks: rang
 
 
 def unpack(store_row: np.ndarray, sizes: list[int], chunks: range | list[int]) -> np.ndarray:
-    """The consecutive `chunks` of `store_row` joined into one 1-d array (a copy)."""
+    """The consecutive `chunks` of `store_row` joined into one 1-d array.
+
+    A view into the store where the chunks lie back to back (no copy of a large
+    result); each participant's row is its own, so results never alias each other.
+    """
     ids = list(chunks)
     if not ids:
-        return store_row[:0, :0].reshape(-1).copy()
+        return np.zeros(0, dtype=store_row.dtype)
     longest = store_row.shape[1]
     total = sum(sizes[c] for c in ids)
     if _chunk_rule(sizes, ids, longest) and ids == list(range(ids[0], ids[0] + len(ids))):
-        return store_row[ids[0] : ids[0] + len(ids)].reshape(-1)[:total].copy()
+        return store_row[ids[0] : ids[0] + len(ids)].reshape(-1)[:total]
     return np.concatenate([store_row[c, : sizes[c]] for c in ids])
 
 

@@ -94,7 +94,7 @@ class Step:
         )
 
     def __iter__(self) -> Iterator[Transfer]:
-        for s, d, c, o, dc in zip(self.src, self.dst, self.chunks, self.ops, self.dst_chunks):
+        for s, d, c, o, dc in zip(self.src, self.dst, self.chunks, self.ops, self.dst_chunks, strict=False):
             yield Transfer(s, d, c, o, dc)
 
     def __len__(self) -> int:
@@ -209,8 +209,10 @@ def trace_contributions(schedule: Schedule) -> list[list[list[frozenset | None]]
             if t.op not in (COPY, REDUCE):
                 raise ScheduleError(f"step {index}: transfer {t} has op {t.op!r}; valid: copy, reduce")
             if len(t.targets) != len(t.chunks):
-                raise ScheduleError(f"step {index}: transfer {t} maps {len(t.chunks)} chunks to {len(t.targets)}")
-            for c, d in zip(t.chunks, t.targets):
+                raise ScheduleError(
+                    f"step {index}: transfer {t} maps {len(t.chunks)} chunks to {len(t.targets)}"
+                )
+            for c, d in zip(t.chunks, t.targets, strict=False):
                 if not (0 <= c < k and 0 <= d < k):
                     raise ScheduleError(f"step {index}: transfer {t} names a chunk outside 0..{k - 1}")
                 atoms = state[t.src][c]
@@ -225,7 +227,9 @@ def trace_contributions(schedule: Schedule) -> list[list[list[frozenset | None]]
                 else:
                     have = nxt[t.dst][d]
                     if have is None:
-                        raise ScheduleError(f"step {index}: rank {t.dst} reduces into chunk {d}, which it does not hold")
+                        raise ScheduleError(
+                            f"step {index}: rank {t.dst} reduces into chunk {d}, which it does not hold"
+                        )
                     if have & atoms:
                         raise ScheduleError(
                             f"step {index}: rank {t.dst} chunk {d} would count {_fmt(have & atoms)} twice"

@@ -39,10 +39,22 @@ class DArray:
         self.mesh, self.placements, self.shape = mesh, tuple(placements), tuple(shape)
         self.shards = list(shards)
         self.dtype = self.shards[0].dtype
-        self.category = category
-        request = {d: int(s.nbytes) for d, s in enumerate(self.shards) if s.nbytes}
-        allocate_all(mesh.devices, request, category)
-        self._finalizer = weakref.finalize(self, free_all, mesh.devices, request, category)
+        self._request = {d: int(s.nbytes) for d, s in enumerate(self.shards) if s.nbytes}
+        allocate_all(mesh.devices, self._request, category)
+        self._category = [category]  # a list, so the finalizer frees under the category it has then
+        self._finalizer = weakref.finalize(self, _free, mesh.devices, self._request, self._category)
+
+    @property
+    def category(self) -> str:
+        """The memory category its bytes count under: "tensor", "weights", "grads", "activations", ..."""
+        return self._category[0]
+
+    def recategorize(self, category: str) -> None:
+        """Count this array's bytes under another category (e.g. saved for backward: "activations")."""
+        free_all(self.mesh.devices, self._request, self._category[0])
+        for d, n in self._request.items():
+            self.mesh.devices[d].in_use[category] += n
+        self._category[0] = category
 
     @property
     def ndim(self) -> int:
@@ -188,6 +200,10 @@ def infer_shape(shapes: list[tuple[int, ...]], mesh, placements: list[Placement]
         ]
         shape[dim] = sum(shapes[d][dim] for d in devices)
     return tuple(shape)
+
+
+def _free(devices, request, category: list[str]) -> None:
+    free_all(devices, request, category[0])
 
 
 def _as_list(placements, mesh) -> list[Placement]:

@@ -18,7 +18,8 @@ import math
 
 from tpsim.device import VirtualDevice
 from tpsim.errors import MeshDimError, TopologyError, WorldSizeError
-from tpsim.trace import Trace
+from tpsim.hardware import device_spec
+from tpsim.trace import ComputeRecord, Trace
 
 
 class Mesh:
@@ -28,6 +29,7 @@ class Mesh:
         names: tuple[str, ...] | None = None,
         topology=None,
         memory: int | None = None,
+        device=None,
     ):
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         if not shape or any(not isinstance(s, int) or s < 1 for s in shape):
@@ -48,7 +50,11 @@ class Mesh:
                 f"the mesh {shape} needs {self.size}"
             )
         self.topology = topology
+        self.spec = device_spec(device) if device is not None else None  # None: compute takes no time
+        if memory is None and self.spec is not None:
+            memory = self.spec.memory
         self.devices = [VirtualDevice(i, memory) for i in range(self.size)]
+        self.context: list[tuple[str, str | None]] = []  # (module label, direction) of what runs now
         self.clock = [0.0] * self.size
         self.trace = Trace(self)
 
@@ -100,6 +106,20 @@ class Mesh:
             {"device": d.index, **dict(d.in_use), "used": d.used, "peak": d.peak, "capacity": d.capacity}
             for d in self.devices
         ]
+
+    def compute(self, device: int, name: str, flops: float, nbytes: float, dtype) -> float:
+        """Run one local op on `device`: roofline time on its clock, recorded in the trace."""
+        start = self.clock[device]
+        end = start + (self.spec.time(flops, nbytes, dtype) if self.spec is not None else 0.0)
+        label, direction = self.context[-1] if self.context else (None, None)
+        self.trace.add_compute(ComputeRecord(device, name, flops, nbytes, start, end, label, direction))
+        self.clock[device] = end
+        return end
+
+    @property
+    def label(self) -> tuple[str | None, str | None]:
+        """(module, direction) that collectives and compute are attributed to now."""
+        return self.context[-1] if self.context else (None, None)
 
     def reset_clock(self) -> None:
         self.clock = [0.0] * self.size

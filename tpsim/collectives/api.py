@@ -48,6 +48,8 @@ def prepare(
     snapshots: bool = False,
 ) -> tuple[Run, callable]:
     """Check everything, then return the engine run and the function that unpacks its results."""
+    if label is None and direction is None:
+        label, direction = mesh.label  # attributed to the module running now, if any
     if collective not in COLLECTIVES:
         raise AlgorithmError(f"unknown collective {collective!r}; valid: {', '.join(COLLECTIVES)}")
     groups = mesh.groups(mesh_dim)

@@ -1,0 +1,15 @@
+"""tpsim.nn: Megatron's tensor-parallel layers on virtual devices, forward and backward.
+
+module.py    Module: parameters as DArrays, explicit backward, memory by category
+regions.py   copy_to / reduce_from, gather_from / scatter_to, the sequence-parallel pair
+ops.py       local ops on one shard, with FLOPs and bytes, on data or shapes only
+init.py      seeded global weights, so sharded and unsharded models hold the same numbers
+linear.py    ColumnParallelLinear, RowParallelLinear
+mlp.py       ParallelMLP
+"""
+
+from tpsim.nn.linear import ColumnParallelLinear, RowParallelLinear
+from tpsim.nn.mlp import ParallelMLP
+from tpsim.nn.module import Module
+
+__all__ = ["ColumnParallelLinear", "Module", "ParallelMLP", "RowParallelLinear"]

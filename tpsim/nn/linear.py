@@ -1,0 +1,218 @@
+"""Column- and row-parallel linear layers (Megatron), in the global view.
+
+The weight is stored as torch.nn.Linear stores it, (out, in), and y = x W^T + b.
+
+ColumnParallelLinear: W = [W_1; ...; W_t] split along out (rows of W), so rank i
+computes y_i = x W_i^T, its slice of the output features.
+    forward:  copy_to (identity)        [SP: all-gather the sequence]
+              optional gather_output: all-gather of y
+    backward: all-reduce of dx          [SP: reduce-scatter of dx, after re-gathering x]
+
+RowParallelLinear: W = [W_1 ... W_t] split along in (columns of W), so rank i
+computes the partial sum x_i W_i^T; the bias is added once, after the reduction.
+    forward:  all-reduce of y (reduce_from)   [SP: reduce-scatter along the sequence]
+    backward: identity                        [SP: all-gather of dy; all-reduce of db]
+
+x is (..., in); under SP its `seq_dim` is sharded across TP ranks.
+"""
+
+from __future__ import annotations
+
+from tpsim.darray import DArray, distribute
+from tpsim.nn import ops, regions
+from tpsim.nn.init import global_weight
+from tpsim.nn.module import Module
+from tpsim.placement import Partial, Replicate, Shard
+
+
+class _Linear(Module):
+    def __init__(
+        self,
+        mesh,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool = True,
+        seed: int = 0,
+        init: str | None = "normal",
+        dtype="float32",
+        sequence_parallel: bool = False,
+        seq_dim: int = 0,
+        tp_dim=None,
+        name: str | None = None,
+        weight_split: int = 0,
+    ):
+        super().__init__(mesh, name, tp_dim)
+        self.in_features, self.out_features = in_features, out_features
+        self.sequence_parallel, self.seq_dim = sequence_parallel, seq_dim
+        w = global_weight((out_features, in_features), seed, init, dtype)
+        self.param("weight", distribute(w, mesh, self.placements(Shard(weight_split))))
+        if bias:
+            b = global_weight((out_features,), seed + 1, "zeros" if init == "normal" else init, dtype)
+            self.param(
+                "bias", distribute(b, mesh, self.placements(Shard(0) if weight_split == 0 else Replicate()))
+            )
+        self.has_bias = bias
+
+    def grad_placements(self, x: DArray, tp) -> list:
+        """A weight gradient: `tp` on the TP dim; a partial sum over mesh dims that split the batch."""
+        return [
+            tp if i == self.tp else Partial() if isinstance(p, Shard) else Replicate()
+            for i, p in enumerate(x.placements)
+        ]
+
+    def weight_grads(self, x: DArray, dy: DArray, w_tp) -> None:
+        """dW = dy^T x over all leading dims; db = sum of dy over them.
+
+        Under SP each TP rank sums only its sequence shard, so db is a partial sum:
+        it is all-reduced across TP (Megatron reduces such replicated params' grads too).
+        """
+
+        def dw(g, a):
+            g2, a2 = g.reshape(-1, g.shape[-1]), a.reshape(-1, a.shape[-1])
+            return ops.matmul(ops.transpose(g2)[0], a2)
+
+        self.accumulate(
+            "weight", self.local("linear_dweight", dw, dy, x, placements=self.grad_placements(x, w_tp))
+        )
+        if self.has_bias:
+            on_tp = dy.placements[self.tp]
+            b_tp = (
+                Shard(0)
+                if on_tp == Shard(dy.ndim - 1)
+                else Partial()
+                if isinstance(on_tp, Shard)
+                else Replicate()
+            )
+            db = self.local(
+                "linear_dbias",
+                lambda g: ops.sum_to(g, g.shape[-1:]),
+                dy,
+                placements=self.grad_placements(dy, b_tp),
+            )
+            if isinstance(b_tp, Partial):
+                db = db.redistribute(_on(db, self.tp, Replicate()))
+            self.accumulate("bias", db)
+
+
+class ColumnParallelLinear(_Linear):
+    """y = x W^T + b with W split by output features.  Returns y (S(-1) on TP) or, with
+    gather_output, y replicated; with skip_bias_add, (y, bias) for a later fused add."""
+
+    def __init__(
+        self,
+        mesh,
+        in_features: int,
+        out_features: int,
+        *,
+        gather_output: bool = False,
+        skip_bias_add: bool = False,
+        **kw,
+    ):
+        super().__init__(mesh, in_features, out_features, weight_split=0, **kw)
+        self.gather_output, self.skip_bias_add = gather_output, skip_bias_add
+        if gather_output and self.sequence_parallel:
+            raise ValueError(f"{self.name}: gather_output and sequence_parallel do not go together")
+
+    def forward(self, x: DArray):
+        w = self.params["weight"]
+        full = (
+            regions.sequence_gather(x, self.tp, self.seq_dim)
+            if self.sequence_parallel
+            else regions.copy_to(x, self.tp)
+        )
+        self.save(x=x if self.sequence_parallel else full)  # SP keeps only the shard, re-gathered in backward
+        y = self.local(
+            "linear",
+            lambda a, wl: ops.matmul(a, ops.transpose(wl)[0]),
+            full,
+            w,
+            placements=_on(full, self.tp, Shard(full.ndim - 1)),
+        )
+        bias = self.params.get("bias")
+        if bias is not None and not self.skip_bias_add:
+            y = self.local(
+                "bias_add",
+                lambda a, b: ops.elementwise(lambda u, v: u + v, a, b),
+                y,
+                bias,
+                placements=y.placements,
+            )
+        if self.gather_output:
+            y = regions.gather_from(y, self.tp)
+        return (y, bias) if self.skip_bias_add else y
+
+    def backward(self, dy: DArray) -> DArray:
+        (x,) = self.saved("x")
+        if self.gather_output:
+            dy = regions.gather_from_backward(dy, self.tp)
+        full = regions.sequence_gather(x, self.tp, self.seq_dim) if self.sequence_parallel else x
+        self.weight_grads(full, dy, Shard(0))
+        dx = self.local(
+            "linear_dinput",
+            lambda g, wl: ops.matmul(g, wl),
+            dy,
+            self.params["weight"],
+            placements=_on(full, self.tp, Partial()),
+        )
+        if self.sequence_parallel:
+            return regions.sequence_gather_backward(dx, self.tp, self.seq_dim)
+        return regions.copy_to_backward(dx, self.tp)
+
+
+class RowParallelLinear(_Linear):
+    """y = x W^T + b with W split by input features; x arrives split by features (input_is_parallel)
+    or replicated (then it is split locally first)."""
+
+    def __init__(self, mesh, in_features: int, out_features: int, *, input_is_parallel: bool = True, **kw):
+        super().__init__(mesh, in_features, out_features, weight_split=1, **kw)
+        self.input_is_parallel = input_is_parallel
+
+    def forward(self, x: DArray) -> DArray:
+        if not self.input_is_parallel:
+            x = regions.scatter_to(x, self.tp)
+        self.save(x=x)
+        partial = self.local(
+            "linear",
+            lambda a, wl: ops.matmul(a, ops.transpose(wl)[0]),
+            x,
+            self.params["weight"],
+            placements=_on(x, self.tp, Partial()),
+        )
+        if self.sequence_parallel:
+            y = regions.sequence_reduce_scatter(partial, self.tp, self.seq_dim)
+        else:
+            y = regions.reduce_from(partial, self.tp)
+        if self.has_bias:
+            y = self.local(
+                "bias_add",
+                lambda a, b: ops.elementwise(lambda u, v: u + v, a, b),
+                y,
+                self.params["bias"],
+                placements=y.placements,
+            )
+        return y
+
+    def backward(self, dy: DArray) -> DArray:
+        (x,) = self.saved("x")
+        if self.sequence_parallel:
+            dy_full = regions.sequence_reduce_scatter_backward(dy, self.tp, self.seq_dim)
+        else:
+            dy_full = regions.reduce_from_backward(dy, self.tp)
+        self.weight_grads(x, dy_full, Shard(1))
+        dx = self.local(
+            "linear_dinput",
+            lambda g, wl: ops.matmul(g, wl),
+            dy_full,
+            self.params["weight"],
+            placements=_on(x, self.tp, Shard(x.ndim - 1)),
+        )
+        if not self.input_is_parallel:
+            dx = regions.scatter_to_backward(dx, self.tp)
+        return dx
+
+
+def _on(x: DArray, tp: int, p) -> list:
+    out = list(x.placements)
+    out[tp] = p
+    return out

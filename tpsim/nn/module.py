@@ -1,0 +1,162 @@
+"""Modules in the global view: parameters are DArrays, forward and backward are explicit NumPy.
+
+A module runs local ops on each device's shard through `local` (which records
+FLOPs and roofline time in the trace) and moves data only through regions and
+`redistribute`, i.e. through the engine.  Memory is counted by category on
+each device: "weights", "grads", "activations" (what forward saves for
+backward, each array once), and "comm" (the collectives' buffers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from tpsim.darray import DArray, from_local
+from tpsim.errors import ShapeError
+from tpsim.meta import MetaArray
+from tpsim.placement import Placement
+
+
+class Module:
+    """Base class: `y = m(x)` runs forward, `dx = m.backprop(dy)` runs backward."""
+
+    def __init__(self, mesh, name: str | None = None, tp_dim: int | str | None = None):
+        self.mesh = mesh
+        self.name = name or type(self).__name__
+        self.tp = mesh.dim_index(
+            tp_dim if tp_dim is not None else mesh.ndim - 1
+        )  # the tensor-parallel mesh dim
+        self.params: dict[str, DArray] = {}
+        self.grads: dict[str, DArray] = {}
+        self.children: dict[str, Module] = {}
+        self._saved: dict[str, object] = {}
+
+    @property
+    def tp_size(self) -> int:
+        return self.mesh.shape[self.tp]
+
+    def placements(self, tp: Placement, other: Placement | None = None) -> list[Placement]:
+        """Placements with `tp` on the tensor-parallel mesh dim and `other` (default R) elsewhere."""
+        from tpsim.placement import Replicate
+
+        return [tp if i == self.tp else (other or Replicate()) for i in range(self.mesh.ndim)]
+
+    def param(self, name: str, value: DArray) -> DArray:
+        value.recategorize("weights")
+        self.params[name] = value
+        return value
+
+    def child(self, name: str, module: Module) -> Module:
+        module.rename(f"{self.name}.{name}")
+        self.children[name] = module
+        return module
+
+    def rename(self, name: str) -> None:
+        self.name = name
+        for key, c in self.children.items():
+            c.rename(f"{name}.{key}")
+
+    def named_parameters(self) -> Iterator[tuple[str, DArray]]:
+        for key, value in self.params.items():
+            yield f"{self.name}.{key}", value
+        for c in self.children.values():
+            yield from c.named_parameters()
+
+    def named_grads(self) -> Iterator[tuple[str, DArray]]:
+        for key, value in self.grads.items():
+            yield f"{self.name}.{key}", value
+        for c in self.children.values():
+            yield from c.named_grads()
+
+    def accumulate(self, name: str, grad: DArray) -> None:
+        """Store (or add to) a parameter's gradient; its bytes count as "grads"."""
+        if name in self.grads and not grad.is_meta:
+            old = self.grads[name]
+            grad = self.local(
+                "grad_accumulate", lambda a, b: _add(a, b), old, grad, placements=grad.placements
+            )
+        grad.recategorize("grads")
+        self.grads[name] = grad
+
+    def zero_grad(self) -> None:
+        self.grads.clear()
+        for c in self.children.values():
+            c.zero_grad()
+
+    def save(self, **tensors) -> None:
+        """Keep what backward needs; DArrays among them count as "activations" (each array once)."""
+        for value in tensors.values():
+            if isinstance(value, DArray) and value.category == "tensor":
+                value.recategorize("activations")
+        self._saved.update(tensors)
+
+    def saved(self, *names: str) -> tuple:
+        """Take back what forward saved (and let it go: backward frees activations)."""
+        return tuple(self._saved.pop(n) for n in names)
+
+    @contextlib.contextmanager
+    def scope(self, direction: str) -> Iterator[None]:
+        self.mesh.context.append((self.name, direction))
+        try:
+            yield
+        finally:
+            self.mesh.context.pop()
+
+    def __call__(self, *args, **kwargs):
+        with self.scope("forward"):
+            return self.forward(*args, **kwargs)
+
+    def backprop(self, *args, **kwargs):
+        with self.scope("backward"):
+            return self.backward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def backward(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def local(self, name: str, fn: Callable, *args, placements: list[Placement], shape=None) -> DArray:
+        """Run `fn` on each device's shards of the DArray `args` (other args pass as they are).
+
+        `fn` returns (out, flops, bytes) from `tpsim.nn.ops`, or a plain array (then counted
+        as an elementwise op).  The result is a DArray with `placements`.
+        """
+        return local(self.mesh, name, fn, *args, placements=placements, shape=shape)
+
+    def check_divides(self, what: str, size: int) -> None:
+        """A dim that must split evenly over the TP degree, with the degrees that would work."""
+        t = self.tp_size
+        if size % t:
+            ok = [d for d in range(1, size + 1) if size % d == 0 and d <= 64]
+            raise ShapeError(
+                f"{self.name}: {what} = {size} does not divide by the TP degree {t} "
+                f"(mesh dim {self.mesh.names[self.tp]}); degrees that work: {ok}"
+            )
+
+
+def local(mesh, name: str, fn: Callable, *args, placements: list[Placement], shape=None) -> DArray:
+    shards = []
+    dtype = None
+    for d in range(mesh.size):
+        local_args = [a.shards[d] if isinstance(a, DArray) else a for a in args]
+        result = fn(*local_args)
+        if isinstance(result, tuple):
+            out, flops, nbytes = result
+        else:
+            out = result
+            flops = out.size
+            nbytes = out.nbytes + sum(a.nbytes for a in local_args if hasattr(a, "nbytes"))
+        dtype = out.dtype
+        mesh.compute(d, name, flops, nbytes, dtype)
+        shards.append(out)
+    return from_local(shards, mesh, placements, shape=shape)
+
+
+def _add(a, b):
+    if isinstance(a, MetaArray):
+        return a
+    return np.add(a, b)

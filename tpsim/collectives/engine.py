@@ -62,7 +62,10 @@ def _prepare(schedule: Schedule) -> list[_StepArrays]:
     for step in schedule.steps:
         n = len(step)
         pair_c = np.fromiter(itertools.chain.from_iterable(step.chunks), np.int64)
-        pair_dc = np.fromiter(itertools.chain.from_iterable(step.dst_chunks), np.int64, len(pair_c))
+        if step.dst_chunks is step.chunks:  # most schedules land chunks where they were
+            pair_dc = pair_c
+        else:
+            pair_dc = np.fromiter(itertools.chain.from_iterable(step.dst_chunks), np.int64, len(pair_c))
         if len(pair_c) == n:  # one chunk per transfer, the common case
             pair_t = np.arange(n, dtype=np.int64)
         else:
@@ -119,6 +122,7 @@ class Run:
         self.dtype, self.itemsize = np.dtype(dtype), np.dtype(dtype).itemsize
         self.ufunc, self.accum = UFUNCS[op], (np.dtype(accum_dtype) if accum_dtype is not None else None)
         self.snapshots = snapshots
+        self._links_memo: dict = {}
         self.identity = len(groups) == 1 and (self.gmap[0] == np.arange(schedule.world_size)).all()
         devices = self.gmap.ravel().tolist()
         self.start = max(mesh.clock[d] for d in devices)
@@ -227,7 +231,7 @@ class Run:
             out[...] = self._combine(out, incoming)
 
     def _time_and_record(self, index: int, a: _StepArrays, start: float) -> tuple[float, int]:
-        topo, G = self.mesh.topology, len(self.gmap)
+        G = len(self.gmap)
         if a.wire_chunk is not None:
             nbytes = self.sizes[a.src[a.wire], a.wire_chunk] * self.itemsize
         else:
@@ -239,19 +243,8 @@ class Run:
             src, dst = self.gmap[:, a.src[a.wire]].ravel(), self.gmap[:, a.dst[a.wire]].ravel()
             nbytes = np.tile(nbytes, G)
         if len(src):
-            ti, li, latency = topo.route(src, dst)
-            if len(topo.links) <= 4 * len(li):
-                used, where = np.arange(len(topo.links)), li
-            else:  # many links (e.g. one per pair): count only the ones this step touches
-                used, where = np.unique(li, return_inverse=True)
-            load = np.bincount(where, weights=nbytes[ti], minlength=len(used))
-            busy = load[where] / topo.bandwidths[li]
-            starts = np.flatnonzero(np.r_[True, ti[1:] != ti[:-1]])  # route groups pairs by transfer
-            serial = np.maximum.reduceat(busy, starts)
-            first_max = np.flatnonzero(busy >= serial[ti])
-            keep = np.r_[True, ti[first_max][1:] != ti[first_max][:-1]]
-            link = li[first_max[keep]]  # each transfer's bottleneck link
-            end = start + latency + serial
+            used, load, link, duration = self._link_model(a, src, dst, nbytes)
+            end = start + duration
             step_end = float(end.max())
         else:
             used, load = np.zeros(0, np.int64), np.zeros(0)
@@ -271,6 +264,33 @@ class Run:
             StepRecord(self.record.index, index, start, step_end, total, len(src)), columns, used, load
         )
         return step_end, total
+
+    def _link_model(self, a: _StepArrays, src, dst, nbytes):
+        """Links used, bytes on each, each transfer's bottleneck link and duration.
+
+        Memoised per (transfers, sizes): the steps of a ring share one src/dst pair of
+        arrays and equal chunk sizes, so a 2046-step ring is routed once.
+        """
+        key = (id(a.src), id(a.dst), nbytes.tobytes())
+        hit = self._links_memo.get(key)
+        if hit is not None:
+            return hit
+        topo = self.mesh.topology
+        ti, li, latency = topo.route(src, dst)
+        if len(topo.links) <= 4 * len(li):
+            used, where = np.arange(len(topo.links)), li
+        else:  # many links (e.g. one per pair): count only the ones this step touches
+            used, where = np.unique(li, return_inverse=True)
+        load = np.bincount(where, weights=nbytes[ti], minlength=len(used))
+        busy = load[where] / topo.bandwidths[li]
+        starts = np.flatnonzero(np.r_[True, ti[1:] != ti[:-1]])  # route groups pairs by transfer
+        serial = np.maximum.reduceat(busy, starts)
+        first_max = np.flatnonzero(busy >= serial[ti])
+        keep = np.r_[True, ti[first_max][1:] != ti[first_max][:-1]]
+        link = li[first_max[keep]]  # each transfer's bottleneck link
+        out = (used, load, link, latency + serial)
+        self._links_memo[key] = out
+        return out
 
     def _snapshot(self, index: int, a: _StepArrays | None, atoms, now: float, wire: int) -> Snapshot:
         p, k = self.schedule.world_size, self.schedule.num_chunks

@@ -145,7 +145,7 @@ def from_local(
     shards = [s if isinstance(s, MetaArray) else np.asarray(s) for s in shards]
     if shape is None:
         shape = infer_shape([s.shape for s in shards], mesh, placements)
-    check_placements(placements, shape, mesh)
+    placements = check_placements(placements, shape, mesh)
     for d, s in enumerate(shards):
         want = tuple(x.stop - x.start for x in local_slices(shape, mesh, placements, d))
         if s.shape != want:

@@ -8,8 +8,14 @@ linear.py    ColumnParallelLinear, RowParallelLinear
 mlp.py       ParallelMLP
 """
 
+from tpsim.nn.comm_table import comm_table, format_comm_table
+from tpsim.nn.dropout import Dropout, RNGTracker, hidden_stream
 from tpsim.nn.linear import ColumnParallelLinear, RowParallelLinear
 from tpsim.nn.mlp import ParallelMLP
 from tpsim.nn.module import Module
+from tpsim.nn.norm import LayerNorm
 
-__all__ = ["ColumnParallelLinear", "Module", "ParallelMLP", "RowParallelLinear"]
+__all__ = [
+    "ColumnParallelLinear", "Dropout", "LayerNorm", "Module", "ParallelMLP", "RNGTracker", "RowParallelLinear",
+    "comm_table", "format_comm_table", "hidden_stream",
+]

@@ -150,13 +150,14 @@ def _split_heads(a, d: int, seq_dim: int, which: int | None):
 
     A copy into the (b, n, s, d) layout the batched matmuls read: no FLOPs, bytes read and written.
     """
-    n = a.shape[-1] // (d if which is None else 3 * d)
+    width = d if which is None else 3 * d
+    n = a.shape[-1] // width
     axes = _to_heads_axes(seq_dim)
     shape = tuple((*a.shape[:2], n, d)[i] for i in axes)
     if isinstance(a, MetaArray):
         out = MetaArray(shape, a.dtype)
     else:
-        per_head = a.reshape(*a.shape[:2], n, -1)  # (s, b, n, d) or (s, b, n, 3d): [q k v] per head
+        per_head = a.reshape(*a.shape[:2], n, width)  # (s, b, n, d) or (s, b, n, 3d): [q k v] per head
         blocks = per_head if which is None else per_head[..., which * d : (which + 1) * d]
         out = np.ascontiguousarray(blocks.transpose(axes))
     return out, 0, 2 * out.nbytes

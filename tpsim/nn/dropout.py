@@ -132,7 +132,6 @@ class Dropout(Module):
         if stream is not None:
             tracker._stream(stream)
         self.p, self.tracker, self.stream = p, tracker, stream
-        self.training = True
 
     def forward(self, x: DArray) -> DArray:
         if not self.training or self.p == 0:

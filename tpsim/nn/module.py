@@ -33,6 +33,17 @@ class Module:
         self.grads: dict[str, DArray] = {}
         self.children: dict[str, Module] = {}
         self._saved: dict[str, object] = {}
+        self.training = True
+
+    def train(self, mode: bool = True) -> Module:
+        """Training mode (dropout on) or not, for this module and all below it."""
+        self.training = mode
+        for c in self.children.values():
+            c.train(mode)
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
 
     @property
     def tp_size(self) -> int:

@@ -65,5 +65,9 @@ class TopologyError(TpsimError, ValueError):
     """A topology that does not fit the mesh, or an unknown preset."""
 
 
+class TokenIdError(TpsimError, IndexError):
+    """A token id or loss target outside 0..vocab_size-1."""
+
+
 class OutOfMemoryError(TpsimError, MemoryError):
     """A virtual device asked for more bytes than its capacity allows."""

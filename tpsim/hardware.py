@@ -52,14 +52,16 @@ A100 = DeviceSpec(
     {"float16": 312 * T, "bfloat16": 312 * T, "float32": 19.5 * T, "float64": 9.7 * T},
     2039e9,
     80 << 30,
-    "NVIDIA A100 Tensor Core GPU datasheet (2021): 312 TFLOPS bf16/fp16 dense, 19.5 fp32, 9.7 fp64, 2039 GB/s",
+    "NVIDIA A100 Tensor Core GPU datasheet (2021): 312 TFLOPS bf16/fp16 dense, 19.5 fp32, "
+    "9.7 fp64, 2039 GB/s",
 )
 H100 = DeviceSpec(
     "H100-SXM5-80GB",
     {"float16": 989.4 * T, "bfloat16": 989.4 * T, "float32": 66.9 * T, "float64": 33.5 * T},
     3.35e12,
     80 << 30,
-    "NVIDIA H100 Tensor Core GPU datasheet (2023), SXM: 989 TFLOPS bf16/fp16 dense, 67 fp32, 34 fp64, 3.35 TB/s",
+    "NVIDIA H100 Tensor Core GPU datasheet (2023), SXM: 989 TFLOPS bf16/fp16 dense, 67 fp32, "
+    "34 fp64, 3.35 TB/s",
 )
 H200 = DeviceSpec(
     "H200-SXM-141GB",

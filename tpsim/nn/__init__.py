@@ -10,12 +10,16 @@ mlp.py       ParallelMLP
 
 from tpsim.nn.comm_table import comm_table, format_comm_table
 from tpsim.nn.dropout import Dropout, RNGTracker, hidden_stream
+from tpsim.nn.embedding import VocabParallelEmbedding, VocabParallelLogits, padded_vocab_size
 from tpsim.nn.linear import ColumnParallelLinear, RowParallelLinear
+from tpsim.nn.loss import VocabParallelCrossEntropy
 from tpsim.nn.mlp import ParallelMLP
 from tpsim.nn.module import Module
 from tpsim.nn.norm import LayerNorm
 
 __all__ = [
-    "ColumnParallelLinear", "Dropout", "LayerNorm", "Module", "ParallelMLP", "RNGTracker", "RowParallelLinear",
-    "comm_table", "format_comm_table", "hidden_stream",
+    "ColumnParallelLinear", "Dropout", "LayerNorm", "Module", "ParallelMLP", "RNGTracker",
+    "RowParallelLinear",
+    "VocabParallelCrossEntropy", "VocabParallelEmbedding", "VocabParallelLogits", "comm_table",
+    "format_comm_table", "hidden_stream", "padded_vocab_size",
 ]

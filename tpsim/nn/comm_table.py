@@ -66,8 +66,11 @@ def format_comm_table(rows: list[CommRow], title: str = "Communication") -> str:
              fmt_time(r.time)) for r in rows]
     text = table(body, ("pass", "module", "collective", "calls", "size", "sent/device", "time"), title)
     tot = totals(rows)
-    lines = [f"{d or 'other'}: {int(v['count'])} collectives, {fmt_bytes(v['sent_per_device'])} sent per device, "
-             f"{fmt_time(v['time'])}" for d, v in tot.items()]
+    lines = [
+        f"{d or 'other'}: {int(v['count'])} collectives, {fmt_bytes(v['sent_per_device'])} sent per device, "
+        f"{fmt_time(v['time'])}"
+        for d, v in tot.items()
+    ]
     return text + "\n" + "\n".join(lines)
 
 

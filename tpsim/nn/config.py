@@ -30,7 +30,8 @@ class GPTConfig:
         """Parameter count (with biases and LayerNorms; tied embeddings not assumed)."""
         h, f = self.hidden, self.ffn
         per_layer = (3 * h * h + 3 * h) + (h * h + h) + (h * f + f) + (f * h + h) + 4 * h
-        return self.num_layers * per_layer + self.vocab_size * h + self.seq_len * h + 2 * h + self.vocab_size * h
+        embeddings = self.vocab_size * h + self.seq_len * h  # word + position
+        return self.num_layers * per_layer + embeddings + 2 * h + self.vocab_size * h  # + final LN + output
 
     def with_(self, **changes) -> GPTConfig:
         return replace(self, **changes)

@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from tpsim.darray import DArray, distribute, from_local, local_slices
-from tpsim.errors import PlacementError, ShapeError, TpsimError
+from tpsim.errors import DTypeError, PlacementError, ShapeError, TokenIdError
 from tpsim.meta import MetaArray
 from tpsim.nn import ops, regions
 from tpsim.nn.init import global_weight
@@ -37,9 +37,9 @@ from tpsim.placement import Partial, Replicate, Shard
 
 def padded_vocab_size(vocab_size: int, tp_size: int, pad_to_multiple_of: int | None = None) -> int:
     """V' = V rounded up to a multiple of pad_to_multiple_of * tp_size (V itself when None)."""
-    for what, v in (("vocab_size", vocab_size), ("pad_to_multiple_of", pad_to_multiple_of or 1)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ShapeError(f"{what} = {v!r} must be an int >= 1")
+    for what, v, ok in (("vocab_size", vocab_size, False), ("pad_to_multiple_of", pad_to_multiple_of, True)):
+        if not (ok and v is None) and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ShapeError(f"{what} = {v!r} must be an int >= 1" + (" or None (no padding)" if ok else ""))
     if pad_to_multiple_of is None:
         return vocab_size
     step = pad_to_multiple_of * tp_size
@@ -168,7 +168,7 @@ def token_ids(module: Module, ids, vocab_size: int, what: str, placements=None) 
     """Integer ids as a DArray replicated on TP, each checked to lie in [0, vocab_size)."""
     ids = ids if isinstance(ids, DArray | MetaArray) else np.asarray(ids)
     if ids.dtype.kind not in "iu":
-        raise TpsimError(f"{module.name}: {what}s need an integer dtype, got {ids.dtype}")
+        raise DTypeError(f"{module.name}: {what}s need an integer dtype, got {ids.dtype}")
     if not isinstance(ids, DArray):
         _check_range(module, ids, vocab_size, what)
         return distribute(ids, module.mesh, placements or [Replicate()] * module.mesh.ndim)
@@ -187,7 +187,7 @@ def _check_range(module, ids, vocab_size: int, what: str) -> None:
     bad = np.argwhere((ids < 0) | (ids >= vocab_size))
     if len(bad):
         pos = tuple(int(i) for i in bad[0])
-        raise TpsimError(
+        raise TokenIdError(
             f"{module.name}: {what} {int(ids[pos])} at position {pos} is out of range; valid ids are "
             f"0..{vocab_size - 1} (vocab_size {vocab_size}; padded rows are never looked up); "
             f"{len(bad)} id(s) out of range in all"

@@ -18,6 +18,8 @@ x is (..., in); under SP its `seq_dim` is sharded across TP ranks.
 
 from __future__ import annotations
 
+import math
+
 from tpsim.darray import DArray, distribute
 from tpsim.nn import ops, regions
 from tpsim.nn.init import global_weight
@@ -69,7 +71,8 @@ class _Linear(Module):
         """
 
         def dw(g, a):
-            g2, a2 = g.reshape(-1, g.shape[-1]), a.reshape(-1, a.shape[-1])
+            rows = math.prod(g.shape[:-1])  # explicit: a rank may hold zero features
+            g2, a2 = g.reshape(rows, g.shape[-1]), a.reshape(rows, a.shape[-1])
             return ops.matmul(ops.transpose(g2)[0], a2)
 
         self.accumulate(

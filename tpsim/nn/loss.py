@@ -69,6 +69,7 @@ class VocabParallelCrossEntropy(Module):
                 f"{self.name}: vocab_size = {vocab} but the logits have {padded} columns (shape "
                 f"{logits.shape}); the real vocab must be 1..{padded} (the rest is padding)"
             )
+        targets = targets if isinstance(targets, DArray | MetaArray) else np.asarray(targets)  # (s, b)
         if tuple(targets.shape) != tuple(lead):
             raise ShapeError(f"{self.name}: targets have shape {tuple(targets.shape)}, logits {logits.shape}")
         row = _on(logits, self.tp, Replicate())  # placements of a per-token (s, b) array
@@ -83,7 +84,7 @@ class VocabParallelCrossEntropy(Module):
             placements=_on(logits, self.tp, Partial("max")),
             shape=tuple(lead),
         )
-        m = regions.reduce_from(p_max, self.tp)  # all-reduce MAX
+        m = regions.reduce_from(p_max, self.tp)  # all-reduce MAX, (s, b)
 
         def target_logit(lo, hi, z, mx, tgt):
             return _target_logit(z, mx, tgt, lo, _real(lo, hi, vocab), eps > 0)
@@ -100,7 +101,7 @@ class VocabParallelCrossEntropy(Module):
             shape=(*lead, 2) if eps else tuple(lead),
         )
         z_tgt = regions.reduce_from(p_tgt, self.tp)  # all-reduce SUM (with eps: and the sum of Z - m)
-        e = vocab_local(
+        e = vocab_local(  # (s, b, V'/t)
             self,
             "ce_exp",
             lambda lo, hi, z, mx: _exp(z, mx, _real(lo, hi, vocab)),

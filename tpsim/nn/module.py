@@ -84,7 +84,7 @@ class Module:
 
     def accumulate(self, name: str, grad: DArray) -> None:
         """Store (or add to) a parameter's gradient; its bytes count as "grads"."""
-        if name in self.grads and not grad.is_meta:
+        if name in self.grads:
             old = self.grads[name]
             grad = self.local(
                 "grad_accumulate", lambda a, b: _add(a, b), old, grad, placements=grad.placements

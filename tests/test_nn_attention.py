@@ -230,7 +230,6 @@ def test_collectives_are_megatrons_and_a_shape_only_run_records_the_same(cfg, dt
     assert runs[1] == runs[0]  # the same traffic, FLOPs, bytes and memory without any data
 
 
-@pytest.mark.xfail(strict=True, reason="ops.matmul returns float32 for two bfloat16 arrays (ml_dtypes)")
 def test_a_bfloat16_data_run_stays_bfloat16():
     mesh = Mesh(2)
     m = ParallelAttention(mesh, 4, 2, dtype="bfloat16")

@@ -45,6 +45,8 @@ REGIONS = [
     ("sequence_reduce_scatter", P, Shard(SEQ), "reduce_scatter"),
     ("sequence_reduce_scatter_backward", Shard(SEQ), R, "all_gather"),
 ]
+
+
 def call(name: str, x, tp: int):
     fn = by_name(name)
     return fn(x, tp, SEQ) if name.startswith("sequence") else fn(x, tp)
@@ -65,7 +67,9 @@ def placed(terms: np.ndarray, mesh, others: list, tp_placement):
     if not tp_placement.is_partial():
         return distribute(terms[0], mesh, [*others, tp_placement]), terms[0]
     cut = [*others, R]
-    shards = [terms[mesh.coordinate(d)[tp]][local_slices(terms[0].shape, mesh, cut, d)] for d in range(mesh.size)]
+    shards = [
+        terms[mesh.coordinate(d)[tp]][local_slices(terms[0].shape, mesh, cut, d)] for d in range(mesh.size)
+    ]
     return from_local(shards, mesh, [*others, P], shape=terms[0].shape), terms.sum(axis=0)
 
 

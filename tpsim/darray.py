@@ -76,16 +76,23 @@ class DArray:
         if self.is_meta:
             return MetaArray(self.shape, self.dtype)
         out = np.empty(self.shape, dtype=self.dtype)
-        partial = [i for i, p in enumerate(self.placements) if isinstance(p, Partial)]
         for d in range(self.mesh.size):
             coord = self.mesh.coordinate(d)
             if any(coord[i] for i, p in enumerate(self.placements) if not isinstance(p, Shard)):
                 continue  # one representative per block: coordinate 0 on every R and P mesh dim
-            value = self.shards[d]
-            for i in partial:
-                value = _reduce_along(self, d, i, value)
-            out[local_slices(self.shape, self.mesh, self.placements, d)] = value
+            out[local_slices(self.shape, self.mesh, self.placements, d)] = self._reduced(coord, self.mesh.ndim - 1)
         return out
+
+    def _reduced(self, coord: tuple[int, ...], mesh_dim: int):
+        """The block at `coord` with Partial mesh dims 0..mesh_dim reduced, innermost first (as redistribute)."""
+        if mesh_dim < 0:
+            return self.shards[self.mesh.device_at(coord)]
+        p = self.placements[mesh_dim]
+        if not isinstance(p, Partial):
+            return self._reduced(coord, mesh_dim - 1)
+        terms = [self._reduced((*coord[:mesh_dim], k, *coord[mesh_dim + 1 :]), mesh_dim - 1)
+                 for k in range(self.mesh.shape[mesh_dim])]
+        return _combine(p.op, terms)
 
     def redistribute(
         self,
@@ -126,7 +133,7 @@ def distribute(array, mesh, placements: Sequence[Placement] | Placement, categor
         coord = mesh.coordinate(d)
         for i, p in enumerate(placements):
             if isinstance(p, Partial) and p.op in ("sum", "prod") and coord[i] != 0:
-                shard[...] = 0 if p.op == "sum" else 1
+                shard[...] = _identity(p.op, shard.dtype)
         shards.append(shard)
     return DArray(shards, mesh, placements, array.shape, category)
 
@@ -185,6 +192,9 @@ def check_placements(placements: list[Placement], shape: tuple[int, ...], mesh) 
                 f"placement {p!r} on mesh dim {mesh.names[i]} is not Shard, Replicate or Partial"
             )
         out.append(Shard(normalize_dim(p.dim, len(shape))) if isinstance(p, Shard) else p)
+    ops = {p.op for p in out if isinstance(p, Partial)}
+    if len(ops) > 1:
+        raise PlacementError(f"placements {out} mix Partial ops {sorted(ops)}; as in DTensor, use one op")
     return out
 
 
@@ -202,6 +212,13 @@ def infer_shape(shapes: list[tuple[int, ...]], mesh, placements: list[Placement]
     return tuple(shape)
 
 
+def _identity(op: str, dtype: np.dtype):
+    """The neutral term a non-holding rank gets: -0.0 for float sums, so that x + (-0.0) is x, sign included."""
+    if op == "prod":
+        return 1
+    return -0.0 if np.dtype(dtype).kind == "f" or str(dtype) == "bfloat16" else 0
+
+
 def _free(devices, request, category: list[str]) -> None:
     free_all(devices, request, category[0])
 
@@ -213,17 +230,13 @@ def _as_list(placements, mesh) -> list[Placement]:
                 f"a single placement {placements} is ambiguous on a {mesh.ndim}-d mesh; give one per mesh dim"
             )
         return [placements]
+    if isinstance(placements, str) or not isinstance(placements, Sequence):
+        raise PlacementError(f"placements {placements!r} must be a Placement or a list of them, one per mesh dim")
     return list(placements)
 
 
-def _reduce_along(x: DArray, device: int, mesh_dim: int, value: np.ndarray) -> np.ndarray:
-    """Reduce the shards of `device`'s group along a Partial mesh dim, in rank order."""
-    op = x.placements[mesh_dim].op
-    coord = list(x.mesh.coordinate(device))
-    terms = []
-    for k in range(x.mesh.shape[mesh_dim]):
-        coord[mesh_dim] = k
-        terms.append(x.shards[x.mesh.device_at(tuple(coord))] if k else value)
+def _combine(op: str, terms: list):
+    """Reduce terms in rank order; avg divides the sum once at the end (as the collectives do)."""
     ufunc = {"sum": np.add, "avg": np.add, "max": np.maximum, "min": np.minimum, "prod": np.multiply}[op]
     total = terms[0]
     for t in terms[1:]:

@@ -142,7 +142,9 @@ def _local_piece(mesh, device, s, i, dim):
 def _keep_on_rank0(mesh, device, s, i, op):
     if isinstance(s, MetaArray) or op not in ("sum", "prod") or mesh.group_rank(device, i) == 0:
         return s.copy() if not isinstance(s, MetaArray) else s
-    return np.full_like(s, 0 if op == "sum" else 1)
+    from tpsim.darray import _identity
+
+    return np.full_like(s, _identity(op, s.dtype))
 
 
 __all__ = ["plan", "redistribute"]

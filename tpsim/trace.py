@@ -48,7 +48,8 @@ class CollectiveRecord:
     def busbw(self) -> float:
         from tpsim.collectives.costs import bus_bandwidth_factor  # lazy: collectives import the trace
 
-        return self.algbw * bus_bandwidth_factor(self.collective, self.group_size)
+        factor = bus_bandwidth_factor(self.collective, self.group_size)
+        return self.algbw * factor if factor else 0.0  # one rank moves nothing
 
 
 @dataclass

@@ -27,7 +27,7 @@ from tpsim.collectives.schedule import COLLECTIVES, ROOTED
 from tpsim.dtypes import is_floating, resolve_dtype
 from tpsim.errors import AlgorithmError, DTypeError, ReduceOpError, RootError, ShapeError, WorldSizeError
 from tpsim.meta import MetaArray
-from tpsim.placement import REDUCE_OPS
+from tpsim.placement import REDUCE_OPS, chunk_sizes
 
 REDUCING = ("all_reduce", "reduce", "reduce_scatter")
 ROOT_INPUT_ONLY = ("broadcast", "scatter")  # only the root's buffer carries data
@@ -224,10 +224,10 @@ def _unpack(collective, store, groups, table, shapes, root, p, op, dtype, n_devi
             if collective in ("all_reduce", "reduce", "broadcast"):
                 ids, shape = range(len(sizes)), shapes[g][r]
             elif collective in ("reduce_scatter", "scatter"):
-                ids, shape = [r], (sizes[r] // max(1, int(np.prod(rest, dtype=np.int64))), *rest)
-            elif collective == "all_to_all":
-                ids = range(p, 2 * p)
-                shape = (sum(sizes[p:]) // max(1, int(np.prod(rest, dtype=np.int64))), *rest)
+                rows = shapes[g][root if collective == "scatter" else r][0]
+                ids, shape = [r], (chunk_sizes(rows, p)[r], *rest)
+            elif collective == "all_to_all":  # a piece of `r`'s rows from every rank
+                ids, shape = range(p, 2 * p), (sum(chunk_sizes(s[0], p)[r] for s in shapes[g]), *rest)
             else:
                 ids, shape = range(p), (sum(s[0] for s in shapes[g]), *rest)
             if store is None:

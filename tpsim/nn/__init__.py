@@ -8,6 +8,7 @@ linear.py    ColumnParallelLinear, RowParallelLinear
 mlp.py       ParallelMLP
 """
 
+from tpsim.nn.attention import ParallelAttention
 from tpsim.nn.comm_table import comm_table, format_comm_table
 from tpsim.nn.dropout import Dropout, RNGTracker, hidden_stream
 from tpsim.nn.embedding import VocabParallelEmbedding, VocabParallelLogits, padded_vocab_size
@@ -18,7 +19,7 @@ from tpsim.nn.module import Module
 from tpsim.nn.norm import LayerNorm
 
 __all__ = [
-    "ColumnParallelLinear", "Dropout", "LayerNorm", "Module", "ParallelMLP", "RNGTracker",
+    "ColumnParallelLinear", "Dropout", "LayerNorm", "Module", "ParallelAttention", "ParallelMLP", "RNGTracker",
     "RowParallelLinear",
     "VocabParallelCrossEntropy", "VocabParallelEmbedding", "VocabParallelLogits", "comm_table",
     "format_comm_table", "hidden_stream", "padded_vocab_size",

@@ -38,6 +38,8 @@ from tpsim.placement import Shard
 
 
 class ParallelAttention(Module):
+    """Self-attention, x (s, b, h) -> y (s, b, h), with n/t whole heads on each TP rank."""
+
     def __init__(
         self,
         mesh,

@@ -22,7 +22,8 @@ def _meta(*xs) -> bool:
 def matmul(a, b):
     """(..., m, k) @ (..., k, n) -> (..., m, n): 2mkn FLOPs per batch entry."""
     shape = (*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
-    out = MetaArray(shape, a.dtype) if _meta(a, b) else np.matmul(a, b)
+    # bfloat16 (ml_dtypes) matmul returns float32: round back, as torch does after an fp32 accumulate
+    out = MetaArray(shape, a.dtype) if _meta(a, b) else np.matmul(a, b).astype(a.dtype, copy=False)
     flops = 2 * math.prod(shape) * a.shape[-1]
     return out, flops, a.nbytes + b.nbytes + out.nbytes
 

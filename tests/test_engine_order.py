@@ -128,8 +128,6 @@ def test_big_chunks_take_the_in_place_path_with_the_same_bits(collective, algori
     assert_same_bits(call(schedule, x, Mesh(p)), want)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: engine.Run._move reduces a lone transfer as own (op) incoming "
-                   "in 'simple' steps, in rank order otherwise; max/min of -0.0 and 0.0 show the difference")
 def test_one_reduction_into_a_chunk_follows_the_rank_order_too():
     """np.maximum(-0.0, 0.0) and np.maximum(0.0, -0.0) differ in sign, so the order of the operands shows.
 

@@ -80,18 +80,22 @@ class DArray:
             coord = self.mesh.coordinate(d)
             if any(coord[i] for i, p in enumerate(self.placements) if not isinstance(p, Shard)):
                 continue  # one representative per block: coordinate 0 on every R and P mesh dim
-            out[local_slices(self.shape, self.mesh, self.placements, d)] = self._reduced(coord, self.mesh.ndim - 1)
+            out[local_slices(self.shape, self.mesh, self.placements, d)] = self._reduced(
+                coord, self.mesh.ndim - 1
+            )
         return out
 
     def _reduced(self, coord: tuple[int, ...], mesh_dim: int):
-        """The block at `coord` with Partial mesh dims 0..mesh_dim reduced, innermost first (as redistribute)."""
+        """The block at `coord`, Partial mesh dims 0..mesh_dim reduced innermost first (as redistribute)."""
         if mesh_dim < 0:
             return self.shards[self.mesh.device_at(coord)]
         p = self.placements[mesh_dim]
         if not isinstance(p, Partial):
             return self._reduced(coord, mesh_dim - 1)
-        terms = [self._reduced((*coord[:mesh_dim], k, *coord[mesh_dim + 1 :]), mesh_dim - 1)
-                 for k in range(self.mesh.shape[mesh_dim])]
+        terms = [
+            self._reduced((*coord[:mesh_dim], k, *coord[mesh_dim + 1 :]), mesh_dim - 1)
+            for k in range(self.mesh.shape[mesh_dim])
+        ]
         return _combine(p.op, terms)
 
     def redistribute(
@@ -213,7 +217,7 @@ def infer_shape(shapes: list[tuple[int, ...]], mesh, placements: list[Placement]
 
 
 def _identity(op: str, dtype: np.dtype):
-    """The neutral term a non-holding rank gets: -0.0 for float sums, so that x + (-0.0) is x, sign included."""
+    """The neutral term of a non-holding rank: -0.0 for float sums, since x + (-0.0) is x, sign and all."""
     if op == "prod":
         return 1
     return -0.0 if np.dtype(dtype).kind == "f" or str(dtype) == "bfloat16" else 0
@@ -231,7 +235,9 @@ def _as_list(placements, mesh) -> list[Placement]:
             )
         return [placements]
     if isinstance(placements, str) or not isinstance(placements, Sequence):
-        raise PlacementError(f"placements {placements!r} must be a Placement or a list of them, one per mesh dim")
+        raise PlacementError(
+            f"placements {placements!r} must be a Placement or a list of them, one per mesh dim"
+        )
     return list(placements)
 
 

@@ -121,6 +121,22 @@ class Mesh:
         """(module, direction) that collectives and compute are attributed to now."""
         return self.context[-1] if self.context else (None, None)
 
+    def scratch_copy(self) -> Mesh:
+        """A mesh with the same layout, topology, memory use and clocks, but its own trace:
+        for dry runs that must fail before the real mesh is touched."""
+        other = object.__new__(Mesh)
+        other.shape, other.names, other.size = self.shape, self.names, self.size
+        other.topology, other.spec, other.context = self.topology, self.spec, []
+        other.devices = []
+        for d in self.devices:
+            copy = VirtualDevice(d.index, d.capacity, d.name)
+            copy.in_use.update(d.in_use)
+            copy.peak = d.peak
+            other.devices.append(copy)
+        other.clock = list(self.clock)
+        other.trace = Trace(other)
+        return other
+
     def reset_clock(self) -> None:
         self.clock = [0.0] * self.size
 

@@ -3,6 +3,7 @@
     Shard(d)    S(d)  each device of the mesh dim holds one piece of tensor dim d
     Replicate() R     each device holds the whole array
     Partial(op) P     each device holds a term; the array is their reduction by `op`
+                      (avg: the rank-order sum divided once by p, so exact only when the sum is)
 
 Uneven shards follow DTensor's layout, the `torch.chunk` rule: pieces of
 ceil(n / p) elements, the last ones shorter or empty.  n = 5 over p = 4 gives

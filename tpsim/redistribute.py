@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from tpsim.collectives import all_gather, all_reduce, all_to_all, reduce_scatter
+from tpsim.device import allocate_all, free_all
 from tpsim.errors import PlacementError
 from tpsim.meta import MetaArray
 from tpsim.placement import Partial, Placement, Replicate, Shard, chunk_offsets, chunk_sizes
@@ -54,11 +55,30 @@ def redistribute(x, placements: list[Placement], *, algorithm: str | None = None
 
     placements = check_placements(placements, x.shape, x.mesh)
     steps = plan(list(x.placements), placements, x.mesh.names)
-    mesh, shards, current = x.mesh, list(x.shards), list(x.placements)
-    for i, new in steps:
-        shards = _change(mesh, shards, i, current[i], new, algorithm, label)
-        current[i] = new
-    return DArray(shards, mesh, current, x.shape, x.category)
+    # a dry run on shapes, on a scratch copy of the mesh: any error (shapes, memory) raises here,
+    # before the first byte moves, so a rejected call leaves the trace and memory as they were
+    dry = [MetaArray(s.shape, s.dtype) for s in x.shards]
+    _run_chain(x.mesh.scratch_copy(), dry, list(x.placements), steps, algorithm, label, x.category)
+    shards, current = _run_chain(
+        x.mesh, list(x.shards), list(x.placements), steps, algorithm, label, x.category
+    )
+    return DArray(shards, x.mesh, current, x.shape, x.category)
+
+
+def _run_chain(mesh, shards, current, steps, algorithm, label, category):
+    """Apply the changes in order; each intermediate result is charged to its devices while it lives."""
+    held: dict[int, int] = {}
+    try:
+        for i, new in steps:
+            shards = _change(mesh, shards, i, current[i], new, algorithm, label)
+            request = {d: int(s.nbytes) for d, s in enumerate(shards) if s.nbytes}
+            allocate_all(mesh.devices, request, category)
+            free_all(mesh.devices, held, category)
+            held = request
+            current[i] = new
+    finally:
+        free_all(mesh.devices, held, category)  # the result DArray charges itself
+    return shards, current
 
 
 def _change(mesh, shards, i, a: Placement, b: Placement, algorithm, label) -> list:

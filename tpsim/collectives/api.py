@@ -30,6 +30,12 @@ from tpsim.meta import MetaArray
 from tpsim.placement import REDUCE_OPS, chunk_sizes
 
 REDUCING = ("all_reduce", "reduce", "reduce_scatter")
+
+
+class UnevenGroups(ShapeError):
+    """The groups of a mesh dim hold different shapes (uneven shards on an n-d mesh)."""
+
+
 ROOT_INPUT_ONLY = ("broadcast", "scatter")  # only the root's buffer carries data
 
 
@@ -46,13 +52,18 @@ def prepare(
     label: str | None = None,
     direction: str | None = None,
     snapshots: bool = False,
+    groups: list[tuple[int, ...]] | None = None,
 ) -> tuple[Run, callable]:
-    """Check everything, then return the engine run and the function that unpacks its results."""
+    """Check everything, then return the engine run and the function that unpacks its results.
+
+    `groups` restricts the run to some groups of the mesh dim (used when groups hold different shapes).
+    """
     if label is None and direction is None:
         label, direction = mesh.label  # attributed to the module running now, if any
     if collective not in COLLECTIVES:
         raise AlgorithmError(f"unknown collective {collective!r}; valid: {', '.join(COLLECTIVES)}")
-    groups = mesh.groups(mesh_dim)
+    all_groups = mesh.groups(mesh_dim)
+    groups = all_groups if groups is None else groups
     dim_name = None if mesh_dim is None else mesh.names[mesh.dim_index(mesh_dim)]
     p = len(groups[0])
     if len(buffers) != mesh.size:
@@ -125,9 +136,25 @@ def prepare(
 
 
 def run_collective(collective: str, buffers: Sequence, mesh, **kwargs) -> list:
-    run, results = prepare(collective, buffers, mesh, **kwargs)
-    run.run()
-    return results()
+    try:
+        runs = [prepare(collective, buffers, mesh, **kwargs)]
+    except UnevenGroups:
+        # uneven shards on an n-d mesh: the groups of this mesh dim hold different shapes, so each
+        # group runs its own collective (at the same time: the groups' devices are disjoint)
+        runs = [
+            prepare(collective, buffers, mesh, groups=[g], **kwargs)
+            for g in mesh.groups(kwargs.get("mesh_dim"))
+        ]
+    for run, _ in runs:  # every memory check before any run starts
+        for d, n in run.scratch.items():
+            mesh.devices[d].check(n)
+    out: list = [None] * mesh.size
+    for run, results in runs:
+        run.run()
+        for d, r in enumerate(results()):
+            if r is not None:
+                out[d] = r
+    return out
 
 
 def stepwise(collective: str, buffers: Sequence, mesh, **kwargs) -> Iterator[Snapshot]:
@@ -185,7 +212,7 @@ def _check_shapes(collective: str, arrays: dict, groups, root) -> list[list[tupl
     first = out[0]
     for devs, shapes in zip(groups, out, strict=False):
         if shapes != first:
-            raise ShapeError(
+            raise UnevenGroups(
                 f"{collective}: group {devs} has shapes {shapes} but group {groups[0]} has {first}; "
                 "every group of the mesh dim needs the same shapes"
             )

@@ -120,6 +120,7 @@ class Run:
         self.gmap = np.asarray(groups, dtype=np.int64).reshape(len(groups), schedule.world_size)
         self.sizes = np.asarray(sizes, dtype=np.int64).reshape(schedule.world_size, schedule.num_chunks)
         self.dtype, self.itemsize = np.dtype(dtype), np.dtype(dtype).itemsize
+        self.ordered = op in ("max", "min")  # the only ops whose operand order shows in the bits
         self.ufunc, self.accum = UFUNCS[op], (np.dtype(accum_dtype) if accum_dtype is not None else None)
         self.snapshots = snapshots
         self._links_memo: dict = {}
@@ -182,18 +183,22 @@ class Run:
         pd = (base + a.dst[a.pair_t]).ravel()  # (G * P,) participant written
         G = len(self.gmap)
         c, dc, red = np.tile(a.pair_c, G), np.tile(a.pair_dc, G), np.tile(a.pair_reduce, G)
+        # the incoming value goes first where its rank is lower (the rank-order rule); only max and min
+        # can tell, through signed zeros and NaN payloads: add and multiply are commutative bit for bit
+        src_first = np.tile(a.src[a.pair_t] < a.dst[a.pair_t], G) & self.ordered
         if a.simple and store.shape[2] * self.itemsize >= BIG_CHUNK_BYTES:
             n = self.sizes[a.src[a.pair_t], a.pair_c]
             for i in range(len(ps)):
                 m = n[i % len(n)]
-                self._combine_into(store[pd[i], dc[i], :m], store[ps[i], c[i], :m], red[i])
+                self._combine_into(store[pd[i], dc[i], :m], store[ps[i], c[i], :m], red[i], src_first[i])
             return
         vals = store[ps, c]  # (G * P, max chunk): every read happens before any write
         if a.simple:
             store[pd[~red], dc[~red]] = vals[~red]
             if red.any():
-                out = store[pd[red], dc[red]]
-                store[pd[red], dc[red]] = self._combine(out, vals[red])
+                own, incoming, first = store[pd[red], dc[red]], vals[red], src_first[red][:, None]
+                lo, hi = np.where(first, incoming, own), np.where(first, own, incoming)
+                store[pd[red], dc[red]] = self._combine(lo, hi)
             return
         self._move_in_rank_order(ps, pd, c, dc, red, vals)
 
@@ -222,13 +227,13 @@ class Run:
             return self.ufunc(out, incoming)
         return self.ufunc(out.astype(self.accum), incoming.astype(self.accum)).astype(self.dtype)
 
-    def _combine_into(self, out: np.ndarray, incoming: np.ndarray, reduce: bool) -> None:
+    def _combine_into(self, out: np.ndarray, incoming: np.ndarray, reduce: bool, src_first: bool) -> None:
         if not reduce:
             np.copyto(out, incoming)
         elif self.accum is None:
-            self.ufunc(out, incoming, out=out)
+            self.ufunc(*((incoming, out) if src_first else (out, incoming)), out=out)
         else:
-            out[...] = self._combine(out, incoming)
+            out[...] = self._combine(*((incoming, out) if src_first else (out, incoming)))
 
     def _time_and_record(self, index: int, a: _StepArrays, start: float) -> tuple[float, int]:
         G = len(self.gmap)

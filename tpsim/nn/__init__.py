@@ -19,8 +19,8 @@ from tpsim.nn.module import Module
 from tpsim.nn.norm import LayerNorm
 
 __all__ = [
-    "ColumnParallelLinear", "Dropout", "LayerNorm", "Module", "ParallelAttention", "ParallelMLP", "RNGTracker",
-    "RowParallelLinear",
+    "ColumnParallelLinear", "Dropout", "LayerNorm", "Module", "ParallelAttention", "ParallelMLP",
+    "RNGTracker", "RowParallelLinear",
     "VocabParallelCrossEntropy", "VocabParallelEmbedding", "VocabParallelLogits", "comm_table",
     "format_comm_table", "hidden_stream", "padded_vocab_size",
 ]

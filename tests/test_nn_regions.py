@@ -116,26 +116,9 @@ def wrong_placements(name: str) -> list:
 
 
 WRONG = [(n, p) for n, _, _, _ in REGIONS for p in wrong_placements(n)]
-LAX = {("scatter_to_backward", Shard(0)), ("scatter_to_backward", Shard(SEQ))}
 
 
-@pytest.mark.parametrize(
-    ("name", "wrong"),
-    [
-        pytest.param(
-            n,
-            p,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: regions.scatter_to_backward accepts any Shard, though it expects S(-1)",
-            ),
-        )
-        if (n, p) in LAX
-        else (n, p)
-        for n, p in WRONG
-    ],
-    ids=[f"{n}-{p!r}" for n, p in WRONG],
-)
+@pytest.mark.parametrize(("name", "wrong"), WRONG, ids=[f"{n}-{p!r}" for n, p in WRONG])
 def test_a_wrong_input_placement_is_refused_naming_it_and_nothing_moves(name, wrong):
     mesh = Mesh((2, 3), names=("dp", "tp"))
     x, _ = placed(np.arange(3 * 2 * 3 * 6.0).reshape(3, 2, 3, 6), mesh, [R], wrong)

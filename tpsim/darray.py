@@ -42,6 +42,7 @@ class DArray:
         self._request = {d: int(s.nbytes) for d, s in enumerate(self.shards) if s.nbytes}
         allocate_all(mesh.devices, self._request, category)
         self._category = [category]  # a list, so the finalizer frees under the category it has then
+        self.saves = 0  # how many modules keep it for backward (tpsim.nn)
         self._finalizer = weakref.finalize(self, _free, mesh.devices, self._request, self._category)
 
     @property

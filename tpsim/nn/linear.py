@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 from tpsim.darray import DArray, distribute
+from tpsim.errors import PlacementError, ShapeError
 from tpsim.nn import ops, regions
 from tpsim.nn.init import global_weight
 from tpsim.nn.module import Module
@@ -55,6 +56,15 @@ class _Linear(Module):
                 "bias", distribute(b, mesh, self.placements(Shard(0) if weight_split == 0 else Replicate()))
             )
         self.has_bias = bias
+
+    def check_input(self, x: DArray, on_tp) -> None:
+        """Refuse a wrong input before anything is saved or computed."""
+        if x.shape[-1] != self.in_features:
+            raise ShapeError(f"{self.name}: input has {x.shape[-1]} features in its last dim "
+                             f"(shape {x.shape}); this layer takes in_features = {self.in_features}")
+        if x.placements[self.tp] != on_tp and self.tp_size > 1:
+            raise PlacementError(f"{self.name}: input placement {x.placements[self.tp]!r} on the TP mesh dim "
+                                 f"{self.mesh.names[self.tp]}; this layer takes {on_tp!r}")
 
     def grad_placements(self, x: DArray, tp) -> list:
         """A weight gradient: `tp` on the TP dim; a partial sum over mesh dims that split the batch."""
@@ -118,6 +128,7 @@ class ColumnParallelLinear(_Linear):
             raise ValueError(f"{self.name}: gather_output and sequence_parallel do not go together")
 
     def forward(self, x: DArray):
+        self.check_input(x, Shard(self.seq_dim) if self.sequence_parallel else Replicate())
         w = self.params["weight"]
         full = (
             regions.sequence_gather(x, self.tp, self.seq_dim)
@@ -172,6 +183,7 @@ class RowParallelLinear(_Linear):
         self.input_is_parallel = input_is_parallel
 
     def forward(self, x: DArray) -> DArray:
+        self.check_input(x, Shard(x.ndim - 1) if self.input_is_parallel else Replicate())
         if not self.input_is_parallel:
             x = regions.scatter_to(x, self.tp)
         self.save(x=x)

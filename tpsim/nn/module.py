@@ -100,13 +100,21 @@ class Module:
     def save(self, **tensors) -> None:
         """Keep what backward needs; DArrays among them count as "activations" (each array once)."""
         for value in tensors.values():
-            if isinstance(value, DArray) and value.category == "tensor":
-                value.recategorize("activations")
+            if isinstance(value, DArray):
+                value.saves += 1  # several modules may keep one array: it counts once, until the last lets go
+                if value.category == "tensor":
+                    value.recategorize("activations")
         self._saved.update(tensors)
 
     def saved(self, *names: str) -> tuple:
-        """Take back what forward saved (and let it go: backward frees activations)."""
-        return tuple(self._saved.pop(n) for n in names)
+        """Take back what forward saved; an array no module keeps any more stops counting as activations."""
+        out = tuple(self._saved.pop(n) for n in names)
+        for value in out:
+            if isinstance(value, DArray):
+                value.saves -= 1
+                if value.saves == 0 and value.category == "activations":
+                    value.recategorize("tensor")
+        return out
 
     @contextlib.contextmanager
     def scope(self, direction: str) -> Iterator[None]:

@@ -45,7 +45,8 @@ def elementwise(fn, *xs, flops_per_element: float = 1.0):
 
 def sum_to(x, shape: tuple[int, ...]):
     """Sum leading dims away so that x has `shape` (the gradient of a broadcast)."""
-    out = MetaArray(shape, x.dtype) if _meta(x) else x.reshape(-1, *shape).sum(axis=0) if shape else x.sum()
+    rows = math.prod(x.shape[: x.ndim - len(shape)])  # explicit: a piece may be empty
+    out = MetaArray(shape, x.dtype) if _meta(x) else x.reshape(rows, *shape).sum(axis=0)
     return out, x.size, x.nbytes + out.nbytes
 
 

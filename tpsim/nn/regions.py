@@ -30,8 +30,8 @@ def _on_tp(x: DArray, tp: int, p: Placement) -> list[Placement]:
 def _expect(x: DArray, tp: int, what: str, ok) -> None:
     if not ok(x.placements[tp]):
         raise PlacementError(
-            f"{what} expects {x.placements[tp]!r} to be different on the TP mesh dim "
-            f"{x.mesh.names[tp]}; got placements {x.placements}"
+            f"{what}: got {x.placements[tp]!r} on the TP mesh dim {x.mesh.names[tp]} "
+            f"(placements {x.placements})"
         )
 
 
@@ -77,7 +77,7 @@ def scatter_to(x: DArray, tp: int) -> DArray:
 
 
 def scatter_to_backward(dy: DArray, tp: int) -> DArray:
-    _expect(dy, tp, "scatter_to backward (S(-1))", lambda p: isinstance(p, Shard))
+    _expect(dy, tp, "scatter_to backward (S(-1))", lambda p: isinstance(p, Shard) and p.dim == dy.ndim - 1)
     return dy.redistribute(_on_tp(dy, tp, Replicate()))
 
 

@@ -75,11 +75,12 @@ def prepare(
         raise ReduceOpError(f"{collective} op {op!r} is unknown; valid: {', '.join(REDUCE_OPS)}")
     if collective in ROOTED:
         root = 0 if root is None else root
-        if not isinstance(root, int) or not 0 <= root < p:
+        if isinstance(root, bool) or not isinstance(root, int | np.integer) or not 0 <= root < p:
             raise RootError(
                 f"{collective} root {root!r} is out of range; valid roots are 0..{p - 1} "
                 f"(ranks inside a group of {p})"
             )
+        root = int(root)
     else:
         root = None
     schedule = build(collective, algorithm, p, root)
@@ -164,10 +165,12 @@ def stepwise(collective: str, buffers: Sequence, mesh, **kwargs) -> Iterator[Sna
 
 
 def _check_kinds(collective: str, arrays: dict) -> bool:
-    kinds = {isinstance(a, MetaArray) for a in arrays.values()}
-    if len(kinds) > 1:
-        raise DTypeError(f"{collective}: some buffers are shape-only (meta) and some hold data; use one kind")
-    return kinds == {True}
+    meta = [d for d, a in arrays.items() if isinstance(a, MetaArray)]
+    data = [d for d in arrays if d not in meta]
+    if meta and data:
+        raise DTypeError(f"{collective}: device {meta[0]} passed a shape-only (meta) buffer but device {data[0]} "
+                         "passed data; pass one kind on every device")
+    return bool(meta)
 
 
 def _check_dtypes(collective: str, arrays: dict) -> np.dtype:

@@ -73,7 +73,8 @@ def small_ints(dtype, shape, op):
 
 
 def random_floats(dtype, shape, op=None):
-    return hnp.arrays(np.float64, shape, elements=st.floats(-10, 10)).map(lambda a: a.astype(dtype))
+    """Random floats whose product over 16 ranks still fits float16."""
+    return hnp.arrays(np.float64, shape, elements=st.floats(-1.5, 1.5)).map(lambda a: a.astype(dtype))
 
 
 @st.composite
@@ -193,10 +194,13 @@ GROUPS = {"tp": GRID, "dp": GRID.T}  # the tp groups are its rows, the dp groups
 @settings(max_examples=10)
 @given(data=st.data())
 def test_each_group_of_a_mesh_dim_runs_its_own_collective(collective, algorithm, mesh_dim, data):
-    """On Mesh((2, 3), names=("dp", "tp")) every group along `mesh_dim` gets its own group's definition."""
+    """On Mesh((2, 3), names=("dp", "tp")) every group along `mesh_dim` gets its own group's definition,
+    also when the groups hold different shapes (uneven shards)."""
     groups = GROUPS[mesh_dim]
     count, p = groups.shape
     x, kw = data.draw(problems(collective, algorithm, DTYPES, small_ints, p=p, groups=count))
+    if data.draw(st.booleans()):  # the last group holds twice the rows
+        x[-1] = [np.concatenate([a, a]) for a in x[-1]]
     buffers = [None] * GRID.size
     for devices, group_x in zip(groups, x, strict=True):
         for device, buffer in zip(devices, group_x, strict=True):
@@ -205,6 +209,16 @@ def test_each_group_of_a_mesh_dim_runs_its_own_collective(collective, algorithm,
     op, root = kw.get("op", "sum"), kw.get("root", 0)
     for devices, group_x in zip(groups, x, strict=True):
         assert_bitwise([results[d] for d in devices], definition(collective, group_x, op, root))
+
+
+def test_groups_of_different_shapes_are_recorded_as_separate_collectives():
+    """Every record's index is its position, and every transfer names the record of the group that sent it."""
+    mesh = Mesh((2, 2), names=("dp", "tp"))
+    tpsim.all_reduce([np.ones(4, np.float32)] * 2 + [np.ones(5, np.float32)] * 2, mesh, mesh_dim="tp")
+    records, transfers = mesh.trace.collectives, mesh.trace.transfers()
+    assert [c.index for c in records] == list(range(len(records)))
+    senders = zip(transfers["collective"], transfers["src"], strict=True)
+    assert all(src in records[c].devices for c, src in senders)
 
 
 @pytest.mark.parametrize("collective, algorithm", [(c, a) for c, a in PAIRS if c in REDUCING])

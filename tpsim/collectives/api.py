@@ -159,9 +159,12 @@ def run_collective(collective: str, buffers: Sequence, mesh, **kwargs) -> list:
 
 
 def stepwise(collective: str, buffers: Sequence, mesh, **kwargs) -> Iterator[Snapshot]:
-    """Run a collective one step at a time, yielding a `Snapshot` before the first step and after each."""
+    """Run a collective one step at a time, yielding a `Snapshot` before the first step and after each.
+
+    The input is checked at the call, not at the first step.
+    """
     run, _ = prepare(collective, buffers, mesh, snapshots=True, **kwargs)
-    yield from run
+    return iter(run)
 
 
 def _check_kinds(collective: str, arrays: dict) -> bool:

@@ -150,25 +150,24 @@ class Run:
         }
 
     def __iter__(self) -> Iterator[Snapshot]:
-        mesh, schedule = self.mesh, self.schedule
+        mesh, schedule, record = self.mesh, self.schedule, self.record
         allocate_all(mesh.devices, self.scratch, "comm")
+        record.index = len(mesh.trace.collectives)  # taken now: runs may be built before any of them runs
+        mesh.trace.add_collective(record)
         try:
-            mesh.trace.add_collective(self.record)
             atoms = trace_contributions(schedule) if self.snapshots else None
-            now, wire = self.start, 0
             if self.snapshots:
-                yield self._snapshot(0, None, atoms, now, wire)
+                yield self._snapshot(0, None, atoms, record.end, 0)
             for index, arrays in enumerate(_prepare(schedule)):
                 if self.store is not None:
                     self._move(arrays)
-                now, step_bytes = self._time_and_record(index, arrays, now)
-                wire += step_bytes
+                record.end, step_bytes = self._time_and_record(index, arrays, record.end)
+                record.num_steps, record.wire_bytes = index + 1, record.wire_bytes + step_bytes
                 if self.snapshots:
-                    yield self._snapshot(index + 1, arrays, atoms, now, wire)
-            self.record.end, self.record.num_steps, self.record.wire_bytes = now, len(schedule), wire
-            for d in self.record.devices:
-                mesh.clock[d] = now
-        finally:
+                    yield self._snapshot(index + 1, arrays, atoms, record.end, record.wire_bytes)
+        finally:  # also when a stepwise run is abandoned: the record, clocks and memory stay consistent
+            for d in record.devices:
+                mesh.clock[d] = record.end
             free_all(mesh.devices, self.scratch, "comm")
 
     def run(self) -> np.ndarray | None:

@@ -171,8 +171,8 @@ def _check_kinds(collective: str, arrays: dict) -> bool:
     meta = [d for d, a in arrays.items() if isinstance(a, MetaArray)]
     data = [d for d in arrays if d not in meta]
     if meta and data:
-        raise DTypeError(f"{collective}: device {meta[0]} passed a shape-only (meta) buffer but device {data[0]} "
-                         "passed data; pass one kind on every device")
+        raise DTypeError(f"{collective}: device {meta[0]} passed a shape-only (meta) buffer but device "
+                         f"{data[0]} passed data; pass one kind on every device")
     return bool(meta)
 
 

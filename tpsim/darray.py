@@ -13,6 +13,7 @@ DArray lives.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Sequence
 
@@ -52,9 +53,8 @@ class DArray:
 
     def recategorize(self, category: str) -> None:
         """Count this array's bytes under another category (e.g. saved for backward: "activations")."""
-        free_all(self.mesh.devices, self._request, self._category[0])
         for d, n in self._request.items():
-            self.mesh.devices[d].in_use[category] += n
+            self.mesh.devices[d].move(n, self._category[0], category)
         self._category[0] = category
 
     @property
@@ -158,8 +158,11 @@ def from_local(
     if shape is None:
         shape = infer_shape([s.shape for s in shards], mesh, placements)
     placements = check_placements(placements, shape, mesh)
+    wants = local_shapes(tuple(shape), mesh.shape, tuple(placements))
+    if [s.shape for s in shards] == wants and all(s.dtype == shards[0].dtype for s in shards):
+        return DArray(shards, mesh, placements, shape, category)
     for d, s in enumerate(shards):
-        want = tuple(x.stop - x.start for x in local_slices(shape, mesh, placements, d))
+        want = wants[d]
         if s.shape != want:
             raise ShapeError(
                 f"from_local: device {d} holds shape {s.shape}, but {placements} of a {shape} "
@@ -174,14 +177,32 @@ def local_slices(
     shape: tuple[int, ...], mesh, placements: Sequence[Placement], device: int
 ) -> tuple[slice, ...]:
     """The block of the global array that `device` holds."""
+    return _slices(tuple(shape), mesh.shape, tuple(placements), device)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # every layer op asks the same few questions, once per device
+def _slices(shape: tuple[int, ...], mesh_shape: tuple[int, ...], placements: tuple, device: int):
     lo, hi = [0] * len(shape), list(shape)
-    coord = mesh.coordinate(device)
+    coord = []
+    for size in reversed(mesh_shape):  # Mesh.coordinate, from the shape alone
+        coord.append(device % size)
+        device //= size
+    coord.reverse()
     for i, p in enumerate(placements):
         if isinstance(p, Shard):
             n = hi[p.dim] - lo[p.dim]
-            start = lo[p.dim] + chunk_offsets(n, mesh.shape[i])[coord[i]]
-            lo[p.dim], hi[p.dim] = start, start + chunk_sizes(n, mesh.shape[i])[coord[i]]
+            start = lo[p.dim] + chunk_offsets(n, mesh_shape[i])[coord[i]]
+            lo[p.dim], hi[p.dim] = start, start + chunk_sizes(n, mesh_shape[i])[coord[i]]
     return tuple(slice(a, b) for a, b in zip(lo, hi, strict=False))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def local_shapes(shape: tuple[int, ...], mesh_shape: tuple[int, ...], placements: tuple) -> list:
+    """The shape of every device's block, in device order."""
+    n = 1
+    for s in mesh_shape:
+        n *= s
+    return [tuple(x.stop - x.start for x in _slices(shape, mesh_shape, placements, d)) for d in range(n)]
 
 
 def check_placements(placements: list[Placement], shape: tuple[int, ...], mesh) -> list[Placement]:

@@ -29,10 +29,7 @@ class VirtualDevice:
         self.name = name or f"dev{index}"
         self.in_use: dict[str, int] = defaultdict(int)
         self.peak = 0
-
-    @property
-    def used(self) -> int:
-        return sum(self.in_use.values())
+        self.used = 0  # the sum of in_use, kept as it changes
 
     def check(self, nbytes: int) -> None:
         """Raise OutOfMemoryError if `nbytes` more would not fit; changes nothing."""
@@ -46,12 +43,22 @@ class VirtualDevice:
     def allocate(self, nbytes: int, category: str = "tensor") -> None:
         self.check(nbytes)
         self.in_use[category] += nbytes
-        self.peak = max(self.peak, self.used)
+        self.used += nbytes
+        if self.used > self.peak:
+            self.peak = self.used
 
     def free(self, nbytes: int, category: str = "tensor") -> None:
         self.in_use[category] -= nbytes
+        self.used -= nbytes
         if self.in_use[category] <= 0:
             del self.in_use[category]
+
+    def move(self, nbytes: int, old: str, new: str) -> None:
+        """Count `nbytes` under another category: the total does not change."""
+        self.in_use[old] -= nbytes
+        if self.in_use[old] <= 0:
+            del self.in_use[old]
+        self.in_use[new] += nbytes
 
     def __repr__(self) -> str:
         cap = "unbounded" if self.capacity is None else _fmt_bytes(self.capacity)

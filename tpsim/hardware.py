@@ -8,6 +8,7 @@ float32 and float64, since tpsim models float32 matmuls with TF32 off.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from tpsim.errors import TopologyError
@@ -27,7 +28,7 @@ class DeviceSpec:
     notes: dict[str, str] = field(default_factory=dict)
 
     def peak(self, dtype) -> float:
-        key = "bfloat16" if str(dtype) in ("bfloat16", "bf16") else str(dtype)
+        key = _dtype_key(dtype)
         if key not in self.flops:
             raise TopologyError(
                 f"device {self.name} has no peak for dtype {key}; known: {', '.join(self.flops)}"
@@ -37,6 +38,12 @@ class DeviceSpec:
     def time(self, flops: float, nbytes: float, dtype) -> float:
         """Roofline time of one op."""
         return max(flops / self.peak(dtype) if flops else 0.0, nbytes / self.memory_bandwidth)
+
+
+@functools.lru_cache(maxsize=64)
+def _dtype_key(dtype) -> str:
+    """A dtype's name as `flops` keys it (str() of a NumPy dtype is slow: once per dtype)."""
+    return "bfloat16" if str(dtype) in ("bfloat16", "bf16") else str(dtype)
 
 
 V100 = DeviceSpec(

@@ -131,6 +131,7 @@ class Mesh:
         for d in self.devices:
             copy = VirtualDevice(d.index, d.capacity, d.name)
             copy.in_use.update(d.in_use)
+            copy.used = d.used
             copy.peak = d.peak
             other.devices.append(copy)
         other.clock = list(self.clock)

@@ -57,8 +57,14 @@ def redistribute(x, placements: list[Placement], *, algorithm: str | None = None
     steps = plan(list(x.placements), placements, x.mesh.names)
     # a dry run on shapes, on a scratch copy of the mesh: any error (shapes, memory) raises here,
     # before the first byte moves, so a rejected call leaves the trace and memory as they were
-    dry = [MetaArray(s.shape, s.dtype) for s in x.shards]
-    _run_chain(x.mesh.scratch_copy(), dry, list(x.placements), steps, algorithm, label, x.category)
+    if len(steps) > 1:
+        dry = [MetaArray(s.shape, s.dtype) for s in x.shards]
+        _run_chain(x.mesh.scratch_copy(), dry, list(x.placements), steps, algorithm, label, x.category)
+    elif steps:  # one collective checks all it needs before it moves a byte, but for the result's memory
+        from tpsim.darray import local_shapes
+
+        for d, shape in enumerate(local_shapes(tuple(x.shape), x.mesh.shape, tuple(placements))):
+            x.mesh.devices[d].check(int(np.prod(shape, dtype=np.int64)) * x.dtype.itemsize)
     shards, current = _run_chain(
         x.mesh, list(x.shards), list(x.placements), steps, algorithm, label, x.category
     )

@@ -110,7 +110,8 @@ class Trace:
         """Every transfer that crossed a link, by column (collective, step, src, dst, nbytes, link, ...)."""
         if self._cache is None:
             if self._columns:
-                self._cache = {f: np.concatenate([_column(c, f) for c in self._columns]) for f in FIELDS}
+                lengths = [len(c["src"]) for c in self._columns]
+                self._cache = {f: _field(self._columns, f, lengths) for f in FIELDS}
             else:
                 self._cache = {
                     f: np.zeros(0, dtype=np.float64 if f in ("start", "end") else np.int64) for f in FIELDS
@@ -209,6 +210,15 @@ class Trace:
             with open(path, "w") as f:
                 json.dump(doc, f)
         return doc
+
+
+def _field(columns: list[dict], field: str, lengths: list[int]) -> np.ndarray:
+    """One field of every step, joined; steps that store a scalar for the whole column are repeated."""
+    values = [c[field] for c in columns]
+    if all(np.ndim(v) == 0 for v in values):
+        dtype = np.float64 if field in ("start", "end") else np.int64
+        return np.repeat(np.array(values, dtype=dtype), lengths)
+    return np.concatenate([_column(c, field) for c in columns])
 
 
 def _column(columns: dict, field: str) -> np.ndarray:

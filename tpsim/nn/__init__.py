@@ -6,12 +6,15 @@ ops.py       local ops on one shard, with FLOPs and bytes, on data or shapes onl
 init.py      seeded global weights, so sharded and unsharded models hold the same numbers
 linear.py    ColumnParallelLinear, RowParallelLinear
 mlp.py       ParallelMLP
+block.py     TransformerBlock (one pre-LN GPT layer); gpt.py  GPT, and analyse() of a training step
 """
 
 from tpsim.nn.attention import ParallelAttention
+from tpsim.nn.block import TransformerBlock
 from tpsim.nn.comm_table import comm_table, format_comm_table
 from tpsim.nn.dropout import Dropout, RNGTracker, hidden_stream
 from tpsim.nn.embedding import VocabParallelEmbedding, VocabParallelLogits, padded_vocab_size
+from tpsim.nn.gpt import GPT, analyse
 from tpsim.nn.linear import ColumnParallelLinear, RowParallelLinear
 from tpsim.nn.loss import VocabParallelCrossEntropy
 from tpsim.nn.mlp import ParallelMLP
@@ -19,8 +22,8 @@ from tpsim.nn.module import Module
 from tpsim.nn.norm import LayerNorm
 
 __all__ = [
-    "ColumnParallelLinear", "Dropout", "LayerNorm", "Module", "ParallelAttention", "ParallelMLP",
-    "RNGTracker", "RowParallelLinear",
-    "VocabParallelCrossEntropy", "VocabParallelEmbedding", "VocabParallelLogits", "comm_table",
+    "GPT", "ColumnParallelLinear", "Dropout", "LayerNorm", "Module", "ParallelAttention", "ParallelMLP",
+    "RNGTracker", "RowParallelLinear", "TransformerBlock",
+    "VocabParallelCrossEntropy", "VocabParallelEmbedding", "VocabParallelLogits", "analyse", "comm_table",
     "format_comm_table", "hidden_stream", "padded_vocab_size",
 ]

@@ -18,8 +18,16 @@ it computes is exactly its S(-1) slice of c: the input W_o's row-parallel split 
     backward: identity for dy, then one all-reduce of dx       [SP: all-gather dy; all-gather x again
                                                                 (for dW_qkv), reduce-scatter dx]
 
-Saved for backward, as Megatron keeps them: q, k, v, the softmax output P and the two linears'
-inputs (under SP, only x's sequence shard).  No dropout here: the transformer block adds it.
+Attention dropout (`attention_dropout` = p > 0): P' = dropout(P), c = P' v, on each rank's own heads.
+Its mask comes from the "model-parallel" RNG stream (seed + 2718 + tp_rank), so different heads get
+independent masks; Megatron forks the tracker there, and under SP the whole layer already runs forked,
+which draws from the same stream (dropout.py).  So TP=1 and TP=t draw different masks.
+
+Saved for backward, as Megatron keeps them: q, k, v, the softmax output P (for its backward), the
+dropout mask (1 byte per score) and the dropped P' (for dv = P'^T dc), i.e. Korthikanti's
+2as^2b + as^2b + 2as^2b = 5as^2b bytes in 16-bit; and the two linears' inputs (under SP, only x's
+sequence shard).  Without dropout P' is P, saved once.  The hidden dropout after the dense layer
+belongs to the transformer block.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from tpsim.darray import DArray
 from tpsim.errors import PlacementError, ShapeError
 from tpsim.meta import MetaArray
 from tpsim.nn import ops
+from tpsim.nn.dropout import MODEL_PARALLEL, Dropout, RNGTracker
 from tpsim.nn.linear import ColumnParallelLinear, RowParallelLinear
 from tpsim.nn.module import Module
 from tpsim.placement import Shard
@@ -53,6 +62,8 @@ class ParallelAttention(Module):
         sequence_parallel: bool = False,
         seq_dim: int = 0,
         causal: bool = True,
+        attention_dropout: float = 0.0,
+        tracker: RNGTracker | None = None,
         tp_dim=None,
         name: str | None = None,
     ):
@@ -77,6 +88,13 @@ class ParallelAttention(Module):
         self.dense = self.child(
             "dense", RowParallelLinear(mesh, hidden, hidden, input_is_parallel=True, seed=seed + 2, **kw)
         )
+        self.attention_dropout = None
+        if attention_dropout:  # Megatron: core_attention.attention_dropout, on the forked stream
+            tracker = tracker if tracker is not None else RNGTracker(seed)
+            self.attention_dropout = self.child(
+                "attention_dropout",
+                Dropout(mesh, attention_dropout, tracker=tracker, stream=MODEL_PARALLEL, tp_dim=tp_dim),
+            )
 
     def forward(self, x: DArray) -> DArray:
         self._check_input(x)
@@ -90,8 +108,9 @@ class ParallelAttention(Module):
         scores = self.local("attention_scores", _scores, q, k, self.scale, placements=heads)  # (b, n/t, s, s)
         probs = self.local("softmax", _softmax, scores, self.causal, placements=heads)
         del scores
-        self.save(q=q, k=k, v=v, probs=probs)
-        ctx = self.local("attention_context", _context, probs, v, placements=heads)  # (b, n/t, s, d)
+        dropped = probs if self.attention_dropout is None else self.attention_dropout(probs)  # P'
+        self.save(q=q, k=k, v=v, probs=probs, dropped=dropped)  # P' is P (saved once) without dropout
+        ctx = self.local("attention_context", _context, dropped, v, placements=heads)  # (b, n/t, s, d)
         merged = self.local(
             "merge_heads", _merge_heads, ctx, self.seq_dim, placements=_seq_placements(heads, self.seq_dim)
         )  # (s, b, h) S(-1)
@@ -100,15 +119,17 @@ class ParallelAttention(Module):
 
     def backward(self, dy: DArray) -> DArray:
         dmerged = self.dense.backprop(dy)  # (s, b, h) S(-1)
-        q, k, v, probs = self.saved("q", "k", "v", "probs")
+        q, k, v, probs, dropped = self.saved("q", "k", "v", "probs", "dropped")
         heads = probs.placements
         dctx = self.local(
             "split_heads_backward", _split_heads, dmerged, self.head_dim, self.seq_dim, None, placements=heads
         )
         del dmerged
-        dv = self.local("attention_dv", _dv, probs, dctx, placements=heads)  # P^T dc
-        dprobs = self.local("attention_dprobs", _dprobs, dctx, v, placements=heads)  # dc v^T
-        del dctx
+        dv = self.local("attention_dv", _dv, dropped, dctx, placements=heads)  # P'^T dc
+        dprobs = self.local("attention_dprobs", _dprobs, dctx, v, placements=heads)  # dc v^T = dP'
+        del dctx, dropped
+        if self.attention_dropout is not None:
+            dprobs = self.attention_dropout.backprop(dprobs)  # dP = dP' * mask / (1 - p)
         dscores = self.local("softmax_backward", _softmax_grad, probs, dprobs, self.scale, placements=heads)
         del dprobs, probs
         dq = self.local("attention_dq", _dq, dscores, k, placements=heads)  # dS k

@@ -145,7 +145,7 @@ class Dropout(Module):
                 )
         masks = self.tracker.masks(self.stream, self.mesh, self.tp, x.shards, self.p)
         for d, m in enumerate(masks):
-            self.mesh.compute(d, "dropout_mask", m.size, m.nbytes, np.dtype(np.bool_))
+            self.mesh.compute(d, "dropout_mask", m.size, m.nbytes, x.dtype)  # bool has no peak
         mask = from_local(masks, self.mesh, x.placements, shape=x.shape)
         self.save(mask=mask)
         return self.local("dropout", lambda a, m: _apply(a, m, self.p), x, mask, placements=x.placements)

@@ -60,7 +60,7 @@ def reduce_last(fn, x, keepdims: bool = True):
 def gelu(x):
     """GeLU, tanh approximation (as Megatron and GPT-2): 0.5x(1 + tanh(c(x + 0.044715x^3)))."""
     return elementwise(
-        lambda v: 0.5 * v * (1 + np.tanh(GELU_C * (v + 0.044715 * v**3))), x, flops_per_element=8
+        lambda v: 0.5 * v * (1 + np.tanh(GELU_C * (v + 0.044715 * (v * v * v)))), x, flops_per_element=8
     )
 
 
@@ -68,7 +68,7 @@ def gelu_grad(x, dy):
     """d/dx of the tanh GeLU, times dy."""
 
     def fn(v, g):
-        t = np.tanh(GELU_C * (v + 0.044715 * v**3))
+        t = np.tanh(GELU_C * (v + 0.044715 * (v * v * v)))
         return g * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * v * v))
 
     return elementwise(fn, x, dy, flops_per_element=14)

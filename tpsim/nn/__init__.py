@@ -1,17 +1,27 @@
 """tpsim.nn: Megatron's tensor-parallel layers on virtual devices, forward and backward.
 
-module.py    Module: parameters as DArrays, explicit backward, memory by category
-regions.py   copy_to / reduce_from, gather_from / scatter_to, the sequence-parallel pair
-ops.py       local ops on one shard, with FLOPs and bytes, on data or shapes only
-init.py      seeded global weights, so sharded and unsharded models hold the same numbers
-linear.py    ColumnParallelLinear, RowParallelLinear
-mlp.py       ParallelMLP
-block.py     TransformerBlock (one pre-LN GPT layer); gpt.py  GPT, and analyse() of a training step
+    module.py     Module: parameters as DArrays, explicit backward, memory by category
+    regions.py    copy_to / reduce_from, gather_from / scatter_to, the sequence-parallel pair
+    ops.py        local ops on one shard, with FLOPs and bytes, on data or shapes only
+    init.py       seeded global weights, so sharded and unsharded models hold the same numbers
+    linear.py     ColumnParallelLinear, RowParallelLinear
+    mlp.py        ParallelMLP
+    attention.py  ParallelAttention (QKV split by heads, row-parallel output projection)
+    embedding.py  VocabParallelEmbedding, VocabParallelLogits (tied output layer), vocab padding
+    loss.py       VocabParallelCrossEntropy (max, sum-exp and target-logit all-reduces)
+    norm.py       LayerNorm (replicated; sharded by sequence under SP)
+    dropout.py    Dropout and the RNG tracker (replicated and TP-local streams)
+    block.py      TransformerBlock (one pre-LN GPT layer)
+    gpt.py        GPT, and analyse(): traffic, time and memory of a training step, shapes only
+    config.py     GPT configurations and the Korthikanti activation-memory formula
+    comm_table.py the forward/backward communication table of any module
+    timeline.py   per-device compute and communication timeline; predicted TP efficiency
 """
 
 from tpsim.nn.attention import ParallelAttention
 from tpsim.nn.block import TransformerBlock
 from tpsim.nn.comm_table import comm_table, format_comm_table
+from tpsim.nn.config import GPTConfig
 from tpsim.nn.dropout import Dropout, RNGTracker, hidden_stream
 from tpsim.nn.embedding import VocabParallelEmbedding, VocabParallelLogits, padded_vocab_size
 from tpsim.nn.gpt import GPT, analyse
@@ -20,10 +30,12 @@ from tpsim.nn.loss import VocabParallelCrossEntropy
 from tpsim.nn.mlp import ParallelMLP
 from tpsim.nn.module import Module
 from tpsim.nn.norm import LayerNorm
+from tpsim.nn.timeline import device_timeline, format_efficiency, tp_efficiency, utilisation
 
 __all__ = [
-    "GPT", "ColumnParallelLinear", "Dropout", "LayerNorm", "Module", "ParallelAttention", "ParallelMLP",
-    "RNGTracker", "RowParallelLinear", "TransformerBlock",
-    "VocabParallelCrossEntropy", "VocabParallelEmbedding", "VocabParallelLogits", "analyse", "comm_table",
-    "format_comm_table", "hidden_stream", "padded_vocab_size",
+    "GPT", "ColumnParallelLinear", "Dropout", "GPTConfig", "LayerNorm", "Module", "ParallelAttention",
+    "ParallelMLP", "RNGTracker", "RowParallelLinear", "TransformerBlock", "VocabParallelCrossEntropy",
+    "VocabParallelEmbedding", "VocabParallelLogits", "analyse", "comm_table", "device_timeline",
+    "format_comm_table", "format_efficiency", "hidden_stream", "padded_vocab_size", "tp_efficiency",
+    "utilisation",
 ]

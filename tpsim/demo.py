@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     except tpsim.TpsimError as e:
         ap.error(str(e))
     print()
-    print(mesh.trace.summary())
-    print()
     print(at_scale(args.devices, args.topology, args.size_mib))
+    print("\nThe traffic of the two collectives above, from the trace:\n")
+    print(mesh.trace.summary())
 
 
 def at_scale(devices: int, topology: str, size_mib: int) -> str:

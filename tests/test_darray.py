@@ -273,3 +273,15 @@ def test_a_bad_placement_is_named_and_changes_nothing(pl, mesh_shape, words):
 def test_a_placement_that_is_not_one_raises_placement_error(pl):
     with pytest.raises(PlacementError):
         distribute(np.zeros(4), Mesh(2), pl)
+
+
+@pytest.mark.parametrize("shape", [(5, 6), (7, 3), (3, 9), (1, 4), (5, 0)])
+@pytest.mark.parametrize("p", [2, 3, 4])
+def test_uneven_shard_to_shard_is_an_all_to_all_that_lands_dtensors_layout(shape, p):
+    """S(0) -> S(1) with uneven S(0) shards: padded to the longest for the all-to-all, trimmed after."""
+    x = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+    mesh = Mesh(p)
+    y = distribute(x, mesh, Shard(0)).redistribute(Shard(1))
+    assert [s.shape for s in y.shards] == [s.shape for s in distribute(x, Mesh(p), Shard(1)).shards]
+    assert_array_equal(y.full(), x)
+    assert [c.collective for c in mesh.trace.collectives] == ["all_to_all"]

@@ -107,20 +107,47 @@ def _change(mesh, shards, i, a: Placement, b: Placement, algorithm, label) -> li
 
 
 def _shard_to_shard(mesh, shards, i, old: int, new: int, kw) -> list:
-    """All-to-all: rank r cuts its S(old) piece along `new`, sends cut j to rank j, joins along `old`."""
-    if all(s.shape == shards[0].shape for s in shards):
-        moved = all_to_all([_front(s, new) for s in shards], mesh, **kw)
-        out = []
-        for d, s in enumerate(moved):
-            p = mesh.shape[i]
-            cut = chunk_sizes(shards[d].shape[new], p)[mesh.group_rank(d, i)]
-            pieces = _split_rows(s, [cut] * p)  # one piece from each source rank, each `cut` rows of `new`
-            out.append(_join(pieces, old, new))
-        return out
-    raise PlacementError(
-        f"mesh dim {mesh.names[i]}: S({old}) -> S({new}) with uneven S({old}) shards "
-        f"{[s.shape for s in shards]} is not supported yet; go through R"
-    )
+    """All-to-all: rank r cuts its S(old) piece along `new`, sends cut j to rank j, joins along `old`.
+
+    Uneven S(old) shards are padded along `old` to the group's longest first and trimmed after,
+    as DTensor does (an all-to-all moves equal pieces); the padding crosses the wire and is counted.
+    """
+    p = mesh.shape[i]
+    groups = mesh.groups(i)
+    group_of = {d: g for g in groups for d in g}
+    longest = {d: max(shards[e].shape[old] for e in group_of[d]) for d in range(mesh.size)}
+    padded = [_pad(s, old, longest[d]) for d, s in enumerate(shards)]
+    moved = all_to_all([_front(s, new) for s in padded], mesh, **kw)
+    out = []
+    for d, s in enumerate(moved):
+        cut = chunk_sizes(shards[d].shape[new], p)[mesh.group_rank(d, i)]
+        pieces = _split_rows(s, [cut] * p)  # one piece from each source rank, each `cut` rows of `new`
+        rows = [shards[e].shape[old] for e in group_of[d]]  # each source's true length along `old`
+        out.append(_join([_trim(_back(x, new), old, n) for x, n in zip(pieces, rows, strict=True)], old))
+    return out
+
+
+def _pad(s, dim: int, n: int):
+    """Zero-pad tensor dim `dim` to length n (local)."""
+    if s.shape[dim] == n:
+        return s
+    shape = list(s.shape)
+    shape[dim] = n
+    if isinstance(s, MetaArray):
+        return MetaArray(tuple(shape), s.dtype)
+    out = np.zeros(shape, dtype=s.dtype)
+    out[tuple(slice(0, k) for k in s.shape)] = s
+    return out
+
+
+def _trim(s, dim: int, n: int):
+    if s.shape[dim] == n:
+        return s
+    if isinstance(s, MetaArray):
+        shape = list(s.shape)
+        shape[dim] = n
+        return MetaArray(tuple(shape), s.dtype)
+    return np.take(s, np.arange(n), axis=dim)
 
 
 def _split_rows(s, counts):
@@ -129,14 +156,13 @@ def _split_rows(s, counts):
     return np.split(s, np.cumsum(counts)[:-1])
 
 
-def _join(pieces, old: int, new: int):
-    """Pieces have `new` in front; move it back and join along `old`."""
-    backs = [_back(p, new) for p in pieces]
-    if isinstance(backs[0], MetaArray):
-        shape = list(backs[0].shape)
-        shape[old] = sum(b.shape[old] for b in backs)
-        return MetaArray(tuple(shape), backs[0].dtype)
-    return np.concatenate(backs, axis=old)
+def _join(pieces, old: int):
+    """Join pieces (already in their original dim order) along `old`."""
+    if isinstance(pieces[0], MetaArray):
+        shape = list(pieces[0].shape)
+        shape[old] = sum(b.shape[old] for b in pieces)
+        return MetaArray(tuple(shape), pieces[0].dtype)
+    return np.concatenate(pieces, axis=old)
 
 
 def _front(s, dim: int):

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
 import tpsim
 from tpsim.collectives import algorithms
-from tpsim.machine import describe_machine
+from tpsim.machine import describe_machine, write_results
 
 
 def ring_vs_memcpy(mib: int, devices: int, repeats: int) -> dict:
@@ -117,11 +115,7 @@ def main() -> None:
         "ring_vs_memcpy": ring_vs_memcpy(mib, 8, repeats),
         "large_ring": [large_ring(devices, None), large_ring(devices, 1.0)],
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(args.out, results, markdown(results))
 
 
 if __name__ == "__main__":

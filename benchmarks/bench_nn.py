@@ -23,18 +23,16 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import json
 import math
 import os
 import pstats
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
 from tpsim import Mesh, Replicate, Shard, distribute, meta, presets
-from tpsim.machine import describe_machine
+from tpsim.machine import describe_machine, write_results
 from tpsim.nn import ParallelAttention, ParallelMLP, ops
 
 GELU_C = math.sqrt(2.0 / math.pi)
@@ -566,11 +564,7 @@ def main() -> None:
         "gpt3": gpt3_shape_only(1 if args.quick else 3),
     }
     results["load_after"] = [round(v, 2) for v in os.getloadavg()]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(args.out, results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from pathlib import Path
 
 import numpy as np
 
@@ -33,3 +35,12 @@ def describe_machine() -> dict:
         f"Python {info['python']}, NumPy {info['numpy']}"
     )
     return info
+
+
+def write_results(path: str | Path, results: dict, markdown: str) -> None:
+    """A benchmark's results: JSON at `path`, the Markdown table beside it (same name, .md), and on stdout."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    print(markdown)

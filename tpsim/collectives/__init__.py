@@ -5,6 +5,7 @@ ring.py, halving_doubling.py, tree.py, direct.py, pairwise.py   the algorithms
 algorithms.py the registry: `build(collective, algorithm, world_size, root)`
 costs.py      closed-form alpha-beta costs of every algorithm
 engine.py     runs a schedule on virtual devices: the one door for bytes
+step_arrays.py  a schedule's steps as NumPy index arrays, cached per schedule
 layout.py     how buffers map onto chunks
 api.py        all_reduce(), all_gather(), ... and stepwise()
 """

@@ -14,74 +14,18 @@ computed, which is what makes a 1024-device ring cheap.
 
 from __future__ import annotations
 
-import itertools
-import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from tpsim.collectives.schedule import COPY, REDUCE, Schedule, Transfer, trace_contributions
+from tpsim.collectives.step_arrays import StepArrays, prepare
 from tpsim.device import allocate_all, free_all
 from tpsim.trace import CollectiveRecord, StepRecord
 
 UFUNCS = {"sum": np.add, "avg": np.add, "max": np.maximum, "min": np.minimum, "prod": np.multiply}
 BIG_CHUNK_BYTES = 1 << 20  # above this, transfers run in place one by one instead of by fancy indexing
-
-
-@dataclass(frozen=True)
-class _StepArrays:
-    """One step of a schedule as NumPy index arrays (group-local ranks)."""
-
-    src: np.ndarray  # (T,) sending rank of each transfer
-    dst: np.ndarray  # (T,)
-    pair_t: np.ndarray  # (P,) transfer of each (transfer, chunk) pair
-    pair_c: np.ndarray  # (P,) chunk read on src
-    pair_dc: np.ndarray  # (P,) chunk written on dst
-    pair_reduce: np.ndarray  # (P,) bool: reduce (True) or copy
-    simple: bool  # targets unique and no pair reads a chunk another pair writes
-    wire: np.ndarray  # (W,) transfers that cross a link (src != dst)
-    wire_chunk: np.ndarray | None  # (W,) their chunk when every transfer moves one chunk, else None
-
-
-_prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _prepare(schedule: Schedule) -> list[_StepArrays]:
-    cached = _prepared.get(schedule)
-    if cached is not None:
-        return cached
-    out, k, memo = [], schedule.num_chunks, {}
-
-    def array(column: tuple, dtype) -> np.ndarray:  # rings share one src/dst/ops tuple across steps
-        key = id(column)
-        if key not in memo:
-            memo[key] = (column, np.array(column, dtype=dtype))
-        return memo[key][1]
-
-    for step in schedule.steps:
-        n = len(step)
-        pair_c = np.fromiter(itertools.chain.from_iterable(step.chunks), np.int64)
-        if step.dst_chunks is step.chunks:  # most schedules land chunks where they were
-            pair_dc = pair_c
-        else:
-            pair_dc = np.fromiter(itertools.chain.from_iterable(step.dst_chunks), np.int64, len(pair_c))
-        if len(pair_c) == n:  # one chunk per transfer, the common case
-            pair_t = np.arange(n, dtype=np.int64)
-        else:
-            pair_t = np.repeat(np.arange(n, dtype=np.int64), [len(c) for c in step.chunks])
-        src, dst = array(step.src, np.int64), array(step.dst, np.int64)
-        reduce_t = array(step.ops, object) == REDUCE
-        written = np.sort(dst[pair_t] * k + pair_dc)
-        read = src[pair_t] * k + pair_c
-        unique = not (written[1:] == written[:-1]).any()
-        overlap = np.searchsorted(written, read).clip(max=len(written) - 1) if len(written) else None
-        simple = unique and not (overlap is not None and (written[overlap] == read).any())
-        wire = np.flatnonzero(src != dst)
-        wire_chunk = pair_c[wire] if len(pair_c) == n else None
-        out.append(_StepArrays(src, dst, pair_t, pair_c, pair_dc, reduce_t[pair_t], simple, wire, wire_chunk))
-    _prepared[schedule] = out
-    return out
 
 
 @dataclass
@@ -158,7 +102,7 @@ class Run:
             atoms = trace_contributions(schedule) if self.snapshots else None
             if self.snapshots:
                 yield self._snapshot(0, None, atoms, record.end, 0)
-            for index, arrays in enumerate(_prepare(schedule)):
+            for index, arrays in enumerate(prepare(schedule)):
                 if self.store is not None:
                     self._move(arrays)
                 record.end, step_bytes = self._time_and_record(index, arrays, record.end)
@@ -175,7 +119,7 @@ class Run:
             pass
         return self.store
 
-    def _move(self, a: _StepArrays) -> None:
+    def _move(self, a: StepArrays) -> None:
         p, store = self.schedule.world_size, self.store
         base = (np.arange(len(self.gmap), dtype=np.int64) * p)[:, None]
         ps = (base + a.src[a.pair_t]).ravel()  # (G * P,) participant read
@@ -234,7 +178,7 @@ class Run:
         else:
             out[...] = self._combine(*((incoming, out) if src_first else (out, incoming)))
 
-    def _time_and_record(self, index: int, a: _StepArrays, start: float) -> tuple[float, int]:
+    def _time_and_record(self, index: int, a: StepArrays, start: float) -> tuple[float, int]:
         G = len(self.gmap)
         if a.wire_chunk is not None:
             nbytes = self.sizes[a.src[a.wire], a.wire_chunk] * self.itemsize
@@ -269,7 +213,7 @@ class Run:
         )
         return step_end, total
 
-    def _link_model(self, a: _StepArrays, src, dst, nbytes):
+    def _link_model(self, a: StepArrays, src, dst, nbytes):
         """Links used, bytes on each, each transfer's bottleneck link and duration.
 
         Memoised per (transfers, sizes): the steps of a ring share one src/dst pair of
@@ -296,7 +240,7 @@ class Run:
         self._links_memo[key] = out
         return out
 
-    def _snapshot(self, index: int, a: _StepArrays | None, atoms, now: float, wire: int) -> Snapshot:
+    def _snapshot(self, index: int, a: StepArrays | None, atoms, now: float, wire: int) -> Snapshot:
         p, k = self.schedule.world_size, self.schedule.num_chunks
         state = atoms[index]
         holds, buffers, transfers = {}, ({} if self.store is not None else None), []

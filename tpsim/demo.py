@@ -1,4 +1,7 @@
-"""The demo behind `python -m tpsim`: collectives on virtual devices, step by step, then the traffic table."""
+"""The demo behind `python -m tpsim`: collectives on virtual devices, step by step, then the traffic table.
+
+Who holds what after each step is a rich table (`tpsim.viz.holdings`), each device in its colour.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,12 @@ import numpy as np
 
 import tpsim
 from tpsim.report import fmt_bytes, fmt_rate, fmt_time, steps_text, table
+from tpsim.viz.terminal import print_holdings  # rich only: the demo needs no matplotlib
 
 
 def holds_table(snap, devices: list[int]) -> str:
-    """Who holds what: one row per device, one column per chunk, each cell the devices it contains."""
+    """Who holds what, as plain text: one row per device, one column per chunk, each cell the devices it
+    contains.  The demo prints the rich version, `tpsim.viz.print_holdings`."""
     k = len(snap.holds[devices[0]])
     rows = []
     for d in devices:
@@ -43,7 +48,7 @@ def show(collective: str, buffers: list, mesh, algorithm: str | None) -> None:
             print(
                 f"  simulated time {fmt_time(snap.time)}, bytes on links so far {fmt_bytes(snap.wire_bytes)}"
             )
-        print(holds_table(snap, devices))
+        print_holdings(snap, devices=devices, describe=False)
     print()
     print(steps_text(mesh.trace))
 

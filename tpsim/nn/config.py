@@ -1,15 +1,37 @@
-"""Model configurations (GPT-style), and the presets used for shape-only analysis."""
+"""Model configurations (GPT-style), the presets used for shape-only analysis, and config files.
+
+    preset("gpt3-175b")            a GPTConfig by name (PRESETS)
+    load_config("my-model.toml")   a GPTConfig from a JSON or TOML file of GPTConfig fields
+    resolve("llama2-70b" or path)  either, as the `tpsim model` command takes it
+
+tpsim simulates one kind of block: Megatron's GPT layer (pre-LayerNorm, multi-head attention with
+biases, a two-matrix GeLU MLP, learned position embeddings).  The Llama presets are GPT stand-ins,
+not Llama: see `llama_as_gpt` for exactly what they keep and what they approximate.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import json
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 from tpsim.errors import TpsimError
 
 
+class ConfigError(TpsimError, ValueError):
+    """A model configuration that is unknown, unreadable, or has a bad field."""
+
+
 @dataclass(frozen=True)
 class GPTConfig:
-    """A GPT: embedding -> num_layers blocks (pre-LN, attention + GeLU MLP) -> final LN -> logits."""
+    """A GPT: embedding -> num_layers blocks (pre-LN, attention + GeLU MLP) -> final LN -> logits.
+
+    `tied_embeddings`: the output layer reuses the word embedding table (GPT) or has its own (Llama).
+    `num_query_groups`: Megatron's name for GQA's key/value heads.  tpsim's attention is multi-head;
+    this field only carries the constraint GQA puts on TP (t must divide it) into the checks.
+    `notes`: what a stand-in configuration approximates, printed with every analysis of it.
+    """
 
     vocab_size: int
     hidden: int
@@ -21,13 +43,16 @@ class GPTConfig:
     dtype: str = "bfloat16"
     dropout: float = 0.1
     name: str = "gpt"
+    tied_embeddings: bool = True
+    num_query_groups: int | None = None
+    notes: str = ""
 
     @property
     def ffn(self) -> int:
         return self.ffn_hidden or 4 * self.hidden
 
     def parameters(self) -> int:
-        """Parameter count (with biases and LayerNorms; tied embeddings not assumed)."""
+        """Parameter count (with biases and LayerNorms); the output layer counted as untied."""
         h, f = self.hidden, self.ffn
         per_layer = (3 * h * h + 3 * h) + (h * h + h) + (h * f + f) + (f * h + h) + 4 * h
         embeddings = self.vocab_size * h + self.seq_len * h  # word + position
@@ -40,11 +65,61 @@ class GPTConfig:
         return asdict(self)
 
 
+def llama_parameters(vocab: int, hidden: int, layers: int, heads: int, kv_heads: int, ffn: int) -> int:
+    """A Llama's parameter count: GQA attention, SwiGLU MLP, RMSNorm, untied output, no biases, RoPE."""
+    h, kv_dim = hidden, kv_heads * (hidden // heads)
+    per_layer = h * (h + 2 * kv_dim) + h * h + 3 * h * ffn + 2 * h  # qkv, o, gate/up/down, 2 RMSNorms
+    return layers * per_layer + 2 * vocab * h + h  # + embedding, output layer, final RMSNorm
+
+
+def llama_as_gpt(
+    name: str, vocab: int, hidden: int, layers: int, heads: int, kv_heads: int, ffn: int, seq_len: int,
+    source: str,
+) -> GPTConfig:
+    """A GPT stand-in for a Llama whose linear layers hold as many weights as the Llama's.
+
+    Kept exactly: hidden size, layers, heads, vocabulary, sequence length, untied output layer; the
+    weights of each layer's linear layers, so the GEMM FLOPs, weight/grad/optimizer memory and the
+    DP gradient all-reduce; and TP's collectives (Megatron issues one all-reduce of s b h after the
+    attention projection and one after the MLP's down projection, forward and backward, for SwiGLU
+    and GQA alike).  To keep the weights, the GeLU MLP's width is
+
+        ffn' = 1.5 ffn - hidden (1 - kv_heads / heads)
+
+    SwiGLU's three h x ffn matrices are 2 h ffn' minus what GQA saves on the K and V projections.
+    Approximated: activation memory (the stand-in saves K and V of every head, GeLU's input and not
+    SwiGLU's gate and up outputs, LayerNorm's statistics instead of RMSNorm's) and the elementwise
+    ops' time; the stand-in adds biases, LayerNorm betas and learned position embeddings (RoPE has
+    none), a fraction of a percent of the parameters, given in the notes.
+    """
+    ffn_gpt = (3 * ffn - 2 * hidden + 2 * kv_heads * (hidden // heads)) // 2
+    cfg = GPTConfig(vocab, hidden, layers, heads, seq_len, ffn_gpt, dropout=0.0, name=name,
+                    tied_embeddings=False, num_query_groups=kv_heads)
+    true, stand_in = llama_parameters(vocab, hidden, layers, heads, kv_heads, ffn), cfg.parameters()
+    notes = (
+        f"{name} is a GPT stand-in ({source}): SwiGLU ffn {ffn} and GQA with {kv_heads} KV heads are "
+        f"modelled as a GeLU MLP of width {ffn_gpt} and multi-head attention with the same linear-layer "
+        f"weights; TP collectives and GEMM FLOPs are exact, activation memory approximate; "
+        f"{stand_in:,} parameters against the Llama's {true:,} (+{100 * (stand_in - true) / true:.2f}%: "
+        f"biases, LayerNorm betas, learned positions)"
+    )
+    return replace(cfg, notes=notes)
+
+
+_LLAMA2 = "Touvron et al. 2023, Llama 2, Table 1 and the released config.json"
+_LLAMA3 = "Llama 3 model card and the released config.json"
+
 PRESETS = {
-    # Brown et al. 2020, "Language Models are Few-Shot Learners", Table 2.1
+    # Brown et al. 2020, "Language Models are Few-Shot Learners", Table 2.1.  For 13B the table prints
+    # d_model 5140 beside 40 heads of d_head 128; 40 x 128 = 5120, which heads of whole features need.
     "gpt3-175b": GPTConfig(51200, 12288, 96, 96, 2048, name="gpt3-175b"),
-    "gpt3-13b": GPTConfig(51200, 5140, 40, 40, 2048, name="gpt3-13b"),
+    "gpt3-13b": GPTConfig(51200, 5120, 40, 40, 2048, name="gpt3-13b"),
     "gpt3-1.3b": GPTConfig(51200, 2048, 24, 16, 2048, name="gpt3-1.3b"),
+    "llama2-7b": llama_as_gpt("llama2-7b", 32000, 4096, 32, 32, 32, 11008, 4096, _LLAMA2),
+    "llama2-13b": llama_as_gpt("llama2-13b", 32000, 5120, 40, 40, 40, 13824, 4096, _LLAMA2),
+    "llama2-70b": llama_as_gpt("llama2-70b", 32000, 8192, 80, 64, 8, 28672, 4096, _LLAMA2),
+    "llama3-8b": llama_as_gpt("llama3-8b", 128256, 4096, 32, 32, 8, 14336, 8192, _LLAMA3),
+    "llama3-70b": llama_as_gpt("llama3-70b", 128256, 8192, 80, 64, 8, 28672, 8192, _LLAMA3),
     # a toy that runs with real numbers in a second
     "tiny": GPTConfig(97, 32, 2, 4, 16, micro_batch=2, dtype="float32", dropout=0.0, name="tiny"),
 }
@@ -52,8 +127,67 @@ PRESETS = {
 
 def preset(name: str) -> GPTConfig:
     if name not in PRESETS:
-        raise TpsimError(f"unknown model preset {name!r}; valid: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown model preset {name!r}; valid: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+_FIELDS = {f.name: f for f in fields(GPTConfig)}
+_INTS = ("vocab_size", "hidden", "num_layers", "num_heads", "seq_len", "micro_batch")
+
+
+def from_dict(d: dict, where: str = "config") -> GPTConfig:
+    """A GPTConfig from a dict of its fields, every field checked; unknown keys are errors."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: a model config must be a table of GPTConfig fields; got {type(d).__name__}")
+    unknown = [k for k in d if k not in _FIELDS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r}; valid: {', '.join(_FIELDS)}")
+    missing = [k for k in ("vocab_size", "hidden", "num_layers", "num_heads", "seq_len") if k not in d]
+    if missing:
+        raise ConfigError(f"{where}: missing field {missing[0]!r} (required: vocab_size, hidden, num_layers, "
+                          "num_heads, seq_len)")
+    for k in (*_INTS, "ffn_hidden", "num_query_groups"):
+        v = d.get(k)
+        if v is None and k in ("ffn_hidden", "num_query_groups"):
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{where}: {k} = {v!r}; valid: an integer >= 1")
+    if not 0 <= d.get("dropout", 0.0) < 1:
+        raise ConfigError(f"{where}: dropout = {d['dropout']!r}; valid: 0 <= dropout < 1")
+    if d["hidden"] % d["num_heads"]:
+        raise ConfigError(f"{where}: hidden = {d['hidden']} does not split into num_heads = {d['num_heads']} "
+                          "heads of whole features")
+    name = d.get("name", Path(where).stem if where != "config" else "gpt")
+    return GPTConfig(**{**d, "name": name})
+
+
+def load_config(path: str | Path) -> GPTConfig:
+    """A GPTConfig from a .json or .toml file holding GPTConfig's fields (name defaults to the file's)."""
+    p = Path(path)
+    if p.suffix not in (".json", ".toml"):
+        raise ConfigError(f"{p}: model config files are .json or .toml; got {p.suffix or 'no suffix'!r}")
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read ({e.strerror})") from e
+    try:
+        d = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{p}: not valid {p.suffix[1:].upper()} ({e})") from e
+    return from_dict(d, str(p))
+
+
+def resolve(name_or_path: str | GPTConfig) -> GPTConfig:
+    """A preset name, a config file path, or a GPTConfig as is."""
+    if isinstance(name_or_path, GPTConfig):
+        return name_or_path
+    if name_or_path in PRESETS:
+        return PRESETS[name_or_path]
+    if Path(name_or_path).suffix in (".json", ".toml"):
+        return load_config(name_or_path)
+    raise ConfigError(
+        f"unknown model {name_or_path!r}; valid: a preset ({', '.join(PRESETS)}) or a .json/.toml file"
+    )
 
 
 def korthikanti_activation_bytes(cfg: GPTConfig, tp: int = 1, sp: bool = False) -> float:

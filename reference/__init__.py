@@ -1,0 +1,38 @@
+"""The reference: tpsim's layers on real torch.distributed, one process per rank.
+
+launch.py          backend choice, spawn / torchrun, process groups with timeouts, RankFailed
+comm.py            Comm: one rank's collectives (native dist.* or tpsim's schedules), byte counters
+schedule_exec.py   runs a tpsim Schedule over isend/irecv, reducing in the engine's order
+record.py          CallRecord: every collective a rank issued, and its comparison with a tpsim trace
+preflight.py       ranks compare (op, shape, dtype) before a collective: a clear error, not a hang
+staging.py         gloo with CUDA tensors: which ops go through the CPU
+smoke.py           the smallest entry point: `python -m reference.smoke`, or under torchrun
+
+Not installed with the wheel: run from a checkout, `python -m reference.<module>`.
+"""
+
+from reference.launch import (
+    Backend,
+    LaunchError,
+    RankContext,
+    RankFailed,
+    RunTimeout,
+    choose_backend,
+    main,
+    process_group,
+    run,
+    spawn,
+)
+
+__all__ = [
+    "Backend",
+    "LaunchError",
+    "RankContext",
+    "RankFailed",
+    "RunTimeout",
+    "choose_backend",
+    "main",
+    "process_group",
+    "run",
+    "spawn",
+]

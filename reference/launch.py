@@ -1,0 +1,326 @@
+"""Launching ranks: backend choice, one process group per rank, and a run that never hangs.
+
+    choose_backend(4)               -> Backend("nccl", "cuda", False) with >= 4 GPUs, else gloo
+    spawn(fn, 4, x)                 -> [fn(ctx0, x), fn(ctx1, x), ...], one process per rank
+    run(fn, 4, x)                   -> spawn(...), or this rank's fn(ctx, x) under torchrun
+    main(fn, 4, x)                  -> run(...), but a failed rank exits non-zero with its traceback
+
+Each rank's result and traceback travel through files in a shared `workdir` (no queues). The parent
+watches every rank: when one raises or dies, the others are ended and `RankFailed` carries that rank's
+number, exit code and traceback. A run that outlives `timeout` is ended the same way, with the Python
+stack of every rank still running (faulthandler, on SIGUSR1) so that a hang says where it hung.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import multiprocessing.connection
+import os
+import pathlib
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback as tb
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from tpsim.errors import TpsimError, WorldSizeError
+
+DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = (None, "gloo", "nccl")
+GRACE_S = 3.0  # a failed rank's peers get this long to end after SIGTERM before SIGKILL
+
+
+class LaunchError(TpsimError, ValueError):
+    """A backend, device or world size that cannot run here (says what would)."""
+
+
+class RankFailed(TpsimError, RuntimeError):
+    """A rank raised, was killed, or the run timed out; carries the rank, its exit code and traceback."""
+
+    def __init__(self, rank: int, exitcode: int | None, traceback: str, message: str | None = None):
+        self.rank, self.exitcode, self.traceback = rank, exitcode, traceback
+        head = message or f"rank {rank} failed (exit code {exitcode})"
+        super().__init__(f"{head}\n--- rank {rank} ---\n{traceback.rstrip()}")
+
+
+class RunTimeout(RankFailed):
+    """The run outlived its timeout; `rank` is the lowest rank still running, exit code None."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What `choose_backend` decided."""
+
+    name: str  # "nccl" | "gloo"
+    device_type: str  # "cpu" | "cuda"
+    staged: bool  # gloo with CUDA tensors: ops gloo lacks on CUDA go through the CPU
+
+
+@dataclass
+class RankContext:
+    """What a rank function receives as its first argument."""
+
+    rank: int
+    world_size: int
+    backend: Backend
+    device: torch.device
+    workdir: pathlib.Path  # shared by all ranks: results, tracebacks, logs
+
+
+def choose_backend(world_size: int, device: str = "auto", backend: str | None = None) -> Backend:
+    """NCCL with one GPU per rank; gloo + CUDA (staged) when ranks must share GPUs; gloo on CPU otherwise.
+
+    device="auto" means CUDA when torch sees a GPU, else CPU; then backend=None means NCCL if there
+    are at least `world_size` GPUs, else gloo. Either may be forced; impossible pairs raise LaunchError.
+    """
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise LaunchError(f"world_size must be an int >= 1, got {world_size!r}")
+    if device not in DEVICES:
+        raise LaunchError(f"device {device!r} is unknown; valid: {', '.join(DEVICES)}")
+    if backend not in BACKENDS:
+        raise LaunchError(f"backend {backend!r} is unknown; valid: None (choose), 'gloo', 'nccl'")
+    cuda = torch.cuda.is_available()
+    gpus = torch.cuda.device_count() if cuda else 0
+    if device == "cuda" and not cuda:
+        raise LaunchError("device='cuda' but torch sees no CUDA device; use device='cpu' or 'auto'")
+    device_type = device if device != "auto" else ("cuda" if cuda else "cpu")
+    if backend == "nccl":
+        if device_type != "cuda":
+            why = "device='cpu' was asked for" if device == "cpu" else "torch sees no CUDA device"
+            raise LaunchError(f"backend='nccl' needs CUDA tensors, but {why}; use backend='gloo'")
+        if gpus < world_size:
+            raise LaunchError(
+                f"backend='nccl' needs one GPU per rank: world_size {world_size} > {gpus} GPUs; "
+                "use backend='gloo' (ranks then share GPUs) or at most "
+                f"{gpus} ranks"
+            )
+    name = backend or ("nccl" if device_type == "cuda" and gpus >= world_size else "gloo")
+    return Backend(name, device_type, staged=(name == "gloo" and device_type == "cuda"))
+
+
+def rank_device(backend: Backend, rank: int) -> torch.device:
+    """cuda:(rank mod GPUs) for CUDA backends (ranks share GPUs round-robin under gloo), else cpu."""
+    if backend.device_type == "cuda":
+        return torch.device("cuda", rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+@contextmanager
+def process_group(rank: int, world_size: int, backend: Backend, init_method: str, timeout_s: float = 60.0):
+    """init_process_group with a timeout on every collective; destroy_process_group always, on any exit."""
+    if backend.name == "nccl":
+        torch.cuda.set_device(rank_device(backend, rank))
+    dist.init_process_group(
+        backend.name,
+        init_method=init_method,
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=timeout_s),
+    )
+    try:
+        yield
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def spawn(
+    fn: Callable,
+    world_size: int,
+    *args,
+    device: str = "auto",
+    backend: str | None = None,
+    timeout: float = 120.0,
+    workdir: str | os.PathLike | None = None,
+    pg_timeout: float | None = None,
+) -> list:
+    """Run fn(ctx, *args) on `world_size` fresh processes; return [rank 0's result, rank 1's, ...].
+
+    fn must be a module-level function, and its result picklable (torch.save). Without `workdir` a
+    temporary one is used, removed after a clean run and kept (named in the error) after a failure.
+    `pg_timeout` bounds each collective (default: `timeout`).
+    """
+    chosen = choose_backend(world_size, device, backend)
+    keep = workdir is not None
+    wd = pathlib.Path(workdir) if keep else pathlib.Path(tempfile.mkdtemp(prefix="tpsim-ref-"))
+    wd.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]  # a workdir may be reused: every run gets its own file names
+    init_method = f"file://{wd.resolve()}/rendezvous-{tag}"
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(
+            target=_rank_main,
+            args=(fn, args, rank, world_size, chosen, init_method, str(wd), tag, pg_timeout or timeout),
+            name=f"tpsim-rank-{rank}",
+            daemon=False,
+        )
+        for rank in range(world_size)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        _watch(procs, wd, tag, timeout)
+        results = [_load(wd, tag, r) for r in range(world_size)]
+    finally:
+        _end(procs)
+    if not keep:
+        shutil.rmtree(wd, ignore_errors=True)
+    return results
+
+
+def under_torchrun() -> bool:
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def run(fn: Callable, world_size: int | None, *args, **kw) -> list | object:
+    """Under torchrun: this rank's fn(ctx, *args) (init from env://). Otherwise spawn(fn, world_size, ...).
+
+    `world_size=None` takes torchrun's; given, it must match. Keywords as for `spawn`.
+    """
+    if not under_torchrun():
+        if world_size is None:
+            raise LaunchError("world_size=None is only valid under torchrun; pass the number of ranks")
+        return spawn(fn, world_size, *args, **kw)
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if world_size is not None and world_size != size:
+        raise WorldSizeError(
+            f"rank {rank}: asked for world_size {world_size} but torchrun started {size} ranks; "
+            f"pass --nproc-per-node {world_size} or a world size of {size}"
+        )
+    chosen = choose_backend(size, kw.get("device", "auto"), kw.get("backend"))
+    if chosen.device_type == "cuda":  # torchrun's LOCAL_RANK picks the GPU
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    wd = pathlib.Path(kw.get("workdir") or tempfile.gettempdir())
+    timeout = kw.get("pg_timeout") or kw.get("timeout", 120.0)
+    with process_group(rank, size, chosen, "env://", timeout):
+        device = torch.device("cuda", torch.cuda.current_device()) if chosen.device_type == "cuda" else None
+        ctx = RankContext(rank, size, chosen, device or torch.device("cpu"), wd)
+        return fn(ctx, *args)
+
+
+def main(fn: Callable, world_size: int | None, *args, **kw) -> list | object:
+    """`run` for `python -m reference.X` entry points: a failed rank prints its traceback, exit code 1."""
+    try:
+        return run(fn, world_size, *args, **kw)
+    except RankFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _path(wd: pathlib.Path, tag: str, kind: str, rank: int) -> pathlib.Path:
+    suffix = {"result": "pt", "traceback": "txt", "stack": "txt"}[kind]
+    return wd / f"{kind}-{tag}-rank{rank}.{suffix}"
+
+
+def _rank_main(fn, args, rank, world_size, backend, init_method, workdir, tag, pg_timeout) -> None:
+    """The body of one rank's process: process group, fn, result file; a traceback file on failure."""
+    wd = pathlib.Path(workdir)
+    stack = open(_path(wd, tag, "stack", rank), "w")  # noqa: SIM115 -- open for the life of the process
+    faulthandler.enable(file=stack, all_threads=True)  # a crash (SIGSEGV, SIGABRT) leaves its stack
+    faulthandler.register(signal.SIGUSR1, file=stack, all_threads=True)  # the parent asks on a hang
+    if "OMP_NUM_THREADS" not in os.environ and world_size > 1:
+        torch.set_num_threads(1)  # as torchrun does: N ranks on shared cores, no oversubscription
+    failed = _path(wd, tag, "traceback", rank)
+    try:
+        with process_group(rank, world_size, backend, init_method, pg_timeout):
+            ctx = RankContext(rank, world_size, backend, rank_device(backend, rank), wd)
+            try:
+                result = fn(ctx, *args)
+            except BaseException:
+                _write(failed, tb.format_exc())  # before destroy_process_group, which may block
+                raise
+        tmp = _path(wd, tag, "result", rank).with_suffix(".tmp")
+        torch.save(result, tmp)
+        os.replace(tmp, _path(wd, tag, "result", rank))
+    except BaseException:
+        if not failed.exists():
+            _write(failed, tb.format_exc())
+        raise
+
+
+def _watch(procs: list, wd: pathlib.Path, tag: str, timeout: float) -> None:
+    """Return when every rank has exited 0; raise RankFailed at the first failure or at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        codes = [p.exitcode for p in procs]
+        if all(c == 0 for c in codes):
+            return
+        bad = [r for r, c in enumerate(codes) if c not in (None, 0)]
+        raised = [r for r in range(len(procs)) if _path(wd, tag, "traceback", r).exists()]
+        if bad or raised:
+            _fail(procs, wd, tag, bad, raised)
+        if time.monotonic() > deadline:
+            _time_out(procs, wd, tag, timeout)
+        multiprocessing.connection.wait([p.sentinel for p in procs if p.exitcode is None], timeout=0.1)
+
+
+def _fail(procs: list, wd: pathlib.Path, tag: str, bad: list[int], raised: list[int]) -> None:
+    # the first rank to write a traceback is the cause; others fail after it (peer gone)
+    stamps = {r: _path(wd, tag, "traceback", r).stat().st_mtime for r in raised}
+    rank = min(stamps, key=lambda r: (stamps[r], r)) if stamps else bad[0]
+    procs[rank].join(timeout=GRACE_S)  # give a raising rank time to exit, for its exit code
+    code = procs[rank].exitcode
+    text = _read(_path(wd, tag, "traceback", rank))
+    if not text:
+        how = f"was killed by {signal.Signals(-code).name}" if code and code < 0 else "exited"
+        crash = _read(_path(wd, tag, "stack", rank))
+        text = f"rank {rank} {how} (exit code {code}) without a Python traceback\n{crash}"
+    _end(procs)
+    raise RankFailed(rank, code, text, f"rank {rank} failed (exit code {code}); workdir {wd}")
+
+
+def _time_out(procs: list, wd: pathlib.Path, tag: str, timeout: float) -> None:
+    alive = [r for r, p in enumerate(procs) if p.exitcode is None]
+    for r in alive:  # faulthandler writes each live rank's Python stack into its stack file
+        os.kill(procs[r].pid, signal.SIGUSR1)
+    time.sleep(0.5)
+    stacks = "\n".join(f"--- stack of rank {r} ---\n{_read(_path(wd, tag, 'stack', r))}" for r in alive)
+    _end(procs)
+    raise RunTimeout(
+        alive[0], None, stacks, f"run timed out after {timeout:g} s: ranks {alive} still running"
+    )
+
+
+def _end(procs: list) -> None:
+    """SIGTERM every live rank, then SIGKILL what is left after GRACE_S; reap all."""
+    for p in procs:
+        if p.pid is not None and p.exitcode is None:
+            p.terminate()
+    deadline = time.monotonic() + GRACE_S
+    for p in procs:
+        if p.pid is not None:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+            if p.exitcode is None:
+                p.kill()
+                p.join(timeout=GRACE_S)
+
+
+def _write(path: pathlib.Path, text: str) -> None:
+    """Whole or not at all: the parent may read the file the moment it appears."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _read(path: pathlib.Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _load(wd: pathlib.Path, tag: str, rank: int):
+    path = _path(wd, tag, "result", rank)
+    if not path.exists():
+        raise RankFailed(rank, 0, f"exited 0 but left no result file {path}", f"rank {rank} gave no result")
+    return torch.load(path, weights_only=False)

@@ -1,0 +1,129 @@
+"""Shared argument parsing of the tpsim command: sizes, topologies, models, and the common flags.
+
+    parse_size("64MiB") -> 67108864      B, KiB, MiB, GiB (powers of 2), KB, MB, GB (powers of 10)
+    topology_for("multi-node", 64)        a preset for n devices, or a topology file (e.g. from
+                                          `tpsim calibrate`); a file with uniform links and fewer
+                                          devices is extended to n devices with the same links
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from tpsim import presets
+from tpsim.errors import TopologyError
+from tpsim.hardware import DEVICES
+from tpsim.nn.config import PRESETS as MODELS
+from tpsim.topology import PairwiseRouting, RingRouting, SwitchRouting, Topology
+
+UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+         "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """'64MiB' -> 67108864 bytes; an argparse type, so a bad value exits with status 2 and says why."""
+    m = _SIZE.match(str(text))
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in UNITS:
+        raise argparse.ArgumentTypeError(
+            f"invalid size {text!r}; valid: a number with an optional unit, one of B, KiB, MiB, GiB, TiB, "
+            "KB, MB, GB, TB (e.g. 64MiB)"
+        )
+    value = float(m.group(1)) * UNITS[unit]
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: {value:g} is not a whole number of bytes")
+    return int(value)
+
+
+def parse_sizes(text: str) -> list[int]:
+    """'1KiB,64KiB,1MiB' -> [1024, 65536, 1048576]; 'a..b' -> every power of two from a to b."""
+    if ".." in text:
+        lo, hi = (parse_size(t) for t in text.split("..", 1))
+        if lo < 1 or hi < lo:
+            raise argparse.ArgumentTypeError(f"invalid size range {text!r}; valid: LOW..HIGH with 1 <= LOW <= HIGH")
+        out = []
+        while lo <= hi:
+            out.append(lo)
+            lo *= 2
+        return out
+    return [parse_size(t) for t in text.split(",") if t.strip()]
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; valid: an integer >= 1")
+    return v
+
+
+def choice(valid, what: str, shown=None):
+    """An argparse type that accepts one of `valid` (a dict maps aliases to names) and otherwise names them."""
+
+    def parse(text: str) -> str:
+        key = text.lower()
+        if key not in valid:
+            raise argparse.ArgumentTypeError(f"unknown {what} {text!r}; valid: {', '.join(shown or valid)}")
+        return valid[key] if isinstance(valid, dict) else key
+
+    return parse
+
+
+def model_name(text: str) -> str:
+    if text in MODELS or Path(text).suffix in (".json", ".toml"):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown model {text!r}; valid: a preset ({', '.join(MODELS)}) or a .json/.toml config file"
+    )
+
+
+def topology_for(spec: str, n: int) -> tuple[Topology, str | None]:
+    """(topology for n devices, a note or None).  `spec`: a preset name or a topology JSON file."""
+    if spec in presets.PRESETS:
+        return presets.preset(spec, n), None
+    path = Path(spec)
+    if not path.suffix == ".json":
+        raise TopologyError(
+            f"unknown topology {spec!r}; valid: a preset ({', '.join(presets.PRESETS)}) or a topology .json file"
+        )
+    if not path.exists():
+        raise TopologyError(f"topology file {spec!r} does not exist")
+    topo = Topology.load(path)
+    if topo.num_devices >= n:
+        return topo, None
+    figures = {(lk.alpha, lk.bandwidth) for lk in topo.links}
+    rules = {"switch": SwitchRouting, "pairwise": PairwiseRouting, "ring": RingRouting}
+    if len(figures) != 1 or topo.kind not in rules:
+        raise TopologyError(
+            f"topology file {spec!r} has {topo.num_devices} devices, fewer than the {n} needed, and its links "
+            "differ, so it cannot be extended; write one for enough devices"
+        )
+    alpha, bandwidth = figures.pop()
+    routing = rules[topo.kind]()
+    from tpsim.topology import Link
+
+    links = [Link(name, alpha, bandwidth) for name in routing.link_names(n)]
+    bigger = Topology(topo.name, n, links, routing, topo.source)
+    note = (f"{spec}: measured on {topo.num_devices} devices; extended to {n} with the same {topo.kind} "
+            f"links (alpha {alpha * 1e6:.3g} us, {bandwidth / 1e9:.3g} GB/s each)")
+    return bigger, note
+
+
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the results as JSON (no progress bar)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_device_flags(parser: argparse.ArgumentParser, topology_default: str | None = "nvlink") -> None:
+    parser.add_argument(
+        "--topology", default=topology_default,
+        help=f"a preset ({', '.join(presets.PRESETS)}) or a topology .json file, e.g. from `tpsim calibrate`"
+        + (f" (default {topology_default})" if topology_default else ""),
+    )
+    parser.add_argument("--device", default="h100", type=choice(DEVICES, "device"),
+                        help=f"accelerator for the compute time: {', '.join(DEVICES)} (default h100)")

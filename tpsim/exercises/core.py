@@ -1,0 +1,235 @@
+"""The exercise checker: a learner's answer against a value the simulator measures, right or wrong and why.
+
+    ex = Exercise("2.2", "Bytes each device sends ...", measure=_allgather_bytes, unit="bytes")
+    ex(96)          # Result(ok=True,  "Right: 96 B. Each of the 4 devices sent ...")
+    ex("1 KiB")     # Result(ok=False, "Not quite: you gave 1024 B, the simulator measured 96 B because ...")
+
+The expected value is never typed in: `measure` runs tpsim (a mesh, a layer, a collective) and
+returns a `Measured`: the value, a sentence saying how it came about (with the simulator's own
+numbers), and optionally tempting wrong values with what each would mean.  Results render as a
+coloured box in Jupyter and as plain text elsewhere.
+
+Kinds of answer:
+    number  an int or float; with unit="bytes" or "seconds" also a string such as "1.5 KiB" or
+            "3 us".  Compared with math.isclose(rel_tol, abs_tol): exact unless a tolerance is given.
+    choice  one of `choices` (case, spaces, "-" and "_" ignored: "Halving-Doubling" is fine).
+    value   anything compared with == (tuples for shapes; lists are taken as tuples).
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import importlib.util
+import math
+import numbers
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tpsim.errors import TpsimError
+from tpsim.report import fmt_bytes, fmt_time
+
+KINDS = ("number", "choice", "value")
+UNITS = ("bytes", "seconds", None)
+BYTE_UNITS = {
+    "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+    "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+}
+TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
+
+EXERCISES: dict[str, Exercise] = {}  # key ("2.1") -> exercise, filled as lesson modules are imported
+
+
+class AnswerError(TpsimError, ValueError):
+    """An answer of the wrong kind: a string where a number is asked, an unknown choice, ..."""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What the simulator measured, and why, in words that quote its numbers."""
+
+    value: object
+    why: str
+    traps: tuple[tuple[object, str], ...] = ()  # (a tempting wrong answer, what it would have meant)
+
+
+@dataclass(frozen=True)
+class Result:
+    """The verdict on one answer.  `ok` is True only for a right answer; bool(result) is `ok`."""
+
+    exercise: str
+    ok: bool
+    message: str
+    answer: object = None
+    expected: object = None
+    pending: bool = False  # no answer given yet (None)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"Result(exercise={self.exercise!r}, ok={self.ok}, message={self.message!r})"
+
+    def _repr_html_(self) -> str:
+        colour = "#2e7d32" if self.ok else "#9e9e9e" if self.pending else "#c62828"
+        head, _, rest = self.message.partition(":")
+        return (
+            f'<div style="border-left: 6px solid {colour}; padding: 6px 12px; margin: 4px 0;">'
+            f"<b>Exercise {html.escape(self.exercise)} &mdash; {html.escape(head)}:</b>"
+            f"{html.escape(rest)}</div>"
+        )
+
+
+@dataclass
+class Exercise:
+    """One question whose answer the simulator measures.  Call it with an answer to check it."""
+
+    key: str
+    question: str
+    measure: Callable[[], Measured]
+    kind: str = "number"
+    unit: str | None = None
+    rel_tol: float = 0.0
+    abs_tol: float = 0.0
+    choices: Sequence[str] = ()
+    aliases: dict[str, str] = field(default_factory=dict)  # other names a choice goes by ("f" -> "copy_to")
+    _measured: Measured | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise TpsimError(f"exercise {self.key}: kind {self.kind!r} is unknown; valid: {', '.join(KINDS)}")
+        if self.unit not in UNITS:
+            raise TpsimError(
+                f"exercise {self.key}: unit {self.unit!r} is unknown; valid: bytes, seconds, None"
+            )
+        if self.kind == "choice" and not self.choices:
+            raise TpsimError(f"exercise {self.key}: a choice exercise needs its choices")
+        EXERCISES[self.key] = self
+
+    def measured(self) -> Measured:
+        """Run the simulator (once; the measurement is deterministic) and return what it found."""
+        if self._measured is None:
+            self._measured = self.measure()
+        return self._measured
+
+    def check(self, answer) -> Result:
+        """Right or wrong, and why.  None means "no answer yet"; an answer of the wrong kind raises
+        AnswerError, saying what kind is expected."""
+        if answer is None:
+            return Result(self.key, False, f"No answer yet: {self.expects()}.", pending=True)
+        given = self.parse(answer)
+        m = self.measured()
+        expected = self.parse(m.value)
+        if self.matches(given, expected):
+            return Result(self.key, True, f"Right: {self.show(expected)}. {m.why}", given, expected)
+        trap = next((hint for value, hint in m.traps if self.matches(given, self.parse(value))), None)
+        message = f"Not quite: you gave {self.show(given)}, the simulator measured {self.show(expected)}"
+        message += f" because {_lower_first(m.why)}"
+        if trap:
+            message += f" ({self.show(given)} is {trap}.)"
+        return Result(self.key, False, message, given, expected)
+
+    __call__ = check
+
+    def solution(self) -> str:
+        """The measured answer and why, for after you have tried."""
+        m = self.measured()
+        return f"Exercise {self.key}: {self.show(self.parse(m.value))}. {m.why}"
+
+    def expects(self) -> str:
+        if self.kind == "choice":
+            return "answer with one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind == "value":
+            return "answer with a value (a tuple for a shape)"
+        return {
+            "bytes": "answer with a number of bytes, e.g. 1536 or '1.5 KiB'",
+            "seconds": "answer with a time in seconds, e.g. 2.5e-05 or '25 us'",
+            None: "answer with a number",
+        }[self.unit]
+
+    def parse(self, answer):
+        """The answer in canonical form (a float, a choice name, a tuple), or AnswerError."""
+        if self.kind == "number":
+            return _number(answer, self.unit, self.key, self.expects())
+        if self.kind == "choice":
+            names = {_norm(c): c for c in self.choices} | {_norm(a): c for a, c in self.aliases.items()}
+            if not isinstance(answer, str) or _norm(answer) not in names:
+                raise AnswerError(f"exercise {self.key}: {answer!r} is not a choice; {self.expects()}")
+            return names[_norm(answer)]
+        if isinstance(answer, list | np.ndarray):
+            return tuple(np.asarray(answer).tolist())
+        return answer
+
+    def matches(self, given, expected) -> bool:
+        if self.kind == "number":
+            return math.isclose(given, expected, rel_tol=self.rel_tol, abs_tol=self.abs_tol)
+        return given == expected
+
+    def show(self, value) -> str:
+        if self.kind != "number":
+            return repr(value)
+        if self.unit == "bytes":
+            exact = f"{value:,.0f} B" if float(value).is_integer() else f"{value:,.1f} B"
+            pretty = fmt_bytes(value)
+            return exact if pretty.endswith(" B") else f"{exact} ({pretty})"
+        if self.unit == "seconds":
+            return fmt_time(value)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    def _repr_html_(self) -> str:
+        return (
+            f'<div style="border-left: 6px solid #1565c0; padding: 6px 12px; margin: 4px 0;">'
+            f"<b>Exercise {html.escape(self.key)}.</b> {html.escape(self.question)}"
+            f"<br><i>{html.escape(self.expects())}.</i></div>"
+        )
+
+    def __repr__(self) -> str:
+        return f"Exercise {self.key}: {self.question} ({self.expects()})"
+
+
+def check(key: str, answer) -> Result:
+    """Check an answer to exercise `key` ("3.2"), loading its lesson's exercises if needed."""
+    exercise = lookup(key)
+    return exercise.check(answer)
+
+
+def lookup(key: str) -> Exercise:
+    if key not in EXERCISES and isinstance(key, str) and re.fullmatch(r"\d+\.\d+", key):
+        module = f"tpsim.exercises.lesson{int(key.split('.')[0]):02d}"
+        if importlib.util.find_spec(module) is not None:  # a lesson not written yet is not an error here
+            importlib.import_module(module)
+    if key not in EXERCISES:
+        known = ", ".join(sorted(EXERCISES, key=lambda k: tuple(map(int, k.split(".")))))
+        raise AnswerError(f"no exercise {key!r}; known so far: {known or 'none'} (keys look like '2.1')")
+    return EXERCISES[key]
+
+
+def _number(answer, unit: str | None, key: str, expects: str) -> float:
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Real | str):
+        raise AnswerError(f"exercise {key}: {answer!r} is not a number; {expects}")
+    if not isinstance(answer, str):
+        value = float(answer)
+    else:
+        m = re.fullmatch(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-zµμ]*)\s*", answer)
+        scale = {"bytes": BYTE_UNITS, "seconds": TIME_UNITS}.get(unit, {})
+        suffix = m.group(2).lower() if m else ""
+        if m is None or (suffix and suffix not in scale):
+            raise AnswerError(f"exercise {key}: cannot read {answer!r}; {expects}")
+        value = float(m.group(1)) * scale.get(suffix, 1)
+    if not math.isfinite(value):
+        raise AnswerError(f"exercise {key}: {answer!r} is not a finite number; {expects}")
+    return value
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s_\-]", "", name.lower())
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text

@@ -1,0 +1,77 @@
+"""Lesson 9 exercises: TP, DP and PP in bytes, idle time and memory, measured with tpsim.plan.
+
+    9.1 dp_bytes       bytes a GPU sends in DP's gradient all-reduce for GPT-3 1.3B on 8 GPUs
+    9.2 bubble         the idle fraction of a 1F1B pipeline, run op by op
+    9.3 does_not_fit   which of TP8, DP8, PP8 cannot hold GPT-3 13B on 8 H100s
+"""
+
+from __future__ import annotations
+
+from tpsim import presets
+from tpsim.exercises.core import Exercise, Measured
+from tpsim.plan import Layout, analyse_layout, simulate
+
+STAGES, MICROBATCHES = 4, 12
+CHOICES = {"TP8": Layout(tp=8), "DP8": Layout(tp=1, dp=8), "PP8": Layout(tp=1, pp=8)}
+
+
+def _dp_bytes() -> Measured:
+    r = analyse_layout("gpt3-1.3b", Layout(tp=1, dp=8), topology=presets.nvlink_node(8), global_batch=64)
+    params, sent = r["parameters_per_device"], r["traffic_per_device"]["dp"]
+    return Measured(
+        sent,
+        f"Each GPU holds all {params:,} parameters, so its bfloat16 gradient is {2 * params:,} B; a ring "
+        f"all-reduce over d = 8 sends 2 (d-1)/d of it: 2 x 7/8 x {2 * params:,} = {sent:,} B.",
+        traps=((2 * params, "the gradient's size, not what a ring sends"),
+               (2 * 2 * params, "twice the gradient: the ring sends 2 (d-1)/d of it, not 2")),
+    )
+
+
+def _bubble() -> Measured:
+    run = simulate("1f1b", STAGES, MICROBATCHES, 1.0, 2.0)
+    return Measured(
+        run.bubble,
+        f"The schedule ran for {run.makespan:g} time units, of which each stage computed {run.busy:g}: "
+        f"1 - {run.busy:g}/{run.makespan:g} = {run.bubble:.4g}, i.e. (p-1)/(m+p-1) = "
+        f"{STAGES - 1}/{MICROBATCHES + STAGES - 1} (answers within 0.1% are accepted).",
+        traps=(((STAGES - 1) / MICROBATCHES, "(p-1)/m: the bubble over the busy time, not over the step"),),
+    )
+
+
+def _does_not_fit() -> Measured:
+    node = presets.nvlink_node(8)
+    runs = {k: analyse_layout("gpt3-13b", lay, topology=node, global_batch=64) for k, lay in CHOICES.items()}
+    out = [k for k, r in runs.items() if not r["memory_per_device"]["fits"]]
+    (name,) = out
+    mem = runs[name]["memory_per_device"]
+    others = ", ".join(f"{k} {runs[k]['memory_per_device']['total'] / 2**30:.1f} GiB" for k in runs if k != name)
+    return Measured(
+        name,
+        f"{name} needs {mem['total'] / 2**30:.1f} GiB per GPU ({mem['bytes_per_parameter']:.0f} B per parameter "
+        f"for weights, grads and Adam, plus activations) against {mem['capacity'] / 2**30:.0f} GiB; "
+        f"the others need {others}.",
+    )
+
+
+dp_bytes = Exercise(
+    "9.1",
+    "GPT-3 1.3B is trained with pure data parallelism over 8 GPUs (bfloat16 gradients, a ring all-reduce, "
+    "no ZeRO).  How many bytes does each GPU send in one step's gradient all-reduce?",
+    measure=_dp_bytes,
+    unit="bytes",
+)
+bubble = Exercise(
+    "9.2",
+    f"A 1F1B pipeline of p = {STAGES} stages runs m = {MICROBATCHES} micro-batches; a backward takes twice "
+    "as long as a forward and sends are free.  What fraction of the step is each stage idle?",
+    measure=_bubble,
+    rel_tol=1e-3,
+)
+does_not_fit = Exercise(
+    "9.3",
+    "GPT-3 13B, global batch 64, on one node of 8 H100s (80 GiB each), with Adam (16 bytes per parameter).  "
+    "Which layout does not fit in memory?",
+    measure=_does_not_fit,
+    kind="choice",
+    choices=tuple(CHOICES),
+)

@@ -37,7 +37,14 @@ ROOT = HERE.parent
 SCRIPTS = {"core": "bench_core.py", "nn": "bench_nn.py", "reference": "bench_reference.py"}
 CLI_CASES = {
     "model gpt3-175b --tp 8": ["model", "gpt3-175b", "--tp", "8", "--json"],
-    "compare --model gpt3-175b --devices 64": ["compare", "--model", "gpt3-175b", "--devices", "64", "--json"],
+    "compare --model gpt3-175b --devices 64": [
+        "compare",
+        "--model",
+        "gpt3-175b",
+        "--devices",
+        "64",
+        "--json",
+    ],
 }
 
 
@@ -54,8 +61,12 @@ def run_script(name: str, out_dir: Path, quick: bool) -> dict:
     if done.returncode or not out.exists():
         return {**entry, "status": "failed", "detail": (done.stderr or done.stdout)[-2000:]}
     md = out.with_suffix(".md")
-    return {**entry, "status": "ok", "results": json.loads(out.read_text()),
-            "markdown": md.read_text() if md.exists() else ""}
+    return {
+        **entry,
+        "status": "ok",
+        "results": json.loads(out.read_text()),
+        "markdown": md.read_text() if md.exists() else "",
+    }
 
 
 def cli_benchmark(repeats: int) -> dict:
@@ -67,8 +78,9 @@ def cli_benchmark(repeats: int) -> dict:
         fresh = []
         for _ in range(repeats):
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "tpsim.cli", *argv], cwd=ROOT, capture_output=True,
-                                  text=True)
+            done = subprocess.run(
+                [sys.executable, "-m", "tpsim.cli", *argv], cwd=ROOT, capture_output=True, text=True
+            )
             fresh.append(time.perf_counter() - start)
             if done.returncode:
                 raise RuntimeError(f"tpsim {' '.join(argv)} failed: {done.stderr[-1000:]}")
@@ -81,8 +93,10 @@ def cli_benchmark(repeats: int) -> dict:
             warm.append(time.perf_counter() - start)
             result = json.loads(buf.getvalue())
         cases[label] = {
-            "fresh_process_s": fresh, "fresh_process_median_s": statistics.median(fresh),
-            "in_process_s": warm, "in_process_median_s": statistics.median(warm),
+            "fresh_process_s": fresh,
+            "fresh_process_median_s": statistics.median(fresh),
+            "in_process_s": warm,
+            "in_process_median_s": statistics.median(warm),
             "summary": _summary(result),
         }
     return {"status": "ok", "repeats": repeats, "results": cases, "markdown": _cli_markdown(cases)}
@@ -91,30 +105,49 @@ def cli_benchmark(repeats: int) -> dict:
 def _summary(r: dict) -> str:
     if "rows" in r:
         best = r["rows"][0]
-        return (f"{len(r['rows'])} layouts ranked, {len(r['skipped'])} skipped; first: {best['layout']}, "
-                f"step {best['time']['step']:.3g} s, {best['memory_per_device']['total'] / 2**30:.1f} GiB")
-    return (f"step {r['time']['step']:.3g} s, TP sent {r['traffic_per_device']['tp'] / 2**30:.1f} GiB, "
-            f"memory {r['memory_per_device']['total'] / 2**30:.1f} GiB per device")
+        return (
+            f"{len(r['rows'])} layouts ranked, {len(r['skipped'])} skipped; first: {best['layout']}, "
+            f"step {best['time']['step']:.3g} s, {best['memory_per_device']['total'] / 2**30:.1f} GiB"
+        )
+    return (
+        f"step {r['time']['step']:.3g} s, TP sent {r['traffic_per_device']['tp'] / 2**30:.1f} GiB, "
+        f"memory {r['memory_per_device']['total'] / 2**30:.1f} GiB per device"
+    )
 
 
 def _cli_markdown(cases: dict) -> str:
-    lines = ["# tpsim CLI on GPT-3 175B", "",
-             "| command | fresh interpreter (median) | in process (median) | result |", "|---|---|---|---|"]
+    lines = [
+        "# tpsim CLI on GPT-3 175B",
+        "",
+        "| command | fresh interpreter (median) | in process (median) | result |",
+        "|---|---|---|---|",
+    ]
     for label, c in cases.items():
-        lines.append(f"| `tpsim {label}` | {c['fresh_process_median_s']:.2f} s | {c['in_process_median_s']:.2f} s "
-                     f"| {c['summary']} |")
+        lines.append(
+            f"| `tpsim {label}` | {c['fresh_process_median_s']:.2f} s | {c['in_process_median_s']:.2f} s "
+            f"| {c['summary']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def markdown(doc: dict) -> str:
     m = doc["machine"]
-    lines = ["# All benchmarks", "", f"Machine: {m['summary']}", f"Date: {doc['date']}",
-             f"Load average before: {doc['load_before']}, after: {doc['load_after']}", "",
-             "| benchmark | status | wall |", "|---|---|---|"]
+    lines = [
+        "# All benchmarks",
+        "",
+        f"Machine: {m['summary']}",
+        f"Date: {doc['date']}",
+        f"Load average before: {doc['load_before']}, after: {doc['load_after']}",
+        "",
+        "| benchmark | status | wall |",
+        "|---|---|---|",
+    ]
     for name, b in doc["benchmarks"].items():
         wall = f"{b['wall_s']:.1f} s" if "wall_s" in b else ""
-        lines.append(f"| {name} | {b['status']}{': ' + b['detail'].splitlines()[-1] if b.get('detail') else ''} "
-                     f"| {wall} |")
+        lines.append(
+            f"| {name} | {b['status']}{': ' + b['detail'].splitlines()[-1] if b.get('detail') else ''} "
+            f"| {wall} |"
+        )
     for b in doc["benchmarks"].values():
         if b.get("markdown"):  # each benchmark's own report, its headings one level down
             lines += [""] + [("#" + ln if ln.startswith("#") else ln) for ln in b["markdown"].splitlines()]
@@ -139,8 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else (Path(tmp.name) if tmp else HERE / "results") / "all.json"
     each_dir = out.parent
 
-    doc = {"machine": describe_machine(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-           "quick": args.quick, "load_before": [round(x, 2) for x in os.getloadavg()], "benchmarks": {}}
+    doc = {
+        "machine": describe_machine(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "quick": args.quick,
+        "load_before": [round(x, 2) for x in os.getloadavg()],
+        "benchmarks": {},
+    }
     for name in names:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         if name == "cli":

@@ -10,6 +10,7 @@ the same names for that rank.  Shard d of tpsim and rank d of the reference must
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -208,6 +209,7 @@ class TpsimRun:
     inputs: list[dict[str, np.ndarray]]  # per rank: "x" | "ids" | "logits" (+ "targets"), "dy"
     collectives: list[dict]  # kind, direction, nbytes (S), wire_bytes
     trace: object = None  # the mesh's tpsim.trace.Trace, for reference.record.compare_with_trace
+    rounding: dict[str, float] = field(default_factory=dict)  # name -> max |this run - a float64 run|
 
 
 def run_tpsim(case: Case, world_size: int) -> TpsimRun:
@@ -247,7 +249,14 @@ def run_tpsim(case: Case, world_size: int) -> TpsimRun:
     inputs = [{k: v[r] for k, v in feed.items()} for r in range(world_size)]
     colls = [dict(kind=c.collective, direction=c.direction, nbytes=c.nbytes, wire_bytes=c.wire_bytes)
              for c in mesh.trace.collectives]
-    return TpsimRun(case, results, replicated, inputs, colls, mesh.trace)
+    run = TpsimRun(case, results, replicated, inputs, colls, mesh.trace)
+    if case.data == "exact" and case.layer not in EXACT_MATH and case.dtype != "float64":
+        # the same integers in float64: how far this dtype's own rounding moves each result
+        wide = run_tpsim(dataclasses.replace(case, dtype="float64"), world_size).results
+        run.rounding = {k: max((float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0))
+                                for a, b in zip(v, wide[k], strict=True)), default=0.0)
+                        for k, v in results.items()}
+    return run
 
 
 def run_reference(case: Case, comm, inputs: dict[str, np.ndarray], device) -> dict[str, np.ndarray]:

@@ -41,7 +41,7 @@ import tpsim
 from reference import dtensor_plan
 from reference.dtensor_compare import PHASES, compare, format_reports, known_differences, passed
 from reference.launch import run, under_torchrun
-from tpsim.errors import ShapeError, TpsimError
+from tpsim.errors import ShapeError, TpsimError, WorldSizeError
 from tpsim.nn import ParallelAttention, ParallelMLP, TransformerBlock
 from tpsim.nn import comm_table as tpsim_comm_table
 
@@ -128,7 +128,7 @@ def run_tpsim(case: Case, world_size: int) -> dict:
         "outputs": {"y": y.full(), "dx": dx.full()},
         "grads": {n[rel:]: g.full() for n, g in m.named_grads()},
         "comm": comm,
-        "known": known_differences(m, case.sp),
+        "known": known_differences(m, case.sp, comm),
     }
 
 
@@ -217,6 +217,8 @@ def cases(layers=LAYERS, sps=(False, True), inits=INITS, **shape) -> list[Case]:
 
 def check(world_size: int, todo: list[Case], **launch) -> list[dict]:
     """Run every case in tpsim here and with DTensor on `world_size` ranks (one launch); the reports."""
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise WorldSizeError(f"world_size must be an int >= 1, got {world_size!r}")
     for c in todo:
         if c.sp and c.s % world_size:  # DTensor.from_local in the parallel styles assumes even shards
             ok = [t for t in range(1, c.s + 1) if c.s % t == 0]

@@ -12,6 +12,8 @@ derives from the module's structure, each with its reason:
                in backward, fused into one buffer; DTensor issues none there ...
   [ln-partial] ... its LayerNorm grads come out of backward as Partial(sum) DTensors, and making them
                Replicate costs one all-reduce for weight and one for bias (the "grads P->R" phase).
+  [one-rank]   world size 1: tpsim's trace still records every collective (a group of one, 0 bytes
+               moved), where DTensor skips them all.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ REASONS = {
     "regather": "tpsim re-gathers each column-parallel linear's input for dW; DTensor saved it",
     "ln-fused": "tpsim all-reduces each SP LayerNorm's [dw; db] in backward, fused",
     "ln-partial": "DTensor leaves SP LayerNorm grads P(sum): one all-reduce each for weight and bias",
+    "one-rank": "one rank: tpsim records each collective (moving 0 bytes); DTensor issues none",
 }
 
 
-def known_differences(module, sp: bool) -> dict[tuple[str, str], tuple[int, list[str]]]:
+def known_differences(module, sp: bool, tpsim_counts: dict) -> dict[tuple[str, str], tuple[int, list[str]]]:
     """(phase, kind) -> (tpsim count - DTensor count, reasons), from the module's structure."""
+    if module.tp_size == 1:  # every tpsim collective is a group of one; DTensor issues none
+        return {(p, k): (n, ["one-rank"]) for p, kinds in tpsim_counts.items() for k, n in kinds.items()}
     if not sp:
         return {}
     mods = list(_walk(module))

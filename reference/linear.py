@@ -17,6 +17,8 @@ The matmul and the bias add are two ops, as in tpsim (not a fused addmm), so bot
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from reference import regions
@@ -81,7 +83,8 @@ class _SequenceGatherLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         c = ctx.comm
         total = c.all_gather(x.contiguous(), dim=ctx.dim, sizes=chunk_sizes(ctx.full, c.size))
-        dw = dy.reshape(-1, dy.shape[-1]).t().matmul(total.reshape(-1, total.shape[-1]))  # (out/t, in)
+        rows = math.prod(dy.shape[:-1])  # explicit: this rank may hold zero output features
+        dw = dy.reshape(rows, dy.shape[-1]).t().matmul(total.reshape(rows, total.shape[-1]))  # (out/t, in)
         dx = torch.matmul(dy, weight)  # (s, b, in), a partial sum over the TP ranks
         return c.reduce_scatter(dx.contiguous(), dim=ctx.dim), dw, None, None
 
@@ -155,4 +158,4 @@ class _ReduceScatterAddBias(torch.autograd.Function):
     def backward(ctx, dy):
         c = ctx.comm
         full = c.all_gather(dy.contiguous(), dim=ctx.dim, sizes=chunk_sizes(ctx.full, c.size))
-        return full, full.reshape(-1, full.shape[-1]).sum(dim=0), None, None
+        return full, full.reshape(math.prod(full.shape[:-1]), full.shape[-1]).sum(dim=0), None, None

@@ -2,7 +2,8 @@
 
     python scripts/run_lessons.py OUT_DIR [--timeout 60] [--jobs 2] [NAME ...]
 
-Every notebook in lessons/ (or the NAMEs given) runs with lessons/ as its working directory, under a
+Every notebook in lessons/ (or the NAMEs given) runs with lessons/ as its working directory and this
+checkout first on PYTHONPATH (so it imports this tpsim and reference, whatever is installed), under a
 time limit for the whole notebook (not per cell: each cell gets what is left of it).  The executed
 copies go to OUT_DIR under the same names, with timings.json (seconds per notebook, and the error if
 one failed).  The exit status is 1 when any notebook failed.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pathlib
 import sys
 import time
@@ -58,9 +60,13 @@ def execute(path: pathlib.Path, out_dir: pathlib.Path, timeout: float = TIMEOUT_
         startup_timeout=60,
         resources={"metadata": {"path": str(path.parent)}},
     )
+    # the kernel imports tpsim and reference from this checkout, whatever is installed, and draws
+    # figures with the notebook backend even where MPLBACKEND is set (e.g. to Agg for the test suite)
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     error = None
     try:
-        client.execute()
+        client.execute(env=env)
     except Exception as e:  # CellExecutionError, a timeout, a dead kernel: reported, not raised
         error = f"{type(e).__name__}: {e}"
     seconds = time.monotonic() - start

@@ -25,22 +25,51 @@ SMALL = PRESETS["gpt3-1.3b"]
 def test_gpipe_two_stages_two_microbatches_by_hand():
     # t_f = 1, t_b = 2: stage 1 starts F0 when stage 0 ends it; backward runs from the last stage down
     run = simulate("gpipe", 2, 2, 1.0, 2.0)
-    assert sorted(run.events) == sorted([
-        (0, "F", 0, 0, 1), (0, "F", 1, 1, 2), (1, "F", 0, 1, 2), (1, "F", 1, 2, 3),
-        (1, "B", 0, 3, 5), (1, "B", 1, 5, 7), (0, "B", 0, 5, 7), (0, "B", 1, 7, 9),
-    ])
+    assert sorted(run.events) == sorted(
+        [
+            (0, "F", 0, 0, 1),
+            (0, "F", 1, 1, 2),
+            (1, "F", 0, 1, 2),
+            (1, "F", 1, 2, 3),
+            (1, "B", 0, 3, 5),
+            (1, "B", 1, 5, 7),
+            (0, "B", 0, 5, 7),
+            (0, "B", 1, 7, 9),
+        ]
+    )
     assert run.makespan == 9 and run.bubble == pytest.approx(1 / 3) == bubble_fraction(2, 2)
 
 
 def test_1f1b_order_on_each_stage():
-    assert stage_ops("1f1b", 3, 4, 0) == [("F", 0), ("F", 1), ("F", 2), ("B", 0), ("F", 3), ("B", 1),
-                                          ("B", 2), ("B", 3)]
-    assert stage_ops("1f1b", 3, 4, 2) == [("F", 0), ("B", 0), ("F", 1), ("B", 1), ("F", 2), ("B", 2),
-                                          ("F", 3), ("B", 3)]
+    assert stage_ops("1f1b", 3, 4, 0) == [
+        ("F", 0),
+        ("F", 1),
+        ("F", 2),
+        ("B", 0),
+        ("F", 3),
+        ("B", 1),
+        ("B", 2),
+        ("B", 3),
+    ]
+    assert stage_ops("1f1b", 3, 4, 2) == [
+        ("F", 0),
+        ("B", 0),
+        ("F", 1),
+        ("B", 1),
+        ("F", 2),
+        ("B", 2),
+        ("F", 3),
+        ("B", 3),
+    ]
 
 
-@given(st.sampled_from(["gpipe", "1f1b"]), st.integers(1, 8), st.integers(1, 24), st.integers(1, 5),
-       st.integers(1, 5))
+@given(
+    st.sampled_from(["gpipe", "1f1b"]),
+    st.integers(1, 8),
+    st.integers(1, 24),
+    st.integers(1, 5),
+    st.integers(1, 5),
+)
 def test_bubble_of_the_run_schedule_is_the_formula(schedule, p, m, tf, tb):
     run = simulate(schedule, p, m, float(tf), float(tb))
     assert run.makespan == (m + p - 1) * (tf + tb)
@@ -77,7 +106,9 @@ def test_dp_groups_share_nics_on_multi_node():
     # 2 nodes x 8; dp = 2 puts each pair on two nodes: 8 pairs at once, each device on its own NIC
     mesh = Mesh((1, 2, 8), names=("pp", "dp", "tp"), topology=presets.multi_node(2, 8))
     out = gradient_sync(mesh, 1 << 20, "bfloat16")
-    assert out["time"] == pytest.approx(costs.ring_all_reduce(2, 2 << 20, presets.NIC_ALPHA, presets.NDR_BANDWIDTH))
+    assert out["time"] == pytest.approx(
+        costs.ring_all_reduce(2, 2 << 20, presets.NIC_ALPHA, presets.NDR_BANDWIDTH)
+    )
 
 
 @pytest.mark.parametrize("pp", [2, 3, 4])
@@ -132,16 +163,21 @@ def test_pipeline_memory_holds_p_or_m_microbatches():
 def test_zero1_divides_the_optimizer_state_by_dp():
     topo = presets.multi_node(2, 8)
     plain = analyse_layout(SMALL, Layout(2, 4, 2), topology=topo, global_batch=16)["memory_per_device"]
-    z = analyse_layout(SMALL, Layout(2, 4, 2), topology=topo, global_batch=16, zero1=True)["memory_per_device"]
+    z = analyse_layout(SMALL, Layout(2, 4, 2), topology=topo, global_batch=16, zero1=True)[
+        "memory_per_device"
+    ]
     assert z["optimizer"] * 4 == plain["optimizer"] and z["weights"] == plain["weights"]
 
 
-@pytest.mark.parametrize(("layout", "devices", "match"), [
-    (Layout(8, 2, 2), 16, r"tp \* dp \* pp = 8 \* 2 \* 2 = 32, but --devices is 16"),
-    (Layout(5), None, r"--tp 5 does not divide gpt3-1.3b's num_heads = 16"),
-    (Layout(2, 1, 5), None, r"--pp 5 does not divide gpt3-1.3b's 24 layers"),
-    (Layout(1, 2, 1, sp=True), None, r"--sp needs --tp > 1"),
-])
+@pytest.mark.parametrize(
+    ("layout", "devices", "match"),
+    [
+        (Layout(8, 2, 2), 16, r"tp \* dp \* pp = 8 \* 2 \* 2 = 32, but --devices is 16"),
+        (Layout(5), None, r"--tp 5 does not divide gpt3-1.3b's num_heads = 16"),
+        (Layout(2, 1, 5), None, r"--pp 5 does not divide gpt3-1.3b's 24 layers"),
+        (Layout(1, 2, 1, sp=True), None, r"--sp needs --tp > 1"),
+    ],
+)
 def test_check_layout_names_the_bad_degree(layout, devices, match):
     with pytest.raises(LayoutError, match=match):
         check_layout(SMALL, layout, devices)
@@ -175,10 +211,15 @@ def _gpt_extras(c: GPTConfig) -> int:
     return c.num_layers * per_layer + h + c.seq_len * h  # final LayerNorm's beta; position embeddings
 
 
-@pytest.mark.parametrize(("name", "shape"), [
-    ("llama2-7b", (32000, 4096, 32, 32, 32, 11008)), ("llama2-70b", (32000, 8192, 80, 64, 8, 28672)),
-    ("llama3-8b", (128256, 4096, 32, 32, 8, 14336)), ("llama3-70b", (128256, 8192, 80, 64, 8, 28672)),
-])
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [
+        ("llama2-7b", (32000, 4096, 32, 32, 32, 11008)),
+        ("llama2-70b", (32000, 8192, 80, 64, 8, 28672)),
+        ("llama3-8b", (128256, 4096, 32, 32, 8, 14336)),
+        ("llama3-70b", (128256, 8192, 80, 64, 8, 28672)),
+    ],
+)
 def test_llama_stand_ins_hold_the_llamas_linear_weights(name, shape):
     cfg = PRESETS[name]
     assert cfg.parameters() - _gpt_extras(cfg) == llama_parameters(*shape)
@@ -194,7 +235,9 @@ def test_published_llama_sizes():
 def test_config_files(tmp_path, suffix):
     fields = dict(vocab_size=1000, hidden=64, num_layers=2, num_heads=8, seq_len=32, micro_batch=2)
     path = tmp_path / f"toy{suffix}"
-    path.write_text(json.dumps(fields) if suffix == ".json" else "\n".join(f"{k} = {v}" for k, v in fields.items()))
+    path.write_text(
+        json.dumps(fields) if suffix == ".json" else "\n".join(f"{k} = {v}" for k, v in fields.items())
+    )
     assert load_config(path) == GPTConfig(**fields, name="toy") == resolve(str(path))
     path.write_text(json.dumps({**fields, "hiden": 3}) if suffix == ".json" else "hiden = 3")
     with pytest.raises(ConfigError, match="unknown field 'hiden'; valid: vocab_size"):

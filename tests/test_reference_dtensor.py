@@ -3,7 +3,7 @@
 One launch per world size (gloo on CPU) runs every layer (MLP, attention, block), with and without
 sequence parallelism, on arbitrary floats (float32) and on small integers (float64); the tests read
 its reports.  The collective counts of DTensor's CommDebugMode must equal tpsim's communication
-table, except for three differences that the two designs imply (reference/dtensor_compare.py); they
+table, except for the differences that the two designs imply (reference/dtensor_compare.py); they
 are asserted here, with their numbers worked out by hand for the block.
 """
 
@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from reference.dtensor import Case, cases, check, cli
+from reference.dtensor import Case, cases, check, cli, run_tpsim
 from reference.dtensor_compare import format_reports, passed
 from tpsim.errors import ShapeError
 
@@ -142,3 +142,12 @@ def test_cli_prints_table_and_json(tmp_path, capsys):
     assert "1 of 1 cases pass" in text
     saved = json.loads(out.read_text())
     assert saved["world_size"] == 2 and saved["reports"][0]["name"] == "mlp SP normal float32"
+
+
+def test_one_rank_expects_no_dtensor_collectives():
+    """At world size 1 tpsim still records each collective (a group of one); DTensor issues none."""
+    tp = run_tpsim(Case("block", True), 1)
+    assert tp["comm"]["forward"] == {"all_gather": 2, "reduce_scatter": 2}
+    assert tp["known"] == {
+        (phase, kind): (n, ["one-rank"]) for phase, kinds in tp["comm"].items() for kind, n in kinds.items()
+    }

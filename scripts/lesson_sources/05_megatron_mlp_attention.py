@@ -26,9 +26,9 @@ from tpsim.nn import (
     comm_table,
     format_comm_table,
     format_efficiency,
+    regions,
     tp_efficiency,
 )
-from tpsim.nn import regions
 from tpsim.nn.ops import gelu
 from tpsim.report import fmt_bytes, fmt_time
 

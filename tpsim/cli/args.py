@@ -1,9 +1,9 @@
 """Shared argument parsing of the tpsim command: sizes, topologies, models, and the common flags.
 
-    parse_size("64MiB") -> 67108864      B, KiB, MiB, GiB (powers of 2), KB, MB, GB (powers of 10)
-    topology_for("multi-node", 64)        a preset for n devices, or a topology file (e.g. from
-                                          `tpsim calibrate`); a file with uniform links and fewer
-                                          devices is extended to n devices with the same links
+parse_size("64MiB") -> 67108864      B, KiB, MiB, GiB (powers of 2), KB, MB, GB (powers of 10)
+topology_for("multi-node", 64)        a preset for n devices, or a topology file (e.g. from
+                                      `tpsim calibrate`); a file with uniform links and fewer
+                                      devices is extended to n devices with the same links
 """
 
 from __future__ import annotations
@@ -18,8 +18,21 @@ from tpsim.hardware import DEVICES
 from tpsim.nn.config import PRESETS as MODELS
 from tpsim.topology import PairwiseRouting, RingRouting, SwitchRouting, Topology
 
-UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
-         "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+UNITS = {
+    "": 1,
+    "b": 1,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "k": 1 << 10,
+    "m": 1 << 20,
+    "g": 1 << 30,
+}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
@@ -43,7 +56,9 @@ def parse_sizes(text: str) -> list[int]:
     if ".." in text:
         lo, hi = (parse_size(t) for t in text.split("..", 1))
         if lo < 1 or hi < lo:
-            raise argparse.ArgumentTypeError(f"invalid size range {text!r}; valid: LOW..HIGH with 1 <= LOW <= HIGH")
+            raise argparse.ArgumentTypeError(
+                f"invalid size range {text!r}; valid: LOW..HIGH with 1 <= LOW <= HIGH"
+            )
         out = []
         while lo <= hi:
             out.append(lo)
@@ -63,7 +78,7 @@ def positive_int(text: str) -> int:
 
 
 def choice(valid, what: str, shown=None):
-    """An argparse type that accepts one of `valid` (a dict maps aliases to names) and otherwise names them."""
+    """An argparse type accepting one of `valid` (a dict maps aliases to names); else it names them."""
 
     def parse(text: str) -> str:
         key = text.lower()
@@ -87,9 +102,10 @@ def topology_for(spec: str, n: int) -> tuple[Topology, str | None]:
     if spec in presets.PRESETS:
         return presets.preset(spec, n), None
     path = Path(spec)
-    if not path.suffix == ".json":
+    if path.suffix != ".json":
         raise TopologyError(
-            f"unknown topology {spec!r}; valid: a preset ({', '.join(presets.PRESETS)}) or a topology .json file"
+            f"unknown topology {spec!r}; valid: a preset ({', '.join(presets.PRESETS)}) "
+            "or a topology .json file"
         )
     if not path.exists():
         raise TopologyError(f"topology file {spec!r} does not exist")
@@ -100,8 +116,8 @@ def topology_for(spec: str, n: int) -> tuple[Topology, str | None]:
     rules = {"switch": SwitchRouting, "pairwise": PairwiseRouting, "ring": RingRouting}
     if len(figures) != 1 or topo.kind not in rules:
         raise TopologyError(
-            f"topology file {spec!r} has {topo.num_devices} devices, fewer than the {n} needed, and its links "
-            "differ, so it cannot be extended; write one for enough devices"
+            f"topology file {spec!r} has {topo.num_devices} devices, fewer than the {n} needed, and its "
+            "links differ, so it cannot be extended; write one for enough devices"
         )
     alpha, bandwidth = figures.pop()
     routing = rules[topo.kind]()
@@ -109,8 +125,10 @@ def topology_for(spec: str, n: int) -> tuple[Topology, str | None]:
 
     links = [Link(name, alpha, bandwidth) for name in routing.link_names(n)]
     bigger = Topology(topo.name, n, links, routing, topo.source)
-    note = (f"{spec}: measured on {topo.num_devices} devices; extended to {n} with the same {topo.kind} "
-            f"links (alpha {alpha * 1e6:.3g} us, {bandwidth / 1e9:.3g} GB/s each)")
+    note = (
+        f"{spec}: measured on {topo.num_devices} devices; extended to {n} with the same {topo.kind} "
+        f"links (alpha {alpha * 1e6:.3g} us, {bandwidth / 1e9:.3g} GB/s each)"
+    )
     return bigger, note
 
 
@@ -121,9 +139,14 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_device_flags(parser: argparse.ArgumentParser, topology_default: str | None = "nvlink") -> None:
     parser.add_argument(
-        "--topology", default=topology_default,
+        "--topology",
+        default=topology_default,
         help=f"a preset ({', '.join(presets.PRESETS)}) or a topology .json file, e.g. from `tpsim calibrate`"
         + (f" (default {topology_default})" if topology_default else ""),
     )
-    parser.add_argument("--device", default="h100", type=choice(DEVICES, "device"),
-                        help=f"accelerator for the compute time: {', '.join(DEVICES)} (default h100)")
+    parser.add_argument(
+        "--device",
+        default="h100",
+        type=choice(DEVICES, "device"),
+        help=f"accelerator for the compute time: {', '.join(DEVICES)} (default h100)",
+    )

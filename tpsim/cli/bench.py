@@ -27,8 +27,12 @@ class BenchError(TpsimError, RuntimeError):
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="run every benchmark; one results file with the machine described",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "bench",
+        help="run every benchmark; one results file with the machine described",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="small sizes, to check that every benchmark runs")
     p.add_argument("--only", help="comma list of benchmarks to run (core, nn, reference, cli)")
     p.add_argument("--out", help="results JSON (default benchmarks/results/all.json)")

@@ -44,21 +44,46 @@ class CalibrationError(TpsimError, RuntimeError):
 
 
 def register(sub) -> None:
-    p = sub.add_parser("calibrate", help="measure collectives (gloo/NCCL), fit alpha and beta, write a topology",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("1KiB..64MiB"),
-                   help="comma list or LOW..HIGH (powers of 2), S per rank (default 1KiB..64MiB)")
+    p = sub.add_parser(
+        "calibrate",
+        help="measure collectives (gloo/NCCL), fit alpha and beta, write a topology",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=parse_sizes("1KiB..64MiB"),
+        help="comma list or LOW..HIGH (powers of 2), S per rank (default 1KiB..64MiB)",
+    )
     p.add_argument("--reps", type=positive_int, default=5, help="timed calls per size (default 5)")
-    p.add_argument("--collectives", default=",".join(COLLECTIVES),
-                   help=f"comma list of {', '.join(COLLECTIVES)} (default all)")
-    p.add_argument("--modes", default="native", help="native, schedule, or both comma-separated (default native)")
+    p.add_argument(
+        "--collectives",
+        default=",".join(COLLECTIVES),
+        help=f"comma list of {', '.join(COLLECTIVES)} (default all)",
+    )
+    p.add_argument(
+        "--modes", default="native", help="native, schedule, or both comma-separated (default native)"
+    )
     p.add_argument("--world-size", type=positive_int, default=2, help="ranks (default 2)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="auto: CUDA (NCCL) when there are GPUs, else CPU (gloo)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="auto: CUDA (NCCL) when there are GPUs, else CPU (gloo)",
+    )
     p.add_argument("--backend", default=None, choices=("gloo", "nccl"), help="override the backend choice")
-    p.add_argument("--fit", default="all_reduce/ring", help="the fit the topology's links carry (default all_reduce/ring)")
-    p.add_argument("--out", help="topology file to write (default topologies/<backend>-<device>-<cpu or gpu>.json)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds before the run is ended (default 600)")
+    p.add_argument(
+        "--fit",
+        default="all_reduce/ring",
+        help="the fit the topology's links carry (default all_reduce/ring)",
+    )
+    p.add_argument(
+        "--out", help="topology file to write (default topologies/<backend>-<device>-<cpu or gpu>.json)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds before the run is ended (default 600)"
+    )
     add_output_flags(p)
     p.set_defaults(func=run)
 
@@ -79,12 +104,16 @@ def _parse(args) -> tuple[list[str], list[tuple[str, str | None]], tuple[str, st
             raise CalibrationError(f"--modes: unknown {m!r}; valid: native, schedule")
     coll, _, alg = args.fit.partition("/")
     if coll not in colls:
-        raise CalibrationError(f"--fit {args.fit!r}: {coll!r} is not measured; valid collectives: {', '.join(colls)}")
+        raise CalibrationError(
+            f"--fit {args.fit!r}: {coll!r} is not measured; valid collectives: {', '.join(colls)}"
+        )
     check_algorithm(coll, alg or None)
     bad = [s for s in args.sizes if s % (4 * args.world_size)]
     if bad:
-        raise CalibrationError(f"--sizes: {bad[0]} B is not a multiple of {4 * args.world_size} B "
-                               f"(float32 elements split over {args.world_size} ranks)")
+        raise CalibrationError(
+            f"--sizes: {bad[0]} B is not a multiple of {4 * args.world_size} B "
+            f"(float32 elements split over {args.world_size} ranks)"
+        )
     return colls, modes, (coll, alg or check_algorithm(coll))
 
 
@@ -94,19 +123,35 @@ def measure(args, colls, modes) -> tuple[list[dict], dict]:
         sys.path.insert(0, str(CHECKOUT))  # the reference runs from the checkout; spawned ranks inherit it
     try:
         from reference.launch import choose_backend, spawn
-
         from tpsim.cli.measure import sweep
     except ImportError as e:
         raise CalibrationError(f"calibration needs torch and the reference from a checkout: {e}") from e
     backend = choose_backend(args.world_size, args.device, args.backend)
-    per_rank = spawn(sweep, args.world_size, args.sizes, args.reps, colls, modes, device=args.device,
-                     backend=args.backend, timeout=args.timeout)
+    per_rank = spawn(
+        sweep,
+        args.world_size,
+        args.sizes,
+        args.reps,
+        colls,
+        modes,
+        device=args.device,
+        backend=args.backend,
+        timeout=args.timeout,
+    )
     rows = []
     for i, (mode, alg, coll, size, _) in enumerate(per_rank[0]):
         calls = zip(*(r[i][4] for r in per_rank), strict=True)  # per call: every rank's time
         slowest = [max(c) for c in calls]
-        rows.append({"mode": mode, "algorithm": alg, "collective": coll, "size": size,
-                     "time": statistics.median(slowest), "calls": slowest})
+        rows.append(
+            {
+                "mode": mode,
+                "algorithm": alg,
+                "collective": coll,
+                "size": size,
+                "time": statistics.median(slowest),
+                "calls": slowest,
+            }
+        )
     return rows, {"name": backend.name, "device_type": backend.device_type, "staged": backend.staged}
 
 
@@ -133,9 +178,15 @@ def run(args) -> tuple[dict, str]:
             raise CalibrationError(f"measurement failed: {e}") from e
         update(1, 1)
     fits = fits_of(rows, args.world_size)
-    chosen = next(f for f in fits if f["mode"] == "native" and f["collective"] == fit_coll
-                  and f["algorithm"] == fit_alg) if ("native", None) in modes else next(
-        f for f in fits if f["collective"] == fit_coll and f["algorithm"] == fit_alg)
+    chosen = (
+        next(
+            f
+            for f in fits
+            if f["mode"] == "native" and f["collective"] == fit_coll and f["algorithm"] == fit_alg
+        )
+        if ("native", None) in modes
+        else next(f for f in fits if f["collective"] == fit_coll and f["algorithm"] == fit_alg)
+    )
     machine = describe_machine()
     if backend["device_type"] == "cuda":
         import torch
@@ -144,25 +195,47 @@ def run(args) -> tuple[dict, str]:
     name = f"{backend['name']}-{backend['device_type']}-{_slug(machine.get('gpu') or machine['cpu'])}"
     out = Path(args.out) if args.out else CHECKOUT / "topologies" / f"{name}.json"
     sizes = f"{fmt_bytes(min(args.sizes))}..{fmt_bytes(max(args.sizes))}"
-    source = (f"fitted by `tpsim calibrate`: {backend['name']} on {backend['device_type']}, world size "
-              f"{args.world_size}, {len(args.sizes)} sizes {sizes}, {args.reps} calls each; links carry the "
-              f"{chosen['mode']} {fit_coll} fit to the {fit_alg} closed form; machine: {machine['summary']}"
-              + (f", {machine['gpu']}" if "gpu" in machine else ""))
+    source = (
+        f"fitted by `tpsim calibrate`: {backend['name']} on {backend['device_type']}, world size "
+        f"{args.world_size}, {len(args.sizes)} sizes {sizes}, {args.reps} calls each; links carry the "
+        f"{chosen['mode']} {fit_coll} fit to the {fit_alg} closed form; machine: {machine['summary']}"
+        + (f", {machine['gpu']}" if "gpu" in machine else "")
+    )
     if not chosen["bandwidth"]:
-        raise CalibrationError(f"the {fit_coll}/{fit_alg} fit found no bandwidth term (beta = 0); "
-                               "measure larger sizes")
+        raise CalibrationError(
+            f"the {fit_coll}/{fit_alg} fit found no bandwidth term (beta = 0); measure larger sizes"
+        )
     topo = switch(args.world_size, chosen["alpha"], chosen["bandwidth"])
-    doc = {**topo.to_dict(), "name": name, "source": source, "machine": machine,
-           "calibration": {"backend": backend, "world_size": args.world_size, "sizes": args.sizes,
-                           "reps": args.reps, "links_from": f"{chosen['mode']} {fit_coll}/{fit_alg}",
-                           "wall_s": time.perf_counter() - start, "measurements": rows, "fits": fits}}
+    doc = {
+        **topo.to_dict(),
+        "name": name,
+        "source": source,
+        "machine": machine,
+        "calibration": {
+            "backend": backend,
+            "world_size": args.world_size,
+            "sizes": args.sizes,
+            "reps": args.reps,
+            "links_from": f"{chosen['mode']} {fit_coll}/{fit_alg}",
+            "wall_s": time.perf_counter() - start,
+            "measurements": rows,
+            "fits": fits,
+        },
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     import json
 
     out.write_text(json.dumps(doc, indent=1) + "\n")
     tpsim.topology.Topology.load(out)  # what every command will do with it
-    result = {"file": str(out), "name": name, "alpha": chosen["alpha"], "bandwidth": chosen["bandwidth"],
-              "backend": backend, "machine": machine, "fits": fits}
+    result = {
+        "file": str(out),
+        "name": name,
+        "alpha": chosen["alpha"],
+        "bandwidth": chosen["bandwidth"],
+        "backend": backend,
+        "machine": machine,
+        "fits": fits,
+    }
     return result, _text(result, chosen)
 
 
@@ -172,16 +245,38 @@ def _slug(text: str) -> str:
 
 
 def _text(r: dict, chosen: dict) -> str:
-    rows = [(f["mode"] + (f" ({f['measured_algorithm']})" if f["measured_algorithm"] else ""), f["collective"],
-             f["algorithm"], fmt_time(f["alpha"]), fmt_rate(f["bandwidth"]) if f["bandwidth"] else "-", f"{f['median_abs_error']:.1%}",
-             f"{f['max_abs_error']:.1%}") for f in r["fits"]]
-    parts = [table(rows, ("measured", "collective", "closed form", "alpha", "bandwidth", "median |err|",
-                          "max |err|"), f"Fits on {r['backend']['name']} ({r['backend']['device_type']}), "
-                                        f"{r['machine']['summary']}")]
-    pts = [(fmt_bytes(q["size"]), fmt_time(q["measured"]), fmt_time(q["predicted"]), f"{q['error']:+.1%}")
-           for q in chosen["points"]]
-    parts.append(table(pts, ("size", "measured", "predicted", "error"),
-                       f"{chosen['mode']} {chosen['collective']} against the {chosen['algorithm']} closed form"))
-    parts.append(f"wrote {r['file']}: alpha {fmt_time(r['alpha'])}, {fmt_rate(r['bandwidth'])} per link; "
-                 f"use it with --topology {r['file']}")
+    rows = [
+        (
+            f["mode"] + (f" ({f['measured_algorithm']})" if f["measured_algorithm"] else ""),
+            f["collective"],
+            f["algorithm"],
+            fmt_time(f["alpha"]),
+            fmt_rate(f["bandwidth"]) if f["bandwidth"] else "-",
+            f"{f['median_abs_error']:.1%}",
+            f"{f['max_abs_error']:.1%}",
+        )
+        for f in r["fits"]
+    ]
+    parts = [
+        table(
+            rows,
+            ("measured", "collective", "closed form", "alpha", "bandwidth", "median |err|", "max |err|"),
+            f"Fits on {r['backend']['name']} ({r['backend']['device_type']}), {r['machine']['summary']}",
+        )
+    ]
+    pts = [
+        (fmt_bytes(q["size"]), fmt_time(q["measured"]), fmt_time(q["predicted"]), f"{q['error']:+.1%}")
+        for q in chosen["points"]
+    ]
+    parts.append(
+        table(
+            pts,
+            ("size", "measured", "predicted", "error"),
+            f"{chosen['mode']} {chosen['collective']} against the {chosen['algorithm']} closed form",
+        )
+    )
+    parts.append(
+        f"wrote {r['file']}: alpha {fmt_time(r['alpha'])}, {fmt_rate(r['bandwidth'])} per link; "
+        f"use it with --topology {r['file']}"
+    )
     return "\n\n".join(parts)

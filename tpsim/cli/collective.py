@@ -24,17 +24,33 @@ DTYPES = ("float32", "bfloat16", "float16", "float64", "int32", "int8")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("collective", help="one collective: steps, bytes per device, time vs closed form",
-                       description=__doc__, formatter_class=_raw())
-    p.add_argument("collective", type=choice(NAMES | {c: c for c in ALGORITHMS}, "collective", NAMES),
-                   help=", ".join(NAMES) + " (or with underscores)")
+    p = sub.add_parser(
+        "collective",
+        help="one collective: steps, bytes per device, time vs closed form",
+        description=__doc__,
+        formatter_class=_raw(),
+    )
+    p.add_argument(
+        "collective",
+        type=choice(NAMES | {c: c for c in ALGORITHMS}, "collective", NAMES),
+        help=", ".join(NAMES) + " (or with underscores)",
+    )
     p.add_argument("--devices", type=positive_int, default=8, help="virtual devices (default 8)")
-    p.add_argument("--algorithm", default=None,
-                   help="; ".join(f"{NAMES_R[c]}: {', '.join(a)}" for c, a in ALGORITHMS.items())
-                   + " (default: the first)")
-    p.add_argument("--size", type=parse_size, default=parse_size("64MiB"),
-                   help="S per rank, e.g. 64MiB, 1GB (default 64MiB)")
-    p.add_argument("--dtype", default="float32", type=choice(DTYPES, "dtype"), help="element type (default float32)")
+    p.add_argument(
+        "--algorithm",
+        default=None,
+        help="; ".join(f"{NAMES_R[c]}: {', '.join(a)}" for c, a in ALGORITHMS.items())
+        + " (default: the first)",
+    )
+    p.add_argument(
+        "--size",
+        type=parse_size,
+        default=parse_size("64MiB"),
+        help="S per rank, e.g. 64MiB, 1GB (default 64MiB)",
+    )
+    p.add_argument(
+        "--dtype", default="float32", type=choice(DTYPES, "dtype"), help="element type (default float32)"
+    )
     p.add_argument("--root", type=int, default=0, help="root rank of broadcast, reduce, scatter, gather")
     p.add_argument("--topology", default="nvlink", help="preset or topology .json file (default nvlink)")
     p.add_argument("--steps", action="store_true", help="list every step: transfers, bytes, timing")
@@ -59,10 +75,14 @@ def run(args) -> tuple[dict, str]:
     topo, note = topology_for(args.topology, p)
     itemsize = np.dtype(tpsim.bfloat16 if args.dtype == "bfloat16" else args.dtype).itemsize
     per_rank = args.size // p if coll in ("all_gather", "gather") else args.size
-    unit = itemsize * (p if coll in ("all_gather", "gather", "reduce_scatter", "scatter", "all_to_all") else 1)
+    unit = itemsize * (
+        p if coll in ("all_gather", "gather", "reduce_scatter", "scatter", "all_to_all") else 1
+    )
     if args.size % unit:
-        raise ShapeError(f"--size {args.size} B does not split into {p} ranks of whole {args.dtype} elements "
-                         f"for {coll}; valid: a multiple of {unit} B")
+        raise ShapeError(
+            f"--size {args.size} B does not split into {p} ranks of whole {args.dtype} elements "
+            f"for {coll}; valid: a multiple of {unit} B"
+        )
     if coll in ("broadcast", "reduce", "scatter", "gather") and not 0 <= args.root < p:
         raise AlgorithmError(f"--root {args.root} is not a rank of {p} devices; valid: 0..{p - 1}")
     mesh = tpsim.Mesh(p, topology=topo)
@@ -74,17 +94,30 @@ def run(args) -> tuple[dict, str]:
     path = topo.path(0, 1) if p > 1 else ()
     alpha = sum(lk.alpha for lk in path)
     bandwidth = min((lk.bandwidth for lk in path), default=float("inf"))
-    closed = {"alpha": alpha, "bandwidth": bandwidth,
-              "time": costs.cost(coll, algorithm, p, args.size, alpha, bandwidth) if p > 1 else 0.0}
+    closed = {
+        "alpha": alpha,
+        "bandwidth": bandwidth,
+        "time": costs.cost(coll, algorithm, p, args.size, alpha, bandwidth) if p > 1 else 0.0,
+    }
     try:
         closed["sent_per_rank"] = costs.bytes_sent_per_rank(coll, algorithm, p, args.size)
     except AlgorithmError:
         closed["sent_per_rank"] = None  # ranks send different amounts: see sent_per_device
     result = {
-        "collective": coll, "algorithm": algorithm, "devices": p, "size": args.size, "dtype": args.dtype,
-        "topology": topo.name, "topology_note": note, "steps": rec.num_steps, "time": rec.time,
-        "algbw": rec.algbw if rec.time else None, "busbw": rec.busbw if rec.time else None,
-        "wire_bytes": rec.wire_bytes, "sent_per_device": sent, "closed_form": closed,
+        "collective": coll,
+        "algorithm": algorithm,
+        "devices": p,
+        "size": args.size,
+        "dtype": args.dtype,
+        "topology": topo.name,
+        "topology_note": note,
+        "steps": rec.num_steps,
+        "time": rec.time,
+        "algbw": rec.algbw if rec.time else None,
+        "busbw": rec.busbw if rec.time else None,
+        "wire_bytes": rec.wire_bytes,
+        "sent_per_device": sent,
+        "closed_form": closed,
     }
     if args.steps:
         result["per_step"] = mesh.trace.per_step()
@@ -114,14 +147,27 @@ def _plot(path: str, mesh, coll: str, algorithm: str, p: int, topo, size: int) -
 def _text(r: dict, mesh, steps: bool) -> str:
     c = r["closed_form"]
     rows = [
-        ("simulated on the topology", r["steps"], fmt_bytes(max(r["sent_per_device"])), fmt_time(r["time"]),
-         fmt_rate(r["algbw"] or 0), fmt_rate(r["busbw"] or 0)),
-        (f"closed form (alpha {c['alpha'] * 1e6:.3g} us, {c['bandwidth'] / 1e9:.3g} GB/s per pair)", "",
-         fmt_bytes(c["sent_per_rank"]) if c["sent_per_rank"] is not None else "(uneven)", fmt_time(c["time"]),
-         "", ""),
+        (
+            "simulated on the topology",
+            r["steps"],
+            fmt_bytes(max(r["sent_per_device"])),
+            fmt_time(r["time"]),
+            fmt_rate(r["algbw"] or 0),
+            fmt_rate(r["busbw"] or 0),
+        ),
+        (
+            f"closed form (alpha {c['alpha'] * 1e6:.3g} us, {c['bandwidth'] / 1e9:.3g} GB/s per pair)",
+            "",
+            fmt_bytes(c["sent_per_rank"]) if c["sent_per_rank"] is not None else "(uneven)",
+            fmt_time(c["time"]),
+            "",
+            "",
+        ),
     ]
-    title = (f"{r['collective']} ({r['algorithm']}) of {fmt_bytes(r['size'])} {r['dtype']} on {r['devices']} "
-             f"devices, {r['topology']}")
+    title = (
+        f"{r['collective']} ({r['algorithm']}) of {fmt_bytes(r['size'])} {r['dtype']} on {r['devices']} "
+        f"devices, {r['topology']}"
+    )
     out = [table(rows, ("", "steps", "max sent/device", "time", "algbw", "busbw"), title)]
     if r["topology_note"]:
         out.append("note: " + r["topology_note"])

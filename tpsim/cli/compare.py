@@ -23,12 +23,18 @@ from tpsim.report import fmt_bytes, fmt_time, table
 
 
 def register(sub) -> None:
-    p = sub.add_parser("compare", help="every TP x DP x PP layout on n devices, ranked",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "compare",
+        help="every TP x DP x PP layout on n devices, ranked",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", required=True, type=model_name, help="a preset or a .json/.toml config file")
     p.add_argument("--devices", required=True, type=positive_int, help="number of devices")
     add_layout_flags(p)
-    p.add_argument("--sp", default="both", choices=("both", "on", "off"), help="sequence parallelism (default both)")
+    p.add_argument(
+        "--sp", default="both", choices=("both", "on", "off"), help="sequence parallelism (default both)"
+    )
     p.add_argument("--exact", action="store_true", help="simulate every layer of every stage")
     p.add_argument("--top", type=positive_int, help="show only the first N rows")
     p.set_defaults(func=run)
@@ -38,9 +44,20 @@ def run(args) -> tuple[dict, str]:
     cfg = resolve(args.model)
     topo, note = get_topology(args, args.devices)
     with bar(args, "layouts", 1) as update:
-        result = compare(cfg, args.devices, topo, device=args.device, global_batch=args.global_batch,
-                         micro_batch=args.micro_batch, schedule=args.schedule, zero1=args.zero1, sp=args.sp,
-                         tp_across_nodes=args.tp_across_nodes, exact=args.exact, progress=update)
+        result = compare(
+            cfg,
+            args.devices,
+            topo,
+            device=args.device,
+            global_batch=args.global_batch,
+            micro_batch=args.micro_batch,
+            schedule=args.schedule,
+            zero1=args.zero1,
+            sp=args.sp,
+            tp_across_nodes=args.tp_across_nodes,
+            exact=args.exact,
+            progress=update,
+        )
     result["topology_note"] = note
     if args.top:
         result["rows"] = result["rows"][: args.top]
@@ -51,16 +68,44 @@ def text(r: dict) -> str:
     body = []
     for x in r["rows"]:
         tr, m, t = x["traffic_per_device"], x["memory_per_device"], x["time"]
-        body.append((x["rank"], x["layout"], x["microbatches"], fmt_bytes(tr["tp"]), fmt_bytes(tr["dp"]),
-                     fmt_bytes(tr["pp"]), fmt_bytes(m["total"]), "yes" if m["fits"] else "NO",
-                     fmt_time(t["step"]), f"{t['bubble']:.1%}", f"{t['tokens_per_s']:,.0f}"))
-    title = (f"{r['model']} on {r['devices']} devices ({r['topology']}), global batch {r['global_batch']}, "
-             f"{r['schedule']}{', ZeRO-1' if r['zero1'] else ''}: per device, per step")
-    head = ("#", "layout", "m", "TP sent", "DP sent", "PP sent", "memory", "fits", "step", "bubble", "tokens/s")
+        body.append(
+            (
+                x["rank"],
+                x["layout"],
+                x["microbatches"],
+                fmt_bytes(tr["tp"]),
+                fmt_bytes(tr["dp"]),
+                fmt_bytes(tr["pp"]),
+                fmt_bytes(m["total"]),
+                "yes" if m["fits"] else "NO",
+                fmt_time(t["step"]),
+                f"{t['bubble']:.1%}",
+                f"{t['tokens_per_s']:,.0f}",
+            )
+        )
+    title = (
+        f"{r['model']} on {r['devices']} devices ({r['topology']}), global batch {r['global_batch']}, "
+        f"{r['schedule']}{', ZeRO-1' if r['zero1'] else ''}: per device, per step"
+    )
+    head = (
+        "#",
+        "layout",
+        "m",
+        "TP sent",
+        "DP sent",
+        "PP sent",
+        "memory",
+        "fits",
+        "step",
+        "bubble",
+        "tokens/s",
+    )
     parts = [table(body, head, title)]
     if r["skipped"]:
-        parts.append(f"{len(r['skipped'])} layouts skipped, e.g. {r['skipped'][0]['layout']}: "
-                     f"{r['skipped'][0]['reason']} (all of them in --json)")
+        parts.append(
+            f"{len(r['skipped'])} layouts skipped, e.g. {r['skipped'][0]['layout']}: "
+            f"{r['skipped'][0]['reason']} (all of them in --json)"
+        )
     for key in ("topology_note", "notes"):
         if r.get(key):
             parts.append("note: " + r[key])

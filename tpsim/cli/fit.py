@@ -54,9 +54,16 @@ def fit(collective: str, algorithm: str, p: int, sizes, times) -> dict:
     pred = a * alpha + b * beta
     rel = (pred - t) / t
     return {
-        "collective": collective, "algorithm": algorithm, "world_size": p,
-        "alpha": alpha, "beta": beta, "bandwidth": 1 / beta if beta > 0 else None,  # None: no bandwidth term found
-        "points": [{"size": s, "measured": float(m), "predicted": float(q), "error": float(e)}
-                   for s, m, q, e in zip(sizes, t, pred, rel, strict=True)],
-        "max_abs_error": float(np.abs(rel).max()), "median_abs_error": float(np.median(np.abs(rel))),
+        "collective": collective,
+        "algorithm": algorithm,
+        "world_size": p,
+        "alpha": alpha,
+        "beta": beta,
+        "bandwidth": 1 / beta if beta > 0 else None,  # None: no bandwidth term found
+        "points": [
+            {"size": s, "measured": float(m), "predicted": float(q), "error": float(e)}
+            for s, m, q, e in zip(sizes, t, pred, rel, strict=True)
+        ],
+        "max_abs_error": float(np.abs(rel).max()),
+        "median_abs_error": float(np.median(np.abs(rel))),
     }

@@ -26,8 +26,12 @@ KINDS = ("mlp", "attention", "block")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("layer", help="one TP layer: communication table, memory and time per device",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "layer",
+        help="one TP layer: communication table, memory and time per device",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("kind", type=choice(KINDS, "layer"), help=", ".join(KINDS))
     p.add_argument("--model", type=model_name, help="take hidden, heads, ffn, seq, batch from a model preset")
     p.add_argument("--hidden", type=positive_int, help="hidden size h (default 12288, or the model's)")
@@ -37,8 +41,12 @@ def register(sub) -> None:
     p.add_argument("--batch", type=positive_int, help="micro-batch b (default 1, or the model's)")
     p.add_argument("--tp", type=positive_int, default=8, help="tensor-parallel degree t (default 8)")
     p.add_argument("--sp", action="store_true", help="sequence parallelism")
-    p.add_argument("--dtype", default=None, type=choice(("bfloat16", "float16", "float32"), "dtype"),
-                   help="default bfloat16, or the model's")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        type=choice(("bfloat16", "float16", "float32"), "dtype"),
+        help="default bfloat16, or the model's",
+    )
     add_device_flags(p)
     add_output_flags(p)
     p.set_defaults(func=run)
@@ -50,9 +58,15 @@ def shapes(args) -> dict:
     heads = args.heads or (cfg.num_heads if cfg else h // 128 if h % 128 == 0 else None)
     if heads is None:
         raise ShapeError(f"--hidden {h} is not a multiple of 128, so give --heads (a divisor of {h})")
-    return dict(hidden=h, heads=heads, ffn=args.ffn or (cfg.ffn if cfg else 4 * h),
-                seq=args.seq or (cfg.seq_len if cfg else 2048), batch=args.batch or (cfg.micro_batch if cfg else 1),
-                dtype=args.dtype or (cfg.dtype if cfg else "bfloat16"), notes=cfg.notes if cfg else "")
+    return dict(
+        hidden=h,
+        heads=heads,
+        ffn=args.ffn or (cfg.ffn if cfg else 4 * h),
+        seq=args.seq or (cfg.seq_len if cfg else 2048),
+        batch=args.batch or (cfg.micro_batch if cfg else 1),
+        dtype=args.dtype or (cfg.dtype if cfg else "bfloat16"),
+        notes=cfg.notes if cfg else "",
+    )
 
 
 def _check(kind: str, s: dict, t: int, sp: bool) -> None:
@@ -61,7 +75,9 @@ def _check(kind: str, s: dict, t: int, sp: bool) -> None:
         raise ShapeError(f"--hidden {h} does not split into --heads {heads} heads of whole features")
     if kind != "mlp" and heads % t:
         ok = [d for d in range(1, heads + 1) if heads % d == 0]
-        raise ShapeError(f"--tp {t} does not divide --heads {heads}: each rank holds whole heads; valid tp: {ok}")
+        raise ShapeError(
+            f"--tp {t} does not divide --heads {heads}: each rank holds whole heads; valid tp: {ok}"
+        )
     if kind != "attention" and s["ffn"] % t:
         raise ShapeError(f"--tp {t} does not divide --ffn {s['ffn']}: the MLP is split by its columns")
     if sp and s["seq"] % t:
@@ -90,14 +106,29 @@ def run(args) -> tuple[dict, str]:
     use = utilisation(mesh)[0]
     mem = mesh.memory()[0]
     result = {
-        "layer": args.kind, **{k: v for k, v in s.items() if k != "notes"}, "tp": t, "sequence_parallel": args.sp,
-        "topology": topo.name, "topology_note": note, "device": spec.name,
+        "layer": args.kind,
+        **{k: v for k, v in s.items() if k != "notes"},
+        "tp": t,
+        "sequence_parallel": args.sp,
+        "topology": topo.name,
+        "topology_note": note,
+        "device": spec.name,
         "communication": [vars(r) for r in rows],
         "totals": totals(rows),
-        "memory_per_device": {"weights": mem.get("weights", 0), "grads": mem.get("grads", 0),
-                              "activations": after_forward.get("activations", 0), "peak": mem["peak"]},
-        "time_per_device": {"forward": forward_end, "backward": use["end"] - forward_end, "step": use["end"],
-                            "compute": use["compute"], "comm": use["comm"], "idle": use["idle"]},
+        "memory_per_device": {
+            "weights": mem.get("weights", 0),
+            "grads": mem.get("grads", 0),
+            "activations": after_forward.get("activations", 0),
+            "peak": mem["peak"],
+        },
+        "time_per_device": {
+            "forward": forward_end,
+            "backward": use["end"] - forward_end,
+            "step": use["end"],
+            "compute": use["compute"],
+            "comm": use["comm"],
+            "idle": use["idle"],
+        },
         "notes": s["notes"],
     }
     return result, _text(result, rows)
@@ -106,15 +137,30 @@ def run(args) -> tuple[dict, str]:
 def _text(r: dict, rows) -> str:
     from tpsim.nn import format_comm_table
 
-    head = (f"{r['layer']}: h {r['hidden']}, heads {r['heads']}, ffn {r['ffn']}, s {r['seq']}, b {r['batch']}, "
-            f"{r['dtype']}; TP {r['tp']}{' + SP' if r['sequence_parallel'] else ''} on {r['topology']}, {r['device']}")
+    head = (
+        f"{r['layer']}: h {r['hidden']}, heads {r['heads']}, ffn {r['ffn']}, s {r['seq']}, b {r['batch']}, "
+        f"{r['dtype']}; TP {r['tp']}{' + SP' if r['sequence_parallel'] else ''} on {r['topology']}, "
+        f"{r['device']}"
+    )
     m, t = r["memory_per_device"], r["time_per_device"]
-    mem = table([(fmt_bytes(m["weights"]), fmt_bytes(m["grads"]), fmt_bytes(m["activations"]), fmt_bytes(m["peak"]))],
-                ("weights", "grads", "activations (after forward)", "peak"), "Memory per device")
-    time = table([(fmt_time(t["forward"]), fmt_time(t["backward"]), fmt_time(t["compute"]), fmt_time(t["comm"]),
-                   f"{t['comm'] / t['step']:.1%}" if t["step"] else "-")],
-                 ("forward", "backward", "compute", "communication", "comm share"),
-                 "Time per device (compute and collectives do not overlap)")
+    mem = table(
+        [(fmt_bytes(m["weights"]), fmt_bytes(m["grads"]), fmt_bytes(m["activations"]), fmt_bytes(m["peak"]))],
+        ("weights", "grads", "activations (after forward)", "peak"),
+        "Memory per device",
+    )
+    time = table(
+        [
+            (
+                fmt_time(t["forward"]),
+                fmt_time(t["backward"]),
+                fmt_time(t["compute"]),
+                fmt_time(t["comm"]),
+                f"{t['comm'] / t['step']:.1%}" if t["step"] else "-",
+            )
+        ],
+        ("forward", "backward", "compute", "communication", "comm share"),
+        "Time per device (compute and collectives do not overlap)",
+    )
     parts = [head, format_comm_table(rows, "Communication per device"), mem, time]
     if r["topology_note"]:
         parts.append("note: " + r["topology_note"])

@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 
 
-def sweep(ctx, sizes: list[int], reps: int, collectives: list[str], modes: list[tuple[str, str | None]]) -> list:
+def sweep(
+    ctx, sizes: list[int], reps: int, collectives: list[str], modes: list[tuple[str, str | None]]
+) -> list:
     """[(mode, algorithm, collective, size, [seconds per call])] for this rank."""
     import torch
     import torch.distributed as dist
@@ -31,7 +33,9 @@ def sweep(ctx, sizes: list[int], reps: int, collectives: list[str], modes: list[
                 n = size // 4  # float32 elements of S
                 shape = n // ctx.world_size if collective == "all_gather" else n
                 x = torch.ones(shape, dtype=torch.float32, device=ctx.device)
-                kw = {"sizes": [shape] * ctx.world_size} if collective == "all_gather" else {}  # no size exchange
+                kw = (
+                    {"sizes": [shape] * ctx.world_size} if collective == "all_gather" else {}
+                )  # no size exchange
                 for _ in range(2):  # warm-up: connections, buffers, caches
                     getattr(comm, collective)(x, **kw)
                 times = []

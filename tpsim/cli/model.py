@@ -27,8 +27,12 @@ from tpsim.report import fmt_bytes, fmt_time, table
 
 
 def register(sub) -> None:
-    p = sub.add_parser("model", help="a training step of a model: traffic, memory and time per device",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "model",
+        help="a training step of a model: traffic, memory and time per device",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("model", type=model_name, help="a preset or a .json/.toml config file")
     add_layout_flags(p)
     p.add_argument("--tp", type=positive_int, default=8, help="tensor-parallel degree (default 8)")
@@ -36,18 +40,28 @@ def register(sub) -> None:
     p.add_argument("--pp", type=positive_int, default=1, help="pipeline-parallel degree (default 1)")
     p.add_argument("--sp", action="store_true", help="sequence parallelism (needs --tp > 1)")
     p.add_argument("--devices", type=positive_int, help="must equal tp * dp * pp (a check)")
-    p.add_argument("--fast", action="store_true",
-                   help="simulate 2 layers per stage and extend linearly (see tpsim.plan.layout)")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="simulate 2 layers per stage and extend linearly (see tpsim.plan.layout)",
+    )
     p.set_defaults(func=run)
 
 
 def add_layout_flags(p) -> None:
     p.add_argument("--global-batch", type=positive_int, default=512, help="sequences per step (default 512)")
     p.add_argument("--micro-batch", type=positive_int, help="sequences per microbatch (default: the model's)")
-    p.add_argument("--schedule", default="1f1b", type=choice(SCHEDULES, "pipeline schedule"),
-                   help=f"pipeline schedule: {', '.join(SCHEDULES)} (default 1f1b)")
-    p.add_argument("--zero1", action="store_true",
-                   help="shard the optimizer state by dp (Megatron's distributed optimizer, ZeRO-1)")
+    p.add_argument(
+        "--schedule",
+        default="1f1b",
+        type=choice(SCHEDULES, "pipeline schedule"),
+        help=f"pipeline schedule: {', '.join(SCHEDULES)} (default 1f1b)",
+    )
+    p.add_argument(
+        "--zero1",
+        action="store_true",
+        help="shard the optimizer state by dp (Megatron's distributed optimizer, ZeRO-1)",
+    )
     p.add_argument("--tp-across-nodes", action="store_true", help="allow a TP group to span nodes")
     add_device_flags(p, topology_default=None)
     add_output_flags(p)
@@ -75,9 +89,18 @@ def run(args) -> tuple[dict, str]:
     check_layout(cfg, layout, args.devices)
     topo, note = get_topology(args, layout.devices)
     with bar(args, f"analysing {cfg.name} {layout}", 1) as update:
-        result = analyse_layout(cfg, layout, topology=topo, device=args.device, global_batch=args.global_batch,
-                                micro_batch=args.micro_batch, schedule=args.schedule, zero1=args.zero1,
-                                tp_across_nodes=args.tp_across_nodes, exact=not args.fast)
+        result = analyse_layout(
+            cfg,
+            layout,
+            topology=topo,
+            device=args.device,
+            global_batch=args.global_batch,
+            micro_batch=args.micro_batch,
+            schedule=args.schedule,
+            zero1=args.zero1,
+            tp_across_nodes=args.tp_across_nodes,
+            exact=not args.fast,
+        )
         update(1, 1)
     result["topology_note"] = note
     return result, text(result)
@@ -85,41 +108,77 @@ def run(args) -> tuple[dict, str]:
 
 def text(r: dict) -> str:
     lay = f"{r['layout']} on {r['devices']} x {r['device']}, {r['topology']}"
-    head = (f"{r['model']}: {lay}; global batch {r['global_batch']} = {r['dp']} replicas x {r['microbatches']} "
-            f"microbatches of {r['micro_batch']}; {r['schedule']}{', ZeRO-1' if r['zero1'] else ''}")
+    head = (
+        f"{r['model']}: {lay}; global batch {r['global_batch']} = {r['dp']} replicas x {r['microbatches']} "
+        f"microbatches of {r['micro_batch']}; {r['schedule']}{', ZeRO-1' if r['zero1'] else ''}"
+    )
     tr, d = r["traffic_per_device"], r["traffic_detail"]
-    traffic = table([
-        ("TP", "all-reduce / all-gather / reduce-scatter, per microbatch x m", fmt_bytes(tr["tp"])),
-        ("DP", ("; ".join(d["dp"]["collectives"]) + f" of {fmt_bytes(d['dp']['grad_bytes'])} grads")
-         if r["dp"] > 1 else "none (dp = 1)", fmt_bytes(tr["dp"])),
-        ("PP", f"send/recv of {fmt_bytes(d['pp']['send_bytes'])} per microbatch per boundary"
-         if r["pp"] > 1 else "none (pp = 1)", fmt_bytes(tr["pp"])),
-        ("total", "", fmt_bytes(tr["total"])),
-    ], ("", "what", "sent per device per step"), "Traffic per device, one step")
+    traffic = table(
+        [
+            ("TP", "all-reduce / all-gather / reduce-scatter, per microbatch x m", fmt_bytes(tr["tp"])),
+            (
+                "DP",
+                ("; ".join(d["dp"]["collectives"]) + f" of {fmt_bytes(d['dp']['grad_bytes'])} grads")
+                if r["dp"] > 1
+                else "none (dp = 1)",
+                fmt_bytes(tr["dp"]),
+            ),
+            (
+                "PP",
+                f"send/recv of {fmt_bytes(d['pp']['send_bytes'])} per microbatch per boundary"
+                if r["pp"] > 1
+                else "none (pp = 1)",
+                fmt_bytes(tr["pp"]),
+            ),
+            ("total", "", fmt_bytes(tr["total"])),
+        ],
+        ("", "what", "sent per device per step"),
+        "Traffic per device, one step",
+    )
     m = r["memory_per_device"]
-    memory = table([
-        ("weights", fmt_bytes(m["weights"])), ("grads", fmt_bytes(m["grads"])),
-        ("optimizer (fp32 master + Adam m, v)", fmt_bytes(m["optimizer"])),
-        (f"activations ({m['microbatches_held']} microbatch(es) held)", fmt_bytes(m["activations"])),
-        ("total", fmt_bytes(m["total"])),
-        ("capacity", f"{fmt_bytes(m['capacity'])} ({'fits' if m['fits'] else 'does NOT fit'})"),
-    ], ("", "bytes"), f"Memory per device ({m['bytes_per_parameter']:.1f} bytes per parameter before activations)")
+    memory = table(
+        [
+            ("weights", fmt_bytes(m["weights"])),
+            ("grads", fmt_bytes(m["grads"])),
+            ("optimizer (fp32 master + Adam m, v)", fmt_bytes(m["optimizer"])),
+            (f"activations ({m['microbatches_held']} microbatch(es) held)", fmt_bytes(m["activations"])),
+            ("total", fmt_bytes(m["total"])),
+            ("capacity", f"{fmt_bytes(m['capacity'])} ({'fits' if m['fits'] else 'does NOT fit'})"),
+        ],
+        ("", "bytes"),
+        f"Memory per device ({m['bytes_per_parameter']:.1f} bytes per parameter before activations)",
+    )
     t = r["time"]
-    time = table([
-        ("microbatch forward / backward", f"{fmt_time(t['microbatch_forward'])} / {fmt_time(t['microbatch_backward'])}"),
-        ("  of which TP collectives", fmt_time(t["microbatch_tp_comm"])),
-        ("PP send per boundary", fmt_time(t["pp_send"])),
-        ("pipeline (schedule run)", fmt_time(t["pipeline"])),
-        ("bubble: idle share simulated / (p-1)/(m+p-1)", f"{t['bubble']:.2%} / {t['bubble_formula']:.2%}"),
-        ("DP gradient sync", fmt_time(t["dp"])),
-        ("step", fmt_time(t["step"])),
-        ("tokens per second", f"{t['tokens_per_s']:,.0f}"),
-    ], ("", "time"), "Time per step (no overlap of compute and communication)")
+    time = table(
+        [
+            (
+                "microbatch forward / backward",
+                f"{fmt_time(t['microbatch_forward'])} / {fmt_time(t['microbatch_backward'])}",
+            ),
+            ("  of which TP collectives", fmt_time(t["microbatch_tp_comm"])),
+            ("PP send per boundary", fmt_time(t["pp_send"])),
+            ("pipeline (schedule run)", fmt_time(t["pipeline"])),
+            (
+                "bubble: idle share simulated / (p-1)/(m+p-1)",
+                f"{t['bubble']:.2%} / {t['bubble_formula']:.2%}",
+            ),
+            ("DP gradient sync", fmt_time(t["dp"])),
+            ("step", fmt_time(t["step"])),
+            ("tokens per second", f"{t['tokens_per_s']:,.0f}"),
+        ],
+        ("", "time"),
+        "Time per step (no overlap of compute and communication)",
+    )
     parts = [head, traffic, memory, time]
     st = r["stage"]
-    parts.append(f"stage: {st['layers']} layers + embedding + output layer"
-                 + (f", {st['layers_simulated']} simulated and extended linearly" if st["extrapolated"] else
-                    ", every layer simulated"))
+    parts.append(
+        f"stage: {st['layers']} layers + embedding + output layer"
+        + (
+            f", {st['layers_simulated']} simulated and extended linearly"
+            if st["extrapolated"]
+            else ", every layer simulated"
+        )
+    )
     if not r["tp_inside_node"]:
         parts.append("note: the TP group spans nodes")
     for key in ("topology_note", "notes"):

@@ -28,7 +28,6 @@ def bar(args, description: str, total: int):
         task = progress.add_task(description, total=total)
 
         def update(done: int, total: int, what: str = "") -> None:
-            progress.update(task, completed=done, total=total,
-                            description=f"{description} {what}".rstrip())
+            progress.update(task, completed=done, total=total, description=f"{description} {what}".rstrip())
 
         yield update

@@ -73,7 +73,14 @@ def llama_parameters(vocab: int, hidden: int, layers: int, heads: int, kv_heads:
 
 
 def llama_as_gpt(
-    name: str, vocab: int, hidden: int, layers: int, heads: int, kv_heads: int, ffn: int, seq_len: int,
+    name: str,
+    vocab: int,
+    hidden: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    ffn: int,
+    seq_len: int,
     source: str,
 ) -> GPTConfig:
     """A GPT stand-in for a Llama whose linear layers hold as many weights as the Llama's.
@@ -93,8 +100,18 @@ def llama_as_gpt(
     none), a fraction of a percent of the parameters, given in the notes.
     """
     ffn_gpt = (3 * ffn - 2 * hidden + 2 * kv_heads * (hidden // heads)) // 2
-    cfg = GPTConfig(vocab, hidden, layers, heads, seq_len, ffn_gpt, dropout=0.0, name=name,
-                    tied_embeddings=False, num_query_groups=kv_heads)
+    cfg = GPTConfig(
+        vocab,
+        hidden,
+        layers,
+        heads,
+        seq_len,
+        ffn_gpt,
+        dropout=0.0,
+        name=name,
+        tied_embeddings=False,
+        num_query_groups=kv_heads,
+    )
     true, stand_in = llama_parameters(vocab, hidden, layers, heads, kv_heads, ffn), cfg.parameters()
     notes = (
         f"{name} is a GPT stand-in ({source}): SwiGLU ffn {ffn} and GQA with {kv_heads} KV heads are "
@@ -138,14 +155,18 @@ _INTS = ("vocab_size", "hidden", "num_layers", "num_heads", "seq_len", "micro_ba
 def from_dict(d: dict, where: str = "config") -> GPTConfig:
     """A GPTConfig from a dict of its fields, every field checked; unknown keys are errors."""
     if not isinstance(d, dict):
-        raise ConfigError(f"{where}: a model config must be a table of GPTConfig fields; got {type(d).__name__}")
+        raise ConfigError(
+            f"{where}: a model config must be a table of GPTConfig fields; got {type(d).__name__}"
+        )
     unknown = [k for k in d if k not in _FIELDS]
     if unknown:
         raise ConfigError(f"{where}: unknown field {unknown[0]!r}; valid: {', '.join(_FIELDS)}")
     missing = [k for k in ("vocab_size", "hidden", "num_layers", "num_heads", "seq_len") if k not in d]
     if missing:
-        raise ConfigError(f"{where}: missing field {missing[0]!r} (required: vocab_size, hidden, num_layers, "
-                          "num_heads, seq_len)")
+        raise ConfigError(
+            f"{where}: missing field {missing[0]!r} (required: vocab_size, hidden, num_layers, "
+            "num_heads, seq_len)"
+        )
     for k in (*_INTS, "ffn_hidden", "num_query_groups"):
         v = d.get(k)
         if v is None and k in ("ffn_hidden", "num_query_groups"):
@@ -155,8 +176,10 @@ def from_dict(d: dict, where: str = "config") -> GPTConfig:
     if not 0 <= d.get("dropout", 0.0) < 1:
         raise ConfigError(f"{where}: dropout = {d['dropout']!r}; valid: 0 <= dropout < 1")
     if d["hidden"] % d["num_heads"]:
-        raise ConfigError(f"{where}: hidden = {d['hidden']} does not split into num_heads = {d['num_heads']} "
-                          "heads of whole features")
+        raise ConfigError(
+            f"{where}: hidden = {d['hidden']} does not split into num_heads = {d['num_heads']} "
+            "heads of whole features"
+        )
     name = d.get("name", Path(where).stem if where != "config" else "gpt")
     return GPTConfig(**{**d, "name": name})
 

@@ -21,8 +21,15 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def enumerate_layouts(cfg: GPTConfig, devices: int, topology, *, global_batch: int, sp: str = "both",
-                      tp_across_nodes: bool = False) -> tuple[list[Layout], list[tuple[str, str]]]:
+def enumerate_layouts(
+    cfg: GPTConfig,
+    devices: int,
+    topology,
+    *,
+    global_batch: int,
+    sp: str = "both",
+    tp_across_nodes: bool = False,
+) -> tuple[list[Layout], list[tuple[str, str]]]:
     """(layouts that fit, [(layout, why it was left out)]).  sp: "both", "on" or "off"."""
     keep, skipped = [], []
     for tp in _divisors(devices):
@@ -42,10 +49,21 @@ def enumerate_layouts(cfg: GPTConfig, devices: int, topology, *, global_batch: i
     return keep, skipped
 
 
-def compare(config: GPTConfig | str, devices: int, topology, *, device="h100", global_batch: int = 512,
-            micro_batch: int | None = None, schedule: str = "1f1b", zero1: bool = False, sp: str = "both",
-            tp_across_nodes: bool = False, exact: bool = False,
-            progress: Callable[[int, int, str], None] | None = None) -> dict:
+def compare(
+    config: GPTConfig | str,
+    devices: int,
+    topology,
+    *,
+    device="h100",
+    global_batch: int = 512,
+    micro_batch: int | None = None,
+    schedule: str = "1f1b",
+    zero1: bool = False,
+    sp: str = "both",
+    tp_across_nodes: bool = False,
+    exact: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict:
     """Analyse every layout; rows ranked (rank 1 = fastest that fits), plus the layouts left out.
 
     exact=False simulates 1 and 2 layers per stage and extends linearly (see layout.analyse_stage).
@@ -53,8 +71,9 @@ def compare(config: GPTConfig | str, devices: int, topology, *, device="h100", g
     cfg = resolve(config)
     if micro_batch is not None:
         cfg = cfg.with_(micro_batch=micro_batch)
-    layouts, skipped = enumerate_layouts(cfg, devices, topology, global_batch=global_batch, sp=sp,
-                                         tp_across_nodes=tp_across_nodes)
+    layouts, skipped = enumerate_layouts(
+        cfg, devices, topology, global_batch=global_batch, sp=sp, tp_across_nodes=tp_across_nodes
+    )
     if not layouts:
         reasons = "; ".join(f"{name}: {why}" for name, why in skipped[:4])
         raise LayoutError(f"no layout of {cfg.name} fits {devices} devices ({reasons})")
@@ -62,14 +81,33 @@ def compare(config: GPTConfig | str, devices: int, topology, *, device="h100", g
     for i, layout in enumerate(layouts):
         if progress:
             progress(i, len(layouts), str(layout))
-        rows.append(analyse_layout(cfg, layout, topology=topology, device=device, global_batch=global_batch,
-                                   schedule=schedule, zero1=zero1, tp_across_nodes=tp_across_nodes,
-                                   exact=exact, cache=cache))
+        rows.append(
+            analyse_layout(
+                cfg,
+                layout,
+                topology=topology,
+                device=device,
+                global_batch=global_batch,
+                schedule=schedule,
+                zero1=zero1,
+                tp_across_nodes=tp_across_nodes,
+                exact=exact,
+                cache=cache,
+            )
+        )
     if progress:
         progress(len(layouts), len(layouts), "")
     rows.sort(key=lambda r: (not r["memory_per_device"]["fits"], r["time"]["step"]))
     for rank, r in enumerate(rows, 1):
         r["rank"] = rank
-    return {"model": cfg.name, "devices": devices, "topology": topology.name, "global_batch": global_batch,
-            "schedule": schedule, "zero1": zero1, "notes": cfg.notes, "rows": rows,
-            "skipped": [{"layout": name, "reason": why} for name, why in skipped]}
+    return {
+        "model": cfg.name,
+        "devices": devices,
+        "topology": topology.name,
+        "global_batch": global_batch,
+        "schedule": schedule,
+        "zero1": zero1,
+        "notes": cfg.notes,
+        "rows": rows,
+        "skipped": [{"layout": name, "reason": why} for name, why in skipped],
+    }

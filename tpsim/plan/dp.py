@@ -29,8 +29,9 @@ def sent_per_device(trace, first: int) -> int:
     return int(np.bincount(t["src"][keep], weights=t["nbytes"][keep], minlength=trace.mesh.size).max())
 
 
-def gradient_sync(mesh, params_per_device: int, dtype, *, zero1: bool = False, algorithm=None,
-                  dim: str = "dp") -> dict:
+def gradient_sync(
+    mesh, params_per_device: int, dtype, *, zero1: bool = False, algorithm=None, dim: str = "dp"
+) -> dict:
     """All-reduce (ZeRO-1: reduce-scatter + all-gather) `params_per_device` gradients over `dim`.
 
     Returns the gradient bytes per device, the bytes each device sent (the maximum over devices),
@@ -40,8 +41,9 @@ def gradient_sync(mesh, params_per_device: int, dtype, *, zero1: bool = False, a
     grads = [meta((params_per_device,), dtype)] * mesh.size  # shape-only: no memory is allocated
     label = "dp.grads"
     if zero1:
-        shards = reduce_scatter(grads, mesh, mesh_dim=dim, algorithm=algorithm, label=label,
-                                direction="backward")
+        shards = reduce_scatter(
+            grads, mesh, mesh_dim=dim, algorithm=algorithm, label=label, direction="backward"
+        )
         all_gather(shards, mesh, mesh_dim=dim, algorithm=algorithm, label="dp.params", direction="backward")
     else:
         all_reduce(grads, mesh, mesh_dim=dim, algorithm=algorithm, label=label, direction="backward")
@@ -50,6 +52,7 @@ def gradient_sync(mesh, params_per_device: int, dtype, *, zero1: bool = False, a
         "grad_bytes": params_per_device * grads[0].dtype.itemsize,
         "sent_per_device": sent_per_device(mesh.trace, first),
         "time": sum(c.time for c in runs),
-        "collectives": [f"{c.collective} ({c.algorithm}, {c.group_size} ranks x {c.num_groups} groups)"
-                        for c in runs],
+        "collectives": [
+            f"{c.collective} ({c.algorithm}, {c.group_size} ranks x {c.num_groups} groups)" for c in runs
+        ],
     }

@@ -67,8 +67,9 @@ def microbatches(cfg: GPTConfig, layout: Layout, global_batch: int, micro_batch:
     return global_batch // (layout.dp * b)
 
 
-def check_layout(cfg: GPTConfig, layout: Layout, devices: int | None = None, topology=None,
-                 tp_across_nodes: bool = False) -> None:
+def check_layout(
+    cfg: GPTConfig, layout: Layout, devices: int | None = None, topology=None, tp_across_nodes: bool = False
+) -> None:
     """Raise LayoutError naming the degree that does not fit, and what would."""
     for name in ("tp", "dp", "pp"):
         v = getattr(layout, name)
@@ -91,13 +92,17 @@ def check_layout(cfg: GPTConfig, layout: Layout, devices: int | None = None, top
             raise LayoutError(f"--tp {t} does not divide {cfg.name}'s {what} = {n}; valid tp: {ok}")
     if cfg.num_layers % layout.pp:
         ok = [d for d in range(1, cfg.num_layers + 1) if cfg.num_layers % d == 0]
-        raise LayoutError(f"--pp {layout.pp} does not divide {cfg.name}'s {cfg.num_layers} layers; valid pp: {ok}")
+        raise LayoutError(
+            f"--pp {layout.pp} does not divide {cfg.name}'s {cfg.num_layers} layers; valid pp: {ok}"
+        )
     if layout.sp and t == 1:
         raise LayoutError("sequence parallelism splits TP's replicated regions, so --sp needs --tp > 1")
     if topology is not None:
         if topology.num_devices < layout.devices:
-            raise LayoutError(f"topology {topology.name!r} has {topology.num_devices} devices; "
-                              f"the layout {layout} needs {layout.devices}")
+            raise LayoutError(
+                f"topology {topology.name!r} has {topology.num_devices} devices; "
+                f"the layout {layout} needs {layout.devices}"
+            )
         g = node_size(topology)
         if g and not tp_across_nodes and (t > g or g % t):
             raise LayoutError(
@@ -111,8 +116,17 @@ def node_size(topology) -> int | None:
     return topology.routing.params().get("group_size") if topology.kind == "hierarchical" else None
 
 
-def analyse_stage(cfg: GPTConfig, tp: int, sp: bool, layers: int, *, device, topology,
-                  exact: bool = True, cache: dict | None = None) -> dict:
+def analyse_stage(
+    cfg: GPTConfig,
+    tp: int,
+    sp: bool,
+    layers: int,
+    *,
+    device,
+    topology,
+    exact: bool = True,
+    cache: dict | None = None,
+) -> dict:
     """`analyse` of a `layers`-layer stage (with the embedding and the output layer) on t devices.
 
     exact=False simulates 1 and 2 layers and extends linearly: every layer is the same, so the
@@ -148,8 +162,13 @@ def _extend(one: dict, two: dict, layers: int) -> dict:
     for key in ("parameters", "bytes_sent", "collectives", "time"):
         out[key] = lin(one[key], two[key])
     mem = two["memory"]
-    out["memory"] = {**mem, **lin({f: one["memory"][f] for f in ("weights", "grads", "activations", "peak")},
-                                  {f: mem[f] for f in ("weights", "grads", "activations", "peak")})}
+    out["memory"] = {
+        **mem,
+        **lin(
+            {f: one["memory"][f] for f in ("weights", "grads", "activations", "peak")},
+            {f: mem[f] for f in ("weights", "grads", "activations", "peak")},
+        ),
+    }
     out["memory"]["fits"] = out["memory"]["peak"] <= mem["capacity"]
     return out
 
@@ -181,13 +200,22 @@ def analyse_layout(
         raise PipelineError(f"unknown pipeline schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
     m = microbatches(cfg, layout, global_batch)
     spec = device_spec(device)
-    stage = analyse_stage(cfg, layout.tp, layout.sp, cfg.num_layers // layout.pp, device=spec,
-                          topology=topology, exact=exact, cache=cache)
+    stage = analyse_stage(
+        cfg,
+        layout.tp,
+        layout.sp,
+        cfg.num_layers // layout.pp,
+        device=spec,
+        topology=topology,
+        exact=exact,
+        cache=cache,
+    )
     itemsize = np.dtype(cfg.dtype).itemsize
     params = stage["memory"]["weights"] // itemsize  # this device's share of the stage
 
-    mesh = Mesh((layout.pp, layout.dp, layout.tp), names=("pp", "dp", "tp"), topology=topology,
-                memory=UNBOUNDED)
+    mesh = Mesh(
+        (layout.pp, layout.dp, layout.tp), names=("pp", "dp", "tp"), topology=topology, memory=UNBOUNDED
+    )
     grads = dp_mod.gradient_sync(mesh, params, cfg.dtype, zero1=zero1, algorithm=dp_algorithm)
     s = cfg.seq_len // layout.tp if layout.sp else cfg.seq_len
     sends = pp_mod.stage_sends(mesh, (s, cfg.micro_batch, cfg.hidden), cfg.dtype)
@@ -207,14 +235,28 @@ def analyse_layout(
     step = run.makespan + grads["time"]
     tokens = global_batch * cfg.seq_len
     return {
-        "model": cfg.name, "layout": str(layout), "tp": layout.tp, "dp": layout.dp, "pp": layout.pp,
-        "sequence_parallel": layout.sp, "devices": layout.devices, "device": spec.name,
-        "topology": topology.name, "tp_inside_node": _tp_inside_node(topology, layout.tp),
-        "global_batch": global_batch, "micro_batch": cfg.micro_batch, "microbatches": m,
-        "schedule": schedule, "zero1": zero1, "notes": cfg.notes,
+        "model": cfg.name,
+        "layout": str(layout),
+        "tp": layout.tp,
+        "dp": layout.dp,
+        "pp": layout.pp,
+        "sequence_parallel": layout.sp,
+        "devices": layout.devices,
+        "device": spec.name,
+        "topology": topology.name,
+        "tp_inside_node": _tp_inside_node(topology, layout.tp),
+        "global_batch": global_batch,
+        "micro_batch": cfg.micro_batch,
+        "microbatches": m,
+        "schedule": schedule,
+        "zero1": zero1,
+        "notes": cfg.notes,
         "parameters_per_device": params,
-        "stage": {"layers": cfg.num_layers // layout.pp, "layers_simulated": stage["layers_simulated"],
-                  "extrapolated": stage["extrapolated"]},
+        "stage": {
+            "layers": cfg.num_layers // layout.pp,
+            "layers_simulated": stage["layers_simulated"],
+            "extrapolated": stage["extrapolated"],
+        },
         "traffic_per_device": {**traffic, "total": sum(traffic.values())},
         "traffic_detail": {
             "tp": {"per_microbatch": stage["bytes_sent"], "collectives": stage["collectives"]},
@@ -222,17 +264,27 @@ def analyse_layout(
             "pp": sends,
         },
         "memory_per_device": {
-            "weights": mem["weights"], "grads": mem["grads"], "optimizer": optimizer,
-            "activations": activations, "activations_per_microbatch": mem["activations"],
-            "microbatches_held": in_flight, "total": total, "capacity": spec.memory,
+            "weights": mem["weights"],
+            "grads": mem["grads"],
+            "optimizer": optimizer,
+            "activations": activations,
+            "activations_per_microbatch": mem["activations"],
+            "microbatches_held": in_flight,
+            "total": total,
+            "capacity": spec.memory,
             "fits": total <= spec.memory,
             "bytes_per_parameter": (mem["weights"] + mem["grads"] + optimizer) / params if params else 0.0,
         },
         "time": {
-            "step": step, "pipeline": run.makespan, "dp": grads["time"],
-            "microbatch_forward": t["forward"], "microbatch_backward": t["backward"],
-            "microbatch_tp_comm": t["comm"], "pp_send": sends["send_time"],
-            "bubble": run.bubble, "bubble_formula": bubble_fraction(layout.pp, m),
+            "step": step,
+            "pipeline": run.makespan,
+            "dp": grads["time"],
+            "microbatch_forward": t["forward"],
+            "microbatch_backward": t["backward"],
+            "microbatch_tp_comm": t["comm"],
+            "pp_send": sends["send_time"],
+            "bubble": run.bubble,
+            "bubble_formula": bubble_fraction(layout.pp, m),
             "tokens_per_s": tokens / step if step else math.inf,
         },
     }

@@ -32,8 +32,9 @@ def stage_sends(mesh, shape: tuple[int, ...], dtype, *, dim: str = "pp") -> dict
             src, dst = (i, i + 1) if step == 1 else (i + 1, i)
             pairs = [(g[src], g[dst]) for g in groups]  # rank 0 of each pair sends
             label = f"pp.send_{direction}.{src}->{dst}"
-            broadcast(buffers, mesh, root=0, algorithm="direct", groups=pairs, label=label,
-                      direction=direction)
+            broadcast(
+                buffers, mesh, root=0, algorithm="direct", groups=pairs, label=label, direction=direction
+            )
             longest = max(longest, mesh.trace.collectives[-1].time)
     return {
         "send_bytes": buffers[0].nbytes,

@@ -251,8 +251,3 @@ def save_gif(anim: FuncAnimation, path, *, fps: float | None = None, dpi: int = 
     anim.save(path, writer=PillowWriter(fps=fps), dpi=dpi)
     return path
 
-
-def frame_count(anim: FuncAnimation) -> int:
-    """How many frames the animation has (one per snapshot for `animate_collective`)."""
-    snaps = getattr(anim, "snapshots", None)
-    return len(snaps) if snaps is not None else len(list(anim.new_frame_seq()))

@@ -62,8 +62,8 @@ def execute(path: pathlib.Path, out_dir: pathlib.Path, timeout: float = TIMEOUT_
     )
     # the kernel imports tpsim and reference from this checkout, whatever is installed, and draws
     # figures with the notebook backend even where MPLBACKEND is set (e.g. to Agg for the test suite)
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     error = None
     try:
         client.execute(env=env)

@@ -9,22 +9,22 @@ test asks, and returns that folder and the runs.  The docs build then renders th
 from __future__ import annotations
 
 import functools
-import importlib.util
+import importlib
 import os
 import pathlib
+import sys
 import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = float(os.environ.get("TPSIM_LESSON_TIMEOUT", 60))  # per notebook: the issue's "under a minute"
 
 
-@functools.cache
 def runner():
-    """scripts/run_lessons.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("run_lessons", ROOT / "scripts" / "run_lessons.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """scripts/run_lessons.py, imported by name: its worker processes must import it by name too."""
+    scripts = str(ROOT / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    return importlib.import_module("run_lessons")
 
 
 def lesson_names() -> list[str]:

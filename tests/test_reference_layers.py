@@ -113,7 +113,8 @@ def test_heads_that_do_not_divide_are_refused_by_both_engines():
 
 def test_wrong_features_name_the_rank_and_what_it_takes():
     layer = r_linear.RowParallelLinear(FakeComm(2, 3), 7, 4)  # in 7 over 3 ranks: 3, 3, 1
-    with pytest.raises(ShapeError, match=r"rank 2 of 3\): input has 3 features .* takes its piece of in_features = 1"):
+    want = r"rank 2 of 3\): input has 3 features .* takes its piece of in_features = 1"
+    with pytest.raises(ShapeError, match=want):
         layer(torch.zeros(2, 3))
 
 

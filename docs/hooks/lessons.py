@@ -15,10 +15,12 @@ outputs (figures, animations) and does not execute it again.  The nav gets a "Le
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import pathlib
+import shutil
+import sys
 import tempfile
 
 from mkdocs.exceptions import PluginError
@@ -26,7 +28,8 @@ from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
 
 ENV = "TPSIM_EXECUTED_LESSONS"
-_executed: dict[str, pathlib.Path] = {}  # notebook name -> executed copy, filled by on_config
+_staged: list[pathlib.Path] = []  # the folder holding lessons/<name> copies for this build
+_names: list[str] = []
 
 
 def _root(config) -> pathlib.Path:
@@ -34,10 +37,10 @@ def _root(config) -> pathlib.Path:
 
 
 def _runner(root: pathlib.Path):
-    spec = importlib.util.spec_from_file_location("run_lessons", root / "scripts" / "run_lessons.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """scripts/run_lessons.py, imported by name: its worker processes must import it by name too."""
+    if str(root / "scripts") not in sys.path:
+        sys.path.insert(0, str(root / "scripts"))
+    return importlib.import_module("run_lessons")
 
 
 def _title(path: pathlib.Path) -> str:
@@ -72,8 +75,14 @@ def on_config(config):
             raise PluginError(f"{ENV}={given} lacks executed copies of {', '.join(missing)}")
     else:
         folder = _execute(root, names)
-    _executed.clear()
-    _executed.update({n: folder / n for n in names})
+    # mkdocs-jupyter wraps each page's File and reads the notebook from abs_src_path, which only a
+    # File with a src_dir provides (File.generated has none): so stage the copies as <dir>/lessons/<name>
+    stage = pathlib.Path(tempfile.mkdtemp(prefix="tpsim-docs-lessons-"))
+    (stage / "lessons").mkdir()
+    for n in names:
+        shutil.copyfile(folder / n, stage / "lessons" / n)
+    _staged[:] = [stage]
+    _names[:] = names
     lessons = [{_title(root / "lessons" / n): f"lessons/{n}"} for n in names]
     nav = list(config.nav or [])
     after = next((i + 1 for i, item in enumerate(nav) if isinstance(item, dict) and "Concepts" in item), len(nav))
@@ -83,6 +92,12 @@ def on_config(config):
 
 @event_priority(50)  # before mkdocs-jupyter's on_files (priority 0), which turns .ipynb files into pages
 def on_files(files, config):
-    for name, path in _executed.items():
-        files.append(File.generated(config, f"lessons/{name}", abs_src_path=str(path)))
+    for name in _names:
+        files.append(File(f"lessons/{name}", src_dir=str(_staged[0]), dest_dir=config.site_dir,
+                          use_directory_urls=config.use_directory_urls))
     return files
+
+
+def on_post_build(config):
+    for stage in _staged:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the demo of `python -m tpsim` (its own --help)", add_help=False)
     demo.add_argument("rest", nargs=argparse.REMAINDER)
     demo.set_defaults(func=None)
+    for command in sub.choices.values():
+        command.set_defaults(command_parser=command)  # errors print the subcommand's own usage
     return parser
 
 
@@ -47,14 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.func is None:
+    if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
-    command = parser._subparsers._group_actions[0].choices[args.command]  # for errors: its own usage
     try:
         result, text = args.func(args)
     except TpsimError as e:
-        command.error(str(e))  # exits with status 2
+        args.command_parser.error(str(e))  # exits with status 2
     if args.json:
         print(json.dumps(_finite(result), indent=2, default=_jsonable))
     else:

@@ -127,7 +127,7 @@ def topology_for(spec: str, n: int) -> tuple[Topology, str | None]:
     bigger = Topology(topo.name, n, links, routing, topo.source)
     note = (
         f"{spec}: measured on {topo.num_devices} devices; extended to {n} with the same {topo.kind} "
-        f"links (alpha {alpha * 1e6:.3g} us, {bandwidth / 1e9:.3g} GB/s each)"
+        f"links (per link: alpha {alpha * 1e6:.3g} us, {bandwidth / 1e9:.3g} GB/s)"
     )
     return bigger, note
 

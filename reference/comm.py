@@ -29,6 +29,7 @@ from tpsim.errors import AlgorithmError, DTypeError, ReduceOpError, RootError, S
 from tpsim.placement import REDUCE_OPS, chunk_sizes
 
 MODES = ("native", "schedule")
+UNEVEN = ("all_gather", "gather", "all_to_all")  # pieces may differ along a dim: shapes are exchanged
 FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -101,15 +102,17 @@ class Comm:
         desc = preflight.Descriptor(seq, c, op, root, dim, other_dim, None if x is None else x.dtype,
                                     None if x is None else tuple(x.shape))
         descs = None
-        if self.preflight or x is None or (sizes is None and c in ("all_gather", "gather", "all_to_all")):
+        # the same decision on every rank, or the exchange deadlocks: `sizes` goes to every rank or none
+        if self.preflight or c in ("broadcast", "scatter") or (sizes is None and c in UNEVEN):
             descs = preflight.exchange(desc, self.group, self._wire_device(x))  # control traffic
             preflight.check(descs, self.ranks)
         if x is None:  # a non-root of broadcast or scatter: the root's shape and dtype
             shape, dtype = descs[root].shape, descs[root].dtype
         else:
             shape, dtype = tuple(x.shape), x.dtype
-        lengths = sizes if sizes is not None else (
-            [d.shape[other_dim if c == "all_to_all" else dim] for d in descs] if descs else None)
+        lengths = sizes
+        if lengths is None and c in UNEVEN:
+            lengths = [d.shape[other_dim if c == "all_to_all" else dim] for d in descs]
         front, rows, row_size, rebuild = _layout(c, x, shape, dim, other_dim, lengths, self.size, self.rank)
         if c in ("broadcast", "scatter") and self.rank != root:
             front = None  # only the root's data is read, as in tpsim

@@ -18,50 +18,55 @@ from __future__ import annotations
 import torch
 
 from reference.embedding import check_ids
-from reference.module import Module
+from reference.module import Module, narrow, widen
 from tpsim.errors import PlacementError, ShapeError, TpsimError
 from tpsim.placement import chunk_offsets, chunk_sizes
 
 
 class _CrossEntropy(torch.autograd.Function):
+    """tpsim's kernels one for one (ce_max, ce_target_logit, ce_exp, ce_sum_exp, ce_softmax, ce_loss,
+    ce_backward): half precision computes each in float32 and rounds once at its end, so the values
+    the all-reduces carry are rounded where tpsim rounds them."""
+
     @staticmethod
     def forward(ctx, z, targets, comm, lo, n, eps, vocab):
-        lead = z.shape[:-1]
-        neg_inf = torch.tensor(float("-inf"), dtype=z.dtype, device=z.device)
+        lead, dtype = z.shape[:-1], z.dtype
+        neg_inf = torch.tensor(float("-inf"), dtype=dtype, device=z.device)
         local_max = z[..., :n].amax(dim=-1) if n else neg_inf.expand(lead).clone()
         m = comm.all_reduce(local_max, op="max")  # (s, b)
+        zw, mw = widen(z), widen(m)
         mine = (targets >= lo) & (targets < lo + n)
-        zt = torch.zeros(lead, dtype=z.dtype, device=z.device)
+        zt = torch.zeros(lead, dtype=zw.dtype, device=z.device)
         cols = (targets - lo).clamp(0, max(z.shape[-1] - 1, 0))
         if z.shape[-1]:
-            picked = z.gather(-1, cols[..., None])[..., 0]
-            zt = torch.where(mine, picked - m, zt)
+            picked = zw.gather(-1, cols[..., None])[..., 0]
+            zt = torch.where(mine, picked - mw, zt)
         if eps:
-            zt = torch.stack([zt, (z[..., :n] - m[..., None]).sum(dim=-1)], dim=-1)
-        z_tgt = comm.all_reduce(zt)
-        shifted = z - m[..., None]
+            zt = torch.stack([zt, (zw[..., :n] - mw[..., None]).sum(dim=-1)], dim=-1)
+        z_tgt = widen(comm.all_reduce(narrow(zt, dtype)))
+        shifted = zw - mw[..., None]
         shifted[..., n:] = float("-inf")
-        e = torch.exp(shifted)
-        sumexp = comm.all_reduce(e.sum(dim=-1))
-        probs = e / sumexp[..., None]
-        log_z = torch.log(sumexp)
+        e = narrow(torch.exp(shifted), dtype)
+        sumexp = comm.all_reduce(narrow(widen(e).sum(dim=-1), dtype))
+        probs = e / sumexp[..., None]  # one op: rounds once as it is
+        log_z = torch.log(widen(sumexp))
         if eps:
             loss = (1 - eps) * (log_z - z_tgt[..., 0]) + eps * (log_z - z_tgt[..., 1] / vocab)
         else:
             loss = log_z - z_tgt
         ctx.save_for_backward(probs, mine, cols)
         ctx.n, ctx.eps, ctx.vocab = n, eps, vocab
-        return loss
+        return narrow(loss, dtype)
 
     @staticmethod
     def backward(ctx, dloss):
         probs, mine, cols = ctx.saved_tensors
-        g = probs.clone()
+        g = widen(probs).clone()
         g[..., : ctx.n] -= ctx.eps / ctx.vocab
         if g.shape[-1]:
             onehot = torch.zeros_like(g).scatter_(-1, cols[..., None], 1.0) * mine[..., None]
             g = torch.where(onehot.bool(), g - (1 - ctx.eps), g)
-        return g * dloss[..., None], None, None, None, None, None, None
+        return narrow(g * widen(dloss)[..., None], probs.dtype), None, None, None, None, None, None
 
 
 class VocabParallelCrossEntropy(Module):
@@ -94,4 +99,4 @@ class VocabParallelCrossEntropy(Module):
         lo = chunk_offsets(padded, t)[r]
         n = max(0, min(lo + logits.shape[-1], vocab) - lo)  # how many of my columns are real vocab
         loss = _CrossEntropy.apply(logits, targets, self.comm, lo, n, self.eps, vocab)
-        return loss, loss.sum() / loss.numel()
+        return loss, narrow(widen(loss).sum() / loss.numel(), loss.dtype)  # as tpsim's ce_mean

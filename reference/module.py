@@ -28,6 +28,19 @@ def torch_dtype(dtype) -> torch.dtype:
     return TORCH_DTYPES.get(name) or getattr(torch, name)
 
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def widen(t: torch.Tensor) -> torch.Tensor:
+    """t in its compute dtype: float32 for bfloat16 / float16 (tpsim.nn.ops.widen's rule), else t."""
+    return t.float() if t.dtype in LOW_PRECISION else t
+
+
+def narrow(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The one rounding at the end of a kernel computed in float32 (tpsim.nn.ops.narrow)."""
+    return t.to(dtype)
+
+
 def to_torch(a: np.ndarray, device=None) -> torch.Tensor:
     """A NumPy array (ml_dtypes bfloat16 too) as a torch tensor with the same bits."""
     a = np.ascontiguousarray(a)

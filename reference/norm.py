@@ -4,7 +4,10 @@ weight and bias (h,) are replicated.  Without SP, x is whole on every rank: no c
 With SP, x is this rank's sequence shard, so dw and db are partial sums over its rows:
     forward: none       backward: one all-reduce of [dw; db] (fused, as tpsim's (2, h) buffer)
 
-The math is torch.nn.functional.layer_norm (float32 statistics for half-precision inputs, as tpsim).
+The math is torch.nn.functional.layer_norm.  Half-precision inputs are normalized in float32 (statistics,
+x-hat, dx, dw and db) and each result is rounded once, as apex's fused LayerNorm (Megatron's) and tpsim do.
+torch's own CPU kernel does not: it keeps mean and rstd in bfloat16 and its dw, db differ from a single
+rounding (measured), so the mirror widens x, w and b itself.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from reference import regions
-from reference.module import Module
+from reference.module import Module, narrow, widen
 from tpsim.errors import ShapeError
 
 
@@ -46,4 +49,5 @@ class LayerNorm(Module):
         w, b = self.weight, self.bias
         if self.sequence_parallel:
             w, b = regions.copy_to_params(self.comm, w, b)
-        return F.layer_norm(x, (self.hidden,), w, b, self.eps)
+        y = F.layer_norm(widen(x), (self.hidden,), widen(w), widen(b), self.eps)  # float32 for half precision
+        return narrow(y, x.dtype)

@@ -85,7 +85,8 @@ def on_config(config):
     _names[:] = names
     lessons = [{_title(root / "lessons" / n): f"lessons/{n}"} for n in names]
     nav = list(config.nav or [])
-    after = next((i + 1 for i, item in enumerate(nav) if isinstance(item, dict) and "Concepts" in item), len(nav))
+    concepts = [i + 1 for i, item in enumerate(nav) if isinstance(item, dict) and "Concepts" in item]
+    after = concepts[0] if concepts else len(nav)
     config.nav = [*nav[:after], {"Lessons": lessons}, *nav[after:]]
     return config
 

@@ -15,8 +15,14 @@ from IPython.display import Markdown, display
 
 import tpsim
 from tpsim import viz
-from tpsim.nn import VocabParallelCrossEntropy, VocabParallelEmbedding, VocabParallelLogits, comm_table
-from tpsim.nn import format_comm_table, padded_vocab_size
+from tpsim.nn import (
+    VocabParallelCrossEntropy,
+    VocabParallelEmbedding,
+    VocabParallelLogits,
+    comm_table,
+    format_comm_table,
+    padded_vocab_size,
+)
 from tpsim.nn.embedding import vocab_ranges
 
 np.set_printoptions(precision=4, suppress=True)
@@ -33,7 +39,7 @@ emb = VocabParallelEmbedding(mesh, vocab_size=10, hidden=3, init="exact")
 table = emb.params["weight"]  # (10, 3), S(0): split by rows, i.e. by token id
 ranges = vocab_ranges(table, 0)
 for d, (lo, hi) in enumerate(ranges):
-    print(f"device {d}: token ids {lo}..{hi - 1} ({hi - lo} rows)")
+    print(f"device {d}: token ids {lo}..{hi - 1} ({hi - lo} row{'s' if hi - lo != 1 else ''})")
 viz.show_darray(table);
 
 # %% [markdown]
@@ -161,9 +167,9 @@ display(Markdown(
 # %%
 for vocab, t, pad in ((10, 4, None), (10, 4, 1), (50257, 8, 128), (50257, 4, 128), (50257, 1, 128)):
     vp = padded_vocab_size(vocab, t, pad)
-    rows = [hi - lo for lo, hi in vocab_ranges(
-        VocabParallelEmbedding(tpsim.Mesh(t), vocab, 1, init=None, pad_to_multiple_of=pad).params["weight"], 0)]
-    print(f"V = {vocab:>5}, t = {t}, pad multiple {pad!s:>4}: V' = {vp:>5}, rows per device {sorted(set(rows))}")
+    shape_only = VocabParallelEmbedding(tpsim.Mesh(t), vocab, 1, init=None, pad_to_multiple_of=pad)
+    rows = sorted({hi - lo for lo, hi in vocab_ranges(shape_only.params["weight"], 0)})
+    print(f"V = {vocab:>5}, t = {t}, pad multiple {pad!s:>4}: V' = {vp:>5}, rows per device {rows}")
 
 # %% [markdown]
 # The padded rows are real weights: they are initialised like the others, and their logits are **not
@@ -210,9 +216,9 @@ hidden = big(ids)
 logits = VocabParallelLogits(big)(hidden)  # (s, b, V') bf16, S(-1)
 loss_fn = VocabParallelCrossEntropy(mesh, vocab_size=V)
 loss_fn(logits, ids)
-sent = mesh.trace.per_device()[0]["sent"]
 for c in mesh.trace.collectives:
-    print(f"{c.label:28s} {c.collective:11s} op={c.op:4s} size {fmt_bytes(c.nbytes):>10} time {fmt_time(c.time)}")
+    print(f"{c.label:28s} {c.collective:11s} op={c.op:4s} size {fmt_bytes(c.nbytes):>10} "
+          f"time {fmt_time(c.time)}")
 print(f"table shard per device: {fmt_bytes(big.params['weight'].shards[0].nbytes)} "
       f"({big.padded_vocab_size // t} rows of {h})")
 
@@ -223,9 +229,11 @@ pieces = [meta((s * b * big.padded_vocab_size // t,), "bfloat16")] * t  # each d
 tpsim.all_gather(pieces, gather_mesh)
 (gathered,) = gather_mesh.trace.collectives
 ce_time = sum(c.time for c in ce_colls)
+steps = sum(c.num_steps for c in ce_colls)
 display(Markdown(
     f"The loss's three all-reduces move {fmt_bytes(sum(c.nbytes for c in ce_colls))} of values in "
-    f"{fmt_time(ce_time)}.  Gathering the logits instead would be an all-gather of "
+    f"{fmt_time(ce_time)}, {steps} ring steps that each cost about one link latency: they are latency-bound, "
+    f"and the bytes hardly matter.  Gathering the logits instead would be an all-gather of "
     f"{fmt_bytes(gathered.nbytes)} taking {fmt_time(gathered.time)}: "
     f"**{gathered.time / ce_time:,.0f}×** longer, and every device would then hold "
     f"{fmt_bytes(gathered.nbytes)} of logits."

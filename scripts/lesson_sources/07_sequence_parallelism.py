@@ -109,10 +109,12 @@ for sp in (False, True):
         d = per_pass.setdefault(r.direction, {"count": 0, "sent": 0.0})
         d["count"] += r.count
         d["sent"] += r.sent_per_device
-    print(f"{'SP' if sp else 'no SP':6s}", "; ".join(
-        f"{k}: {v['count']} collectives, {fmt_bytes(v['sent'])} sent per device" for k, v in per_pass.items()))
+    parts = [f"{k}: {v['count']} collectives, {fmt_bytes(v['sent'])} sent per device"
+             for k, v in per_pass.items()]
+    print(f"{'SP' if sp else 'no SP':6s}", "; ".join(parts))
 unit = s * b * h * 8 * (t - 1) / t
-fw_no, fw_sp = (sum(r.sent_per_device for r in tables[sp] if r.direction == "forward") for sp in (False, True))
+fw_no, fw_sp = (sum(r.sent_per_device for r in tables[sp] if r.direction == "forward")
+                for sp in (False, True))
 display(Markdown(
     f"Forward: {fmt_bytes(fw_no)} without SP and {fmt_bytes(fw_sp)} with it; "
     f"4 · (t-1)/t · s·b·h·8 B = {fmt_bytes(4 * unit)}."
@@ -153,7 +155,8 @@ for t in (1, 2, 4, 8):
     for sp in ((False, True) if t > 1 else (False,)):
         got, want = layer_activations(cfg, t, sp), korthikanti_activation_bytes(cfg, t, sp)
         rows.append((t, sp, got, want))
-        print(f"{t:>2} {'yes' if sp else 'no':>3} {fmt_bytes(got):>11} {fmt_bytes(want):>11} {got - want:>17.0f} B")
+        print(f"{t:>2} {'yes' if sp else 'no':>3} {fmt_bytes(got):>11} {fmt_bytes(want):>11} "
+              f"{got - want:>17.0f} B")
 assert all(got - want == ln_stats(t, sp) for t, sp, got, want in rows)
 
 # %% [markdown]

@@ -41,7 +41,8 @@ for name, topo in links.items():
         tpsim.broadcast([np.zeros(n, np.uint8), None], mesh, algorithm="direct")  # one transfer 0 -> 1
         times.append(mesh.trace.collectives[0].time)
         assert np.isclose(times[-1], alpha + n / beta)  # the simulator is the formula here
-    print(f"{name:16s} {fmt_time(alpha):>8} {fmt_rate(beta):>11} {fmt_time(times[0]):>9} {fmt_time(times[1]):>9}")
+    print(f"{name:16s} {fmt_time(alpha):>8} {fmt_rate(beta):>11} {fmt_time(times[0]):>9} "
+          f"{fmt_time(times[1]):>9}")
 for name, topo in links.items():
     print(f"  {name}: {topo.source}")
 
@@ -131,7 +132,7 @@ for name, tp, topo in cases:
     steps[name] = r
     tm, mem = r["time"], r["memory"]
     print(f"{name:26s} {fmt_time(tm['step']):>8} {fmt_time(tm['compute']):>8} {fmt_time(tm['comm']):>8} "
-          f"{fmt_bytes(mem['peak']):>12} {str(mem['fits']):>5}")
+          f"{fmt_bytes(mem['peak']):>12} {mem['fits']!s:>5}")
 
 # %%
 a, b2, c = (steps[name] for name, _, _ in cases)
@@ -161,8 +162,8 @@ mesh = tpsim.Mesh((2, 8), names=("dp", "tp"), topology=presets.multi_node(2, 8))
 tpsim.all_reduce([meta((2048 * 2048,), "bfloat16")] * 16, mesh, mesh_dim="tp", label="TP activation")
 tpsim.all_reduce([meta((grads // 2,), "bfloat16")] * 16, mesh, mesh_dim="dp", label="DP gradients")
 for c in mesh.trace.collectives:
-    print(f"{c.label:14s} on {c.mesh_dim}: {c.num_groups} groups of {c.group_size}, {fmt_bytes(c.nbytes)} each, "
-          f"{fmt_time(c.time)}")
+    print(f"{c.label:14s} on {c.mesh_dim}: {c.num_groups} groups of {c.group_size}, "
+          f"{fmt_bytes(c.nbytes)} each, {fmt_time(c.time)}")
 per_kind = {"NVLink": 0, "InfiniBand": 0}
 for r in mesh.trace.per_link():
     per_kind["InfiniBand" if r["link"].startswith("nic") else "NVLink"] += r["bytes"]

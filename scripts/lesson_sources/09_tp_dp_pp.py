@@ -34,11 +34,12 @@ toy = PRESETS["tiny"].with_(num_layers=4, name="toy")
 switch = presets.switch(4)
 layouts = {"TP4": Layout(tp=4), "DP4": Layout(tp=1, dp=4), "PP4": Layout(tp=1, pp=4)}
 toy_runs = {name: analyse_layout(toy, lay, topology=switch, global_batch=8) for name, lay in layouts.items()}
-print(f"{'':5s} {'params/device':>13} {'micro-batches':>13} {'TP bytes':>10} {'DP bytes':>10} {'PP bytes':>10}")
+print(f"{'':5s} {'params/device':>13} {'micro-batches':>13} {'TP bytes':>10} {'DP bytes':>10} "
+      f"{'PP bytes':>10}")
 for name, r in toy_runs.items():
     tr = r["traffic_per_device"]
-    print(f"{name:5s} {r['parameters_per_device']:>13,} {r['microbatches']:>13} {tr['tp']:>10,} {tr['dp']:>10,} "
-          f"{tr['pp']:>10,}")
+    print(f"{name:5s} {r['parameters_per_device']:>13,} {r['microbatches']:>13} {tr['tp']:>10,} "
+          f"{tr['dp']:>10,} {tr['pp']:>10,}")
 
 # %% [markdown]
 # PP's count is the heaviest stage's, the one that also holds the embedding (tied to the output layer, the
@@ -63,10 +64,11 @@ per_layer = 4 * 2 * 3 / 4 * s * b * h * B  # four all-reduces per layer, forward
 layers_part = tp["microbatches"] * L * per_layer
 display(Markdown(
     f"DP: 2 · 3/4 · {P:,} · 4 B = **{dp['traffic_per_device']['dp']:,} B**.  "
-    f"PP: {pp['microbatches']} micro-batches · 2 · {s}·{b}·{h} · 4 B = **{pp['traffic_per_device']['pp']:,} B**.  "
+    f"PP: {pp['microbatches']} micro-batches · 2 · {s}·{b}·{h} · 4 B = "
+    f"**{pp['traffic_per_device']['pp']:,} B**.  "
     f"TP: the layers' all-reduces alone are {tp['microbatches']} · {L} · 4 · 2 · 3/4 · {s}·{b}·{h} · 4 B = "
-    f"{layers_part:,.0f} B of the **{tp['traffic_per_device']['tp']:,} B** measured; the rest is the embedding, "
-    f"the output layer and the loss."
+    f"{layers_part:,.0f} B of the **{tp['traffic_per_device']['tp']:,} B** measured; the rest is the "
+    f"embedding, the output layer and the loss."
 ))
 
 # %% [markdown]
@@ -140,9 +142,10 @@ def show(rows):
           f"{'memory':>10} {'fits':>5}")
     for name, r in rows.items():
         tr, mem = r["traffic_per_device"], r["memory_per_device"]
-        print(f"{name:12s} {fmt_time(r['time']['step']):>8} {max(0.0, r['time']['bubble']):>7.1%} {fmt_bytes(tr['tp']):>10} "
+        bubble = max(0.0, r["time"]["bubble"])  # a float rounding can leave -0.0
+        print(f"{name:12s} {fmt_time(r['time']['step']):>8} {bubble:>7.1%} {fmt_bytes(tr['tp']):>10} "
               f"{fmt_bytes(tr['dp']):>10} {fmt_bytes(tr['pp']):>10} {fmt_bytes(mem['total']):>10} "
-              f"{str(mem['fits']):>5}")
+              f"{mem['fits']!s:>5}")
 
 
 show(rows)
@@ -152,14 +155,15 @@ dp8, tp8, pp8 = rows["DP8"], rows["TP8"], rows["PP8"]
 display(Markdown(
     f"- **DP8 does not fit**: every GPU holds all {dp8['parameters_per_device']:,} parameters at "
     f"{dp8['memory_per_device']['bytes_per_parameter']:.0f} bytes each plus activations, "
-    f"{fmt_bytes(dp8['memory_per_device']['total'])} against {fmt_bytes(dp8['memory_per_device']['capacity'])}.\n"
+    f"{fmt_bytes(dp8['memory_per_device']['total'])} against "
+    f"{fmt_bytes(dp8['memory_per_device']['capacity'])}.\n"
     f"- **TP8 moves the most bytes**: {fmt_bytes(tp8['traffic_per_device']['tp'])} per GPU per step, "
     f"{tp8['traffic_per_device']['tp'] / pp8['traffic_per_device']['pp']:.0f}× PP8's "
     f"{fmt_bytes(pp8['traffic_per_device']['pp'])}; each micro-batch waits for "
     f"{fmt_time(tp8['time']['microbatch_tp_comm'])} of collectives.\n"
     f"- **PP8 idles**: {pp8['time']['bubble']:.1%} of its step is bubble with m = {pp8['microbatches']} "
-    f"micro-batches, and its first stage holds {pp8['memory_per_device']['microbatches_held']} micro-batches of "
-    f"activations at once."
+    f"micro-batches, and its first stage holds {pp8['memory_per_device']['microbatches_held']} "
+    f"micro-batches of activations at once."
 ))
 
 # %% [markdown]
@@ -184,14 +188,15 @@ two_nodes = presets.multi_node(2, 8)
 ranked16 = compare("gpt3-13b", 16, two_nodes, global_batch=64)
 for r in ranked16["rows"][:5]:
     tr = r["traffic_per_device"]
-    print(f"{r['rank']:>2}. {r['layout']:18s} {fmt_time(r['time']['step']):>8}  TP {fmt_bytes(tr['tp']):>10}  "
-          f"DP {fmt_bytes(tr['dp']):>10}  PP {fmt_bytes(tr['pp']):>10}")
+    print(f"{r['rank']:>2}. {r['layout']:18s} {fmt_time(r['time']['step']):>8}  "
+          f"TP {fmt_bytes(tr['tp']):>10}  DP {fmt_bytes(tr['dp']):>10}  PP {fmt_bytes(tr['pp']):>10}")
 across = analyse_layout("gpt3-13b", Layout(tp=8, dp=2), topology=two_nodes, global_batch=64)
 best = ranked16["rows"][0]
 display(Markdown(
     f"The fastest layout, {best['layout']}, takes {fmt_time(best['time']['step'])} per step; "
     f"TP8 × DP2 takes {fmt_time(across['time']['step'])}.  Remember the model's limits: no overlap of "
-    "communication with compute (Megatron overlaps DP's all-reduce with the backward pass, and some of TP's), "
+    "communication with compute (Megatron overlaps DP's all-reduce with the backward pass, and some of "
+    "TP's), "
     "one micro-batch size, and no activation recomputation.  The ranking is a starting point to measure, "
     "not a verdict."
 ))

@@ -46,7 +46,8 @@ backend = choose_backend(2)
 print("backend chosen here:", backend)
 start = time.perf_counter()
 sums = spawn(all_reduce_ranks, 2, timeout=120)
-print(f"rank results: {sums}  ({time.perf_counter() - start:.1f} s, most of it starting two Python processes)")
+seconds = time.perf_counter() - start
+print(f"rank results: {sums}  ({seconds:.1f} s, most of it starting two Python processes)")
 
 mesh = tpsim.Mesh(2)
 print("tpsim:", [float(r[0]) for r in tpsim.all_reduce([np.array([0.0]), np.array([1.0])], mesh)])
@@ -78,7 +79,7 @@ def tier_table(result):
     print(f"{'case':36s} {'tensor':28s} {'tier':16s} {'max abs':>9} {'ULPs':>6} {'bitwise':>8} {'ok':>3}")
     for r in result["rows"]:
         print(f"{r['case'][:36]:36s} {r['tensor'][:28]:28s} {r['data'] + ': ' + r['claim']:16s} "
-              f"{r['max_abs']:>9.2e} {r['ulps']:>6} {str(r['bitwise']):>8} {'ok' if r['ok'] else 'NO':>3}")
+              f"{r['max_abs']:>9.2e} {r['ulps']:>6} {r['bitwise']!s:>8} {'ok' if r['ok'] else 'NO':>3}")
 
 
 tier_table(native)
@@ -97,7 +98,8 @@ close_rows = [r for r in native["rows"] if r["claim"] == "close"]
 assert exact_rows and all(r["bitwise"] for r in exact_rows)
 assert close_rows and all(r["close"] for r in close_rows)
 display(Markdown(
-    f"Tier 1: **{sum(r['bitwise'] for r in exact_rows)}/{len(exact_rows)}** exact-data tensors bitwise equal.  "
+    f"Tier 1: **{sum(r['bitwise'] for r in exact_rows)}/{len(exact_rows)}** exact-data tensors "
+    "bitwise equal.  "
     f"Tier 3: **{sum(r['close'] for r in close_rows)}/{len(close_rows)}** float tensors within assert_close, "
     f"the worst {max(r['ulps'] for r in close_rows)} ULPs apart.  Replicated results: "
     f"{sum(bool(r['ranks_agree']) for r in native['rows'] if r['ranks_agree'] is not None)}/"
@@ -125,11 +127,13 @@ float_cases = [Case(c.layer, c.dims, c.options, data="float", seed=c.seed) for c
 sched = check(2, float_cases, comm="schedule", device="cpu", timeout=180)
 print(f"{'case':36s} {'collectives tpsim/ref':>22} {'bytes tpsim':>12} {'bytes ref':>10} {'replay':>9}")
 for c in sched["cases"]:
-    print(f"{c['case'][:36]:36s} {c['tpsim_collectives']:>10} / {c['ref_collectives']:<9} {c['tpsim_bytes']:>12} "
-          f"{c['ref_bytes']:>10} {'bitwise' if c['replay_bitwise'] else str(c['replay_ulps']) + ' ulp':>9}")
+    replay = "bitwise" if c["replay_bitwise"] else f"{c['replay_ulps']} ulp"
+    print(f"{c['case'][:36]:36s} {c['tpsim_collectives']:>10} / {c['ref_collectives']:<9} "
+          f"{c['tpsim_bytes']:>12} {c['ref_bytes']:>10} {replay:>9}")
 assert all(c["replay_bitwise"] and c["replay_bytes_equal"] for c in sched["cases"])
 display(Markdown(
-    f"Tier 2: **{sum(c['replay_bitwise'] for c in sched['cases'])}/{len(sched['cases'])}** layers' collectives "
+    f"Tier 2: **{sum(c['replay_bitwise'] for c in sched['cases'])}/{len(sched['cases'])}** layers' "
+    "collectives "
     f"bitwise equal to tpsim's on the same operands, and the ranks sent "
     f"**{sum(c['ref_bytes'] for c in sched['cases'])} B** in all, the bytes tpsim's trace counted "
     f"({sum(c['tpsim_bytes'] for c in sched['cases'])} B)."
@@ -150,10 +154,8 @@ display(Markdown(
 # machine they ran on; this cell shows the ones that are there.
 
 # %%
-reports = sorted(
-    p for pattern in ("reference/reports/*.json", "benchmarks/results/*gpu*.json", "benchmarks/results/*cuda*.json")
-    for p in root.glob(pattern)
-)
+patterns = ("reference/reports/*.json", "benchmarks/results/*gpu*.json", "benchmarks/results/*cuda*.json")
+reports = sorted(p for pattern in patterns for p in root.glob(pattern))
 if not reports:
     display(Markdown("No GPU report is committed in this checkout yet, so no GPU run is shown here; "
                      "run the commands above on a GPU machine to make one."))

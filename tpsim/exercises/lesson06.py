@@ -29,7 +29,7 @@ def _padded_rows() -> Measured:
         f"{emb.padded_vocab_size}, and {emb.padded_vocab_size} / {T} = {n} rows on every rank.",
         traps=(
             (GPT2_VOCAB / T, "V / t without padding, not a whole number of rows"),
-            (-(-GPT2_VOCAB // T), "ceil(V / t): torch.chunk's pieces without padding, uneven on the last rank"),
+            (-(-GPT2_VOCAB // T), "ceil(V / t): torch.chunk's pieces without padding, uneven at the end"),
             (51200 / T, "the padding for t = 8 (a multiple of 1024), divided by 4"),
         ),
     )

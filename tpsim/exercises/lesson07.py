@@ -20,7 +20,8 @@ def _layer(sp: bool) -> tuple[tpsim.Mesh, TransformerBlock]:
     """One shape-only GPT-3 1.3B layer at t = 8 on NVLink, after its forward pass."""
     mesh = tpsim.Mesh(T, topology=tpsim.presets.nvlink_node(T))
     block = TransformerBlock(
-        mesh, CFG.hidden, CFG.num_heads, CFG.ffn, dropout=0.1, sequence_parallel=sp, init=None, dtype=CFG.dtype
+        mesh, CFG.hidden, CFG.num_heads, CFG.ffn, dropout=0.1, sequence_parallel=sp, init=None,
+        dtype=CFG.dtype,
     )
     x = tpsim.meta((CFG.seq_len, CFG.micro_batch, CFG.hidden), CFG.dtype)
     block(tpsim.distribute(x, mesh, [tpsim.Shard(0) if sp else tpsim.Replicate()]))
@@ -37,7 +38,7 @@ def _sp_forward_bytes() -> Measured:
         f"The forward pass ran {len(kinds)} collectives ({', '.join(kinds)}) of s b h = {sbh} B each; in a "
         f"ring each device sends (t-1)/t of that per collective: 4 x {T - 1}/{T} x {sbh} = {sent} B, "
         "the same as the 2 all-reduces without SP.",
-        traps=((2 * (T - 1) / T * sbh, "the bytes of one all-reduce, or of one all-gather plus one reduce-scatter"),
+        traps=((2 * (T - 1) / T * sbh, "one all-reduce, or one all-gather plus one reduce-scatter"),
                (4 * sbh, "the four buffers' sizes, not what a ring sends")),
     )
 

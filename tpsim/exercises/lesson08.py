@@ -52,7 +52,8 @@ def _tp_inside_node() -> Measured:
 
 
 def _nic_bytes() -> Measured:
-    mesh = tpsim.Mesh((NODES, GPUS_PER_NODE), names=("dp", "tp"), topology=presets.multi_node(NODES, GPUS_PER_NODE))
+    topo = presets.multi_node(NODES, GPUS_PER_NODE)
+    mesh = tpsim.Mesh((NODES, GPUS_PER_NODE), names=("dp", "tp"), topology=topo)
     tpsim.all_reduce([tpsim.meta((GRAD_SHARD // 2,), "bfloat16")] * mesh.size, mesh, mesh_dim="dp")
     (sent,) = {r["bytes"] for r in mesh.trace.per_link() if r["link"].startswith("nic-out")}
     return Measured(
@@ -68,7 +69,8 @@ def _nic_bytes() -> Measured:
 
 pcie_allreduce_time = Exercise(
     "8.1",
-    f"A ring all-reduce of S = 64 MiB (bfloat16) on {P} GPUs of a PCIe 4.0 server (presets.pcie({P}, gen=4)). "
+    f"A ring all-reduce of S = 64 MiB (bfloat16) on {P} GPUs of a PCIe 4.0 server "
+    f"(presets.pcie({P}, gen=4)).  "
     "How long does it take in tpsim's alpha-beta model?",
     measure=_pcie_allreduce_time,
     unit="seconds",
@@ -76,7 +78,8 @@ pcie_allreduce_time = Exercise(
 )
 tp_inside_node = Exercise(
     "8.2",
-    f"{NODES} nodes of {GPUS_PER_NODE} GPUs (presets.multi_node({NODES}, {GPUS_PER_NODE})).  Which mesh keeps "
+    f"{NODES} nodes of {GPUS_PER_NODE} GPUs (presets.multi_node({NODES}, {GPUS_PER_NODE})).  "
+    "Which mesh keeps "
     "every TP group inside one node?",
     measure=_tp_inside_node,
     kind="choice",
@@ -84,7 +87,8 @@ tp_inside_node = Exercise(
 )
 nic_bytes = Exercise(
     "8.3",
-    f"On Mesh(({NODES}, {GPUS_PER_NODE}), names=('dp', 'tp')) over presets.multi_node({NODES}, {GPUS_PER_NODE}), "
+    f"On Mesh(({NODES}, {GPUS_PER_NODE}), names=('dp', 'tp')) over "
+    f"presets.multi_node({NODES}, {GPUS_PER_NODE}), "
     "each GPU holds a 64 MiB shard of the gradients and all-reduces it along 'dp'.  How many bytes does one "
     "GPU send through its NIC?",
     measure=_nic_bytes,

@@ -44,10 +44,12 @@ def _does_not_fit() -> Measured:
     out = [k for k, r in runs.items() if not r["memory_per_device"]["fits"]]
     (name,) = out
     mem = runs[name]["memory_per_device"]
-    others = ", ".join(f"{k} {runs[k]['memory_per_device']['total'] / 2**30:.1f} GiB" for k in runs if k != name)
+    gib = {k: r["memory_per_device"]["total"] / 2**30 for k, r in runs.items()}
+    others = ", ".join(f"{k} {v:.1f} GiB" for k, v in gib.items() if k != name)
     return Measured(
         name,
-        f"{name} needs {mem['total'] / 2**30:.1f} GiB per GPU ({mem['bytes_per_parameter']:.0f} B per parameter "
+        f"{name} needs {mem['total'] / 2**30:.1f} GiB per GPU "
+        f"({mem['bytes_per_parameter']:.0f} B per parameter "
         f"for weights, grads and Adam, plus activations) against {mem['capacity'] / 2**30:.0f} GiB; "
         f"the others need {others}.",
     )

@@ -220,7 +220,7 @@ def _scores(q, k, scale: float):
     """S = q k^T * scale: 2 s s d FLOPs per head for the matmul, one per score for the scale
     (Megatron folds it into baddbmm's alpha)."""
     s, mm_flops, nbytes = ops.matmul(q, _t(k))
-    out, flops, _ = ops.elementwise(lambda u: u * u.dtype.type(scale), s)
+    out, flops, _ = ops.elementwise(lambda u: u * u.dtype.type(s.dtype.type(scale)), s)  # scale in s's dtype
     return out, mm_flops + flops, nbytes  # one kernel: the scale costs no extra pass over memory
 
 
@@ -231,11 +231,12 @@ def _softmax(scores, causal: bool):
     """
     if isinstance(scores, MetaArray):
         return MetaArray(scores.shape, scores.dtype), 5 * scores.size, 2 * scores.nbytes
+    dtype, s = scores.dtype, ops.widen(scores)  # half precision: float32 inside, one rounding (as torch)
     if causal:
-        sq, sk = scores.shape[-2:]
-        scores = np.where(np.triu(np.ones((sq, sk), bool), 1), -np.inf, scores).astype(scores.dtype)
-    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True), 5 * scores.size, 2 * scores.nbytes
+        sq, sk = s.shape[-2:]
+        s = np.where(np.triu(np.ones((sq, sk), bool), 1), -np.inf, s).astype(s.dtype)
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    return ops.narrow(e / e.sum(axis=-1, keepdims=True), dtype), 5 * scores.size, 2 * scores.nbytes
 
 
 def _softmax_grad(p, dp, scale: float):
@@ -243,8 +244,10 @@ def _softmax_grad(p, dp, scale: float):
     nbytes = p.nbytes + dp.nbytes + p.nbytes
     if isinstance(p, MetaArray):
         return MetaArray(p.shape, p.dtype), 5 * p.size, nbytes
-    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
-    return ds * ds.dtype.type(scale), 5 * p.size, nbytes
+    # torch's two kernels, each rounding once in half precision: softmax backward, then the scale's
+    pw, dpw = ops.widen(p), ops.widen(dp)
+    ds = ops.narrow(pw * (dpw - (dpw * pw).sum(axis=-1, keepdims=True)), p.dtype)
+    return ops.elementwise(lambda u: u * u.dtype.type(p.dtype.type(scale)), ds)[0], 5 * p.size, nbytes
 
 
 def _context(p, v):

@@ -169,7 +169,9 @@ def _norm(x: DArray) -> list:
 
 
 def _apply(x, mask, p: float):
-    """x * (mask / (1 - p)), the scaled mask in x's dtype, as torch's dropout computes it."""
+    """x * (mask / (1 - p)), the scaled mask rounded to x's dtype first, as torch's dropout computes it
+    (a computes in float32 under ops.elementwise: x.dtype, not a.dtype, is the dtype to round to)."""
     return ops.elementwise(
-        lambda a, m: a * (m.astype(a.dtype) / np.asarray(1 - p, a.dtype)), x, mask, flops_per_element=2
+        lambda a, m: a * (m.astype(x.dtype) / np.asarray(1 - p, x.dtype)).astype(a.dtype), x, mask,
+        flops_per_element=2,
     )

@@ -176,10 +176,12 @@ def _target_logit(z, m, target, lo: int, n: int, with_sum: bool):
         out = MetaArray(shape, z.dtype)
     else:
         mine = (target >= lo) & (target < lo + n)
-        out = np.zeros(z.shape[:-1], z.dtype)
-        out[mine] = z[mine, target[mine] - lo] - m[mine]
+        zw, mw = ops.widen(z), ops.widen(m)  # half precision: float32 inside, one rounding (ops.py)
+        out = np.zeros(z.shape[:-1], zw.dtype)
+        out[mine] = zw[mine, target[mine] - lo] - mw[mine]
         if with_sum:
-            out = np.stack([out, (z[..., :n] - m[..., None]).sum(axis=-1)], axis=-1)
+            out = np.stack([out, (zw[..., :n] - mw[..., None]).sum(axis=-1)], axis=-1)
+        out = ops.narrow(out, z.dtype)
     return out, (2 if with_sum else 1) * z.size, z.nbytes + m.nbytes + target.nbytes + out.nbytes
 
 
@@ -188,15 +190,15 @@ def _exp(z, m, n: int):
     if _meta(z, m):
         out = MetaArray(z.shape, z.dtype)
     else:
-        shifted = z - m[..., None]
+        shifted = ops.widen(z) - ops.widen(m)[..., None]
         shifted[..., n:] = -np.inf
-        out = np.exp(shifted)
+        out = ops.narrow(np.exp(shifted), z.dtype)
     return out, 2 * z.size, z.nbytes + m.nbytes + out.nbytes
 
 
 def _divide_rows(e, s):
     """Softmax: each row of exp(Z - m) over its global sum, (s, b, V'/t) / (s, b)."""
-    out = MetaArray(e.shape, e.dtype) if _meta(e, s) else e / s[..., None]
+    out = MetaArray(e.shape, e.dtype) if _meta(e, s) else e / s[..., None]  # one op: rounds once as it is
     return out, e.size, e.nbytes + s.nbytes + out.nbytes
 
 
@@ -205,16 +207,16 @@ def _loss(sumexp, z_tgt, eps: float, vocab: int):
     if _meta(sumexp, z_tgt):
         out = MetaArray(sumexp.shape, sumexp.dtype)
     elif eps:
-        log_z = np.log(sumexp)
-        out = (1 - eps) * (log_z - z_tgt[..., 0]) + eps * (log_z - z_tgt[..., 1] / vocab)
+        log_z, zt = np.log(ops.widen(sumexp)), ops.widen(z_tgt)
+        out = ops.narrow((1 - eps) * (log_z - zt[..., 0]) + eps * (log_z - zt[..., 1] / vocab), sumexp.dtype)
     else:
-        out = np.log(sumexp) - z_tgt
+        out = ops.narrow(np.log(ops.widen(sumexp)) - ops.widen(z_tgt), sumexp.dtype)
     return out, 6 * sumexp.size, sumexp.nbytes + z_tgt.nbytes + out.nbytes
 
 
 def _mean(loss, count: int):
     """This rank's part of the mean: the sum of its tokens' losses over all tokens (0-d)."""
-    out = MetaArray((), loss.dtype) if _meta(loss) else np.asarray(loss.sum() / count, dtype=loss.dtype)
+    out = MetaArray((), loss.dtype) if _meta(loss) else ops.narrow(ops.widen(loss).sum() / count, loss.dtype)
     return out, loss.size, loss.nbytes + out.nbytes
 
 
@@ -223,11 +225,12 @@ def _grad(p, target, g, lo: int, n: int, eps: float, vocab: int):
     if _meta(p, target, g):
         out = MetaArray(p.shape, p.dtype)
     else:
-        out = p.copy()
+        out = ops.widen(p).copy()  # half precision: float32 inside, one rounding (ops.py)
         out[..., :n] -= eps / vocab
         mine = (target >= lo) & (target < lo + n)
         out[mine, target[mine] - lo] -= 1 - eps
-        out *= np.asarray(g, dtype=p.dtype)[..., None]
+        out *= ops.widen(np.asarray(g, dtype=p.dtype))[..., None]
+        out = ops.narrow(out, p.dtype)
     return out, 3 * p.size, p.nbytes + target.nbytes + out.nbytes
 
 

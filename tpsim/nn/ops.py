@@ -2,6 +2,13 @@
 
 They take NumPy arrays or shape-only `MetaArray`s alike, so a layer written with
 them runs on real numbers or on shapes only.  FLOPs count a multiply-add as 2.
+
+Precision rule (the one torch's CPU and CUDA kernels follow for half-precision inputs, and the one
+reference/ mirrors): an op on bfloat16 or float16 reads its inputs widened to float32, does all of
+its arithmetic there (a matmul accumulates in float32, a sum too, GeLU's tanh runs in float32), and
+rounds ONCE, to the input's dtype, at its end.  Every op returns its input's dtype.  float32 and
+float64 run as they are.  Kernels written outside this file follow the same rule with `widen` and
+`narrow`.
 """
 
 from __future__ import annotations
@@ -10,20 +17,40 @@ import math
 
 import numpy as np
 
+from tpsim.dtypes import bfloat16
 from tpsim.meta import MetaArray
 
 GELU_C = math.sqrt(2.0 / math.pi)
+LOW_PRECISION = (bfloat16, np.dtype(np.float16))  # computed in float32, rounded once at the end
 
 
 def _meta(*xs) -> bool:
     return any(isinstance(x, MetaArray) for x in xs)
 
 
+def compute_dtype(dtype) -> np.dtype:
+    """The dtype an op on `dtype` computes in: float32 for bfloat16 / float16, else dtype itself."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if dtype in LOW_PRECISION else dtype
+
+
+def widen(a):
+    """a in its compute dtype (a float32 copy of a bfloat16 / float16 array; anything else as it is)."""
+    if isinstance(a, np.ndarray) and a.dtype in LOW_PRECISION:
+        return a.astype(np.float32)
+    return a
+
+
+def narrow(out, dtype):
+    """The one rounding at an op's end: out in `dtype` (no copy when it already is)."""
+    return np.asarray(out).astype(dtype, copy=False)
+
+
 def matmul(a, b):
-    """(..., m, k) @ (..., k, n) -> (..., m, n): 2mkn FLOPs per batch entry."""
+    """(..., m, k) @ (..., k, n) -> (..., m, n): 2mkn FLOPs per batch entry; half precision accumulates
+    in float32 and rounds once."""
     shape = (*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
-    # bfloat16 (ml_dtypes) matmul returns float32: round back, as torch does after an fp32 accumulate
-    out = MetaArray(shape, a.dtype) if _meta(a, b) else np.matmul(a, b).astype(a.dtype, copy=False)
+    out = MetaArray(shape, a.dtype) if _meta(a, b) else narrow(np.matmul(widen(a), widen(b)), a.dtype)
     flops = 2 * math.prod(shape) * a.shape[-1]
     return out, flops, a.nbytes + b.nbytes + out.nbytes
 
@@ -37,23 +64,32 @@ def transpose(a, axes=None):
 
 
 def elementwise(fn, *xs, flops_per_element: float = 1.0):
-    """fn applied elementwise (with broadcasting); bytes = inputs read + output written."""
+    """fn applied elementwise (with broadcasting); bytes = inputs read + output written.
+
+    fn sees half-precision inputs widened to float32 (Python floats in it stay float32 too), and its
+    result is rounded once to the first input's dtype.
+    """
     shape = np.broadcast_shapes(*(x.shape for x in xs))
-    out = MetaArray(shape, xs[0].dtype) if _meta(*xs) else fn(*xs)
+    dtype = xs[0].dtype
+    out = MetaArray(shape, dtype) if _meta(*xs) else narrow(fn(*(widen(x) for x in xs)), dtype)
     return out, flops_per_element * math.prod(shape), sum(x.nbytes for x in xs) + out.nbytes
 
 
 def sum_to(x, shape: tuple[int, ...]):
-    """Sum leading dims away so that x has `shape` (the gradient of a broadcast)."""
+    """Sum leading dims away so that x has `shape` (the gradient of a broadcast); float32 accumulator
+    for half precision."""
     rows = math.prod(x.shape[: x.ndim - len(shape)])  # explicit: a piece may be empty
-    out = MetaArray(shape, x.dtype) if _meta(x) else x.reshape(rows, *shape).sum(axis=0)
+    if _meta(x):
+        out = MetaArray(shape, x.dtype)
+    else:
+        out = narrow(widen(x).reshape(rows, *shape).sum(axis=0), x.dtype)
     return out, x.size, x.nbytes + out.nbytes
 
 
 def reduce_last(fn, x, keepdims: bool = True):
-    """A reduction over the last dim (max, sum, ...)."""
+    """A reduction over the last dim (max, sum, ...); float32 accumulator for half precision."""
     shape = (*x.shape[:-1], 1) if keepdims else x.shape[:-1]
-    out = MetaArray(shape, x.dtype) if _meta(x) else fn(x, axis=-1, keepdims=keepdims)
+    out = MetaArray(shape, x.dtype) if _meta(x) else narrow(fn(widen(x), axis=-1, keepdims=keepdims), x.dtype)
     return out, x.size, x.nbytes + out.nbytes
 
 

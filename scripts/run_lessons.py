@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import pathlib
 import sys
@@ -86,7 +87,9 @@ def execute_all(
     """Execute every lesson (`jobs` at a time, each in its own process); write timings.json."""
     paths = lesson_paths() if paths is None else paths
     out_dir = pathlib.Path(out_dir)
-    with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(paths) or 1))) as pool:
+    workers = max(1, min(jobs, len(paths) or 1))
+    # spawn, not fork: the caller (pytest, mkdocs) may hold threads and sockets a fork would copy
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         runs = list(pool.map(execute, paths, [out_dir] * len(paths), [timeout] * len(paths)))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "timings.json").write_text(json.dumps([asdict(r) for r in runs], indent=1))

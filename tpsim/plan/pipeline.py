@@ -41,7 +41,8 @@ class PipelineRun:
     @property
     def bubble(self) -> float:
         """The fraction of the makespan a stage is idle."""
-        return 1 - self.busy / self.makespan if self.makespan else 0.0
+        # max(0, ...): with one stage busy == makespan up to rounding, never a "-0.0%" bubble
+        return max(0.0, 1 - self.busy / self.makespan) if self.makespan else 0.0
 
 
 def bubble_fraction(stages: int, microbatches: int) -> float:

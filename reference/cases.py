@@ -21,6 +21,7 @@ from reference import attention as r_attention
 from reference import block as r_block
 from reference import dropout as r_dropout
 from reference import embedding as r_embedding
+from reference import gpt as r_gpt
 from reference import linear as r_linear
 from reference import loss as r_loss
 from reference import mlp as r_mlp
@@ -33,7 +34,8 @@ from tpsim.errors import TpsimError
 from tpsim.nn.dropout import DEFAULT, MODEL_PARALLEL
 from tpsim.placement import Partial
 
-LAYERS = ("column", "row", "mlp", "attention", "embedding", "logits", "loss", "layernorm", "dropout", "block")
+LAYERS = ("column", "row", "mlp", "attention", "embedding", "logits", "loss", "layernorm", "dropout", "block",
+          "gpt")
 # layers whose local math is exact on small integers (matmuls, lookups, scaling by a mask): both
 # engines must agree bit for bit there.  The others evaluate tanh, exp, log or sqrt, where NumPy's and
 # torch's float32 libms differ in the last bit (measured in check.py), so only closeness is claimed.
@@ -89,6 +91,13 @@ def default_cases(world_size: int, data: str, dtype: str) -> list[Case]:
         Case("embedding", dict(s=s, b=b, vocab=11, hidden=6), dict(pad_to_multiple_of=4)),
         Case("loss", dict(s=s, b=b, vocab=11), {}),
         Case("loss", dict(s=s, b=b, vocab=11), dict(pad_to_multiple_of=4, label_smoothing=0.1)),
+    ]
+    # a whole GPT: 2 layers, vocab 11 (uneven over t unless padded), seq_len > s (unused position rows)
+    gpt = dict(s=s, b=b, vocab=11, hidden=4 * heads, heads=heads, ffn=6 * t, layers=2, seq_len=s + 1)
+    out += [
+        Case("gpt", gpt, dict(dropout=0.1)),
+        Case("gpt", gpt, dict(sequence_parallel=True, pad_to_multiple_of=4, dropout=0.1)),
+        Case("gpt", gpt, dict(untied=True, pad_to_multiple_of=4)),
     ]
     return [Case(c.layer, c.dims, c.options, data, dtype, seed=i) for i, c in enumerate(out)]
 
@@ -151,7 +160,23 @@ def _build_tpsim(case: Case, mesh):
         m = t_nn.TransformerBlock(mesh, d["hidden"], d["heads"], d["ffn"], dropout=o.get("dropout", 0.0),
                                   sequence_parallel=sp, **kw)
         return m, m, ("x", (d["s"], d["b"], d["hidden"]), seq)
+    if case.layer == "gpt":
+        m = t_nn.GPT(mesh, _gpt_config(case), **_gpt_options(case))
+        return m, m, ("ids+targets", (d["s"], d["b"]), Replicate())
     raise TpsimError(f"unknown layer {case.layer!r}; valid: {', '.join(LAYERS)}")
+
+
+def _gpt_config(case: Case) -> t_nn.GPTConfig:
+    d = case.dims
+    return t_nn.GPTConfig(vocab_size=d["vocab"], hidden=d["hidden"], num_layers=d["layers"],
+                          num_heads=d["heads"], seq_len=d["seq_len"], ffn_hidden=d["ffn"], micro_batch=d["b"],
+                          dtype=case.dtype, dropout=case.options.get("dropout", 0.0), name="gpt")
+
+
+def _gpt_options(case: Case) -> dict:
+    o = case.options
+    return dict(sequence_parallel=case.sp, tied_embeddings=not o.get("untied", False),
+                pad_to_multiple_of=o.get("pad_to_multiple_of"), seed=case.seed, init=case.init)
 
 
 def _build_reference(case: Case, comm, device):
@@ -196,6 +221,9 @@ def _build_reference(case: Case, comm, device):
         m = r_block.TransformerBlock(comm, d["hidden"], d["heads"], d["ffn"], dropout=o.get("dropout", 0.0),
                                      sequence_parallel=sp, **kw)
         return m, m
+    if case.layer == "gpt":
+        m = r_gpt.GPT(comm, _gpt_config(case), device=device, **_gpt_options(case))
+        return m, m
     raise TpsimError(f"unknown layer {case.layer!r}; valid: {', '.join(LAYERS)}")
 
 
@@ -218,7 +246,12 @@ def run_tpsim(case: Case, world_size: int) -> TpsimRun:
     rng = np.random.default_rng(10_000 + case.seed)
     dtype = resolve_dtype(case.dtype)
     feed: dict[str, object] = {}
-    if kind == "ids":
+    if kind == "ids+targets":  # a whole model: the mean loss out, d(mean) = 1 in, no input gradient
+        ids, targets = (rng.integers(0, case.dims["vocab"], size=shape) for _ in range(2))
+        y = module(ids, targets)
+        feed.update(ids=[ids] * world_size, targets=[targets] * world_size)
+        x = None
+    elif kind == "ids":
         ids = rng.integers(0, case.dims["vocab"], size=shape)
         y = module(ids)
         feed["ids"] = [ids] * world_size
@@ -232,9 +265,12 @@ def run_tpsim(case: Case, world_size: int) -> TpsimRun:
             feed["targets"] = [targets] * world_size
         else:
             y = module(x)
-    dy = distribute(_draw(rng, y.shape, case.data, dtype), mesh, list(y.placements))
-    feed["dy"] = dy.shards
-    dx = module.backprop(dy)
+    if kind == "ids+targets":
+        dx = module.backprop()
+    else:
+        dy = distribute(_draw(rng, y.shape, case.data, dtype), mesh, list(y.placements))
+        feed["dy"] = dy.shards
+        dx = module.backprop(dy)
     named = {"out": y}
     if dx is not None:
         named["dx"] = dx
@@ -262,7 +298,10 @@ def run_tpsim(case: Case, world_size: int) -> TpsimRun:
 def run_reference(case: Case, comm, inputs: dict[str, np.ndarray], device) -> dict[str, np.ndarray]:
     """One rank: build the mirror, feed it this rank's inputs, return its out, dx and grads (NumPy)."""
     module, owner = _build_reference(case, comm, device)
-    if "ids" in inputs:
+    if "ids" in inputs and "targets" in inputs:  # a whole model: mean loss, backward from d(mean) = 1
+        x = None
+        y = module(torch.from_numpy(inputs["ids"]).to(device), torch.from_numpy(inputs["targets"]).to(device))
+    elif "ids" in inputs:
         x = None
         y = module(torch.from_numpy(inputs["ids"]).to(device))
     else:
@@ -272,7 +311,7 @@ def run_reference(case: Case, comm, inputs: dict[str, np.ndarray], device) -> di
             y, _ = module(x, torch.from_numpy(inputs["targets"]).to(device))
         else:
             y = module(x)
-    y.backward(to_torch(inputs["dy"], device))
+    y.backward(to_torch(inputs["dy"], device) if "dy" in inputs else None)
     out = {"out": to_numpy(y)}
     if x is not None:
         out["dx"] = to_numpy(x.grad)

@@ -51,6 +51,7 @@ class Comm:
         self.device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
         self.bytes_sent = self.bytes_received = 0
         self.record: list[CallRecord] = []
+        self.calls = 0  # collectives issued (a call rejected by preflight counts; one rejected locally not)
 
     def backend_for(self, device: torch.device) -> Backend:
         """The backend as this call sees it: gloo with a CUDA tensor is staged, whatever was said."""
@@ -93,10 +94,11 @@ class Comm:
         return self._collective("gather", x, root=dst, dim=dim, sizes=sizes)
 
     def _collective(self, c: str, x, *, op=None, root=None, dim=None, other_dim=None, sizes=None):
-        seq = len(self.record)
+        seq = self.calls
         reducing = c in ("all_reduce", "reduce", "reduce_scatter")
         op = op if reducing else None
         ndim = self._check(c, x, op, root, dim, other_dim, sizes, seq)
+        self.calls += 1  # issued to the group: every rank counts it, even if preflight then rejects it
         dim = None if dim is None else dim % ndim
         other_dim = None if other_dim is None else other_dim % ndim
         desc = preflight.Descriptor(seq, c, op, root, dim, other_dim, None if x is None else x.dtype,

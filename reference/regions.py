@@ -8,6 +8,7 @@ On the tensor-parallel group of t ranks (a `reference.comm.Comm`), each a conjug
     scatter_to               forward: keep my piece    backward: all-gather(-1)
     sequence_gather          forward: all-gather(seq)  backward: reduce-scatter(seq) (SP)
     sequence_reduce_scatter  forward: reduce-scatter   backward: all-gather(seq)     (SP)
+    sequence_scatter         forward: keep my rows     backward: all-gather(seq)     (SP, GPT embedding)
     copy_to_params           forward: identity         backward: one all-reduce of the params' grads,
                                                        fused (SP: LayerNorm's [dw; db], a row bias's db)
 
@@ -95,6 +96,18 @@ class _SequenceReduceScatter(torch.autograd.Function):
         return c.all_gather(dy.contiguous(), dim=ctx.dim, sizes=chunk_sizes(ctx.full, c.size)), None, None
 
 
+class _SequenceScatter(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, comm, dim):
+        ctx.comm, ctx.dim, ctx.full = comm, dim, x.shape[dim]
+        return piece(x, dim, comm.rank, comm.size).contiguous()
+
+    @staticmethod
+    def backward(ctx, dy):
+        c = ctx.comm
+        return c.all_gather(dy.contiguous(), dim=ctx.dim, sizes=chunk_sizes(ctx.full, c.size)), None, None
+
+
 class _CopyToParams(torch.autograd.Function):
     @staticmethod
     def forward(ctx, comm, *params):
@@ -137,6 +150,12 @@ def sequence_gather(x: torch.Tensor, comm, dim: int = 0) -> torch.Tensor:
 def sequence_reduce_scatter(x: torch.Tensor, comm, dim: int = 0) -> torch.Tensor:
     """SP: reduce-scatter partial sums along the sequence dim; backward all-gathers the gradient."""
     return _SequenceReduceScatter.apply(x, comm, dim)
+
+
+def sequence_scatter(x: torch.Tensor, comm, dim: int = 0) -> torch.Tensor:
+    """SP: keep this rank's rows of a replicated x along the sequence dim (no bytes); backward
+    all-gathers the gradient (Megatron's scatter_to_sequence_parallel_region)."""
+    return _SequenceScatter.apply(x, comm, dim)
 
 
 def copy_to_params(comm, *params: torch.Tensor) -> tuple[torch.Tensor, ...]:

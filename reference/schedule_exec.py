@@ -119,7 +119,7 @@ def _reduce_into(own: torch.Tensor, rank: int, incoming: list, op: str, ordered:
         (src, value), = incoming
         own.add_(value) if op in ("sum", "avg") else own.mul_(value)
         return
-    terms = sorted([(rank, own.clone()), *incoming], key=lambda t: -t[0] if op == "sum" else t[0])  # ascending rank, own at its rank
+    terms = sorted([(rank, own.clone()), *incoming], key=lambda t: t[0])  # ascending rank, own at its rank
     total = terms[0][1]
     for _, value in terms[1:]:
         total = _combine(op, total, value)

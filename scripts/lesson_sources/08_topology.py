@@ -170,8 +170,17 @@ for r in mesh.trace.per_link():
 print("bytes carried:", {k: fmt_bytes(v) for k, v in per_kind.items()})
 
 # %% [markdown]
-# The traffic matrix shows the two kinds of group: two 8 × 8 blocks on the diagonal (TP, inside each node)
-# and two diagonals off it (DP, each GPU with its twin on the other node).
+# The traffic matrix (bytes from each row's GPU to each column's) shows the two kinds of group: each GPU's
+# DP twin on the other node (the bright diagonals, 8 apart) and, much fainter, the TP rings inside each node
+# (each GPU sends to the next one in its node, the last back to the first).
+
+# %%
+m = mesh.trace.traffic_matrix()
+display(Markdown(
+    f"GPU 0 sends {fmt_bytes(m[0, 8])} to its DP twin, GPU 8, and {fmt_bytes(m[0, 1])} to GPU 1, its "
+    f"neighbour in the TP ring ({m[0, 8] / m[0, 1]:.0f}× less).  But the gradients cross the NICs once per "
+    "step, while TP's all-reduces of that size run four times per layer for every micro-batch, over NVLink."
+))
 
 # %%
 viz.traffic_heatmap(mesh);

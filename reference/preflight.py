@@ -94,8 +94,9 @@ def exchange(mine: Descriptor, group, device: torch.device) -> list[Descriptor]:
 def check(descs: list[Descriptor], ranks: list[int]) -> None:
     """Raise a clear error naming the ranks whose descriptor differs from the others'."""
     first = descs[0]
+    _same(descs, ranks, f"call #{first.seq}", "called", lambda d: d.collective, CollectiveMismatch)
+    _same(descs, ranks, f"{first.collective}", "call number", lambda d: f"#{d.seq}", CollectiveMismatch)
     what = f"{first.collective} #{first.seq}"
-    _same(descs, ranks, what, "called", lambda d: f"{d.collective} #{d.seq}", CollectiveMismatch)
     for field in ("reduce_op", "root", "dim", "other_dim"):
         _same(descs, ranks, what, f"{field.replace('_', ' ')}", lambda d, f=field: getattr(d, f), CollectiveMismatch)
     held = [(d, r) for d, r in zip(descs, ranks, strict=True) if d.dtype is not None]
@@ -128,10 +129,13 @@ def _same(descs, ranks, what: str, field: str, key, error: type[Exception]) -> N
         return
     # the value most ranks hold is the reference (ties: the lowest rank's); the others are named
     common = max(counts, key=lambda v: (counts[v], -values.index(v)))
-    odd = [f"{_ranks([r for r, v in zip(ranks, values, strict=True) if v == x])} "
-           f"{'has' if counts[x] == 1 else 'have'} {field} {_fmt(x)}" for x in dict.fromkeys(values) if x != common]
+    def verb(n: int) -> str:
+        return "called" if field == "called" else "has" if n == 1 else "have"
+
+    odd = [f"{_ranks([r for r, v in zip(ranks, values, strict=True) if v == x])} {verb(counts[x])}"
+           f"{'' if field == 'called' else ' ' + field} {_fmt(x)}" for x in dict.fromkeys(values) if x != common]
     rest = [r for r, v in zip(ranks, values, strict=True) if v == common]
-    raise error(f"{what}: {'; '.join(odd)}; {_ranks(rest)} {'has' if len(rest) == 1 else 'have'} {_fmt(common)}")
+    raise error(f"{what}: {'; '.join(odd)}; {_ranks(rest)} {verb(len(rest))} {_fmt(common)}")
 
 
 def _ranks(rs: list[int]) -> str:

@@ -201,7 +201,7 @@ def test_preflight_names_the_ranks_that_differ():
     assert got[0] == [
         "ShapeError: all_reduce #0: rank 1 has shape (4, 6); ranks 0,2 have (4, 8)",
         "DTypeError: all_reduce #1: rank 2 has dtype float64; ranks 0,1 have float32",
-        "CollectiveMismatch: all_reduce #2: ranks 1,2 called all_gather #2; rank 0 called all_reduce #2",
+        "CollectiveMismatch: call #2: rank 0 called all_reduce; ranks 1,2 called all_gather",
         "CollectiveMismatch: reduce_scatter #3: rank 0 has reduce op max; ranks 1,2 have sum",
         "CollectiveMismatch: broadcast #4: rank 1 has root 1; ranks 0,2 have 0",
         "ShapeError: all_gather #5: rank 0 has shape (except dim 0) (*, 5); ranks 1,2 have (*, 4)",

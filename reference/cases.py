@@ -42,6 +42,12 @@ LAYERS = ("column", "row", "mlp", "attention", "embedding", "logits", "loss", "l
 EXACT_MATH = ("column", "row", "embedding", "logits", "dropout")
 
 
+# what a dtype's own rounding error is measured against: float64, and for float64 the x87 80-bit long
+# double where NumPy has one (elsewhere longdouble is float64: no measure, only the ULP floor applies)
+WIDER = {"float64": "longdouble" if np.finfo(np.longdouble).eps < np.finfo(np.float64).eps else None,
+         "longdouble": None, "float128": None}
+
+
 @dataclass(frozen=True)
 class Case:
     layer: str
@@ -286,10 +292,11 @@ def run_tpsim(case: Case, world_size: int) -> TpsimRun:
     colls = [dict(kind=c.collective, direction=c.direction, nbytes=c.nbytes, wire_bytes=c.wire_bytes)
              for c in mesh.trace.collectives]
     run = TpsimRun(case, results, replicated, inputs, colls, mesh.trace)
-    if case.data == "exact" and case.layer not in EXACT_MATH and case.dtype != "float64":
-        # the same integers in float64: how far this dtype's own rounding moves each result
-        wide = run_tpsim(dataclasses.replace(case, dtype="float64"), world_size).results
-        run.rounding = {k: max((float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0))
+    wider = WIDER.get(resolve_dtype(case.dtype).name, "float64")
+    if case.data == "exact" and case.layer not in EXACT_MATH and wider is not None:
+        # the same integers in a wider dtype: how far this dtype's own rounding moves each result
+        wide = run_tpsim(dataclasses.replace(case, dtype=wider), world_size).results
+        run.rounding = {k: max((float(np.max(np.abs(a.astype(wider) - b), initial=0.0))
                                 for a, b in zip(v, wide[k], strict=True)), default=0.0)
                         for k, v in results.items()}
     return run

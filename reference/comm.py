@@ -24,7 +24,7 @@ from reference import native, preflight, schedule_exec
 from reference.launch import Backend
 from reference.record import CallRecord, dtype_name
 from reference.staging import is_staged
-from tpsim.collectives.algorithms import ALGORITHMS, DEFAULT_ALGORITHM, build, check_algorithm
+from tpsim.collectives.algorithms import ALGORITHMS, build, check_algorithm
 from tpsim.errors import AlgorithmError, DTypeError, ReduceOpError, RootError, ShapeError, WorldSizeError
 from tpsim.placement import REDUCE_OPS, chunk_sizes
 
@@ -36,8 +36,15 @@ FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 class Comm:
     """One rank's handle on a process group: collectives that count bytes and record every call."""
 
-    def __init__(self, group=None, *, mode: str = "native", algorithm: str | dict | None = None,
-                 preflight: bool = False, backend: Backend | None = None):
+    def __init__(
+        self,
+        group=None,
+        *,
+        mode: str = "native",
+        algorithm: str | dict | None = None,
+        preflight: bool = False,
+        backend: Backend | None = None,
+    ):
         if mode not in MODES:
             raise AlgorithmError(f"Comm mode {mode!r} is unknown; valid: {', '.join(MODES)}")
         self.algorithms = _algorithms(algorithm)
@@ -101,8 +108,16 @@ class Comm:
         self.calls += 1  # issued to the group: every rank counts it, even if preflight then rejects it
         dim = None if dim is None else dim % ndim
         other_dim = None if other_dim is None else other_dim % ndim
-        desc = preflight.Descriptor(seq, c, op, root, dim, other_dim, None if x is None else x.dtype,
-                                    None if x is None else tuple(x.shape))
+        desc = preflight.Descriptor(
+            seq,
+            c,
+            op,
+            root,
+            dim,
+            other_dim,
+            None if x is None else x.dtype,
+            None if x is None else tuple(x.shape),
+        )
         descs = None
         # the same decision on every rank, or the exchange deadlocks: `sizes` goes to every rank or none
         if self.preflight or c in ("broadcast", "scatter") or (sizes is None and c in UNEVEN):
@@ -121,7 +136,9 @@ class Comm:
         flat = None if front is None else front.reshape(-1)
         device = x.device if x is not None else self.device
         backend = self.backend_for(device)
-        y, sent, received, algorithm, note = self._move(c, flat, rows, row_size, op, root, dtype, device, backend)
+        y, sent, received, algorithm, note = self._move(
+            c, flat, rows, row_size, op, root, dtype, device, backend
+        )
         if y is not None and op == "avg":
             y = y / torch.tensor(self.size, dtype=dtype, device=y.device)  # once, at the end, as tpsim
         itemsize = torch.empty(0, dtype=dtype).element_size()
@@ -129,19 +146,44 @@ class Comm:
         nbytes = sum(per_rank) if c in ("all_gather", "gather") else per_rank[root or 0]
         self.bytes_sent += sent
         self.bytes_received += received
-        self.record.append(CallRecord(
-            seq, c, shape, dtype_name(dtype), tuple(self.ranks), self.mode, algorithm, sent, received,
-            nbytes, op, root, self.ranks[self.rank], "exact" if self.mode == "schedule" else "model",
-            is_staged(backend, "send" if self.mode == "schedule" else c), note,
-        ))
+        self.record.append(
+            CallRecord(
+                seq,
+                c,
+                shape,
+                dtype_name(dtype),
+                tuple(self.ranks),
+                self.mode,
+                algorithm,
+                sent,
+                received,
+                nbytes,
+                op,
+                root,
+                self.ranks[self.rank],
+                "exact" if self.mode == "schedule" else "model",
+                is_staged(backend, "send" if self.mode == "schedule" else c),
+                note,
+            )
+        )
         return None if y is None else rebuild(y)
 
     def _move(self, c, flat, rows, row_size, op, root, dtype, device, backend):
         itemsize = torch.empty(0, dtype=dtype).element_size()
         if self.mode == "native":
             empty = torch.empty(0, dtype=dtype, device=device)
-            y, wire_rows, note = native.run(self, c, empty if flat is None else flat, rows, row_size, op=op,
-                                            root=root, dtype=dtype, device=device, backend=backend)
+            y, wire_rows, note = native.run(
+                self,
+                c,
+                empty if flat is None else flat,
+                rows,
+                row_size,
+                op=op,
+                root=root,
+                dtype=dtype,
+                device=device,
+                backend=backend,
+            )
             model = build(c, None, self.size, root)
             table = _table(c, model, wire_rows, row_size)
             return (y, *schedule_exec.count_bytes(model, table, self.rank, itemsize), model.algorithm, note)
@@ -162,13 +204,19 @@ class Comm:
         who = f"rank {self.ranks[self.rank]}: {c} #{seq}"
         if op is not None and op not in REDUCE_OPS:
             raise ReduceOpError(f"{who}: op {op!r} is unknown; valid: {', '.join(REDUCE_OPS)}")
-        if root is not None and (isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < self.size):
+        if root is not None and (
+            isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < self.size
+        ):
             raise RootError(f"{who}: root {root!r} is out of range; valid: 0..{self.size - 1} (group ranks)")
         if x is None:
             if c not in ("broadcast", "scatter") or self.rank == root:
-                raise ShapeError(f"{who}: x is None; only non-root ranks of broadcast and scatter may pass None")
+                raise ShapeError(
+                    f"{who}: x is None; only non-root ranks of broadcast and scatter may pass None"
+                )
             if dim is not None and dim < 0:
-                raise ShapeError(f"{who}: dim {dim} with x None; pass a dim >= 0 (the root's shape is not known here)")
+                raise ShapeError(
+                    f"{who}: dim {dim} with x None; pass a dim >= 0 (the root's shape is not known here)"
+                )
             return 1 if dim is None else dim + 1
         if not isinstance(x, torch.Tensor):
             raise DTypeError(f"{who}: x must be a torch.Tensor, got {type(x).__name__}")
@@ -176,8 +224,12 @@ class Comm:
             raise DTypeError(f"{who}: op 'avg' needs a floating dtype, got {dtype_name(x.dtype)}")
         for name, d in (("dim", dim), ("concat_dim", other_dim)):
             if d is not None and not -x.ndim <= d < x.ndim:
-                raise ShapeError(f"{who}: {name} {d} is out of range for shape {tuple(x.shape)}; "
-                                 f"valid: {-x.ndim}..{x.ndim - 1}" if x.ndim else f"{who}: a 0-d tensor has no dims")
+                raise ShapeError(
+                    f"{who}: {name} {d} is out of range for shape {tuple(x.shape)}; "
+                    f"valid: {-x.ndim}..{x.ndim - 1}"
+                    if x.ndim
+                    else f"{who}: a 0-d tensor has no dims"
+                )
         if c == "all_to_all" and dim % x.ndim == other_dim % x.ndim:
             raise ShapeError(f"{who}: split_dim and concat_dim are both {dim % x.ndim}; they must differ")
         if sizes is not None:
@@ -185,8 +237,10 @@ class Comm:
             if len(sizes) != self.size:
                 raise WorldSizeError(f"{who}: sizes has {len(sizes)} entries for a group of {self.size}")
             if sizes[self.rank] != x.shape[along]:
-                raise ShapeError(f"{who}: sizes[{self.rank}] is {sizes[self.rank]} but x has "
-                                 f"{x.shape[along]} along dim {along % x.ndim}")
+                raise ShapeError(
+                    f"{who}: sizes[{self.rank}] is {sizes[self.rank]} but x has "
+                    f"{x.shape[along]} along dim {along % x.ndim}"
+                )
         return x.ndim
 
 
@@ -207,7 +261,9 @@ def _table(c, schedule, rows, row_size):
     from tpsim.collectives import layout
 
     if c in ("all_reduce", "reduce", "broadcast"):
-        return layout.chunk_table(c, schedule.world_size, schedule.num_chunks, [r * row_size for r in rows], 1)
+        return layout.chunk_table(
+            c, schedule.world_size, schedule.num_chunks, [r * row_size for r in rows], 1
+        )
     return layout.chunk_table(c, schedule.world_size, schedule.num_chunks, rows, row_size)
 
 
@@ -220,7 +276,7 @@ def _layout(c, x, shape, dim, other_dim, lengths, p, rank):
     if c == "all_to_all":
         return _all_to_all_layout(x, shape, dim, other_dim, lengths, p, rank)
     front = None if x is None else x.movedim(dim, 0).contiguous()
-    rest = shape[:dim] + shape[dim + 1:]
+    rest = shape[:dim] + shape[dim + 1 :]
     row_size = math.prod(rest)
     if c in ("all_gather", "gather"):
         rows = list(lengths) if lengths is not None else [shape[dim]] * p
@@ -244,7 +300,7 @@ def _all_to_all_layout(x, shape, new, old, lengths, p, rank):
         pad.narrow(old, 0, shape[old]).copy_(x)
         x = pad
     front = x.movedim(new, 0).contiguous()
-    rest = tuple(padded_shape[:new] + padded_shape[new + 1:])
+    rest = tuple(padded_shape[:new] + padded_shape[new + 1 :])
     cut = chunk_sizes(shape[new], p)[rank]
 
     def rebuild(y):

@@ -38,6 +38,7 @@ from tpsim.errors import TpsimError, WorldSizeError
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = (None, "gloo", "nccl")
 GRACE_S = 3.0  # a failed rank's peers get this long to end after SIGTERM before SIGKILL
+SETTLE_S = 0.5  # after the first failure, wait this long for other exits before naming the cause
 
 
 class LaunchError(TpsimError, ValueError):
@@ -265,9 +266,19 @@ def _watch(procs: list, wd: pathlib.Path, tag: str, timeout: float) -> None:
 
 
 def _fail(procs: list, wd: pathlib.Path, tag: str, bad: list[int], raised: list[int]) -> None:
-    # the first rank to write a traceback is the cause; others fail after it (peer gone)
+    """Name the cause: a rank killed by a signal, else the first to write a traceback (its peers fail
+    after it, with "connection reset by peer"), else the first to exit non-zero."""
+    multiprocessing.connection.wait([p.sentinel for p in procs if p.exitcode is None], timeout=SETTLE_S)
+    codes = [p.exitcode for p in procs]
+    killed = [r for r, c in enumerate(codes) if c is not None and c < 0]
+    raised = [r for r in range(len(procs)) if _path(wd, tag, "traceback", r).exists()]
     stamps = {r: _path(wd, tag, "traceback", r).stat().st_mtime for r in raised}
-    rank = min(stamps, key=lambda r: (stamps[r], r)) if stamps else bad[0]
+    if killed:
+        rank = killed[0]
+    elif stamps:
+        rank = min(stamps, key=lambda r: (stamps[r], r))
+    else:
+        rank = next(r for r, c in enumerate(codes) if c not in (None, 0))
     procs[rank].join(timeout=GRACE_S)  # give a raising rank time to exit, for its exit code
     code = procs[rank].exitcode
     text = _read(_path(wd, tag, "traceback", rank))

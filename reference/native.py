@@ -33,8 +33,16 @@ def run(comm, collective: str, flat, rows: list[int], row_size: int, *, op, root
     """Dispatch; returns (result flat or None, rows each rank put on the wire, note)."""
     staged = is_staged(backend, collective)
     f = _NATIVE[collective]
-    return f(_Call(comm.group, comm.rank, comm.size, comm.ranks, device), flat, rows, row_size,
-             op=op, root=root, dtype=dtype, staged=staged)
+    return f(
+        _Call(comm.group, comm.rank, comm.size, comm.ranks, device),
+        flat,
+        rows,
+        row_size,
+        op=op,
+        root=root,
+        dtype=dtype,
+        staged=staged,
+    )
 
 
 class _Call:

@@ -26,8 +26,18 @@ from tpsim.placement import REDUCE_OPS
 MAX_DIMS = 24
 FIELDS = 8  # seq, collective, reduce op, root, dim, other dim, dtype, ndim
 DTYPES = (
-    torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.uint8, torch.int16,
-    torch.int32, torch.int64, torch.bool, torch.complex64, torch.complex128,
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+    torch.int8,
+    torch.uint8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+    torch.complex64,
+    torch.complex128,
 )
 NONE = -1
 
@@ -49,7 +59,9 @@ class Descriptor:
 
     def encode(self) -> torch.Tensor:
         if self.shape is not None and len(self.shape) > MAX_DIMS:
-            raise ShapeError(f"{self.collective}: a tensor of {len(self.shape)} dims; preflight takes <= {MAX_DIMS}")
+            raise ShapeError(
+                f"{self.collective}: a tensor of {len(self.shape)} dims; preflight takes <= {MAX_DIMS}"
+            )
         shape = self.shape or ()
         head = [
             self.seq,
@@ -98,7 +110,14 @@ def check(descs: list[Descriptor], ranks: list[int]) -> None:
     _same(descs, ranks, f"{first.collective}", "call number", lambda d: f"#{d.seq}", CollectiveMismatch)
     what = f"{first.collective} #{first.seq}"
     for field in ("reduce_op", "root", "dim", "other_dim"):
-        _same(descs, ranks, what, f"{field.replace('_', ' ')}", lambda d, f=field: getattr(d, f), CollectiveMismatch)
+        _same(
+            descs,
+            ranks,
+            what,
+            f"{field.replace('_', ' ')}",
+            lambda d, f=field: getattr(d, f),
+            CollectiveMismatch,
+        )
     held = [(d, r) for d, r in zip(descs, ranks, strict=True) if d.dtype is not None]
     if not held:
         raise ShapeError(f"{what}: no rank passed a tensor; the root must pass one")
@@ -129,11 +148,16 @@ def _same(descs, ranks, what: str, field: str, key, error: type[Exception]) -> N
         return
     # the value most ranks hold is the reference (ties: the lowest rank's); the others are named
     common = max(counts, key=lambda v: (counts[v], -values.index(v)))
+
     def verb(n: int) -> str:
         return "called" if field == "called" else "has" if n == 1 else "have"
 
-    odd = [f"{_ranks([r for r, v in zip(ranks, values, strict=True) if v == x])} {verb(counts[x])}"
-           f"{'' if field == 'called' else ' ' + field} {_fmt(x)}" for x in dict.fromkeys(values) if x != common]
+    odd = [
+        f"{_ranks([r for r, v in zip(ranks, values, strict=True) if v == x])} {verb(counts[x])}"
+        f"{'' if field == 'called' else ' ' + field} {_fmt(x)}"
+        for x in dict.fromkeys(values)
+        if x != common
+    ]
     rest = [r for r, v in zip(ranks, values, strict=True) if v == common]
     raise error(f"{what}: {'; '.join(odd)}; {_ranks(rest)} {verb(len(rest))} {_fmt(common)}")
 

@@ -67,18 +67,30 @@ def compare_with_trace(record: list[CallRecord], trace, rank: int | None = None)
             f"trace has {len(theirs)} ({', '.join(c.collective for c in theirs)})"
         )
     for mine, c in zip(record, theirs, strict=False):
-        want = {"op": c.collective, "reduce_op": c.op, "group size": c.group_size, "nbytes": c.nbytes,
-                "dtype": c.dtype}
-        have = {"op": mine.op, "reduce_op": mine.reduce_op, "group size": len(mine.group),
-                "nbytes": mine.nbytes, "dtype": mine.dtype}
+        want = {
+            "op": c.collective,
+            "reduce_op": c.op,
+            "group size": c.group_size,
+            "nbytes": c.nbytes,
+            "dtype": c.dtype,
+        }
+        have = {
+            "op": mine.op,
+            "reduce_op": mine.reduce_op,
+            "group size": len(mine.group),
+            "nbytes": mine.nbytes,
+            "dtype": mine.dtype,
+        }
         if mine.mode == "schedule":  # the same schedule moves the same bytes, exactly
             want["algorithm"], have["algorithm"] = c.algorithm, mine.algorithm
             want["bytes sent, received"] = trace_bytes(trace, c.index, rank)
             have["bytes sent, received"] = (mine.bytes_sent, mine.bytes_received)
         for key in want:
             if want[key] != have[key]:
-                problems.append(f"rank {rank} call #{mine.seq} ({mine.op}): {key} is {have[key]!r}, "
-                                f"tpsim's trace #{c.index} has {want[key]!r}")
+                problems.append(
+                    f"rank {rank} call #{mine.seq} ({mine.op}): {key} is {have[key]!r}, "
+                    f"tpsim's trace #{c.index} has {want[key]!r}"
+                )
     return problems
 
 

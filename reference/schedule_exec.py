@@ -72,7 +72,9 @@ class Wire:
         self.group, self.device, self.staged = group, device, staged
         self.sent = self.received = 0
 
-    def exchange(self, sends: list[tuple[int, int, torch.Tensor]], recvs: list[tuple[int, int, int, torch.dtype]]):
+    def exchange(
+        self, sends: list[tuple[int, int, torch.Tensor]], recvs: list[tuple[int, int, int, torch.dtype]]
+    ):
         """Post every send (tag, peer, tensor) and receive (tag, peer, numel, dtype); wait for all;
         return the received tensors on this rank's device, in `recvs` order."""
         works, inbox = [], []
@@ -97,7 +99,9 @@ def execute(schedule: Schedule, chunks: list[torch.Tensor], rank: int, op: str, 
     ordered = op in ("max", "min")
     for step in rank_plan(schedule, rank):
         sends = [(tag, dst, _joined(chunks, ids)) for tag, dst, ids in step.sends]
-        recvs = [(tag, src, sum(len(chunks[c]) for c in ids), chunks[0].dtype) for tag, src, ids, _ in step.recvs]
+        recvs = [
+            (tag, src, sum(len(chunks[c]) for c in ids), chunks[0].dtype) for tag, src, ids, _ in step.recvs
+        ]
         local = [(_joined(chunks, ids).clone(), targets, red) for ids, targets, red in step.local]
         inbox = wire.exchange(sends, recvs)
         # (source rank, value, target chunks, reduce) for everything that lands on this rank
@@ -116,7 +120,7 @@ def execute(schedule: Schedule, chunks: list[torch.Tensor], rank: int, op: str, 
 
 def _reduce_into(own: torch.Tensor, rank: int, incoming: list, op: str, ordered: bool) -> None:
     if len(incoming) == 1 and not ordered:  # own op incoming, in place
-        (src, value), = incoming
+        ((_, value),) = incoming
         own.add_(value) if op in ("sum", "avg") else own.mul_(value)
         return
     terms = sorted([(rank, own.clone()), *incoming], key=lambda t: t[0])  # ascending rank, own at its rank
@@ -165,8 +169,14 @@ def count_bytes(schedule: Schedule, table: list[list[int]], rank: int, itemsize:
 
 
 def buffer(
-    collective: str, schedule: Schedule, rank: int, rows: list[int], row_size: int,
-    mine: torch.Tensor | None, dtype: torch.dtype, device: torch.device,
+    collective: str,
+    schedule: Schedule,
+    rank: int,
+    rows: list[int],
+    row_size: int,
+    mine: torch.Tensor | None,
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[list[int]]]:
     """This rank's working buffer, packed as tpsim packs it; returns (flat, chunk views, chunk table).
 
@@ -187,7 +197,9 @@ def buffer(
     return flat, chunks, table
 
 
-def result(collective: str, flat: torch.Tensor, chunks: list, rank: int, root: int | None) -> torch.Tensor | None:
+def result(
+    collective: str, flat: torch.Tensor, chunks: list, rank: int, root: int | None
+) -> torch.Tensor | None:
     """The chunks that make up this rank's result, joined (as tpsim's unpack), or None off the root."""
     p = len(chunks) // 2 if collective == "all_to_all" else None
     if collective in ("reduce", "gather") and rank != root:

@@ -15,8 +15,19 @@ from reference.launch import Backend
 
 GLOO_CUDA_NATIVE = frozenset({"all_reduce", "broadcast"})
 STAGEABLE = frozenset(
-    {"all_reduce", "broadcast", "all_gather", "reduce_scatter", "all_to_all", "reduce", "scatter", "gather",
-     "send", "recv", "descriptor"}
+    {
+        "all_reduce",
+        "broadcast",
+        "all_gather",
+        "reduce_scatter",
+        "all_to_all",
+        "reduce",
+        "scatter",
+        "gather",
+        "send",
+        "recv",
+        "descriptor",
+    }
 )
 
 

@@ -47,3 +47,20 @@ def test_a_one_ulp_mismatch_fails_the_check(tmp_path):
     bad = [r for r in result["rows"] if not r["ok"]]
     assert [(r["tensor"], r["bitwise"]) for r in bad] == [("out", False)]
     assert bad[0]["claim"] == "bitwise"
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+@pytest.mark.parametrize("comm", ["native", "schedule"])
+def test_check_passes_in_bfloat16(tmp_path, comm):
+    """The CLI in bfloat16, the layers that go through tanh/exp/log/sqrt and a whole GPT: each tier's
+    claim holds, and nothing silently ran (or moved) in float32."""
+    layers = "mlp,attention,layernorm,loss,block,row,gpt"
+    proc, result = run_check(tmp_path, "--dtype", "bfloat16", "--comm", comm, "--layers", layers)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert result["ok"] and {r["layer"] for r in result["rows"]} == set(layers.split(","))
+    assert all(r["ok"] and r["dtype"] == "bfloat16" for r in result["rows"])
+    assert all(r["close"] for r in result["rows"] if r["data"] == "float")
+    assert all(not c["record_problems"] for c in result["cases"])  # same op, size and dtype as tpsim
+    if comm == "schedule":
+        assert all(c["ref_bytes"] == c["tpsim_bytes"] for c in result["cases"])

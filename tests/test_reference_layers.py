@@ -22,7 +22,7 @@ from reference import attention as r_attention
 from reference import embedding as r_embedding
 from reference import linear as r_linear
 from reference import loss as r_loss
-from reference.cases import EXACT_MATH, LAYERS, Case
+from reference.cases import EXACT_MATH, LAYERS, Case, default_cases
 from reference.check import check
 from tpsim import Mesh
 from tpsim import nn as t_nn
@@ -63,6 +63,13 @@ def layer_case(draw, layer: str, t: int) -> Case:
     elif layer == "dropout":
         dims.update(hidden=draw(st.integers(1, 6)))
         opts.update(p=draw(st.sampled_from([0.1, 0.5])))
+    elif layer == "gpt":  # small: every layer above, twice, plus positions, tied logits and the loss
+        heads = t * draw(st.integers(1, 2))
+        dims.update(vocab=draw(st.integers(1, 13)), hidden=heads * draw(st.integers(1, 2)), heads=heads,
+                    ffn=draw(st.integers(1, 8)), layers=draw(st.integers(1, 2)))
+        dims.update(seq_len=s + draw(st.integers(0, 2)))  # positions past s: rows with zero gradient
+        opts.update(untied=draw(st.booleans()), pad_to_multiple_of=draw(st.sampled_from([None, 4])),
+                    dropout=draw(st.sampled_from([0.0, 0.2])))
     data = draw(st.sampled_from(["exact", "float"]))
     return Case(layer, dims, opts, data, "float32", seed=draw(st.integers(0, 2**16)))
 
@@ -156,4 +163,26 @@ _FIXED = {
     "layernorm": (dict(s=5, b=2, hidden=6), {}),
     "dropout": (dict(s=5, b=2, hidden=6), dict(p=0.25)),
     "block": (dict(s=5, b=2, hidden=4, heads=2, ffn=6), dict(dropout=0.1)),
+    "gpt": (dict(s=5, b=2, vocab=11, hidden=8, heads=2, ffn=6, layers=2, seq_len=6), dict(dropout=0.1)),
 }
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_every_layer_in_bfloat16_at_world_size_2():
+    """bfloat16, both data kinds, every layer and GPT, schedule mode: what check.py claims must hold.
+    The engines follow one precision rule (tpsim/nn/ops.py), so on top of the claims every collective
+    moves bfloat16 (as many bytes as tpsim), never a float32 that a dtype switch would have left."""
+    cases = [c for data in ("exact", "float") for c in default_cases(2, data, "bfloat16")]
+    result = check(2, cases, comm="schedule", device="cpu", timeout=240)
+    assert result["ok"], failures(result)
+    assert {r["layer"] for r in result["rows"]} == set(LAYERS)
+    for r in result["rows"]:
+        assert r["dtype"] == "bfloat16"
+        if r["data"] == "exact" and r["layer"] in EXACT_MATH:
+            assert r["bitwise"], r
+        if r["data"] == "float":
+            assert r["close"], r
+    for c in result["cases"]:
+        assert c["replay_bitwise"] and c["replay_bytes_equal"] and not c["record_problems"], c
+        assert c["ref_bytes"] == c["tpsim_bytes"], c

@@ -34,6 +34,7 @@ from tpsim.darray import DArray, distribute
 from tpsim.hardware import device_spec
 from tpsim.mesh import Mesh
 from tpsim.meta import MetaArray, meta
+from tpsim.nn import ops
 from tpsim.nn.block import TransformerBlock
 from tpsim.nn.config import GPTConfig, preset
 from tpsim.nn.dropout import Dropout, RNGTracker, hidden_stream
@@ -273,5 +274,5 @@ def _position_grad(g, shape):
     if isinstance(g, MetaArray):
         return MetaArray(shape, g.dtype), g.size, nbytes
     out = np.zeros(shape, g.dtype)
-    out[: g.shape[0]] = g.sum(axis=1)
+    out[: g.shape[0]] = ops.narrow(ops.widen(g).sum(axis=1), g.dtype)  # float32 accumulator (ops.py)
     return out, g.size, nbytes

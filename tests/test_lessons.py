@@ -63,9 +63,9 @@ def test_each_lesson_has_two_to_four_exercises(number):
 
 
 def test_lessons_6_to_10_match_their_sources():
-    """The committed notebooks are what scripts/build_lessons_6_10.py makes of scripts/lesson_sources/."""
+    """The committed notebooks are what scripts/build_lessons.py makes of scripts/lesson_sources/."""
     build = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build_lessons_6_10.py"), "--check"],
+        [sys.executable, str(ROOT / "scripts" / "build_lessons.py"), "--check"],
         capture_output=True, text=True, timeout=60,
     )
     assert build.returncode == 0, build.stdout + build.stderr

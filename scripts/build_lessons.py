@@ -1,12 +1,12 @@
-"""Build lessons 1-5 (lessons/NN_*.ipynb) from their sources in scripts/lesson_sources/, outputs empty.
+"""Build the lessons (lessons/NN_*.ipynb) from their sources in scripts/lesson_sources/, outputs empty.
 
-    python scripts/build_lessons_1_5.py           # write the notebooks
-    python scripts/build_lessons_1_5.py --check   # exit 1 if a notebook in lessons/ differs from its source
+    python scripts/build_lessons.py           # write the notebooks
+    python scripts/build_lessons.py --check   # exit 1 if a committed notebook differs from its source
 
-The sources use the same "percent" format as lessons 6-10 (scripts/build_lessons_6_10.py): `# %%`
-starts a code cell, `# %% [markdown]` a markdown cell whose lines are comments.  A source therefore
-runs as a plain script and ruff lints it.  Cells get ids from the lesson and their position, outputs
-stay empty and execution counts null, so a rebuild of an unchanged source is byte-identical.
+A source is a plain Python file in the "percent" format: `# %%` starts a code cell, `# %% [markdown]`
+a markdown cell whose lines are comments (`# ` stripped).  So a lesson also runs as a script
+(`python scripts/lesson_sources/07_sequence_parallelism.py`), and ruff lints it.  Cell ids are
+derived from the lesson and the cell's position, so a rebuild of an unchanged source is byte-identical.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import nbformat
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "scripts" / "lesson_sources"
 LESSONS = ROOT / "lessons"
-NUMBERS = range(1, 6)
+NUMBERS = range(1, 11)
 KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
 
 
@@ -43,12 +43,13 @@ def cells_of(text: str) -> list[tuple[str, str]]:
 
 
 def notebook(source: pathlib.Path) -> nbformat.NotebookNode:
+    stem = source.stem[:2]
     nb = nbformat.v4.new_notebook()
     nb.metadata = {"kernelspec": KERNEL, "language_info": {"name": "python"}}
     for i, (kind, text) in enumerate(cells_of(source.read_text())):
         make = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
         cell = make(text)
-        cell.id = f"lesson{source.stem[:2]}-{i:02d}"
+        cell.id = f"lesson{stem}-{i:02d}"
         nb.cells.append(cell)
     nbformat.validate(nb)
     return nb
@@ -64,12 +65,12 @@ def sources() -> list[pathlib.Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
-    args = parser.parse_args(argv)
+    a = parser.parse_args(argv)
     stale = []
     for src in sources():
         target = LESSONS / f"{src.stem}.ipynb"
         text = nbformat.writes(notebook(src)) + "\n"
-        if args.check:
+        if a.check:
             if not target.is_file() or target.read_text() != text:
                 stale.append(target.name)
         else:
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {target.relative_to(ROOT)}")
     if stale:
         print(f"out of date with scripts/lesson_sources: {', '.join(stale)}; "
-              "run python scripts/build_lessons_1_5.py")
+              "run python scripts/build_lessons.py")
         return 1
     return 0
 

@@ -4,7 +4,6 @@ gloo (2 ranks) writes a topology file that the other commands take."""
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 from hypothesis import given
@@ -48,10 +47,11 @@ def test_fit_keeps_alpha_and_beta_non_negative():
         fit("all_reduce", "ring", 2, [1024, 2048], [1e-3, 0.0])
 
 
-# Every measured point within 10x of the fit.  Loose on purpose: 3 sizes, 3 calls each, 2 ranks on a CI
-# machine of 2 shared cores (a single descheduled call moves a 1 KiB time several-fold).  It still catches
-# a unit slip (us for s, bytes for bits) or swapped alpha/beta; the fit itself is checked exactly above.
-TOLERANCE = 10.0
+# Measured times are checked for units only (seconds: a 2-rank gloo call takes more than 1 us and less
+# than 10 s), not against the fit: on 2 shared cores one descheduled call moves a 1 KiB time ten-fold,
+# so a closeness bound would be flaky.  The fit itself is checked exactly above and, below, to be the
+# least-squares fit of exactly the measurements the file reports.
+PLAUSIBLE_S = (1e-6, 10.0)
 
 
 @pytest.mark.multiprocess
@@ -85,7 +85,10 @@ def test_calibrate_small_sweep_writes_a_usable_topology(tmp_path, capsys):
         assert q["predicted"] == pytest.approx(
             costs.ring_all_reduce(2, q["size"], ring["alpha"], ring["bandwidth"])
         )
-        assert abs(math.log(q["predicted"] / q["measured"])) < math.log(TOLERANCE)
+        assert PLAUSIBLE_S[0] < q["measured"] < PLAUSIBLE_S[1]
+    sizes, measured = [q["size"] for q in ring["points"]], [q["measured"] for q in ring["points"]]
+    refit = fit("all_reduce", "ring", 2, sizes, measured)
+    assert ring["alpha"] == pytest.approx(refit["alpha"]) and ring["beta"] == pytest.approx(refit["beta"])
     doc = json.loads(out.read_text())
     assert doc["machine"]["cpu"] and doc["calibration"]["backend"]["name"] == "gloo"
     topo = Topology.load(out)

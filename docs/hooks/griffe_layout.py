@@ -26,7 +26,8 @@ def fence_layouts(text: str) -> str:
         block.clear()
 
     for line in lines:
-        if line.strip() and not line.startswith((" ", "\t", "```")) and not line.lstrip().startswith(("- ", "* ")):
+        bullet = line.lstrip().startswith(("- ", "* "))
+        if line.strip() and not line.startswith((" ", "\t", "```")) and not bullet:
             block.append(line)
         else:
             flush()

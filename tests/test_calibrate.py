@@ -64,9 +64,11 @@ def test_calibrate_small_sweep_writes_a_usable_topology(tmp_path, capsys):
             [
                 "calibrate",
                 "--sizes",
-                "1KiB,64KiB,1MiB",
+                "1KiB,1MiB,16MiB",  # 16 MiB: the bandwidth term stands well above scheduler noise
                 "--reps",
                 "3",
+                "--statistic",
+                "min",
                 "--collectives",
                 "all_reduce",
                 "--device",
@@ -80,7 +82,7 @@ def test_calibrate_small_sweep_writes_a_usable_topology(tmp_path, capsys):
     )
     r = json.loads(capsys.readouterr().out)
     ring = next(f for f in r["fits"] if f["algorithm"] == "ring")
-    assert [q["size"] for q in ring["points"]] == [1024, 65536, 1 << 20]
+    assert [q["size"] for q in ring["points"]] == [1024, 1 << 20, 1 << 24]
     for q in ring["points"]:  # the reported prediction is the closed form with the fitted alpha, beta
         assert q["predicted"] == pytest.approx(
             costs.ring_all_reduce(2, q["size"], ring["alpha"], ring["bandwidth"])
@@ -91,6 +93,10 @@ def test_calibrate_small_sweep_writes_a_usable_topology(tmp_path, capsys):
     assert ring["alpha"] == pytest.approx(refit["alpha"]) and ring["beta"] == pytest.approx(refit["beta"])
     doc = json.loads(out.read_text())
     assert doc["machine"]["cpu"] and doc["calibration"]["backend"]["name"] == "gloo"
+    assert doc["calibration"]["statistic"] == "min"  # each point is the fastest of its calls
+    native = [m for m in doc["calibration"]["measurements"] if m["mode"] == "native"]
+    for q, row in zip(ring["points"], native, strict=True):
+        assert q["size"] == row["size"] and q["measured"] == pytest.approx(min(row["calls"]))
     topo = Topology.load(out)
     assert topo.num_devices == 2 and topo.name.startswith("gloo-cpu-")
     assert (
@@ -101,7 +107,7 @@ def test_calibrate_small_sweep_writes_a_usable_topology(tmp_path, capsys):
                 "--devices",
                 "2",
                 "--size",
-                "64KiB",
+                "1MiB",
                 "--topology",
                 str(out),
                 "--json",
@@ -110,7 +116,7 @@ def test_calibrate_small_sweep_writes_a_usable_topology(tmp_path, capsys):
         == 0
     )
     c = json.loads(capsys.readouterr().out)
-    point = next(q for q in ring["points"] if q["size"] == 65536)
+    point = next(q for q in ring["points"] if q["size"] == 1 << 20)
     assert c["time"] == pytest.approx(
         point["predicted"]
     )  # the simulator on the file predicts what the fit does

@@ -242,3 +242,24 @@ def test_bench_cli_quick(tmp_path):
     case = doc["benchmarks"]["cli"]["results"]["model gpt3-175b --tp 8"]
     assert case["in_process_median_s"] > 0 and "step" in case["summary"]
     assert out.with_suffix(".md").read_text().startswith("# All benchmarks")
+
+
+@pytest.mark.parametrize("p", [1, 3, 4])
+def test_collective_holdings_follow_the_ring(capsys, p):
+    """--holdings: before the first step each device holds its own data; after a ring all-reduce's
+    2(p-1) steps every chunk on every device holds every device's contribution."""
+    r = run_json(capsys, "collective", "all-reduce", "--devices", str(p), "--size", "4KiB", "--holdings")
+    steps = r["holdings"]
+    assert [s["step"] for s in steps] == list(range(r["steps"] + 1)) and r["steps"] == 2 * (p - 1)
+    everyone = list(range(p))
+    assert all(chunks == [[int(d)]] * len(chunks) for d, chunks in steps[0]["holds"].items())
+    assert all(chunks == [everyone] * len(chunks) for chunks in steps[-1]["holds"].values())
+    main(["collective", "all-reduce", "--devices", str(p), "--size", "4KiB", "--holdings"])
+    text = capsys.readouterr().out
+    assert text.count("dev0") >= len(steps) and "+".join(map(str, everyone)) in text
+
+
+def test_collective_holdings_refuses_wide_worlds(capsys):
+    assert "--holdings shows at most 16 devices, not --devices 17" in fails(
+        capsys, "collective", "all-reduce", "--devices", "17", "--holdings"
+    )

@@ -16,7 +16,7 @@ import tpsim
 from tpsim.cli.args import add_output_flags, choice, parse_size, positive_int, topology_for
 from tpsim.collectives import costs
 from tpsim.collectives.algorithms import ALGORITHMS, check_algorithm
-from tpsim.errors import AlgorithmError, ShapeError
+from tpsim.errors import AlgorithmError, ShapeError, WorldSizeError
 from tpsim.report import fmt_bytes, fmt_rate, fmt_time, steps_text, table
 
 NAMES = {c.replace("_", "-"): c for c in ALGORITHMS}
@@ -54,6 +54,12 @@ def register(sub) -> None:
     p.add_argument("--root", type=int, default=0, help="root rank of broadcast, reduce, scatter, gather")
     p.add_argument("--topology", default="nvlink", help="preset or topology .json file (default nvlink)")
     p.add_argument("--steps", action="store_true", help="list every step: transfers, bytes, timing")
+    p.add_argument(
+        "--holdings",
+        action="store_true",
+        help="after every step, who holds what: each chunk's contributing devices "
+        f"(up to {MAX_HOLDINGS} devices)",
+    )
     p.add_argument("--plot", metavar="PNG", help="save the traffic matrix and the cost curves (matplotlib)")
     p.add_argument("--trace", metavar="JSON", help="save a Chrome/Perfetto trace of the run")
     add_output_flags(p)
@@ -61,6 +67,7 @@ def register(sub) -> None:
 
 
 NAMES_R = {c: c.replace("_", "-") for c in ALGORITHMS}
+MAX_HOLDINGS = 16  # a table per step, a column per chunk: wider than this is no longer readable
 
 
 def _raw():
@@ -85,6 +92,10 @@ def run(args) -> tuple[dict, str]:
         )
     if coll in ("broadcast", "reduce", "scatter", "gather") and not 0 <= args.root < p:
         raise AlgorithmError(f"--root {args.root} is not a rank of {p} devices; valid: 0..{p - 1}")
+    if args.holdings and p > MAX_HOLDINGS:
+        raise WorldSizeError(
+            f"--holdings shows at most {MAX_HOLDINGS} devices, not --devices {p}; valid: 1..{MAX_HOLDINGS}"
+        )
     mesh = tpsim.Mesh(p, topology=topo)
     buffers = [tpsim.meta((per_rank // itemsize,), args.dtype)] * p
     kw = {"root": args.root} if coll in ("broadcast", "reduce", "scatter", "gather") else {}
@@ -121,12 +132,39 @@ def run(args) -> tuple[dict, str]:
     }
     if args.steps:
         result["per_step"] = mesh.trace.per_step()
+    snapshots = _snapshots(coll, buffers, p, topo, algorithm, kw) if args.holdings else []
+    if snapshots:  # device -> per chunk: the sorted devices whose data it holds (None: nothing yet)
+        result["holdings"] = [{"step": s.step, "holds": _holds(s)} for s in snapshots]
     if args.trace:
         mesh.trace.to_chrome_trace(args.trace)
         result["trace_file"] = args.trace
     if args.plot:
         result["plot_file"] = _plot(args.plot, mesh, coll, algorithm, p, topo, args.size)
-    return result, _text(result, mesh, args.steps)
+    return result, _text(result, mesh, args.steps) + _holdings_text(snapshots)
+
+
+def _holds(snapshot) -> dict:
+    return {d: [None if h is None else sorted(h) for h in chunks] for d, chunks in snapshot.holds.items()}
+
+
+def _snapshots(coll: str, buffers, p: int, topo, algorithm: str, kw: dict) -> list:
+    """Step through the same collective on a fresh mesh, shapes only, keeping every Snapshot."""
+    return list(tpsim.stepwise(coll, buffers, tpsim.Mesh(p, topology=topo), algorithm=algorithm, **kw))
+
+
+def _holdings_text(snapshots: list) -> str:
+    if not snapshots:
+        return ""
+    import io
+
+    from rich.console import Console
+
+    from tpsim.viz import holdings
+
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    for s in snapshots:
+        console.print(holdings(s))
+    return "\n" + console.file.getvalue().rstrip()
 
 
 def _plot(path: str, mesh, coll: str, algorithm: str, p: int, topo, size: int) -> str:

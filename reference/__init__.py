@@ -11,13 +11,11 @@ smoke.py           the smallest entry point: `python -m reference.smoke`, or und
 Not installed with the wheel: run from a checkout, `python -m reference.<module>`.
 """
 
+from reference.backend import Backend, LaunchError, choose_backend
 from reference.launch import (
-    Backend,
-    LaunchError,
     RankContext,
     RankFailed,
     RunTimeout,
-    choose_backend,
     main,
     process_group,
     run,

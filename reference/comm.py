@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from reference import native, preflight, schedule_exec
-from reference.launch import Backend
+from reference.backend import Backend
 from reference.record import CallRecord, dtype_name
 from reference.staging import is_staged
 from tpsim.collectives.algorithms import ALGORITHMS, build, check_algorithm

@@ -1,6 +1,5 @@
-"""Launching ranks: backend choice, one process group per rank, and a run that never hangs.
+"""Launching ranks: one process group per rank, and a run that never hangs (backend choice: backend.py).
 
-    choose_backend(4)               -> Backend("nccl", "cuda", False) with >= 4 GPUs, else gloo
     spawn(fn, 4, x)                 -> [fn(ctx0, x), fn(ctx1, x), ...], one process per rank
     run(fn, 4, x)                   -> spawn(...), or this rank's fn(ctx, x) under torchrun
     main(fn, 4, x)                  -> run(...), but a failed rank exits non-zero with its traceback
@@ -33,16 +32,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from reference.backend import Backend, LaunchError, choose_backend, rank_device
 from tpsim.errors import TpsimError, WorldSizeError
 
-DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = (None, "gloo", "nccl")
 GRACE_S = 3.0  # a failed rank's peers get this long to end after SIGTERM before SIGKILL
 SETTLE_S = 0.5  # after the first failure, wait this long for other exits before naming the cause
-
-
-class LaunchError(TpsimError, ValueError):
-    """A backend, device or world size that cannot run here (says what would)."""
 
 
 class RankFailed(TpsimError, RuntimeError):
@@ -58,15 +52,6 @@ class RunTimeout(RankFailed):
     """The run outlived its timeout; `rank` is the lowest rank still running, exit code None."""
 
 
-@dataclass(frozen=True)
-class Backend:
-    """What `choose_backend` decided."""
-
-    name: str  # "nccl" | "gloo"
-    device_type: str  # "cpu" | "cuda"
-    staged: bool  # gloo with CUDA tensors: ops gloo lacks on CUDA go through the CPU
-
-
 @dataclass
 class RankContext:
     """What a rank function receives as its first argument."""
@@ -76,44 +61,6 @@ class RankContext:
     backend: Backend
     device: torch.device
     workdir: pathlib.Path  # shared by all ranks: results, tracebacks, logs
-
-
-def choose_backend(world_size: int, device: str = "auto", backend: str | None = None) -> Backend:
-    """NCCL with one GPU per rank; gloo + CUDA (staged) when ranks must share GPUs; gloo on CPU otherwise.
-
-    device="auto" means CUDA when torch sees a GPU, else CPU; then backend=None means NCCL if there
-    are at least `world_size` GPUs, else gloo. Either may be forced; impossible pairs raise LaunchError.
-    """
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise LaunchError(f"world_size must be an int >= 1, got {world_size!r}")
-    if device not in DEVICES:
-        raise LaunchError(f"device {device!r} is unknown; valid: {', '.join(DEVICES)}")
-    if backend not in BACKENDS:
-        raise LaunchError(f"backend {backend!r} is unknown; valid: None (choose), 'gloo', 'nccl'")
-    cuda = torch.cuda.is_available()
-    gpus = torch.cuda.device_count() if cuda else 0
-    if device == "cuda" and not cuda:
-        raise LaunchError("device='cuda' but torch sees no CUDA device; use device='cpu' or 'auto'")
-    device_type = device if device != "auto" else ("cuda" if cuda else "cpu")
-    if backend == "nccl":
-        if device_type != "cuda":
-            why = "device='cpu' was asked for" if device == "cpu" else "torch sees no CUDA device"
-            raise LaunchError(f"backend='nccl' needs CUDA tensors, but {why}; use backend='gloo'")
-        if gpus < world_size:
-            raise LaunchError(
-                f"backend='nccl' needs one GPU per rank: world_size {world_size} > {gpus} GPUs; "
-                "use backend='gloo' (ranks then share GPUs) or at most "
-                f"{gpus} ranks"
-            )
-    name = backend or ("nccl" if device_type == "cuda" and gpus >= world_size else "gloo")
-    return Backend(name, device_type, staged=(name == "gloo" and device_type == "cuda"))
-
-
-def rank_device(backend: Backend, rank: int) -> torch.device:
-    """cuda:(rank mod GPUs) for CUDA backends (ranks share GPUs round-robin under gloo), else cpu."""
-    if backend.device_type == "cuda":
-        return torch.device("cuda", rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from reference.launch import Backend
+from reference.backend import Backend
 
 GLOO_CUDA_NATIVE = frozenset({"all_reduce", "broadcast"})
 STAGEABLE = frozenset(

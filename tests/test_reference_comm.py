@@ -14,8 +14,9 @@ import torch
 from numpy.testing import assert_array_equal
 
 import tpsim
+from reference.backend import Backend
 from reference.comm import Comm
-from reference.launch import Backend, RankFailed, spawn
+from reference.launch import RankFailed, spawn
 from reference.record import check_against_trace, compare_with_trace
 from reference.staging import is_staged
 from tpsim import Mesh, Shard

@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from reference.launch import Backend, LaunchError, RankFailed, RunTimeout, choose_backend, spawn
+from reference.backend import Backend, LaunchError, choose_backend
+from reference.launch import RankFailed, RunTimeout, spawn
 from tpsim.errors import TpsimError
 
 FAIL_WITHIN_S = 30.0  # the bound: a failed rank ends the whole run within 30 s

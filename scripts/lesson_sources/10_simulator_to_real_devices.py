@@ -28,9 +28,10 @@ root = next(p for p in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents] if (p /
 sys.path.insert(0, str(root))
 
 import tpsim
+from reference.backend import choose_backend
 from reference.cases import Case
 from reference.check import check
-from reference.launch import choose_backend, spawn
+from reference.launch import spawn
 from reference.smoke import all_reduce_ranks
 
 # %% [markdown]

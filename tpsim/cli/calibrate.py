@@ -132,7 +132,8 @@ def measure(args, colls, modes) -> tuple[list[dict], dict]:
     if str(CHECKOUT) not in sys.path and (CHECKOUT / "reference").is_dir():
         sys.path.insert(0, str(CHECKOUT))  # the reference runs from the checkout; spawned ranks inherit it
     try:
-        from reference.launch import choose_backend, spawn
+        from reference.backend import choose_backend
+        from reference.launch import spawn
         from tpsim.cli.measure import sweep
     except ImportError as e:
         raise CalibrationError(f"calibration needs torch and the reference from a checkout: {e}") from e

@@ -1,7 +1,7 @@
 """Suite-wide test settings: hypothesis profiles and the `gpu` marker.
 
-Profiles: `ci` (what `.ci/run` uses: deterministic, 50 examples, no deadline) and `dev` (30 examples,
-no deadline). Choose one with HYPOTHESIS_PROFILE; without it, `ci` is used when CI is set, else `dev`.
+Profiles: `ci` (what `.ci/run` uses: deterministic, 50 examples, no deadline), `dev` (30 examples,
+no deadline) and `random` (ci's settings, not derandomized: the second pass of scripts/test). Choose one with HYPOTHESIS_PROFILE; without it, `ci` is used when CI is set, else `dev`.
 
 Tests marked `gpu` are skipped unless torch is installed and sees a CUDA device.
 """
@@ -9,7 +9,7 @@ Tests marked `gpu` are skipped unless torch is installed and sees a CUDA device.
 import os
 
 import pytest
-from hypothesis import settings
+from hypothesis import is_hypothesis_test, settings
 
 # Extends hypothesis's built-in "ci" profile (derandomize, no database, print_blob, no too_slow check).
 settings.register_profile(
@@ -23,6 +23,11 @@ settings.register_profile(
 # The first call of a simulated collective can be slow (imports, caches), so no deadline here either.
 # An explicit parent: hypothesis has already loaded its own "ci" profile on import when CI is set.
 settings.register_profile("dev", parent=settings.get_profile("default"), max_examples=30, deadline=None)
+# The second CI pass (scripts/test): the property tests once more with a fresh seed, which the
+# derandomized "ci" profile never tries. The seed is printed first so a failure can be replayed.
+settings.register_profile(
+    "random", parent=settings.get_profile("ci"), derandomize=False, max_examples=30, print_blob=True
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
@@ -35,6 +40,9 @@ def _cuda_available() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:  # `-m property` selects every hypothesis test, for the random-seed pass
+        if is_hypothesis_test(getattr(item, "obj", None)):
+            item.add_marker(pytest.mark.property)
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items or _cuda_available():
         return

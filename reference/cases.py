@@ -35,8 +35,11 @@ EXACT_MATH = ("column", "row", "embedding", "logits", "dropout")
 
 # the wider dtype a case's exact value and tpsim's own error are taken from: float64, and for float64
 # the x87 80-bit long double where NumPy has one (elsewhere float64 itself: the scale, no own error)
-WIDER = {"float64": "longdouble" if np.finfo(np.longdouble).eps < np.finfo(np.float64).eps else None,
-         "longdouble": None, "float128": None}
+WIDER = {
+    "float64": "longdouble" if np.finfo(np.longdouble).eps < np.finfo(np.float64).eps else None,
+    "longdouble": None,
+    "float128": None,
+}
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,11 @@ def default_cases(world_size: int, data: str, dtype: str) -> list[Case]:
             Case("logits", dict(s=s, b=b, vocab=11, hidden=6), dict(sequence_parallel=sp)),
             Case("layernorm", dict(s=s, b=b, hidden=6), dict(sequence_parallel=sp)),
             Case("dropout", dict(s=s, b=b, hidden=6), dict(p=0.25, sequence_parallel=sp)),
-            Case("block", dict(s=s, b=b, hidden=2 * heads, heads=heads, ffn=6), dict(sequence_parallel=sp,
-                                                                                  dropout=0.1)),
+            Case(
+                "block",
+                dict(s=s, b=b, hidden=2 * heads, heads=heads, ffn=6),
+                dict(sequence_parallel=sp, dropout=0.1),
+            ),
         ]
     out += [
         Case("column", dict(s=s, b=b, inp=7, out=5), dict(gather_output=True, bias=False)),
@@ -164,8 +170,10 @@ def run_tpsim(case: Case, world_size: int, nested: bool = False) -> TpsimRun:
     results = {k: list(v.shards) for k, v in named.items()}
     replicated = {k: v.placements[0] == Replicate() for k, v in named.items()}
     inputs = [{k: v[r] for k, v in feed.items()} for r in range(world_size)]
-    colls = [dict(kind=c.collective, direction=c.direction, nbytes=c.nbytes, wire_bytes=c.wire_bytes)
-             for c in mesh.trace.collectives]
+    colls = [
+        dict(kind=c.collective, direction=c.direction, nbytes=c.nbytes, wire_bytes=c.wire_bytes)
+        for c in mesh.trace.collectives
+    ]
     run = TpsimRun(case, results, replicated, inputs, colls, mesh.trace, owner=owner.name)
     wider = WIDER.get(resolve_dtype(case.dtype).name, "float64")
     if case.data == "exact" and case.layer not in EXACT_MATH and not nested:
@@ -177,9 +185,16 @@ def run_tpsim(case: Case, world_size: int, nested: bool = False) -> TpsimRun:
         wide = wide_run.results
         run.bounds = rounding_bounds(list(results), wide, depth, owner.name, resolve_dtype(case.dtype))
         if wider is not None:
-            run.rounding = {k: max((float(np.max(np.abs(a.astype(wider) - b), initial=0.0))
-                                    for a, b in zip(v, wide[k], strict=True)), default=0.0)
-                            for k, v in results.items()}
+            run.rounding = {
+                k: max(
+                    (
+                        float(np.max(np.abs(a.astype(wider) - b), initial=0.0))
+                        for a, b in zip(v, wide[k], strict=True)
+                    ),
+                    default=0.0,
+                )
+                for k, v in results.items()
+            }
     return run
 
 

@@ -73,10 +73,11 @@ class RoundingDepth(AbstractContextManager):
 
         def counting_local(mesh, name, fn, *args, placements, shape=None):
             out = local(mesh, name, fn, *args, placements=placements, shape=shape)
-            flops = [rec.flops for rec in mesh.trace.compute[-mesh.size:]]
+            flops = [rec.flops for rec in mesh.trace.compute[-mesh.size :]]
             sizes = [s.size for s in out.shards]
-            depth.total.acc += max((max(1.0, f / (2 * n)) for f, n in zip(flops, sizes, strict=True) if n),
-                                   default=1.0)
+            depth.total.acc += max(
+                (max(1.0, f / (2 * n)) for f, n in zip(flops, sizes, strict=True) if n), default=1.0
+            )
             depth.total.ops += 1
             return out
 
@@ -113,8 +114,10 @@ class Bound:
         object.__setattr__(self, "value", 2 * per_engine * self.scale)
 
     def describe(self) -> str:
-        return (f"2(n_acc {self.acc:.0f} x u {self.u_acc:.2g} + n_store {self.store} x u {self.u_store:.2g})"
-                f" x max|T| {self.scale:.3g}")
+        return (
+            f"2(n_acc {self.acc:.0f} x u {self.u_acc:.2g} + n_store {self.store} x u {self.u_store:.2g})"
+            f" x max|T| {self.scale:.3g}"
+        )
 
 
 def bound(depth: Depth, dtype, scale: float) -> Bound:
@@ -125,8 +128,9 @@ def bound(depth: Depth, dtype, scale: float) -> Bound:
     return Bound(depth.acc + (0 if u_store > u_acc else depth.wire), n_store, u_acc, u_store, scale)
 
 
-def rounding_bounds(names: list[str], wide: dict[str, list[np.ndarray]], depth: RoundingDepth, owner: str,
-                    dtype) -> dict[str, Bound]:
+def rounding_bounds(
+    names: list[str], wide: dict[str, list[np.ndarray]], depth: RoundingDepth, owner: str, dtype
+) -> dict[str, Bound]:
     """Per result name ("out", "dx", "grad.<param>"): its Bound, from the wide run's values and counts."""
     out = {}
     for name in names:

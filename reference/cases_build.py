@@ -26,8 +26,19 @@ from tpsim.nn.dropout import DEFAULT, MODEL_PARALLEL
 if TYPE_CHECKING:
     from reference.cases import Case
 
-LAYERS = ("column", "row", "mlp", "attention", "embedding", "logits", "loss", "layernorm", "dropout", "block",
-          "gpt")
+LAYERS = (
+    "column",
+    "row",
+    "mlp",
+    "attention",
+    "embedding",
+    "logits",
+    "loss",
+    "layernorm",
+    "dropout",
+    "block",
+    "gpt",
+)
 
 
 def _common(case: Case) -> dict:
@@ -46,24 +57,44 @@ def build_tpsim(case: Case, mesh):
     sp = case.sp
     seq = Shard(0) if sp else Replicate()
     if case.layer == "column":
-        m = t_nn.ColumnParallelLinear(mesh, d["inp"], d["out"], bias=o.get("bias", True),
-                                      gather_output=o.get("gather_output", False), sequence_parallel=sp, **kw)
+        m = t_nn.ColumnParallelLinear(
+            mesh,
+            d["inp"],
+            d["out"],
+            bias=o.get("bias", True),
+            gather_output=o.get("gather_output", False),
+            sequence_parallel=sp,
+            **kw,
+        )
         return m, m, ("x", (d["s"], d["b"], d["inp"]), seq)
     if case.layer == "row":
         par = o.get("input_is_parallel", True)
-        m = t_nn.RowParallelLinear(mesh, d["inp"], d["out"], input_is_parallel=par, sequence_parallel=sp,
-                                   **kw)
+        m = t_nn.RowParallelLinear(
+            mesh, d["inp"], d["out"], input_is_parallel=par, sequence_parallel=sp, **kw
+        )
         return m, m, ("x", (d["s"], d["b"], d["inp"]), Shard(2) if par else seq)
     if case.layer == "mlp":
         m = t_nn.ParallelMLP(mesh, d["hidden"], d["ffn"], sequence_parallel=sp, **kw)
         return m, m, ("x", (d["s"], d["b"], d["hidden"]), seq)
     if case.layer == "attention":
-        m = t_nn.ParallelAttention(mesh, d["hidden"], d["heads"], sequence_parallel=sp,
-                                   attention_dropout=o.get("attention_dropout", 0.0), **kw)
+        m = t_nn.ParallelAttention(
+            mesh,
+            d["hidden"],
+            d["heads"],
+            sequence_parallel=sp,
+            attention_dropout=o.get("attention_dropout", 0.0),
+            **kw,
+        )
         return m, m, ("x", (d["s"], d["b"], d["hidden"]), seq)
     if case.layer in ("embedding", "logits"):
-        m = t_nn.VocabParallelEmbedding(mesh, d["vocab"], d["hidden"], sequence_parallel=sp,
-                                        pad_to_multiple_of=o.get("pad_to_multiple_of"), **kw)
+        m = t_nn.VocabParallelEmbedding(
+            mesh,
+            d["vocab"],
+            d["hidden"],
+            sequence_parallel=sp,
+            pad_to_multiple_of=o.get("pad_to_multiple_of"),
+            **kw,
+        )
         if case.layer == "embedding":
             return m, m, ("ids", (d["s"], d["b"]), Replicate())
         return t_nn.VocabParallelLogits(m), m, ("x", (d["s"], d["b"], d["hidden"]), seq)
@@ -79,8 +110,9 @@ def build_tpsim(case: Case, mesh):
         m = t_nn.Dropout(mesh, o["p"], tracker=t_nn.RNGTracker(case.seed), stream=stream)
         return m, m, ("x", (d["s"], d["b"], d["hidden"]), seq)
     if case.layer == "block":
-        m = t_nn.TransformerBlock(mesh, d["hidden"], d["heads"], d["ffn"], dropout=o.get("dropout", 0.0),
-                                  sequence_parallel=sp, **kw)
+        m = t_nn.TransformerBlock(
+            mesh, d["hidden"], d["heads"], d["ffn"], dropout=o.get("dropout", 0.0), sequence_parallel=sp, **kw
+        )
         return m, m, ("x", (d["s"], d["b"], d["hidden"]), seq)
     if case.layer == "gpt":
         m = t_nn.GPT(mesh, _gpt_config(case), **_gpt_options(case))
@@ -90,15 +122,29 @@ def build_tpsim(case: Case, mesh):
 
 def _gpt_config(case: Case) -> t_nn.GPTConfig:
     d = case.dims
-    return t_nn.GPTConfig(vocab_size=d["vocab"], hidden=d["hidden"], num_layers=d["layers"],
-                          num_heads=d["heads"], seq_len=d["seq_len"], ffn_hidden=d["ffn"], micro_batch=d["b"],
-                          dtype=case.dtype, dropout=case.options.get("dropout", 0.0), name="gpt")
+    return t_nn.GPTConfig(
+        vocab_size=d["vocab"],
+        hidden=d["hidden"],
+        num_layers=d["layers"],
+        num_heads=d["heads"],
+        seq_len=d["seq_len"],
+        ffn_hidden=d["ffn"],
+        micro_batch=d["b"],
+        dtype=case.dtype,
+        dropout=case.options.get("dropout", 0.0),
+        name="gpt",
+    )
 
 
 def _gpt_options(case: Case) -> dict:
     o = case.options
-    return dict(sequence_parallel=case.sp, tied_embeddings=not o.get("untied", False),
-                pad_to_multiple_of=o.get("pad_to_multiple_of"), seed=case.seed, init=case.init)
+    return dict(
+        sequence_parallel=case.sp,
+        tied_embeddings=not o.get("untied", False),
+        pad_to_multiple_of=o.get("pad_to_multiple_of"),
+        seed=case.seed,
+        init=case.init,
+    )
 
 
 def build_reference(case: Case, comm, device):
@@ -106,30 +152,54 @@ def build_reference(case: Case, comm, device):
     d, o, kw = case.dims, case.options, dict(_common(case), device=device)
     sp = case.sp
     if case.layer == "column":
-        m = r_linear.ColumnParallelLinear(comm, d["inp"], d["out"], bias=o.get("bias", True),
-                                          gather_output=o.get("gather_output", False), sequence_parallel=sp,
-                                          **kw)
+        m = r_linear.ColumnParallelLinear(
+            comm,
+            d["inp"],
+            d["out"],
+            bias=o.get("bias", True),
+            gather_output=o.get("gather_output", False),
+            sequence_parallel=sp,
+            **kw,
+        )
         return m, m
     if case.layer == "row":
         par = o.get("input_is_parallel", True)
-        m = r_linear.RowParallelLinear(comm, d["inp"], d["out"], input_is_parallel=par, sequence_parallel=sp,
-                                       **kw)
+        m = r_linear.RowParallelLinear(
+            comm, d["inp"], d["out"], input_is_parallel=par, sequence_parallel=sp, **kw
+        )
         return m, m
     if case.layer == "mlp":
         m = r_mlp.ParallelMLP(comm, d["hidden"], d["ffn"], sequence_parallel=sp, **kw)
         return m, m
     if case.layer == "attention":
-        m = r_attention.ParallelAttention(comm, d["hidden"], d["heads"], sequence_parallel=sp,
-                                          attention_dropout=o.get("attention_dropout", 0.0), **kw)
+        m = r_attention.ParallelAttention(
+            comm,
+            d["hidden"],
+            d["heads"],
+            sequence_parallel=sp,
+            attention_dropout=o.get("attention_dropout", 0.0),
+            **kw,
+        )
         return m, m
     if case.layer in ("embedding", "logits"):
-        m = r_embedding.VocabParallelEmbedding(comm, d["vocab"], d["hidden"], sequence_parallel=sp,
-                                               pad_to_multiple_of=o.get("pad_to_multiple_of"), **kw)
+        m = r_embedding.VocabParallelEmbedding(
+            comm,
+            d["vocab"],
+            d["hidden"],
+            sequence_parallel=sp,
+            pad_to_multiple_of=o.get("pad_to_multiple_of"),
+            **kw,
+        )
         return (m, m) if case.layer == "embedding" else (r_embedding.VocabParallelLogits(m), m)
     if case.layer == "loss":
         v, padded = _vocab(case, comm.size)
-        m = r_loss.VocabParallelCrossEntropy(comm, label_smoothing=o.get("label_smoothing", 0.0),
-                                             vocab_size=v, padded_vocab_size=padded, device=device)
+        m = r_loss.VocabParallelCrossEntropy(
+            comm,
+            label_smoothing=o.get("label_smoothing", 0.0),
+            vocab_size=v,
+            padded_vocab_size=padded,
+            device=device,
+        )
         return m, m
     if case.layer == "layernorm":
         m = r_norm.LayerNorm(comm, d["hidden"], sequence_parallel=sp, **kw)
@@ -140,8 +210,9 @@ def build_reference(case: Case, comm, device):
         m = r_dropout.Dropout(comm, o["p"], tracker=tracker, stream=stream, device=device)
         return m, m
     if case.layer == "block":
-        m = r_block.TransformerBlock(comm, d["hidden"], d["heads"], d["ffn"], dropout=o.get("dropout", 0.0),
-                                     sequence_parallel=sp, **kw)
+        m = r_block.TransformerBlock(
+            comm, d["hidden"], d["heads"], d["ffn"], dropout=o.get("dropout", 0.0), sequence_parallel=sp, **kw
+        )
         return m, m
     if case.layer == "gpt":
         m = r_gpt.GPT(comm, _gpt_config(case), device=device, **_gpt_options(case))

@@ -59,8 +59,14 @@ from tpsim.report import fmt_bytes
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 
-def rank_main(ctx: RankContext, cases: list[Case], inputs: list[list[dict]], mode: str,
-              algorithm: str | None, inject: bool) -> list[dict]:
+def rank_main(
+    ctx: RankContext,
+    cases: list[Case],
+    inputs: list[list[dict]],
+    mode: str,
+    algorithm: str | None,
+    inject: bool,
+) -> list[dict]:
     """One rank: every case through the mirror layers, on this rank's inputs."""
     from reference.comm import Comm
 
@@ -80,8 +86,16 @@ def rank_main(ctx: RankContext, cases: list[Case], inputs: list[list[dict]], mod
     return out
 
 
-def check(world_size: int | None, cases: list[Case], *, comm: str = "native", algorithm: str | None = None,
-          device: str = "cpu", inject: bool = False, timeout: float = 300.0) -> dict:
+def check(
+    world_size: int | None,
+    cases: list[Case],
+    *,
+    comm: str = "native",
+    algorithm: str | None = None,
+    device: str = "cpu",
+    inject: bool = False,
+    timeout: float = 300.0,
+) -> dict:
     """Run `cases` in both engines and compare; returns {"rows", "cases", "ok", ...} (see `summary`)."""
     size = world_size or int(os.environ["WORLD_SIZE"])
     sims = [run_tpsim(c, size) for c in cases]
@@ -94,8 +108,16 @@ def check(world_size: int | None, cases: list[Case], *, comm: str = "native", al
         case_rows.append(_case_row(sim, ranks, comm, algorithm, size))
         rows += _tensor_rows(sim, ranks, case_rows[-1])
     ok = all(r["ok"] for r in rows) and all(c["ok"] for c in case_rows)
-    return dict(world_size=size, comm=comm, algorithm=algorithm, device=device, ok=ok, rows=rows,
-                cases=case_rows, claims=summary(rows, case_rows, comm))
+    return dict(
+        world_size=size,
+        comm=comm,
+        algorithm=algorithm,
+        device=device,
+        ok=ok,
+        rows=rows,
+        cases=case_rows,
+        claims=summary(rows, case_rows, comm),
+    )
 
 
 def _claim(case: Case) -> str:
@@ -126,13 +148,27 @@ def _tensor_rows(sim, ranks: list[dict], case_row: dict) -> list[dict]:
         bound = b.value if b is not None else 0.0
         ok = _holds(claim, d, bound) and agree is not False
         ratio = d.max_abs / bound if bound else (0.0 if d.max_abs == 0 else float("inf"))
-        rows.append(dict(case=sim.case.label, layer=sim.case.layer, data=sim.case.data, dtype=sim.case.dtype,
-                         tensor=name, claim=claim, bitwise=d.bitwise, close=d.close, max_abs=d.max_abs,
-                         max_rel=d.max_rel, ulps=d.ulps, rounding=sim.rounding.get(name, 0.0),
-                         bound=bound if claim == "rounding" else None,
-                         bound_ratio=ratio if claim == "rounding" else None,
-                         bound_terms=b.describe() if b is not None and claim == "rounding" else None,
-                         ranks_agree=agree, ok=ok))
+        rows.append(
+            dict(
+                case=sim.case.label,
+                layer=sim.case.layer,
+                data=sim.case.data,
+                dtype=sim.case.dtype,
+                tensor=name,
+                claim=claim,
+                bitwise=d.bitwise,
+                close=d.close,
+                max_abs=d.max_abs,
+                max_rel=d.max_rel,
+                ulps=d.ulps,
+                rounding=sim.rounding.get(name, 0.0),
+                bound=bound if claim == "rounding" else None,
+                bound_ratio=ratio if claim == "rounding" else None,
+                bound_terms=b.describe() if b is not None and claim == "rounding" else None,
+                ranks_agree=agree,
+                ok=ok,
+            )
+        )
     return rows
 
 
@@ -143,21 +179,32 @@ def _case_row(sim, ranks: list[dict], comm: str, algorithm: str | None, size: in
     # the same collectives in the same order, op, size S and dtype (schedule mode: algorithm and bytes too)
     problems = [p for r, rk in enumerate(ranks) for p in compare_with_trace(rk["record"], sim.trace, r)]
     ok = counts_equal and not problems and (comm != "schedule" or (rep.bitwise and rep.bytes_equal))
-    return dict(case=sim.case.label, layer=sim.case.layer, data=sim.case.data,
-                tpsim_collectives=len(sim.collectives),
-                tpsim_bytes=sum(c["wire_bytes"] for c in sim.collectives),
-                tpsim_kinds=[c["kind"] for c in sim.collectives], ref_collectives=rep.calls,
-                ref_bytes=rep.ref_bytes, replay_bitwise=rep.bitwise, replay_ulps=rep.max_ulps,
-                replay_bytes_equal=rep.bytes_equal, counts_equal=counts_equal, record_problems=problems,
-                ok=ok)
+    return dict(
+        case=sim.case.label,
+        layer=sim.case.layer,
+        data=sim.case.data,
+        tpsim_collectives=len(sim.collectives),
+        tpsim_bytes=sum(c["wire_bytes"] for c in sim.collectives),
+        tpsim_kinds=[c["kind"] for c in sim.collectives],
+        ref_collectives=rep.calls,
+        ref_bytes=rep.ref_bytes,
+        replay_bitwise=rep.bitwise,
+        replay_ulps=rep.max_ulps,
+        replay_bytes_equal=rep.bytes_equal,
+        counts_equal=counts_equal,
+        record_problems=problems,
+        ok=ok,
+    )
 
 
 def summary(rows: list[dict], cases: list[dict], comm: str) -> list[str]:
     """The closing claims, each computed from the rows (nothing here is a constant)."""
     out = []
-    for claim, what in (("bitwise", "exact data, exact-math layers"),
-                        ("rounding", "exact data, layers through tanh/exp/log/sqrt"),
-                        ("close", "float data, every layer")):
+    for claim, what in (
+        ("bitwise", "exact data, exact-math layers"),
+        ("rounding", "exact data, layers through tanh/exp/log/sqrt"),
+        ("close", "float data, every layer"),
+    ):
         mine = [r for r in rows if r["claim"] == claim]
         if not mine:
             continue
@@ -170,28 +217,38 @@ def summary(rows: list[dict], cases: list[dict], comm: str) -> list[str]:
             n_ok = sum(r["max_abs"] <= r["bound"] for r in mine)
             worst = max(mine, key=lambda r: r["bound_ratio"])
             own = max((r["max_abs"] / r["rounding"] for r in mine if r["rounding"]), default=0.0)
-            out.append(f"{what} ({layers}): {n_ok}/{len(mine)} tensors within the forward error bound "
-                       "2(n_acc u_acc + n_store u_store) max|T| (reference/cases_bounds.py); worst "
-                       f"error/bound {worst['bound_ratio']:.3g} ({worst['case']} {worst['tensor']}); "
-                       f"error / tpsim's own error vs float64 up to {own:.2f}; {n_bit} bitwise")
+            out.append(
+                f"{what} ({layers}): {n_ok}/{len(mine)} tensors within the forward error bound "
+                "2(n_acc u_acc + n_store u_store) max|T| (reference/cases_bounds.py); worst "
+                f"error/bound {worst['bound_ratio']:.3g} ({worst['case']} {worst['tensor']}); "
+                f"error / tpsim's own error vs float64 up to {own:.2f}; {n_bit} bitwise"
+            )
         else:
             n_ok = sum(r["close"] for r in mine)
-            out.append(f"{what} ({layers}): {n_ok}/{len(mine)} tensors within assert_close, {n_bit} bitwise; "
-                       f"worst {max(r['ulps'] for r in mine):.3g} ULPs of scale")
+            out.append(
+                f"{what} ({layers}): {n_ok}/{len(mine)} tensors within assert_close, {n_bit} bitwise; "
+                f"worst {max(r['ulps'] for r in mine):.3g} ULPs of scale"
+            )
     rep = [r for r in rows if r["ranks_agree"] is not None]
-    out.append(f"replicated results: {sum(r['ranks_agree'] for r in rep)}/{len(rep)} hold the same bits "
-               "on every rank")
+    out.append(
+        f"replicated results: {sum(r['ranks_agree'] for r in rep)}/{len(rep)} hold the same bits "
+        "on every rank"
+    )
     n_coll = sum(c["ref_collectives"] for c in cases)
-    out.append(f"collectives: {sum(c['counts_equal'] for c in cases)}/{len(cases)} cases issue as many "
-               "as tpsim "
-               f"({n_coll} in all); bytes: reference {sum(c['ref_bytes'] for c in cases)}, "
-               f"tpsim {sum(c['tpsim_bytes'] for c in cases)}")
+    out.append(
+        f"collectives: {sum(c['counts_equal'] for c in cases)}/{len(cases)} cases issue as many "
+        "as tpsim "
+        f"({n_coll} in all); bytes: reference {sum(c['ref_bytes'] for c in cases)}, "
+        f"tpsim {sum(c['tpsim_bytes'] for c in cases)}"
+    )
     worst = max((c["replay_ulps"] for c in cases), default=0)
-    out.append(f"{comm} collectives replayed in tpsim on the same operands: "
-               f"{sum(c['replay_bitwise'] for c in cases)}/{len(cases)} cases bitwise "
-               f"(worst {worst:.3g} ULPs), "
-               f"{sum(c['replay_bytes_equal'] for c in cases)}/{len(cases)} with equal bytes"
-               + ("" if comm == "schedule" else " (native: bits and bytes are reported, not required)"))
+    out.append(
+        f"{comm} collectives replayed in tpsim on the same operands: "
+        f"{sum(c['replay_bitwise'] for c in cases)}/{len(cases)} cases bitwise "
+        f"(worst {worst:.3g} ULPs), "
+        f"{sum(c['replay_bytes_equal'] for c in cases)}/{len(cases)} with equal bytes"
+        + ("" if comm == "schedule" else " (native: bits and bytes are reported, not required)")
+    )
     return out
 
 
@@ -200,10 +257,26 @@ def print_table(result: dict, file=None) -> None:
     from rich.table import Table
 
     console = Console(file=file, width=200)
-    t = Table(title=f"reference vs tpsim: world size {result['world_size']}, comm {result['comm']}, "
-                    f"device {result['device']}", show_lines=False)
-    for col in ("layer", "tensor", "tier", "max abs", "allowed", "max rel", "ULPs*", "bitwise", "ranks agree",
-                "coll. tpsim", "coll. ref", "replay", "ok"):
+    t = Table(
+        title=f"reference vs tpsim: world size {result['world_size']}, comm {result['comm']}, "
+        f"device {result['device']}",
+        show_lines=False,
+    )
+    for col in (
+        "layer",
+        "tensor",
+        "tier",
+        "max abs",
+        "allowed",
+        "max rel",
+        "ULPs*",
+        "bitwise",
+        "ranks agree",
+        "coll. tpsim",
+        "coll. ref",
+        "replay",
+        "ok",
+    ):
         t.add_column(col, justify="right" if col in ("max abs", "allowed", "max rel", "ULPs*") else "left")
     by_case = {c["case"]: c for c in result["cases"]}
     seen = set()
@@ -213,20 +286,33 @@ def print_table(result: dict, file=None) -> None:
         seen.add(r["case"])
         coll = ["", "", ""]
         if first:
-            coll = [f"{c['tpsim_collectives']} / {fmt_bytes(c['tpsim_bytes'])}",
-                    f"{c['ref_collectives']} / {fmt_bytes(c['ref_bytes'])}",
-                    ("bitwise" if c["replay_bitwise"] else f"{c['replay_ulps']:.3g} ulp")
-                    + ("" if c["replay_bytes_equal"] else ", bytes differ")]
+            coll = [
+                f"{c['tpsim_collectives']} / {fmt_bytes(c['tpsim_bytes'])}",
+                f"{c['ref_collectives']} / {fmt_bytes(c['ref_bytes'])}",
+                ("bitwise" if c["replay_bitwise"] else f"{c['replay_ulps']:.3g} ulp")
+                + ("" if c["replay_bytes_equal"] else ", bytes differ"),
+            ]
         agree = "-" if r["ranks_agree"] is None else ("yes" if r["ranks_agree"] else "NO")
         ok = r["ok"] and (not first or c["ok"])
-        t.add_row(r["case"] if first else "", r["tensor"], f"{r['data']} {r['dtype']}: {r['claim']}",
-                  f"{r['max_abs']:.2e}", _allowed(r), f"{r['max_rel']:.2e}", f"{r['ulps']:.3g}",
-                  "yes" if r["bitwise"] else "no",
-                  agree, *coll, "[green]ok[/]" if ok else "[red]MISMATCH[/]")
+        t.add_row(
+            r["case"] if first else "",
+            r["tensor"],
+            f"{r['data']} {r['dtype']}: {r['claim']}",
+            f"{r['max_abs']:.2e}",
+            _allowed(r),
+            f"{r['max_rel']:.2e}",
+            f"{r['ulps']:.3g}",
+            "yes" if r["bitwise"] else "no",
+            agree,
+            *coll,
+            "[green]ok[/]" if ok else "[red]MISMATCH[/]",
+        )
     console.print(t)
     console.print("  * ULPs of the tensor's scale: max |ref - tpsim| over the float spacing at max |tpsim|")
-    console.print("  allowed: bitwise 0; rounding the bound 2(n_acc u_acc + n_store u_store) max|T| "
-                  "(error/bound in brackets, terms in the JSON's bound_terms); close assert_close's defaults")
+    console.print(
+        "  allowed: bitwise 0; rounding the bound 2(n_acc u_acc + n_store u_store) max|T| "
+        "(error/bound in brackets, terms in the JSON's bound_terms); close assert_close's defaults"
+    )
     for line in result["claims"]:
         console.print(f"  {line}")
     console.print("[green]all checks passed[/]" if result["ok"] else "[red]MISMATCH: see the rows marked[/]")
@@ -244,8 +330,10 @@ def measure_libm(n: int = 1_000_000, seed: int = 0) -> dict[str, float]:
     x = (np.random.default_rng(seed).standard_normal(n) * 3).astype(np.float32)
     t = torch.from_numpy(x)
     pairs = {
-        "tanh": (np.tanh(x), torch.tanh(t)), "exp": (np.exp(x), torch.exp(t)),
-        "log": (np.log(np.abs(x)), torch.log(t.abs())), "sqrt": (np.sqrt(np.abs(x)), torch.sqrt(t.abs())),
+        "tanh": (np.tanh(x), torch.tanh(t)),
+        "exp": (np.exp(x), torch.exp(t)),
+        "log": (np.log(np.abs(x)), torch.log(t.abs())),
+        "sqrt": (np.sqrt(np.abs(x)), torch.sqrt(t.abs())),
     }
     return {k: float(np.mean(a != b.numpy())) for k, (a, b) in pairs.items()}
 
@@ -272,8 +360,11 @@ def main(argv=None) -> int:
     unknown = [x for x in layers if x not in LAYERS]
     datas = [x.strip() for x in a.data.split(",")]
     if unknown or any(d not in ("exact", "float") for d in datas):
-        print(f"error: unknown layer(s) {unknown} or data {datas}; layers: {', '.join(LAYERS)}; "
-              "data: exact, float", file=sys.stderr)
+        print(
+            f"error: unknown layer(s) {unknown} or data {datas}; layers: {', '.join(LAYERS)}; "
+            "data: exact, float",
+            file=sys.stderr,
+        )
         return 2
     if a.world_size is None and not under_torchrun():
         print("error: pass --world-size N (or run under torchrun)", file=sys.stderr)
@@ -281,8 +372,15 @@ def main(argv=None) -> int:
     size = a.world_size or int(os.environ["WORLD_SIZE"])
     cases = [c for d in datas for c in default_cases(size, d, a.dtype) if c.layer in layers]
     try:
-        result = check(a.world_size, cases, comm=a.comm, algorithm=a.algorithm, device=a.device,
-                       inject=a.inject_mismatch, timeout=a.timeout)
+        result = check(
+            a.world_size,
+            cases,
+            comm=a.comm,
+            algorithm=a.algorithm,
+            device=a.device,
+            inject=a.inject_mismatch,
+            timeout=a.timeout,
+        )
     except RankFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -292,8 +390,10 @@ def main(argv=None) -> int:
         result["libm_mismatch_share"] = measure_libm()
     print_table(result)
     if a.libm:
-        print("NumPy vs torch float32, share of results that differ:",
-              ", ".join(f"{k} {v:.1%}" for k, v in result["libm_mismatch_share"].items()))
+        print(
+            "NumPy vs torch float32, share of results that differ:",
+            ", ".join(f"{k} {v:.1%}" for k, v in result["libm_mismatch_share"].items()),
+        )
     pathlib.Path(a.json).write_text(json.dumps(result, indent=1, default=str))
     print(f"wrote {a.json}")
     return 0 if result["ok"] else 1

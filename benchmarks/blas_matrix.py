@@ -160,8 +160,9 @@ def markdown(machine: dict, results: list[dict], args: list[str]) -> str:
         "# reference.check under other BLAS kernels and thread counts",
         "",
         f"Machine: {machine['summary']}.  numpy BLAS: {machine['numpy_blas']}; torch: {machine['torch']}.",
-        f"Checker: `python -m reference.check --world-size 2 --comm native|schedule {' '.join(args)}`, "
-        "every case (exact and float data, float32).  `bound` is the worst error / derived bound of the "
+        f"Checker: `python -m reference.check --world-size 2 --comm native|schedule {' '.join(args)}`"
+        + ("" if args else ", every case (exact and float data, float32)")
+        + ".  `bound` is the worst error / derived bound of the "
         "rounding tier (must be <= 1); `ULPs` the worst error of the float tier in ULPs of scale "
         "(it must pass assert_close).  `core` is the OpenBLAS kernel family really loaded.",
         "",

@@ -124,8 +124,9 @@ def bound(depth: Depth, dtype, scale: float) -> Bound:
     """The bound for a result of `dtype` that ran after `depth`'s roundings (see the module docstring)."""
     store, acc = np.dtype(dtype), compute_dtype(dtype)
     u_store, u_acc = unit_roundoff(store), unit_roundoff(acc)
-    n_store = depth.wire + (depth.ops if u_store > u_acc else 0)
-    return Bound(depth.acc + (0 if u_store > u_acc else depth.wire), n_store, u_acc, u_store, scale)
+    if u_store > u_acc:  # half precision: each op and each reduced partial sum rounds to the storage dtype
+        return Bound(depth.acc, depth.ops + depth.wire, u_acc, u_store, scale)
+    return Bound(depth.acc + depth.wire, 0, u_acc, u_store, scale)
 
 
 def rounding_bounds(

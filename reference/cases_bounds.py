@@ -15,8 +15,11 @@ so a result T that ran after ops with k_1, k_2, ... multiply-adds per output ele
 u_acc is the unit roundoff of the dtype the kernels accumulate in (float32 for bfloat16 and float16,
 tpsim/nn/ops.py), u_store that of the dtype each op rounds its result to once (counted only where it
 is narrower than u_acc's), n_store the ops plus (t - 1) per all-reduce or reduce-scatter over t ranks
-(a ring or tree reduces t partial sums in the storage dtype).  Two engines: twice that.  max(1, k)
-counts an elementwise op (GeLU, exp, a scale) as one rounding: the libms round within an ULP.
+(a ring or tree reduces t partial sums in the storage dtype; in float32 and float64 those t - 1 join
+the sum_i instead).  Two engines: twice that.  max(1, k) counts an elementwise op (GeLU, exp, a scale)
+as one rounding: the libms round within an ULP.  The order is not assumed: n - 1 <= n holds for
+recursive, blocked and pairwise (ceil(log2 n)) sums alike, since which one a BLAS kernel uses is its
+choice.  out and dx take the count of the whole run (an overcount for out).
 
 What is measured, not assumed: the k_i (FLOPs / 2 / output elements of every local op tpsim ran
 before T's gradient was stored, read off `tpsim.nn.module.local`), the collectives, and S_T, the scale

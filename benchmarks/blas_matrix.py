@@ -160,7 +160,7 @@ def markdown(machine: dict, results: list[dict], args: list[str]) -> str:
         "# reference.check under other BLAS kernels and thread counts",
         "",
         f"Machine: {machine['summary']}.  numpy BLAS: {machine['numpy_blas']}; torch: {machine['torch']}.",
-        f"Checker: `python -m reference.check --world-size 2 --comm native|schedule {' '.join(args)}`"
+        f"Checker: `{' '.join(['python -m reference.check --world-size 2 --comm native|schedule', *args])}`"
         + ("" if args else ", every case (exact and float data, float32)")
         + ".  `bound` is the worst error / derived bound of the "
         "rounding tier (must be <= 1); `ULPs` the worst error of the float tier in ULPs of scale "

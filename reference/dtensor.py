@@ -34,16 +34,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
-from torch.distributed.tensor.debug import CommDebugMode
 
 import tpsim
 from reference import dtensor_plan
+from reference.compat import comm_debug_mode, dtensor_names
 from reference.dtensor_compare import PHASES, compare, format_reports, known_differences, passed
 from reference.launch import run, under_torchrun
 from tpsim.errors import ShapeError, TpsimError, WorldSizeError
 from tpsim.nn import ParallelAttention, ParallelMLP, TransformerBlock
 from tpsim.nn import comm_table as tpsim_comm_table
+
+DTensor, Shard, Replicate, Partial = dtensor_names()
+CommDebugMode = comm_debug_mode()
 
 LAYERS = ("mlp", "attention", "block")
 INITS = ("normal", "exact")  # arbitrary floats (N(0, 0.02) weights, N(0, 1) data); small integers

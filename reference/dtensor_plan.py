@@ -24,7 +24,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributed.tensor import Replicate, Shard
 from torch.distributed.tensor.parallel import (
     ColwiseParallel,
     RowwiseParallel,
@@ -32,6 +31,9 @@ from torch.distributed.tensor.parallel import (
     parallelize_module,
 )
 
+from reference.compat import dtensor_names
+
+_, Shard, Replicate, _ = dtensor_names()
 SEQ_DIM = 0  # x is (s, b, h)
 
 

@@ -14,7 +14,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 import tpsim
 from tpsim import Mesh, MetaArray
 from tpsim.collectives.algorithms import ALGORITHMS
-from tpsim.collectives.costs import bytes_sent_per_rank
+from tpsim.collectives.costs import bytes_sent_per_rank, wire_size
 
 PAIRS = [(c, a) for c, names in ALGORITHMS.items() for a in names]
 FLOATS = [np.float16, np.float32, np.float64, tpsim.bfloat16]
@@ -154,7 +154,8 @@ SENT = {  # bytes each rank sends over links, as a fraction of S, when the buffe
 @given(p=st.integers(1, 16), even=st.booleans(), dtype=st.sampled_from(DTYPES), data=st.data())
 def test_bytes_sent_per_rank(collective, algorithm, p, even, dtype, data):
     """Each rank sends fraction(p) * S when the length divides by p; all ranks together send
-    p * fraction(p) * S for any length.  S is one rank's buffer (all_gather: the output).  Chunks follow the
+    p * fraction(p) * S for any length, where S is padded as the backends pad (wire_size) by default,
+    and the unpadded size with padded=False.  S is one rank's buffer (all_gather: the output).  Chunks follow the
     torch.chunk rule, pieces of ceil(n / p), so an uneven length shifts bytes between ranks, not the total."""
     m = data.draw(st.integers(0, 12))
     if collective == "all_gather":  # rank j's buffer is chunk j: evenly means equal lengths
@@ -162,16 +163,21 @@ def test_bytes_sent_per_rank(collective, algorithm, p, even, dtype, data):
     else:
         lengths = [m * p if even else data.draw(st.integers(0, 40))] * p
     x = [np.zeros(n, dtype) for n in lengths]
-    mesh = Mesh(p)
-    call(collective, x, mesh, {"algorithm": algorithm})
     size = sum(a.nbytes for a in x) if collective == "all_gather" else x[0].nbytes
-    sent = [d["sent"] for d in mesh.trace.per_device()]
+    padded = wire_size(collective, p, lengths, np.dtype(dtype).itemsize)  # what gloo and NCCL send
     fraction = SENT[collective, algorithm](p)
-    assert mesh.trace.collectives[-1].nbytes == size
-    assert sum(sent) == p * fraction * size
-    if even:
-        assert sent == [fraction * size] * p
-        assert sent[0] == pytest.approx(bytes_sent_per_rank(collective, algorithm, p, size))
+    for kw, wire in (({}, padded), ({"padded": False}, size)):
+        mesh = Mesh(p)
+        call(collective, x, mesh, {"algorithm": algorithm, **kw})
+        sent = [d["sent"] for d in mesh.trace.per_device()]
+        assert mesh.trace.collectives[-1].nbytes == size  # the message size stays the user's
+        assert sum(sent) == p * fraction * wire
+        if even:
+            assert wire == size
+            assert sent == [fraction * size] * p
+            assert sent[0] == pytest.approx(bytes_sent_per_rank(collective, algorithm, p, size))
+        elif collective in ("all_gather", "reduce_scatter") and not kw:
+            assert sent == [fraction * wire] * p  # padding makes every rank's share equal again
 
 
 @given(p=st.integers(1, 16), n=st.integers(0, 40), dtype=st.sampled_from(FLOATS), data=st.data())

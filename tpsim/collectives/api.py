@@ -53,15 +53,20 @@ def prepare(
     direction: str | None = None,
     snapshots: bool = False,
     groups: list[tuple[int, ...]] | None = None,
+    padded: bool = True,
 ) -> tuple[Run, callable]:
     """Check everything, then return the engine run and the function that unpacks its results.
 
     `groups` restricts the run to some groups of the mesh dim (used when groups hold different shapes).
+    `padded` (the default) sends uneven all_gather / reduce_scatter / gather / scatter pieces padded to
+    the longest, as gloo and NCCL do (layout.PADDED); False sends each piece at its own length.
     """
     if label is None and direction is None:
         label, direction = mesh.label  # attributed to the module running now, if any
     if collective not in COLLECTIVES:
         raise AlgorithmError(f"unknown collective {collective!r}; valid: {', '.join(COLLECTIVES)}")
+    if not isinstance(padded, bool):
+        raise AlgorithmError(f"{collective} padded={padded!r}; valid: True (as gloo and NCCL send) or False")
     all_groups = mesh.groups(mesh_dim)
     groups = all_groups if groups is None else groups
     dim_name = None if mesh_dim is None else mesh.names[mesh.dim_index(mesh_dim)]
@@ -110,6 +115,11 @@ def prepare(
     if collective in ("all_reduce", "reduce", "broadcast"):
         rows, row_size = [[int(np.prod(s, dtype=np.int64)) for s in gs] for gs in shapes], 1
     table = layout.chunk_table(collective, p, schedule.num_chunks, rows[0], row_size)
+    wire = table  # (p, k) chunk lengths as they cross the links
+    if padded and collective in layout.PADDED:
+        wire = layout.chunk_table(
+            collective, p, schedule.num_chunks, layout.wire_rows(collective, rows[0], p, root), row_size
+        )
     store = None if shape_only else layout.new_store(len(groups) * p, table, dtype)
     if store is not None:
         _pack(collective, store, arrays, groups, table, root, p)
@@ -128,6 +138,7 @@ def prepare(
         label=label,
         direction=direction,
         snapshots=snapshots,
+        wire_sizes=wire,
     )
 
     def results() -> list:

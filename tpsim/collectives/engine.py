@@ -59,10 +59,13 @@ class Run:
         label: str | None = None,
         direction: str | None = None,
         snapshots: bool = False,
+        wire_sizes: Sequence[Sequence[int]] | None = None,  # (p, k) as sent, padded; default: sizes
     ):
         self.mesh, self.schedule, self.store = mesh, schedule, store
         self.gmap = np.asarray(groups, dtype=np.int64).reshape(len(groups), schedule.world_size)
-        self.sizes = np.asarray(sizes, dtype=np.int64).reshape(schedule.world_size, schedule.num_chunks)
+        shape = (schedule.world_size, schedule.num_chunks)
+        self.sizes = np.asarray(sizes, dtype=np.int64).reshape(shape)
+        self.wire_sizes = self.sizes if wire_sizes is None else np.asarray(wire_sizes, np.int64).reshape(shape)
         self.dtype, self.itemsize = np.dtype(dtype), np.dtype(dtype).itemsize
         self.ordered = op in ("max", "min")  # the only ops whose operand order shows in the bits
         self.ufunc, self.accum = UFUNCS[op], (np.dtype(accum_dtype) if accum_dtype is not None else None)
@@ -89,7 +92,7 @@ class Run:
         )
         # the working buffer of each device, for the duration of the collective
         self.scratch = {
-            d: int(self.sizes.sum(axis=1)[r]) * self.itemsize
+            d: int(self.wire_sizes.sum(axis=1)[r]) * self.itemsize
             for d, r in zip(devices, np.tile(np.arange(schedule.world_size), len(groups)), strict=False)
         }
 
@@ -181,9 +184,9 @@ class Run:
     def _time_and_record(self, index: int, a: StepArrays, start: float) -> tuple[float, int]:
         G = len(self.gmap)
         if a.wire_chunk is not None:
-            nbytes = self.sizes[a.src[a.wire], a.wire_chunk] * self.itemsize
+            nbytes = self.wire_sizes[a.src[a.wire], a.wire_chunk] * self.itemsize
         else:
-            pair_bytes = self.sizes[a.src[a.pair_t], a.pair_c] * self.itemsize
+            pair_bytes = self.wire_sizes[a.src[a.pair_t], a.pair_c] * self.itemsize
             nbytes = np.bincount(a.pair_t, weights=pair_bytes, minlength=len(a.src)).astype(np.int64)[a.wire]
         if self.identity:
             src, dst = a.src[a.wire], a.dst[a.wire]

@@ -36,6 +36,26 @@ def chunk_table(collective: str, p: int, k: int, rows: list[int], row_size: int)
     return [per[:] for _ in range(p)]
 
 
+# The collectives whose torch.distributed backends (gloo, NCCL) need equal pieces: all_gather_into_tensor,
+# reduce_scatter_tensor, gather and scatter take one size for every rank, so uneven pieces go padded to
+# the longest, as DTensor pads them. The padding crosses the wire; it never enters a result.
+PADDED = ("all_gather", "gather", "reduce_scatter", "scatter")
+
+
+def wire_rows(collective: str, rows: list[int], p: int, root: int | None = None) -> list[int]:
+    """Every rank's dim-0 length as the backends send it: uneven pieces padded (see PADDED).
+
+    all_gather / gather: each rank's piece padded to the longest; reduce_scatter / scatter: the buffer
+    padded to p * ceil(n / p) rows, so each of the p chunks is as long as the first.
+    """
+    if collective in ("all_gather", "gather"):
+        return [max(rows, default=0)] * len(rows)
+    if collective in ("reduce_scatter", "scatter"):
+        n = rows[root or 0]
+        return [p * -(-n // p)] * len(rows)
+    return list(rows)
+
+
 def new_store(participants: int, table: list[list[int]], dtype: np.dtype) -> np.ndarray:
     k = len(table[0])
     longest = max((max(row) for row in table), default=0)

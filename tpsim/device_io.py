@@ -22,8 +22,14 @@ FIELDS = ("name", "flops", "memory_bandwidth", "memory", "source")
 
 
 def to_dict(spec, measured: dict | None = None) -> dict:
-    doc = dict(name=spec.name, flops=dict(spec.flops), memory_bandwidth=spec.memory_bandwidth,
-               memory=spec.memory, source=spec.source, notes=dict(spec.notes))
+    doc = dict(
+        name=spec.name,
+        flops=dict(spec.flops),
+        memory_bandwidth=spec.memory_bandwidth,
+        memory=spec.memory,
+        source=spec.source,
+        notes=dict(spec.notes),
+    )
     if measured is not None:
         doc["measured"] = dict(measured)
     return doc
@@ -48,7 +54,8 @@ def load(path):
         raise TopologyError(f"device preset {path}: cannot read it as JSON ({e})") from None
     missing = [f for f in FIELDS if f not in doc] if isinstance(doc, dict) else list(FIELDS)
     if missing:
-        raise TopologyError(f"device preset {path}: missing field(s) {', '.join(missing)}; needs {', '.join(FIELDS)}")
+        need = ", ".join(FIELDS)
+        raise TopologyError(f"device preset {path}: missing field(s) {', '.join(missing)}; needs {need}")
     flops = doc["flops"]
     bad = {k: v for k, v in flops.items() if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)}
     if not flops or bad:
@@ -58,8 +65,14 @@ def load(path):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             raise TopologyError(f"device preset {path}: {key} must be a number > 0, got {v!r}")
     notes = {str(k): str(v) for k, v in doc.get("notes", {}).items()}
-    return DeviceSpec(str(doc["name"]), {str(k): float(v) for k, v in flops.items()},
-                      float(doc["memory_bandwidth"]), int(doc["memory"]), str(doc["source"]), notes)
+    return DeviceSpec(
+        str(doc["name"]),
+        {str(k): float(v) for k, v in flops.items()},
+        float(doc["memory_bandwidth"]),
+        int(doc["memory"]),
+        str(doc["source"]),
+        notes,
+    )
 
 
 def find(name: str, folder: Path = PRESETS_DIR) -> Path | None:

@@ -65,9 +65,17 @@ A100 = DeviceSpec(
     "NVIDIA A100 Tensor Core GPU datasheet (2021): 312 TFLOPS bf16/fp16 dense, 156 TF32 dense, 19.5 fp32, "
     "9.7 fp64, 2039 GB/s; datasheet figures, not measured here",
 )
+# H100 SXM and H200 SXM: the same Hopper chip's rates (dense; tf32 is TF32 tensor-core, float32 plain)
+HOPPER_FLOPS = {
+    "float16": 989.4 * T,
+    "bfloat16": 989.4 * T,
+    "float32": 66.9 * T,
+    "float64": 33.5 * T,
+    "tf32": 494.7 * T,
+}
 H100 = DeviceSpec(
     "H100-SXM5-80GB",
-    {"float16": 989.4 * T, "bfloat16": 989.4 * T, "float32": 66.9 * T, "float64": 33.5 * T, "tf32": 494.7 * T},
+    HOPPER_FLOPS,
     3.35e12,
     80 << 30,
     "NVIDIA H100 Tensor Core GPU datasheet (2023), SXM: 989 TFLOPS bf16/fp16 dense, 495 TF32 dense, 67 fp32, "
@@ -75,7 +83,7 @@ H100 = DeviceSpec(
 )
 H200 = DeviceSpec(
     "H200-SXM-141GB",
-    {"float16": 989.4 * T, "bfloat16": 989.4 * T, "float32": 66.9 * T, "float64": 33.5 * T, "tf32": 494.7 * T},
+    HOPPER_FLOPS,
     4.8e12,
     141 * 10**9,
     "NVIDIA H200 Tensor Core GPU datasheet (2024), SXM: 989 TFLOPS bf16/fp16 dense, 495 TF32 dense, 67 fp32, "
@@ -85,7 +93,7 @@ DEVICES = {"v100": V100, "a100": A100, "h100": H100, "h200": H200}
 
 
 def device_spec(name) -> DeviceSpec:
-    """A DeviceSpec by built-in name (DEVICES), by a saved preset's path, or by a preset's name in devices/."""
+    """A DeviceSpec by built-in name (DEVICES), a saved preset's path, or a preset's name in devices/."""
     if isinstance(name, DeviceSpec):
         return name
     from tpsim import device_io

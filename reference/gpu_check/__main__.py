@@ -49,16 +49,30 @@ class Context:
 
 
 def parse(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m reference.gpu_check", description=__doc__.splitlines()[0],
-                                epilog="\n".join(__doc__.splitlines()[1:]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m reference.gpu_check",
+        description=__doc__.splitlines()[0],
+        epilog="\n".join(__doc__.splitlines()[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="smallest sizes, on CPU (gloo), under 60 s")
-    p.add_argument("--out", default=None, help="folder for the report (default: benchmarks/results/gpu/ "
-                   "for a full run on a GPU, a temp folder otherwise)")
-    p.add_argument("--sections", default=",".join(SECTION_ORDER),
-                   help=f"comma-separated, from {', '.join(SECTION_ORDER)} (facts always runs)")
-    p.add_argument("--budget-scale", type=float, default=1.0,
-                   help="multiply every section's budget (a test cuts sections short with 0.01)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="folder for the report (default: benchmarks/results/gpu/ "
+        "for a full run on a GPU, a temp folder otherwise)",
+    )
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTION_ORDER),
+        help=f"comma-separated, from {', '.join(SECTION_ORDER)} (facts always runs)",
+    )
+    p.add_argument(
+        "--budget-scale",
+        type=float,
+        default=1.0,
+        help="multiply every section's budget (a test cuts sections short with 0.01)",
+    )
     return p.parse_args(argv)
 
 
@@ -81,23 +95,39 @@ def main(argv=None) -> int:
     names = ["facts"] + [n.strip() for n in a.sections.split(",") if n.strip() and n.strip() != "facts"]
     unknown = [n for n in names if n not in SECTIONS]
     if unknown or not a.budget_scale > 0:
-        print(f"error: unknown section(s) {unknown} (valid: {', '.join(SECTION_ORDER)}) or --budget-scale "
-              f"{a.budget_scale} not > 0", file=sys.stderr)
+        print(
+            f"error: unknown section(s) {unknown} (valid: {', '.join(SECTION_ORDER)}) or --budget-scale "
+            f"{a.budget_scale} not > 0",
+            file=sys.stderr,
+        )
         return 2
     device = "cpu" if a.quick else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
-        print("error: the full check needs a CUDA device and torch sees none; run --quick on CPU",
-              file=sys.stderr)
+        print(
+            "error: the full check needs a CUDA device and torch sees none; run --quick on CPU",
+            file=sys.stderr,
+        )
         return 2
     ctx = Context(QUICK if a.quick else FULL, device, facts.collect(), a.quick)
     folder = Path(a.out) if a.out else default_out(a.quick, device)
     stem = f"{slug(ctx.facts['device_name'])}-{ctx.facts['date']}" + ("-quick" if a.quick else "")
     if (folder / f"{stem}.json").exists():
-        stem += "-" + datetime.datetime.now(datetime.timezone.utc).strftime("%H%M%S")
+        stem += "-" + datetime.datetime.now(datetime.UTC).strftime("%H%M%S")
     budgets = {n: ctx.sizes.budgets[n] * a.budget_scale for n in names}
-    meta = dict(ctx.facts, quick=a.quick, sections=names, budgets=budgets,
-                full_run_budget_s=TOTAL_BUDGET_S, command=" ".join(["python -m reference.gpu_check", *sys.argv[1:]]))
-    report = Report(folder, stem, meta)
+    meta = dict(
+        ctx.facts,
+        quick=a.quick,
+        sections=names,
+        budgets=budgets,
+        full_run_budget_s=TOTAL_BUDGET_S,
+        command=" ".join(["python -m reference.gpu_check", *sys.argv[1:]]),
+    )
+    report = run_all(ctx, names, budgets, Report(folder, stem, meta))
+    return 0 if all(s["status"] == "ok" for s in report.doc["sections"]) else 1
+
+
+def run_all(ctx: Context, names: list[str], budgets: dict, report: Report) -> Report:
+    """Each section in turn under its budget; the report rewritten after each (and on SIGTERM)."""
     print(f"report: {report.md_path}", flush=True)
     old = signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -107,17 +137,24 @@ def main(argv=None) -> int:
             try:
                 result = run_section(SECTIONS[name].section, budgets[name], records, ctx)
             except (SystemExit, KeyboardInterrupt):
-                report.add(name, budgets[name], dict(status="cut short", error="the run was terminated",
-                                                     wall_s=time.monotonic() - start), records)
+                report.add(
+                    name,
+                    budgets[name],
+                    dict(status="cut short", error="the run was terminated", wall_s=time.monotonic() - start),
+                    records,
+                )
                 raise
             report.add(name, budgets[name], result, records)
             ctx.done[name] = records
-            print(f"{name}: {result['status']} in {result['wall_s']:.1f} s"
-                  + (f" ({result['error']})" if result.get("error") else ""), flush=True)
+            print(
+                f"{name}: {result['status']} in {result['wall_s']:.1f} s"
+                + (f" ({result['error']})" if result.get("error") else ""),
+                flush=True,
+            )
     finally:
         signal.signal(signal.SIGTERM, old)
     print(f"wrote {report.json_path} and {report.md_path}")
-    return 0 if all(s["status"] == "ok" for s in report.doc["sections"]) else 1
+    return report
 
 
 if __name__ == "__main__":

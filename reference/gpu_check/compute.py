@@ -1,4 +1,4 @@
-"""d. Compute: the GEMMs of a TP MLP's shards in bf16 (and fp32 with TF32 on), a square matmul, copy bandwidth.
+"""d. Compute: a TP MLP's shard GEMMs in bf16 (and fp32 with TF32 on), a square matmul, copy bandwidth.
 
 Each GEMM runs with the operand layouts autograd gives it (forward X W^T, dX = dY W, dW = dY^T X),
 timed with CUDA events, median of `reps` after `warmup`.  TFLOP/s = 2 m n k / seconds, set
@@ -33,16 +33,15 @@ def time_gemm(g: dict, dtype: str, device, warmup: int, reps: int) -> float:
     """Seconds of one GEMM in autograd's layout: dW reads dY transposed, forward reads W transposed."""
     import torch
 
-    dt = getattr(torch, TORCH_DTYPES[dtype])
     m, n, k = g["m"], g["n"], g["k"]
-    gen = torch.Generator(device="cpu").manual_seed(0)
+    torch.manual_seed(0)  # random operands, drawn on the device (zeros would run faster)
+    kw = dict(device=device, dtype=getattr(torch, TORCH_DTYPES[dtype]))
     if g["gemm"] == "forward":  # X (m, k) @ W (n, k)^T
-        a, b = torch.randn(m, k, generator=gen), torch.randn(n, k, generator=gen).t()
+        a, b = torch.randn(m, k, **kw), torch.randn(n, k, **kw).t()
     elif g["gemm"] == "dW":  # dY (k, m)^T @ X (k, n)
-        a, b = torch.randn(k, m, generator=gen).t(), torch.randn(k, n, generator=gen)
+        a, b = torch.randn(k, m, **kw).t(), torch.randn(k, n, **kw)
     else:  # dX: dY (m, k) @ W (k, n)
-        a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
-    a, b = a.to(device, dt), b.to(device, dt)
+        a, b = torch.randn(m, k, **kw), torch.randn(k, n, **kw)
     return seconds(lambda: torch.matmul(a, b), device, warmup, reps)
 
 
@@ -61,15 +60,27 @@ def section(budget, records: list, ctx) -> bool | None:
     spec = datasheet_spec(ctx.facts["device_name"])
     was = tf32_enabled()
     try:
-        for dtype, tf32, hiddens in (("bfloat16", False, z.hiddens), ("float32", True, z.fp32_hiddens),
-                                     ("float32", False, ())):
+        for dtype, tf32, hiddens in (
+            ("bfloat16", False, z.hiddens),
+            ("float32", True, z.fp32_hiddens),
+            ("float32", False, ()),
+        ):
             set_tf32(tf32)
             sq = dict(layer="square", gemm="square", m=z.square, n=z.square, k=z.square)
             s = time_gemm(sq, dtype, dev, z.warmup, z.reps)
             square = 2 * z.square**3 / s / 1e12
             peak = spec.flops.get(peak_key(dtype, tf32)) if spec else None
-            records.append(dict(kind="square", **sq, dtype=dtype, tf32=tf32, seconds=s, tflops=square,
-                                of_datasheet=square * 1e12 / peak if peak else None))
+            records.append(
+                dict(
+                    kind="square",
+                    **sq,
+                    dtype=dtype,
+                    tf32=tf32,
+                    seconds=s,
+                    tflops=square,
+                    of_datasheet=square * 1e12 / peak if peak else None,
+                )
+            )
             for h in hiddens:
                 for t in z.tp_degrees:
                     if budget.expired:
@@ -77,9 +88,21 @@ def section(budget, records: list, ctx) -> bool | None:
                     for g in mlp_gemms(h, z.tokens, t):
                         s = time_gemm(g, dtype, dev, z.warmup, z.reps)
                         tf = 2 * g["m"] * g["n"] * g["k"] / s / 1e12
-                        records.append(dict(kind="gemm", hidden=h, tokens=z.tokens, t=t, **g, dtype=dtype,
-                                            tf32=tf32, seconds=s, tflops=tf, of_square=tf / square,
-                                            of_datasheet=tf * 1e12 / peak if peak else None))
+                        records.append(
+                            dict(
+                                kind="gemm",
+                                hidden=h,
+                                tokens=z.tokens,
+                                t=t,
+                                **g,
+                                dtype=dtype,
+                                tf32=tf32,
+                                seconds=s,
+                                tflops=tf,
+                                of_square=tf / square,
+                                of_datasheet=tf * 1e12 / peak if peak else None,
+                            )
+                        )
         records.append(copy_bandwidth(z.copy_bytes, dev, z.warmup, z.reps))
     finally:
         set_tf32(was)
@@ -89,13 +112,36 @@ def section(budget, records: list, ctx) -> bool | None:
 def render(records: list[dict]) -> list[str]:
     sq = [r for r in records if r["kind"] == "square"]
     out = ["Square matmuls (the ceiling this run reached):", ""]
-    out += table(sq, [("dtype", "dtype"), ("TF32", "tf32"), ("m=n=k", "m"), ("seconds", "seconds"),
-                      ("TFLOP/s", "tflops"), ("of datasheet", "of_datasheet")])
+    out += table(
+        sq,
+        [
+            ("dtype", "dtype"),
+            ("TF32", "tf32"),
+            ("m=n=k", "m"),
+            ("seconds", "seconds"),
+            ("TFLOP/s", "tflops"),
+            ("of datasheet", "of_datasheet"),
+        ],
+    )
     out += ["", "TP MLP shards (column = fc1, row = fc2; t = TP degree):", ""]
-    out += table([r for r in records if r["kind"] == "gemm"],
-                 [("dtype", "dtype"), ("TF32", "tf32"), ("h", "hidden"), ("t", "t"), ("layer", "layer"),
-                  ("GEMM", "gemm"), ("m", "m"), ("n", "n"), ("k", "k"), ("seconds", "seconds"),
-                  ("TFLOP/s", "tflops"), ("of square", "of_square"), ("of datasheet", "of_datasheet")])
+    out += table(
+        [r for r in records if r["kind"] == "gemm"],
+        [
+            ("dtype", "dtype"),
+            ("TF32", "tf32"),
+            ("h", "hidden"),
+            ("t", "t"),
+            ("layer", "layer"),
+            ("GEMM", "gemm"),
+            ("m", "m"),
+            ("n", "n"),
+            ("k", "k"),
+            ("seconds", "seconds"),
+            ("TFLOP/s", "tflops"),
+            ("of square", "of_square"),
+            ("of datasheet", "of_datasheet"),
+        ],
+    )
     cp = [dict(r, gbs=r["read_write_bytes_per_s"] / 1e9) for r in records if r["kind"] == "copy"]
     out += ["", "Device-memory copy (bytes read + written per second):", ""]
     out += table(cp, [("bytes", "bytes"), ("seconds", "seconds"), ("GB/s", "gbs")])

@@ -40,14 +40,25 @@ def summarise(result: dict, backend) -> dict:
 
     rep = [r for r in rows if r["ranks_agree"] is not None]
     return dict(
-        kind="equivalence", world_size=result["world_size"], comm=result["comm"], device=result["device"],
-        backend=backend.name, staged=backend.staged, dtype=rows[0]["dtype"] if rows else None,
-        layers=sorted({c["layer"] for c in cases}), cases=len(cases), tensors=len(rows),
-        exact_bitwise=count("bitwise"), exact_rounding=count("rounding"), float_close=count("close"),
+        kind="equivalence",
+        world_size=result["world_size"],
+        comm=result["comm"],
+        device=result["device"],
+        backend=backend.name,
+        staged=backend.staged,
+        dtype=rows[0]["dtype"] if rows else None,
+        layers=sorted({c["layer"] for c in cases}),
+        cases=len(cases),
+        tensors=len(rows),
+        exact_bitwise=count("bitwise"),
+        exact_rounding=count("rounding"),
+        float_close=count("close"),
         replicated_agree=f"{sum(r['ranks_agree'] for r in rep)}/{len(rep)}",
         replay_bitwise=f"{sum(c['replay_bitwise'] for c in cases)}/{len(cases)}",
         bytes_equal=f"{sum(c['replay_bytes_equal'] for c in cases)}/{len(cases)}",
-        worst_ulps=max((r["ulps"] for r in rows), default=0.0), claims=result["claims"], ok=result["ok"],
+        worst_ulps=max((r["ulps"] for r in rows), default=0.0),
+        claims=result["claims"],
+        ok=result["ok"],
         failed=[f"{r['case']} {r['tensor']}" for r in rows if not r["ok"]][:20],
     )
 
@@ -67,20 +78,39 @@ def section(budget, records: list, ctx) -> bool | None:
 
 
 def render(records: list[dict]) -> list[str]:
-    rows = [dict(r, exact=f"{r['exact_bitwise']['bitwise']}/{r['exact_bitwise']['n']}",
-                 rounding=f"{r['exact_rounding']['ok']}/{r['exact_rounding']['n']}",
-                 close=f"{r['float_close']['ok']}/{r['float_close']['n']}",
-                 backend_=r["backend"] + (" (staged)" if r["staged"] else ""),
-                 verdict="ok" if r["ok"] else "MISMATCH") for r in records]
-    out = table(rows, [("world size", "world_size"), ("comm", "comm"), ("dtype", "dtype"),
-                       ("backend", "backend_"), ("cases", "cases"), ("exact: bitwise", "exact"),
-                       ("exact via libm: within rounding", "rounding"), ("float: assert_close", "close"),
-                       ("replicated ranks same bits", "replicated_agree"),
-                       ("replayed in tpsim bitwise", "replay_bitwise"), ("bytes equal", "bytes_equal"),
-                       ("worst ULPs", "worst_ulps"), ("verdict", "verdict")])
+    rows = [
+        dict(
+            r,
+            exact=f"{r['exact_bitwise']['bitwise']}/{r['exact_bitwise']['n']}",
+            rounding=f"{r['exact_rounding']['ok']}/{r['exact_rounding']['n']}",
+            close=f"{r['float_close']['ok']}/{r['float_close']['n']}",
+            backend_=r["backend"] + (" (staged)" if r["staged"] else ""),
+            verdict="ok" if r["ok"] else "MISMATCH",
+        )
+        for r in records
+    ]
+    out = table(
+        rows,
+        [
+            ("world size", "world_size"),
+            ("comm", "comm"),
+            ("dtype", "dtype"),
+            ("backend", "backend_"),
+            ("cases", "cases"),
+            ("exact: bitwise", "exact"),
+            ("exact via libm: within rounding", "rounding"),
+            ("float: assert_close", "close"),
+            ("replicated ranks same bits", "replicated_agree"),
+            ("replayed in tpsim bitwise", "replay_bitwise"),
+            ("bytes equal", "bytes_equal"),
+            ("worst ULPs", "worst_ulps"),
+            ("verdict", "verdict"),
+        ],
+    )
     layers = sorted({x for r in records for x in r["layers"]})
     out += ["", f"layers covered: {', '.join(layers) or '-'}"]
     for r in records:
         if r["failed"]:
-            out.append(f"- world size {r['world_size']} {r['comm']} {r['dtype']} failed: {', '.join(r['failed'])}")
+            what = f"world size {r['world_size']} {r['comm']} {r['dtype']}"
+            out.append(f"- {what} failed: {', '.join(r['failed'])}")
     return out

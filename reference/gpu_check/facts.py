@@ -17,8 +17,13 @@ def driver_version() -> str | None:
     if exe is None:
         return None
     try:
-        out = subprocess.run([exe, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout
+        out = subprocess.run(
+            [exe, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return out.strip().splitlines()[0] if out.strip() else None
@@ -45,8 +50,8 @@ def collect() -> dict:
     cuda = torch.cuda.is_available()
     props = torch.cuda.get_device_properties(0) if cuda else None
     return dict(
-        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
-        time_utc=datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M:%S"),
+        date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
+        time_utc=datetime.datetime.now(datetime.UTC).strftime("%H:%M:%S"),
         device_name=props.name if cuda else "cpu",
         gpus=torch.cuda.device_count() if cuda else 0,
         gpu_memory_bytes=props.total_memory if cuda else None,

@@ -36,7 +36,9 @@ def rank_peaks(ctx, workloads: list[tuple[str, dict]], dtype: str) -> list[dict]
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(ctx.device)
             base = torch.cuda.memory_allocated(ctx.device)
-        module, step = reference_step(layer, dims, dtype, Comm(mode="native", backend=ctx.backend), ctx.device)
+        module, step = reference_step(
+            layer, dims, dtype, Comm(mode="native", backend=ctx.backend), ctx.device
+        )
         step()
         peak = None
         if cuda:
@@ -59,30 +61,58 @@ def section(budget, records: list, ctx) -> bool | None:
         backend = choose_backend(t, ctx.device)
         got = run(rank_peaks, t, workloads, dtype, device=ctx.device, timeout=max(budget.left(), 5.0))
         for layer, dims in workloads:
-            predicted = max(d.peak for d in tpsim_step(layer, dims, dtype, t).devices)
+            devices = tpsim_step(layer, dims, dtype, t).devices
             for per_rank in got:
                 m = next(x for x in per_rank if x["layer"] == layer)
-                measured = m["measured"]
-                records.append(dict(
-                    kind="memory", layer=layer, dims=dims, dtype=dtype, world_size=t, rank=m["rank"],
-                    backend=backend.name, predicted=predicted,
-                    measured=measured if measured is not None else NOT_MEASURABLE,
-                    difference=None if measured is None else measured - predicted,
-                    ratio=None if measured is None else measured / predicted,
-                ))
+                measured, predicted = m["measured"], devices[m["rank"]].peak
+                records.append(
+                    dict(
+                        kind="memory",
+                        layer=layer,
+                        dims=dims,
+                        dtype=dtype,
+                        world_size=t,
+                        rank=m["rank"],
+                        backend=backend.name,
+                        predicted=predicted,
+                        measured=measured if measured is not None else NOT_MEASURABLE,
+                        difference=None if measured is None else measured - predicted,
+                        ratio=None if measured is None else measured / predicted,
+                    )
+                )
     return None
 
 
 def render(records: list[dict]) -> list[str]:
-    rows = [dict(r, mib_p=r["predicted"] / 2**20,
-                 mib_m=r["measured"] / 2**20 if isinstance(r["measured"], int) else r["measured"],
-                 diff=None if r["difference"] is None else r["difference"] / 2**20) for r in records]
-    out = table(rows, [("layer", "layer"), ("world size", "world_size"), ("rank", "rank"), ("dtype", "dtype"),
-                       ("tpsim peak (MiB)", "mib_p"), ("measured peak (MiB)", "mib_m"),
-                       ("measured - tpsim (MiB)", "diff"), ("measured / tpsim", "ratio")])
+    rows = [
+        dict(
+            r,
+            mib_p=r["predicted"] / 2**20,
+            mib_m=r["measured"] / 2**20 if isinstance(r["measured"], int) else r["measured"],
+            diff=None if r["difference"] is None else r["difference"] / 2**20,
+        )
+        for r in records
+    ]
+    out = table(
+        rows,
+        [
+            ("layer", "layer"),
+            ("world size", "world_size"),
+            ("rank", "rank"),
+            ("dtype", "dtype"),
+            ("tpsim peak (MiB)", "mib_p"),
+            ("measured peak (MiB)", "mib_m"),
+            ("measured - tpsim (MiB)", "diff"),
+            ("measured / tpsim", "ratio"),
+        ],
+    )
     dims = {r["layer"]: r["dims"] for r in records}
     out += [""] + [f"- {k}: {v}" for k, v in dims.items()]
-    out += ["", "Measured: torch.cuda.max_memory_allocated after build + forward + backward, peak reset first. "
-            f"Not modelled by tpsim: the allocator's {ALLOCATOR_BLOCK} B rounding, cuBLAS's workspace, "
-            "autograd's own freeing order; the CUDA context and NCCL's buffers are outside the allocator."]
+    out += [
+        "",
+        "Measured: torch.cuda.max_memory_allocated after build + forward + backward, peak reset "
+        "first. "
+        f"Not modelled by tpsim: the allocator's {ALLOCATOR_BLOCK} B rounding, cuBLAS's workspace, "
+        "autograd's own freeing order; the CUDA context and NCCL's buffers are outside the allocator.",
+    ]
     return out

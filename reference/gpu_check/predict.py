@@ -31,39 +31,75 @@ def block_flops(dims: dict) -> float:
 
 
 def section(budget, records: list, ctx) -> bool | None:
-    from tpsim.cli.gpu_report import spec_from_records
-
     from reference.gpu_check.compute import datasheet_spec
     from reference.launch import run
+    from tpsim.cli.gpu_report import spec_from_records
 
     z, dtype = ctx.sizes, ctx.sizes.dtype
     dims = z.predict_block
-    measured = run(rank_time, 1, dims, dtype, z.warmup, z.reps, device=ctx.device,
-                   timeout=max(budget.left(), 5.0))[0]
+    measured = run(
+        rank_time, 1, dims, dtype, z.warmup, z.reps, device=ctx.device, timeout=max(budget.left(), 5.0)
+    )[0]
     specs = [("datasheet", datasheet_spec(ctx.facts["device_name"]))]
     compute = ctx.done.get("compute")
     if compute:
         specs.append(("measured (section d)", spec_from_records(compute, ctx.facts, "this run")))
     for label, spec in specs:
         if spec is None:
-            records.append(dict(kind="predict", model=label, device_model=None, dims=dims, dtype=dtype,
-                                measured=measured, predicted=None, error=None,
-                                note=f"tpsim has no datasheet preset for {ctx.facts['device_name']}"))
+            records.append(
+                dict(
+                    kind="predict",
+                    model=label,
+                    device_model=None,
+                    dims=dims,
+                    dtype=dtype,
+                    measured=measured,
+                    predicted=None,
+                    error=None,
+                    note=f"tpsim has no datasheet preset for {ctx.facts['device_name']}",
+                )
+            )
             continue
         mesh = tpsim_step("block", dims, dtype, 1, spec)
         predicted = max(mesh.clock)
-        records.append(dict(kind="predict", model=label, device_model=spec.name, dims=dims, dtype=dtype,
-                            measured=measured, predicted=predicted, error=predicted / measured - 1,
-                            achieved_tflops=block_flops(dims) / measured / 1e12))
+        records.append(
+            dict(
+                kind="predict",
+                model=label,
+                device_model=spec.name,
+                dims=dims,
+                dtype=dtype,
+                measured=measured,
+                predicted=predicted,
+                error=predicted / measured - 1,
+                achieved_tflops=block_flops(dims) / measured / 1e12,
+            )
+        )
     return None
 
 
 def render(records: list[dict]) -> list[str]:
-    rows = [dict(r, ms_m=r["measured"] * 1e3, ms_p=None if r["predicted"] is None else r["predicted"] * 1e3,
-                 err=None if r["error"] is None else f"{r['error']:+.1%}") for r in records]
-    out = table(rows, [("device model", "model"), ("preset", "device_model"), ("dtype", "dtype"),
-                       ("measured (ms)", "ms_m"), ("tpsim (ms)", "ms_p"), ("error", "err"),
-                       ("achieved matmul TFLOP/s", "achieved_tflops")])
+    rows = [
+        dict(
+            r,
+            ms_m=r["measured"] * 1e3,
+            ms_p=None if r["predicted"] is None else r["predicted"] * 1e3,
+            err=None if r["error"] is None else f"{r['error']:+.1%}",
+        )
+        for r in records
+    ]
+    out = table(
+        rows,
+        [
+            ("device model", "model"),
+            ("preset", "device_model"),
+            ("dtype", "dtype"),
+            ("measured (ms)", "ms_m"),
+            ("tpsim (ms)", "ms_p"),
+            ("error", "err"),
+            ("achieved matmul TFLOP/s", "achieved_tflops"),
+        ],
+    )
     if records:
         out += ["", f"block: {records[0]['dims']}; error = tpsim / measured - 1"]
     out += [f"- {r['note']}" for r in records if r.get("note")]

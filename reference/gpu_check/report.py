@@ -57,14 +57,17 @@ def render(doc: dict) -> str:
     done = {s["name"] for s in doc["sections"]}
     for s in doc["sections"]:
         lines += ["", f"## {SECTION_TITLES.get(s['name'], s['name'])}", ""]
-        lines.append(f"status: **{s['status']}**, {s['wall_s']:.1f} s of a {s['budget_s']:g} s budget"
-                     + (f"; {s['error']}" if s.get("error") else ""))
+        lines.append(
+            f"status: **{s['status']}**, {s['wall_s']:.1f} s of a {s['budget_s']:g} s budget"
+            + (f"; {s['error']}" if s.get("error") else "")
+        )
         lines.append("")
         if s["name"] in SECTION_TITLES:
             lines += importlib.import_module(f"reference.gpu_check.{s['name']}").render(s["records"])
     for name in meta.get("sections", []):
         if name not in done:
-            lines += ["", f"## {SECTION_TITLES.get(name, name)}", "", "status: **not run** (the run ended first)"]
+            title = SECTION_TITLES.get(name, name)
+            lines += ["", f"## {title}", "", "status: **not run** (the run ended first)"]
     return "\n".join(lines) + "\n"
 
 

@@ -38,7 +38,7 @@ class Sizes:
 
 def _equivalence_full() -> tuple:
     runs = [(w, c, d) for w in (1, 2) for c in ("native", "schedule") for d in ("float32", "bfloat16")]
-    return tuple(runs + [(4, "native", "float32"), (4, "schedule", "bfloat16")])
+    return (*runs, (4, "native", "float32"), (4, "schedule", "bfloat16"))
 
 
 FULL = Sizes(

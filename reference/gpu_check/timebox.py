@@ -80,7 +80,7 @@ def run_section(fn, budget_s: float, records: list, *args) -> dict:
             out["error"] = f"budget of {budget_s:g} s spent; later units skipped"
     except SectionTimeout as e:
         out.update(status="cut short", error=str(e))
-    except Exception as e:  # noqa: BLE001 -- a failed section is recorded, and the next one runs
+    except Exception as e:  # a failed section is recorded, and the next one runs
         out.update(status="failed", error=f"{type(e).__name__}: {e}")
     out["wall_s"] = budget.elapsed()
     return out

@@ -17,8 +17,16 @@ def reference_case(layer: str, dims: dict, dtype: str):
     if layer == "block":
         d = dict(s=dims["s"], b=dims["b"], hidden=dims["hidden"], heads=dims["heads"], ffn=dims["ffn"])
         return Case("block", d, {}, data="float", dtype=dtype)
-    d = dict(s=dims["s"], b=dims["b"], vocab=dims["vocab"], hidden=dims["hidden"], heads=dims["heads"],
-             ffn=dims["ffn"], layers=dims["layers"], seq_len=dims["s"])
+    d = dict(
+        s=dims["s"],
+        b=dims["b"],
+        vocab=dims["vocab"],
+        hidden=dims["hidden"],
+        heads=dims["heads"],
+        ffn=dims["ffn"],
+        layers=dims["layers"],
+        seq_len=dims["s"],
+    )
     return Case("gpt", d, {}, data="float", dtype=dtype)
 
 
@@ -61,9 +69,17 @@ def tpsim_step(layer: str, dims: dict, dtype: str, t: int, spec=None):
         y = blk(distribute(meta((s, b, dims["hidden"]), dtype), mesh, [Replicate()]))
         blk.backprop(distribute(meta(y.shape, dtype), mesh, [Replicate()]))
         return mesh
-    cfg = t_nn.GPTConfig(vocab_size=dims["vocab"], hidden=dims["hidden"], num_layers=dims["layers"],
-                         num_heads=dims["heads"], seq_len=s, ffn_hidden=dims["ffn"], micro_batch=b, dtype=dtype,
-                         name="gpt")
+    cfg = t_nn.GPTConfig(
+        vocab_size=dims["vocab"],
+        hidden=dims["hidden"],
+        num_layers=dims["layers"],
+        num_heads=dims["heads"],
+        seq_len=s,
+        ffn_hidden=dims["ffn"],
+        micro_batch=b,
+        dtype=dtype,
+        name="gpt",
+    )
     model = t_nn.GPT(mesh, cfg, init=None, pad_to_multiple_of=None)
     ids = meta((s, b), "int64")
     model(ids, ids)

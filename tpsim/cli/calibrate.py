@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import tpsim
+from tpsim.cli import gpu_report
 from tpsim.cli.args import add_output_flags, parse_sizes, positive_int
 from tpsim.cli.fit import fit
 from tpsim.cli.progress import bar
@@ -90,6 +91,12 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--timeout", type=float, default=600.0, help="seconds before the run is ended (default 600)"
+    )
+    p.add_argument(
+        "--gpu-report",
+        metavar="FILE",
+        help="instead of measuring: write a device preset (devices/<gpu>-<date>.json, or --out) from a "
+        "python -m reference.gpu_check report's JSON; --device FILE then uses it",
     )
     add_output_flags(p)
     p.set_defaults(func=run)
@@ -180,6 +187,8 @@ def fits_of(rows: list[dict], p: int) -> list[dict]:
 
 
 def run(args) -> tuple[dict, str]:
+    if args.gpu_report:
+        return gpu_report.run_calibrate(args)
     colls, modes, (fit_coll, fit_alg) = _parse(args)
     start = time.perf_counter()
     with bar(args, f"measuring {len(args.sizes)} sizes on {args.world_size} ranks", 1) as update:

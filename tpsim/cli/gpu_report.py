@@ -39,13 +39,16 @@ def read(path) -> dict:
     except (OSError, ValueError) as e:
         raise ReportError(f"GPU report {path}: cannot read it as JSON ({e})") from None
     if not isinstance(doc, dict) or "meta" not in doc or "sections" not in doc:
-        raise ReportError(f"GPU report {path}: not a reference.gpu_check report (needs 'meta' and 'sections')")
+        raise ReportError(f"GPU report {path}: not a reference.gpu_check report (needs meta and sections)")
     return doc
 
 
 def _square(records: list[dict], dtype: str, tf32: bool) -> float | None:
-    rates = [r["tflops"] * 1e12 for r in records if r.get("kind") == "square" and r["dtype"] == dtype
-             and bool(r.get("tf32")) == tf32]
+    rates = [
+        r["tflops"] * 1e12
+        for r in records
+        if r.get("kind") == "square" and r["dtype"] == dtype and bool(r.get("tf32")) == tf32
+    ]
     return max(rates) if rates else None
 
 
@@ -60,12 +63,17 @@ def spec_from_records(compute: list[dict], facts: dict, report: str):
     from tpsim.hardware import DEVICES, DeviceSpec
 
     device = facts.get("device_name", "unknown")
-    bf16, fp32, tf32 = _square(compute, "bfloat16", False), _square(compute, "float32", False), \
-        _square(compute, "float32", True)
+    bf16, fp32, tf32 = (
+        _square(compute, "bfloat16", False),
+        _square(compute, "float32", False),
+        _square(compute, "float32", True),
+    )
     copies = [r["read_write_bytes_per_s"] for r in compute if r.get("kind") == "copy"]
     if bf16 is None or fp32 is None or not copies:
-        raise ReportError(f"report {report}: section d lacks the bf16 or fp32 square matmul or the copy; "
-                          "a preset needs all three")
+        raise ReportError(
+            f"report {report}: section d lacks the bf16 or fp32 square matmul or the copy; "
+            "a preset needs all three"
+        )
     flops = {"bfloat16": bf16, "float16": bf16, "float32": fp32}
     if tf32 is not None:
         flops["tf32"] = tf32
@@ -75,8 +83,10 @@ def spec_from_records(compute: list[dict], facts: dict, report: str):
         flops["float64"] = known.flops["float64"]
         notes["float64"] = f"not measured: datasheet ({known.name})"
     date = facts.get("date", "undated")
-    source = (f"measured by python -m reference.gpu_check on {device}, {date} (report {report}): "
-              "square matmul rates and device-memory copy bandwidth")
+    source = (
+        f"measured by python -m reference.gpu_check on {device}, {date} (report {report}): "
+        "square matmul rates and device-memory copy bandwidth"
+    )
     return DeviceSpec(f"{slug(device)}-{date}", flops, max(copies), _memory(facts), source, notes)
 
 
@@ -85,11 +95,19 @@ def preset_from_report(path):
     doc = read(path)
     sections = {x["name"]: x for x in doc["sections"]}
     if "compute" not in sections:
-        raise ReportError(f"GPU report {path}: no compute section (d); sections: {', '.join(sections) or 'none'}")
+        have = ", ".join(sections) or "none"
+        raise ReportError(
+            f"GPU report {path}: no compute section (d) to make a preset from; sections: {have}"
+        )
     facts = doc["meta"]
     spec = spec_from_records(sections["compute"]["records"], facts, str(path))
-    measured = dict(report=str(path), gpu=facts.get("device_name"), date=facts.get("date"),
-                    quick=bool(facts.get("quick")), status=sections["compute"]["status"])
+    measured = dict(
+        report=str(path),
+        gpu=facts.get("device_name"),
+        date=facts.get("date"),
+        quick=bool(facts.get("quick")),
+        status=sections["compute"]["status"],
+    )
     return spec, measured
 
 
@@ -106,10 +124,17 @@ def run_calibrate(args) -> tuple[dict, str]:
     """`tpsim calibrate --gpu-report FILE [--out PRESET]`: the preset instead of a collective sweep."""
     path, spec = write_preset(args.gpu_report, args.out)
     rates = ", ".join(f"{k} {v / 1e12:.4g} TFLOP/s" for k, v in spec.flops.items())
-    text = (f"wrote {path}: {spec.name}: {rates}; memory {spec.memory_bandwidth / 1e9:.4g} GB/s; "
-            f"use it with --device {path}")
-    return dict(file=str(path), name=spec.name, flops=spec.flops, memory_bandwidth=spec.memory_bandwidth,
-                source=spec.source), text
+    text = (
+        f"wrote {path}: {spec.name}: {rates}; memory {spec.memory_bandwidth / 1e9:.4g} GB/s; "
+        f"use it with --device {path}"
+    )
+    return dict(
+        file=str(path),
+        name=spec.name,
+        flops=spec.flops,
+        memory_bandwidth=spec.memory_bandwidth,
+        source=spec.source,
+    ), text
 
 
 def reports(folder=RESULTS) -> list[Path]:

@@ -1,8 +1,10 @@
 """Every size the check runs, full (one GPU) and --quick (CPU), and the budget of each section.
 
-The full run must end within 8 minutes on one H100, start-up excluded.  The budgets below add up to
-`TOTAL_BUDGET_S`; `compute_flops` counts the GEMM FLOPs of section d so the estimate can be checked
-against the ~600-700 TFLOP/s bf16 an H100 reaches in practice (tests/test_gpu_check.py does).
+The full run must end within 8 minutes on one H100, start-up excluded: its budgets add up to
+`TOTAL_BUDGET_S` (a test holds it under 480 s), and --quick's to under 60 s.  A section may overrun
+its budget by at most timebox.GRACE_S before the alarm stops it.  `compute_flops` counts section
+d's GEMM FLOPs, so a test can check the estimate against the ~600-700 TFLOP/s bf16 an H100 reaches
+in practice.
 """
 
 from __future__ import annotations
@@ -60,10 +62,10 @@ FULL = Sizes(
 )
 
 QUICK = Sizes(
-    budgets=dict(facts=10, equivalence=35, memory=20, compute=10, predict=15),
-    equivalence=((1, "native", "float32"), (2, "schedule", "bfloat16")),
+    budgets=dict(facts=2, equivalence=22, memory=20, compute=4, predict=10),
+    equivalence=((2, "schedule", "bfloat16"),),  # one spawn: the schedule executor, bf16, 2 ranks
     one_case_per_layer=True,
-    memory_world_sizes=(1, 2),
+    memory_world_sizes=(2,),
     block=dict(s=8, b=2, hidden=16, heads=4, ffn=32),
     gpt=dict(s=8, b=2, vocab=64, hidden=16, heads=4, ffn=32, layers=2),
     hiddens=(64, 128),

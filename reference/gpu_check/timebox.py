@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 
+from reference.launch import RunTimeout
 from tpsim.errors import TpsimError
 
 GRACE_S = 5.0  # a unit may overrun the cooperative deadline by this much before the alarm fires
@@ -78,8 +79,8 @@ def run_section(fn, budget_s: float, records: list, *args) -> dict:
         out["status"] = "cut short" if stopped else ("mismatch" if bad else "ok")
         if stopped:
             out["error"] = f"budget of {budget_s:g} s spent; later units skipped"
-    except SectionTimeout as e:
-        out.update(status="cut short", error=str(e))
+    except (SectionTimeout, RunTimeout) as e:  # the alarm, or the launcher's timeout (the budget left)
+        out.update(status="cut short", error=str(e).splitlines()[0])
     except Exception as e:  # a failed section is recorded, and the next one runs
         out.update(status="failed", error=f"{type(e).__name__}: {e}")
     out["wall_s"] = budget.elapsed()

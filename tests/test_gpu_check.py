@@ -81,6 +81,7 @@ def test_quick_runs_every_section_to_ok(quick):
         assert f"## {SECTION_TITLES[name]}" in md
         assert sections[name]["records"], name
     assert doc["meta"]["quick"] is True and doc["meta"]["device_name"] == "cpu"
+    assert sum(s["wall_s"] for s in doc["sections"]) < 60
 
 
 def test_quick_equivalence_is_the_checkers_on_every_layer(quick):
@@ -320,6 +321,8 @@ def test_readme_and_docs_name_the_newest_gpu_report_or_say_none_exists():
             assert gpu_report.NO_REPORT in text, doc
         else:
             assert newest.with_suffix(".md").name in text, doc
+    runs = (ROOT / "docs" / "reference-runs.md").read_text()  # the sizes it names are the ones run
+    assert f"h = {', '.join(map(str, FULL.hiddens))} and t = {', '.join(map(str, FULL.tp_degrees))}" in runs
 
 
 @pytest.mark.gpu

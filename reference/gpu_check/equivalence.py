@@ -72,7 +72,7 @@ def section(budget, records: list, ctx) -> bool | None:
             return True
         backend = choose_backend(world_size, ctx.device)
         cases = cases_for(world_size, dtype, ctx.sizes.one_case_per_layer)
-        result = check(world_size, cases, comm=comm, device=ctx.device, timeout=max(budget.left(), 5.0))
+        result = check(world_size, cases, comm=comm, device=ctx.device, timeout=max(budget.left(), 1.0))
         records.append(summarise(result, backend))
     return None
 

@@ -59,7 +59,7 @@ def section(budget, records: list, ctx) -> bool | None:
         if budget.expired:
             return True
         backend = choose_backend(t, ctx.device)
-        got = run(rank_peaks, t, workloads, dtype, device=ctx.device, timeout=max(budget.left(), 5.0))
+        got = run(rank_peaks, t, workloads, dtype, device=ctx.device, timeout=max(budget.left(), 1.0))
         for layer, dims in workloads:
             devices = tpsim_step(layer, dims, dtype, t).devices
             for per_rank in got:

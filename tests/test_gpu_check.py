@@ -342,3 +342,18 @@ def test_the_full_checks_smallest_config_on_cuda(tmp_path):
     ctx = Context(sizes, "cuda", facts.collect(), quick=False)
     report = run_all(ctx, list(SECTION_ORDER), sizes.budgets, Report(tmp_path, "smallest", ctx.facts))
     assert [s["status"] for s in report.doc["sections"]] == ["ok"] * len(SECTION_ORDER)
+
+
+def test_a_preset_is_found_by_name_in_its_folder(quick, tmp_path):
+    from tpsim import device_io
+
+    path, spec = gpu_report.write_preset(quick[2], tmp_path / "my-gpu.json")
+    assert device_io.find("my-gpu", tmp_path) == path and device_io.names(tmp_path) == ["my-gpu"]
+    assert device_io.load(device_io.find("my-gpu", tmp_path)) == spec
+
+
+@pytest.mark.parametrize("name", ["h100", "h200"])
+def test_hopper_presets_say_they_are_datasheet_figures(name):
+    spec = device_spec(name)
+    assert "datasheet" in spec.source and "until a GPU report exists" in spec.source
+    assert spec.flops["tf32"] < spec.flops["bfloat16"]  # dense TF32 is half the 16-bit tensor rate

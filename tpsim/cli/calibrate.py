@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import tpsim
-from tpsim.cli import gpu_report
 from tpsim.cli.args import add_output_flags, parse_sizes, positive_int
 from tpsim.cli.fit import fit
 from tpsim.cli.progress import bar
@@ -188,7 +187,9 @@ def fits_of(rows: list[dict], p: int) -> list[dict]:
 
 def run(args) -> tuple[dict, str]:
     if args.gpu_report:
-        return gpu_report.run_calibrate(args)
+        from tpsim.cli.gpu_report import run_calibrate
+
+        return run_calibrate(args)
     colls, modes, (fit_coll, fit_alg) = _parse(args)
     start = time.perf_counter()
     with bar(args, f"measuring {len(args.sizes)} sizes on {args.world_size} ranks", 1) as update:

@@ -3,7 +3,10 @@
 An op of F FLOPs that moves B bytes to and from memory takes max(F / peak, B / bandwidth)
 on a device: the roofline.  Peaks are dense (no sparsity) tensor-core figures from
 NVIDIA's datasheets for 16-bit types, and the plain (non-tensor-core) figures for
-float32 and float64, since tpsim models float32 matmuls with TF32 off.
+float32 and float64, since tpsim models float32 matmuls with TF32 off; "tf32" is the dense
+TF32 tensor-core rate, for float32 matmuls with TF32 on (what reference.gpu_check measures against).
+These are datasheet figures until a GPU report exists: `tpsim calibrate --gpu-report FILE` writes a
+measured preset (tpsim/device_io.py), which `device_spec` takes by path or by name from devices/.
 """
 
 from __future__ import annotations
@@ -56,35 +59,54 @@ V100 = DeviceSpec(
 )
 A100 = DeviceSpec(
     "A100-SXM4-80GB",
-    {"float16": 312 * T, "bfloat16": 312 * T, "float32": 19.5 * T, "float64": 9.7 * T},
+    {"float16": 312 * T, "bfloat16": 312 * T, "float32": 19.5 * T, "float64": 9.7 * T, "tf32": 156 * T},
     2039e9,
     80 << 30,
-    "NVIDIA A100 Tensor Core GPU datasheet (2021): 312 TFLOPS bf16/fp16 dense, 19.5 fp32, "
-    "9.7 fp64, 2039 GB/s",
+    "NVIDIA A100 Tensor Core GPU datasheet (2021): 312 TFLOPS bf16/fp16 dense, 156 TF32 dense, 19.5 fp32, "
+    "9.7 fp64, 2039 GB/s; datasheet figures, not measured here",
 )
+# H100 SXM and H200 SXM: the same Hopper chip's rates (dense; tf32 is TF32 tensor-core, float32 plain)
+HOPPER_FLOPS = {
+    "float16": 989.4 * T,
+    "bfloat16": 989.4 * T,
+    "float32": 66.9 * T,
+    "float64": 33.5 * T,
+    "tf32": 494.7 * T,
+}
 H100 = DeviceSpec(
     "H100-SXM5-80GB",
-    {"float16": 989.4 * T, "bfloat16": 989.4 * T, "float32": 66.9 * T, "float64": 33.5 * T},
+    HOPPER_FLOPS,
     3.35e12,
     80 << 30,
-    "NVIDIA H100 Tensor Core GPU datasheet (2023), SXM: 989 TFLOPS bf16/fp16 dense, 67 fp32, "
-    "34 fp64, 3.35 TB/s",
+    "NVIDIA H100 Tensor Core GPU datasheet (2023), SXM: 989 TFLOPS bf16/fp16 dense, 495 TF32 dense, 67 fp32, "
+    "34 fp64, 3.35 TB/s; datasheet figures until a GPU report exists (benchmarks/results/gpu/)",
 )
 H200 = DeviceSpec(
     "H200-SXM-141GB",
-    {"float16": 989.4 * T, "bfloat16": 989.4 * T, "float32": 66.9 * T, "float64": 33.5 * T},
+    HOPPER_FLOPS,
     4.8e12,
     141 * 10**9,
-    "NVIDIA H200 Tensor Core GPU datasheet (2024), SXM: 989 TFLOPS bf16/fp16 dense, 67 fp32, 34 fp64, "
-    "4.8 TB/s HBM3e, 141 GB",
+    "NVIDIA H200 Tensor Core GPU datasheet (2024), SXM: 989 TFLOPS bf16/fp16 dense, 495 TF32 dense, 67 fp32, "
+    "34 fp64, 4.8 TB/s HBM3e, 141 GB; datasheet figures until a GPU report exists (benchmarks/results/gpu/)",
 )
 DEVICES = {"v100": V100, "a100": A100, "h100": H100, "h200": H200}
 
 
-def device_spec(name: str | DeviceSpec) -> DeviceSpec:
+def device_spec(name) -> DeviceSpec:
+    """A DeviceSpec by built-in name (DEVICES), a saved preset's path, or a preset's name in devices/."""
     if isinstance(name, DeviceSpec):
         return name
-    try:
-        return DEVICES[name.lower()]
-    except (KeyError, AttributeError):
-        raise TopologyError(f"unknown device {name!r}; valid: {', '.join(DEVICES)}") from None
+    from tpsim import device_io
+
+    key = str(name)
+    if key.lower() in DEVICES:
+        return DEVICES[key.lower()]
+    path = device_io.find(key)
+    if path is not None:
+        return device_io.load(path)
+    saved = device_io.names()
+    raise TopologyError(
+        f"unknown device {name!r}; valid: {', '.join(DEVICES)}"
+        + (f", saved presets in devices/: {', '.join(saved)}" if saved else "")
+        + ", or the path of a preset file (.json)"
+    )

@@ -15,7 +15,6 @@
 # 3. **native backends**: gloo's and NCCL's own collectives: equal within `torch.testing.assert_close`.
 
 # %%
-import json
 import pathlib
 import sys
 import time
@@ -33,6 +32,7 @@ from reference.cases import Case
 from reference.check import check
 from reference.launch import spawn
 from reference.smoke import all_reduce_ranks
+from tpsim.cli import gpu_report
 
 # %% [markdown]
 # ## 1. Two real ranks
@@ -79,8 +79,10 @@ def tier_table(result):
     """One line per tensor: the tier it is held to, the largest difference, and whether it passed."""
     print(f"{'case':36s} {'tensor':28s} {'tier':16s} {'max abs':>9} {'ULPs':>6} {'bitwise':>8} {'ok':>3}")
     for r in result["rows"]:
-        print(f"{r['case'][:36]:36s} {r['tensor'][:28]:28s} {r['data'] + ': ' + r['claim']:16s} "
-              f"{r['max_abs']:>9.2e} {r['ulps']:>6} {r['bitwise']!s:>8} {'ok' if r['ok'] else 'NO':>3}")
+        print(
+            f"{r['case'][:36]:36s} {r['tensor'][:28]:28s} {r['data'] + ': ' + r['claim']:16s} "
+            f"{r['max_abs']:>9.2e} {r['ulps']:>6} {r['bitwise']!s:>8} {'ok' if r['ok'] else 'NO':>3}"
+        )
 
 
 tier_table(native)
@@ -98,14 +100,16 @@ exact_rows = [r for r in native["rows"] if r["claim"] == "bitwise"]
 close_rows = [r for r in native["rows"] if r["claim"] == "close"]
 assert exact_rows and all(r["bitwise"] for r in exact_rows)
 assert close_rows and all(r["close"] for r in close_rows)
-display(Markdown(
-    f"Tier 1: **{sum(r['bitwise'] for r in exact_rows)}/{len(exact_rows)}** exact-data tensors "
-    "bitwise equal.  "
-    f"Tier 3: **{sum(r['close'] for r in close_rows)}/{len(close_rows)}** float tensors within assert_close, "
-    f"the worst {max(r['ulps'] for r in close_rows)} ULPs apart.  Replicated results: "
-    f"{sum(bool(r['ranks_agree']) for r in native['rows'] if r['ranks_agree'] is not None)}/"
-    f"{sum(r['ranks_agree'] is not None for r in native['rows'])} hold the same bits on both ranks."
-))
+display(
+    Markdown(
+        f"Tier 1: **{sum(r['bitwise'] for r in exact_rows)}/{len(exact_rows)}** exact-data tensors "
+        "bitwise equal.  "
+        f"Tier 3: **{sum(r['close'] for r in close_rows)}/{len(close_rows)}** float tensors within assert_close, "
+        f"the worst {max(r['ulps'] for r in close_rows)} ULPs apart.  Replicated results: "
+        f"{sum(bool(r['ranks_agree']) for r in native['rows'] if r['ranks_agree'] is not None)}/"
+        f"{sum(r['ranks_agree'] is not None for r in native['rows'])} hold the same bits on both ranks."
+    )
+)
 
 # %% [markdown]
 # ## 3. Same schedule, same bits, same bytes
@@ -129,16 +133,20 @@ sched = check(2, float_cases, comm="schedule", device="cpu", timeout=180)
 print(f"{'case':36s} {'collectives tpsim/ref':>22} {'bytes tpsim':>12} {'bytes ref':>10} {'replay':>9}")
 for c in sched["cases"]:
     replay = "bitwise" if c["replay_bitwise"] else f"{c['replay_ulps']} ulp"
-    print(f"{c['case'][:36]:36s} {c['tpsim_collectives']:>10} / {c['ref_collectives']:<9} "
-          f"{c['tpsim_bytes']:>12} {c['ref_bytes']:>10} {replay:>9}")
+    print(
+        f"{c['case'][:36]:36s} {c['tpsim_collectives']:>10} / {c['ref_collectives']:<9} "
+        f"{c['tpsim_bytes']:>12} {c['ref_bytes']:>10} {replay:>9}"
+    )
 assert all(c["replay_bitwise"] and c["replay_bytes_equal"] for c in sched["cases"])
-display(Markdown(
-    f"Tier 2: **{sum(c['replay_bitwise'] for c in sched['cases'])}/{len(sched['cases'])}** layers' "
-    "collectives "
-    f"bitwise equal to tpsim's on the same operands, and the ranks sent "
-    f"**{sum(c['ref_bytes'] for c in sched['cases'])} B** in all, the bytes tpsim's trace counted "
-    f"({sum(c['tpsim_bytes'] for c in sched['cases'])} B)."
-))
+display(
+    Markdown(
+        f"Tier 2: **{sum(c['replay_bitwise'] for c in sched['cases'])}/{len(sched['cases'])}** layers' "
+        "collectives "
+        f"bitwise equal to tpsim's on the same operands, and the ranks sent "
+        f"**{sum(c['ref_bytes'] for c in sched['cases'])} B** in all, the bytes tpsim's trace counted "
+        f"({sum(c['tpsim_bytes'] for c in sched['cases'])} B)."
+    )
+)
 
 # %% [markdown]
 # ## 4. On GPUs
@@ -151,22 +159,22 @@ display(Markdown(
 # torchrun --nproc-per-node 4 -m reference.check --comm schedule
 # ```
 #
-# A run writes its table as JSON (`--json`).  Reports from GPU runs are kept in the repository next to the
-# machine they ran on; this cell shows the ones that are there.
+# The whole GPU proof is one prepared command, `python -m reference.gpu_check`: the checker per world
+# size, comm and dtype on CUDA, measured memory against tpsim's, the GEMMs of a TP MLP's shards, and
+# tpsim's predicted block time against the measured one.  Its reports are kept in
+# `benchmarks/results/gpu/`; this cell shows the newest one's tables, or says that none exists yet.
 
 # %%
-patterns = ("reference/reports/*.json", "benchmarks/results/*gpu*.json", "benchmarks/results/*cuda*.json")
-reports = sorted(p for pattern in patterns for p in root.glob(pattern))
-if not reports:
-    display(Markdown("No GPU report is committed in this checkout yet, so no GPU run is shown here; "
-                     "run the commands above on a GPU machine to make one."))
-for path in reports:
-    report = json.loads(path.read_text())
-    display(Markdown(f"**{path.relative_to(root)}**: device {report.get('device', '?')}, "
-                     f"world size {report.get('world_size', '?')}, comm {report.get('comm', '?')}, "
-                     f"ok: {report.get('ok', '?')}"))
-    for line in report.get("claims", []):
-        print("  ", line)
+newest = gpu_report.newest_report(root / "benchmarks" / "results" / "gpu")
+if newest is None:
+    display(
+        Markdown(
+            f"**{gpu_report.NO_REPORT}.** No GPU run has been made in this checkout, so no GPU "
+            "result is shown here: `python -m reference.gpu_check` on a GPU machine makes one."
+        )
+    )
+else:
+    display(Markdown(newest.with_suffix(".md").read_text()))
 
 # %% [markdown]
 # ## 5. Bytes and seconds
@@ -180,8 +188,10 @@ for path in reports:
 mesh = tpsim.Mesh(2, topology=tpsim.presets.nvlink_node(2))
 tpsim.all_reduce([tpsim.meta((1 << 20,), "float32")] * 2, mesh)
 c = mesh.trace.collectives[0]
-print(f"tpsim's prediction for a 4 MiB float32 all-reduce on 2 H100s over NVLink: {c.time * 1e6:.1f} us, "
-      f"{mesh.trace.per_device()[0]['sent']} B sent per GPU")
+print(
+    f"tpsim's prediction for a 4 MiB float32 all-reduce on 2 H100s over NVLink: {c.time * 1e6:.1f} us, "
+    f"{mesh.trace.per_device()[0]['sent']} B sent per GPU"
+)
 
 # %% [markdown]
 # ## Summary

@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 
 from tpsim import presets
-from tpsim.errors import TopologyError
-from tpsim.hardware import DEVICES
+from tpsim.errors import TopologyError, TpsimError
+from tpsim.hardware import DEVICES, device_spec
 from tpsim.nn.config import PRESETS as MODELS
 from tpsim.topology import PairwiseRouting, RingRouting, SwitchRouting, Topology
 
@@ -89,6 +89,17 @@ def choice(valid, what: str, shown=None):
     return parse
 
 
+def device_name(text: str) -> str:
+    """A built-in device (DEVICES) or a saved device preset; the preset is loaded once to check it."""
+    if text.lower() in DEVICES:
+        return text.lower()
+    try:
+        device_spec(text)
+    except TpsimError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def model_name(text: str) -> str:
     if text in MODELS or Path(text).suffix in (".json", ".toml"):
         return text
@@ -147,6 +158,7 @@ def add_device_flags(parser: argparse.ArgumentParser, topology_default: str | No
     parser.add_argument(
         "--device",
         default="h100",
-        type=choice(DEVICES, "device"),
-        help=f"accelerator for the compute time: {', '.join(DEVICES)} (default h100)",
+        type=device_name,
+        help=f"accelerator for the compute time: {', '.join(DEVICES)}, or a saved preset (a .json path "
+        "or a name in devices/, from `tpsim calibrate --gpu-report`) (default h100)",
     )

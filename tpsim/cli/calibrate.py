@@ -91,6 +91,12 @@ def register(sub) -> None:
     p.add_argument(
         "--timeout", type=float, default=600.0, help="seconds before the run is ended (default 600)"
     )
+    p.add_argument(
+        "--gpu-report",
+        metavar="FILE",
+        help="instead of measuring: write a device preset (devices/<gpu>-<date>.json, or --out) from a "
+        "python -m reference.gpu_check report's JSON; --device FILE then uses it",
+    )
     add_output_flags(p)
     p.set_defaults(func=run)
 
@@ -180,6 +186,10 @@ def fits_of(rows: list[dict], p: int) -> list[dict]:
 
 
 def run(args) -> tuple[dict, str]:
+    if args.gpu_report:
+        from tpsim.cli.gpu_report import run_calibrate
+
+        return run_calibrate(args)
     colls, modes, (fit_coll, fit_alg) = _parse(args)
     start = time.perf_counter()
     with bar(args, f"measuring {len(args.sizes)} sizes on {args.world_size} ranks", 1) as update:

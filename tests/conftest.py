@@ -1,7 +1,8 @@
 """Suite-wide test settings: hypothesis profiles and the `gpu` marker.
 
 Profiles: `ci` (what `.ci/run` uses: deterministic, 50 examples, no deadline), `dev` (30 examples,
-no deadline) and `random` (ci's settings, not derandomized: the second pass of scripts/test). Choose one with HYPOTHESIS_PROFILE; without it, `ci` is used when CI is set, else `dev`.
+no deadline) and `random` (ci's settings, not derandomized: the second pass of scripts/test).
+Choose one with HYPOTHESIS_PROFILE; without it, `ci` is used when CI is set, else `dev`.
 
 Tests marked `gpu` are skipped unless torch is installed and sees a CUDA device.
 """

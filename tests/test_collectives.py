@@ -155,8 +155,9 @@ SENT = {  # bytes each rank sends over links, as a fraction of S, when the buffe
 def test_bytes_sent_per_rank(collective, algorithm, p, even, dtype, data):
     """Each rank sends fraction(p) * S when the length divides by p; all ranks together send
     p * fraction(p) * S for any length, where S is padded as the backends pad (wire_size) by default,
-    and the unpadded size with padded=False.  S is one rank's buffer (all_gather: the output).  Chunks follow the
-    torch.chunk rule, pieces of ceil(n / p), so an uneven length shifts bytes between ranks, not the total."""
+    and the unpadded size with padded=False.  S is one rank's buffer (all_gather: the output).  Chunks
+    follow the torch.chunk rule, pieces of ceil(n / p): unpadded, an uneven length shifts bytes between
+    ranks, not the total."""
     m = data.draw(st.integers(0, 12))
     if collective == "all_gather":  # rank j's buffer is chunk j: evenly means equal lengths
         lengths = [m] * p if even else data.draw(st.lists(st.integers(0, 12), min_size=p, max_size=p))

@@ -65,7 +65,8 @@ class Run:
         self.gmap = np.asarray(groups, dtype=np.int64).reshape(len(groups), schedule.world_size)
         shape = (schedule.world_size, schedule.num_chunks)
         self.sizes = np.asarray(sizes, dtype=np.int64).reshape(shape)
-        self.wire_sizes = self.sizes if wire_sizes is None else np.asarray(wire_sizes, np.int64).reshape(shape)
+        wire = self.sizes if wire_sizes is None else np.asarray(wire_sizes, dtype=np.int64).reshape(shape)
+        self.wire_sizes = wire
         self.dtype, self.itemsize = np.dtype(dtype), np.dtype(dtype).itemsize
         self.ordered = op in ("max", "min")  # the only ops whose operand order shows in the bits
         self.ufunc, self.accum = UFUNCS[op], (np.dtype(accum_dtype) if accum_dtype is not None else None)

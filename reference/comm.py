@@ -24,6 +24,7 @@ from reference import native, preflight, schedule_exec
 from reference.backend import Backend
 from reference.record import CallRecord, dtype_name
 from reference.staging import is_staged
+from tpsim.collectives import layout
 from tpsim.collectives.algorithms import ALGORITHMS, build, check_algorithm
 from tpsim.errors import AlgorithmError, DTypeError, ReduceOpError, RootError, ShapeError, WorldSizeError
 from tpsim.placement import REDUCE_OPS, chunk_sizes
@@ -44,9 +45,16 @@ class Comm:
         algorithm: str | dict | None = None,
         preflight: bool = False,
         backend: Backend | None = None,
+        padded: bool = True,
     ):
         if mode not in MODES:
             raise AlgorithmError(f"Comm mode {mode!r} is unknown; valid: {', '.join(MODES)}")
+        if not isinstance(padded, bool) or (mode == "native" and not padded):
+            raise AlgorithmError(
+                f"Comm padded={padded!r} in {mode} mode; valid: True, or False with mode='schedule' "
+                "(gloo and NCCL always pad uneven pieces; only tpsim's schedules can send them unpadded)"
+            )
+        self.padded = padded  # uneven all_gather / reduce_scatter pieces padded to the longest, as tpsim
         self.algorithms = _algorithms(algorithm)
         self.group = group if group is not None else dist.group.WORLD
         self.rank, self.size = dist.get_rank(self.group), dist.get_world_size(self.group)
@@ -188,10 +196,15 @@ class Comm:
             table = _table(c, model, wire_rows, row_size)
             return (y, *schedule_exec.count_bytes(model, table, self.rank, itemsize), model.algorithm, note)
         schedule = build(c, self.algorithms.get(c), self.size, root)
-        buf, chunks, _ = schedule_exec.buffer(c, schedule, self.rank, rows, row_size, flat, dtype, device)
+        sent_rows = layout.wire_rows(c, rows, self.size, root) if self.padded else rows
+        buf, chunks, _ = schedule_exec.buffer(
+            c, schedule, self.rank, sent_rows, row_size, flat, dtype, device
+        )
         wire = schedule_exec.Wire(self.group, device, is_staged(backend, "send"))
         schedule_exec.execute(schedule, chunks, self.rank, op or "sum", wire)
         y = schedule_exec.result(c, buf, chunks, self.rank, root)
+        if y is not None and sent_rows != rows:
+            y = schedule_exec.unpad(c, y, rows, sent_rows, row_size, self.rank, root)
         return y, wire.sent, wire.received, schedule.algorithm, ""
 
     def _wire_device(self, x) -> torch.device:
@@ -258,8 +271,6 @@ def _algorithms(algorithm) -> dict[str, str]:
 
 
 def _table(c, schedule, rows, row_size):
-    from tpsim.collectives import layout
-
     if c in ("all_reduce", "reduce", "broadcast"):
         return layout.chunk_table(
             c, schedule.world_size, schedule.num_chunks, [r * row_size for r in rows], 1

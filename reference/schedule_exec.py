@@ -31,6 +31,7 @@ import torch.distributed as dist
 from tpsim.collectives import layout
 from tpsim.collectives.engine import UFUNCS
 from tpsim.collectives.schedule import REDUCE, Schedule
+from tpsim.placement import chunk_sizes
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ def buffer(
     if mine is None:
         return flat, chunks, table
     if collective in ("all_gather", "gather"):
-        chunks[rank].copy_(mine)
+        chunks[rank][: mine.numel()].copy_(mine)  # a padded chunk keeps zeros past the piece
     else:  # the whole input into the leading chunks (all_to_all: its p input chunks)
         flat[: mine.numel()].copy_(mine)
     return flat, chunks, table
@@ -209,3 +210,22 @@ def result(
     if collective == "all_to_all":
         return torch.cat(chunks[p:]) if p > 1 else chunks[p].clone()
     return flat  # all_reduce, reduce, broadcast, all_gather, gather: every chunk, in order
+
+
+def unpad(
+    collective: str,
+    y: torch.Tensor,
+    rows: list[int],
+    sent_rows: list[int],
+    row_size: int,
+    rank: int,
+    root: int | None,
+) -> torch.Tensor:
+    """The result without the padding that uneven pieces crossed the wire with (layout.wire_rows)."""
+    if collective in ("all_gather", "gather"):  # p padded pieces, each cut back to its own rows
+        step = sent_rows[0] * row_size
+        return torch.cat([y[r * step : r * step + n * row_size] for r, n in enumerate(rows)])
+    if collective in ("reduce_scatter", "scatter"):  # this rank's chunk, by the torch.chunk rule
+        n = rows[root or 0]
+        return y[: chunk_sizes(n, len(rows))[rank] * row_size].clone()
+    return y

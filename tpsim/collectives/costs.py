@@ -198,20 +198,21 @@ def bytes_sent_per_rank(collective: str, algorithm: str | None, p: int, nbytes: 
     return _SENT_FRACTION[collective, algorithm](p) * nbytes
 
 
-def wire_size(collective: str, p: int, lengths: list[int], itemsize: int) -> int:
-    """The S that gloo and NCCL move for pieces of `lengths` elements (all_gather: one per rank; the
-    others: every rank's buffer length, equal): uneven pieces go padded to the longest (layout.PADDED).
+def wire_size(collective: str, p: int, rows: list[int], row_bytes: int) -> int:
+    """The S that gloo and NCCL move for pieces of `rows` dim-0 rows of `row_bytes` each (all_gather:
+    each rank's rows; the others: every rank's buffer rows, equal): uneven pieces go padded to the
+    longest (layout.PADDED).
 
-    all_gather / gather: p * max(lengths); reduce_scatter / scatter: p * ceil(n / p); else n.  Bytes
-    sent are then bytes_sent_per_rank(collective, algorithm, p, wire_size(...)) when the closed form
-    holds; with `padded=False` the same form takes the unpadded size.
+    all_gather / gather: p * max(rows) rows; reduce_scatter / scatter: p * ceil(n / p) rows; else n.
+    Bytes sent are then bytes_sent_per_rank(collective, algorithm, p, wire_size(...)) where the closed
+    form holds; with `padded=False` the same form takes the unpadded size.
     """
     p = _check(collective, p, 0)
     if collective in ("all_gather", "gather"):
-        return p * max(lengths, default=0) * itemsize
+        return p * max(rows, default=0) * row_bytes
     if collective in ("reduce_scatter", "scatter"):
-        return p * -(-lengths[0] // p) * itemsize
-    return lengths[0] * itemsize
+        return p * -(-rows[0] // p) * row_bytes
+    return rows[0] * row_bytes
 
 
 def bus_bandwidth_factor(collective: str, p: int) -> float:

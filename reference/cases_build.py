@@ -148,7 +148,7 @@ def _gpt_options(case: Case) -> dict:
 
 
 def build_reference(case: Case, comm, device):
-    """The mirror of _build_tpsim on one rank: (module, module that owns the params)."""
+    """The mirror of build_tpsim on one rank: (module, module that owns the params)."""
     d, o, kw = case.dims, case.options, dict(_common(case), device=device)
     sp = case.sp
     if case.layer == "column":

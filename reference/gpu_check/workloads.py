@@ -34,10 +34,10 @@ def reference_step(layer: str, dims: dict, dtype: str, comm, device):
     """(module, step): step() runs one forward + backward of the mirror module on fresh inputs."""
     import torch
 
-    from reference.cases import _build_reference
+    from reference.cases_build import build_reference
     from reference.module import torch_dtype
 
-    module, _ = _build_reference(reference_case(layer, dims, dtype), comm, device)
+    module, _ = build_reference(reference_case(layer, dims, dtype), comm, device)
     gen = torch.Generator(device="cpu").manual_seed(0)
     s, b = dims["s"], dims["b"]
     if layer == "block":

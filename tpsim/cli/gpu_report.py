@@ -16,8 +16,12 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tpsim.errors import TpsimError
+
+if TYPE_CHECKING:
+    from tpsim.hardware import DeviceSpec
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "gpu"
 NO_REPORT = "no GPU report yet — the GPU run is still owed"
@@ -111,7 +115,7 @@ def preset_from_report(path):
     return spec, measured
 
 
-def write_preset(report, out=None) -> tuple[Path, object]:
+def write_preset(report, out=None) -> tuple[Path, DeviceSpec]:
     """Write the preset of `report` to `out` (default devices/<gpu>-<date>.json); returns (path, spec)."""
     from tpsim import device_io
 

@@ -125,6 +125,7 @@ class Run:
 
     def _move(self, a: StepArrays) -> None:
         p, store = self.schedule.world_size, self.store
+        assert store is not None  # _move runs only on data runs; shape-only runs count bytes alone
         base = (np.arange(len(self.gmap), dtype=np.int64) * p)[:, None]
         ps = (base + a.src[a.pair_t]).ravel()  # (G * P,) participant read
         pd = (base + a.dst[a.pair_t]).ravel()  # (G * P,) participant written
@@ -152,6 +153,7 @@ class Run:
     def _move_in_rank_order(self, ps, pd, c, dc, red, vals) -> None:
         """Several reductions into one chunk: combine in ascending rank, the receiver's own at its rank."""
         p, store = self.schedule.world_size, self.store
+        assert store is not None
         before = {}
         for i in np.flatnonzero(~red):
             store[pd[i], dc[i]] = vals[i]
@@ -247,11 +249,13 @@ class Run:
     def _snapshot(self, index: int, a: StepArrays | None, atoms, now: float, wire: int) -> Snapshot:
         p, k = self.schedule.world_size, self.schedule.num_chunks
         state = atoms[index]
-        holds, buffers, transfers = {}, ({} if self.store is not None else None), []
+        holds: dict[int, list] = {}
+        buffers: dict[int, list[np.ndarray]] | None = {} if self.store is not None else None
+        transfers: list = []
         for g, devs in enumerate(self.gmap.tolist()):
             for r, d in enumerate(devs):
                 holds[d] = [None if s is None else frozenset(devs[q] for q, _ in s) for s in state[r]]
-                if buffers is not None:
+                if buffers is not None and self.store is not None:
                     buffers[d] = [self.store[g * p + r, c, : self.sizes[r, c]].copy() for c in range(k)]
             if a is not None:
                 step = self.schedule.steps[index - 1]

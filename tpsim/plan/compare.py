@@ -77,7 +77,8 @@ def compare(
     if not layouts:
         reasons = "; ".join(f"{name}: {why}" for name, why in skipped[:4])
         raise LayoutError(f"no layout of {cfg.name} fits {devices} devices ({reasons})")
-    rows, cache = [], {}
+    rows: list = []
+    cache: dict = {}
     for i, layout in enumerate(layouts):
         if progress:
             progress(i, len(layouts), str(layout))

@@ -58,7 +58,7 @@ def simulated_time(collective: str, algorithm: str, topology, p: int, nbytes: in
     elements = max(1, nbytes // itemsize)
     mesh = Mesh(p, topology=topology)
     each = MetaArray((max(1, elements // p) if collective in GATHERS else elements,), dtype)
-    buffers = [each] * p
+    buffers: list[MetaArray | None] = [each] * p
     if collective in ("broadcast", "scatter"):
         buffers = [each] + [None] * (p - 1)  # only the root (rank 0) brings data
     run_collective(collective, buffers, mesh, algorithm=algorithm)
@@ -93,7 +93,7 @@ def cost_curves(
         bandwidth)` for each S, with gid 'closed form {algorithm}' (markers: 'simulated {algorithm}').
     """
     algorithms = list(algorithms) if algorithms is not None else list(ALGORITHMS.get(collective, ()))
-    for a in algorithms or [None]:
+    for a in algorithms or [None]:  # type: ignore[list-item]  # None: the collective's default
         check_algorithm(collective, a)
     if isinstance(p, bool) or not isinstance(p, int | np.integer) or p < 2:
         raise WorldSizeError(f"cost_curves needs p >= 2 devices, got {p!r} (one device moves nothing)")
@@ -121,7 +121,7 @@ def cost_curves(
     ax.set_xlabel("message size S (bytes per rank, as nccl-tests)")
     ax.set_ylabel("time")
     ax.grid(True, which="major", alpha=0.3)
-    name = topo.name if topo is not None else "uniform"
+    name = getattr(topo, "name", "uniform")  # None: a bare (alpha, bandwidth) pair
     how = "lines: closed form, circles: simulated" if measured else "closed form"
     ax.set_title(f"{collective} on {p} devices ({name}: alpha {alpha * 1e6:.3g} us, "
                  f"{bandwidth / 1e9:.3g} GB/s)\n{how}", fontsize=9)
@@ -147,7 +147,7 @@ def block_builder(config, sp: bool = False) -> Callable:
         x = distribute(MetaArray(shape, cfg.dtype), mesh, on)
         return block, x, distribute(MetaArray(shape, cfg.dtype), mesh, on)
 
-    build.name = cfg.name
+    build.name = cfg.name  # type: ignore[attr-defined]  # the plot's label
     return build
 
 

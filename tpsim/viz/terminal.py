@@ -121,8 +121,8 @@ def darray_table(x: DArray) -> Table:
         shard = x.local(d)
         vals = "" if x.is_meta or shard.size > MAX_VALUES * MAX_VALUES else _values(shard)
         coord = [str(mesh.coordinate(d))] if mesh.ndim > 1 else []
-        name = Text(f"dev{d}", style=device_style(d))
-        table.add_row(name, *coord, block, str(tuple(shard.shape)), role, vals)
+        dev = Text(f"dev{d}", style=device_style(d))
+        table.add_row(dev, *coord, block, str(tuple(shard.shape)), role, vals)
     return table
 
 

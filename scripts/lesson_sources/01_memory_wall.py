@@ -171,19 +171,22 @@ print(f"at t = 8: {fmt_time(rows[-1]['compute'])} computing, {fmt_time(rows[-1][
 #
 # ## Exercises
 #
-# Each exercise is checked by the simulator: call it with your answer. `None` means "not answered
-# yet"; try a number, and read the explanation when it is wrong.
+# Each exercise is checked by the simulator: call it with your answer (with no answer it shows the
+# question as open). A wrong answer gets a hint that points at the idea, not the answer; try again, and
+# call `.solution()` (e.g. `ex.min_devices.solution()`) only when you want the answer and its reasoning.
+# A **predict, then run** exercise takes your prediction first; its `.run()` then runs the simulator,
+# prints the trace and compares.
 
 # %%
 from tpsim.exercises import lesson01 as ex
 
 display(ex.weights_per_device)
-ex.weights_per_device(None)  # your answer in bytes, e.g. ex.weights_per_device(1000)
+ex.weights_per_device()  # your answer in bytes, e.g. ex.weights_per_device(1000)
 
 # %%
 display(ex.min_devices)
-ex.min_devices(None)
+ex.min_devices()
 
 # %%
 display(ex.gpt3_layer_weights)
-ex.gpt3_layer_weights(None)
+ex.gpt3_layer_weights()

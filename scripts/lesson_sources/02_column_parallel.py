@@ -153,12 +153,12 @@ print(f"the gather would cost {gather.time / (gemm.end - gemm.start):.0%} of the
 from tpsim.exercises import lesson02 as ex
 
 display(ex.output_shard_shape)
-ex.output_shard_shape(None)  # e.g. ex.output_shard_shape((4, 8))
+ex.output_shard_shape()  # e.g. ex.output_shard_shape((4, 8))
 
 # %%
 display(ex.allgather_bytes)
-ex.allgather_bytes(None)
+ex.allgather_bytes()
 
 # %%
 display(ex.allgather_time)
-ex.allgather_time(None)  # seconds, or a string such as "300 us"
+ex.allgather_time()  # seconds, or a string such as "300 us"

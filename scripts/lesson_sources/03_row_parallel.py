@@ -173,16 +173,16 @@ print(f"2(t-1)/t S = {fmt_bytes(2 * (t - 1) / t * ar.nbytes)}; "
 from tpsim.exercises import lesson03 as ex
 
 display(ex.partial_value)
-ex.partial_value(None)
+ex.partial_value()
 
 # %%
 display(ex.allreduce_bytes)
-ex.allreduce_bytes(None)
+ex.allreduce_bytes()
 
 # %%
 display(ex.allreduce_time)
-ex.allreduce_time(None)
+ex.allreduce_time()
 
 # %%
 display(ex.replicas_identical)
-ex.replicas_identical(None)  # "yes" or "no"
+ex.replicas_identical()  # "yes" or "no"

@@ -257,16 +257,16 @@ print(table(rows, ("algorithm", "simulated (NVLink switch)", "closed form (fully
 from tpsim.exercises import lesson04 as ex
 
 display(ex.ring_steps)
-ex.ring_steps(None)
+ex.ring_steps()
 
 # %%
 display(ex.ring_bytes)
-ex.ring_bytes(None)
+ex.ring_bytes()
 
 # %%
 display(ex.fastest_large)
-ex.fastest_large(None)  # one of "ring", "halving_doubling", "tree", "direct"
+ex.fastest_large()  # one of "ring", "halving_doubling", "tree", "direct"
 
 # %%
 display(ex.crossover)
-ex.crossover(None)  # bytes, e.g. "500 KiB"
+ex.crossover()  # bytes, e.g. "500 KiB"

@@ -212,16 +212,16 @@ print(format_efficiency(tp_efficiency(build, [2, 4, 8], device="h100", topology=
 from tpsim.exercises import lesson05 as ex
 
 display(ex.mlp_allreduces)
-ex.mlp_allreduces(None)
+ex.mlp_allreduces()
 
 # %%
 display(ex.backward_region)
-ex.backward_region(None)  # "copy_to" (f) or "reduce_from" (g)
+ex.backward_region()  # "copy_to" (f) or "reduce_from" (g)
 
 # %%
 display(ex.mlp_forward_bytes)
-ex.mlp_forward_bytes(None)
+ex.mlp_forward_bytes()
 
 # %%
 display(ex.layer_comm_time)
-ex.layer_comm_time(None)
+ex.layer_comm_time()

@@ -251,7 +251,8 @@ display(Markdown(
 #
 # ## Exercises
 #
-# Replace `None` by your answer and run the cell; the simulator measures the answer and says why.
+# Put your answer between the parentheses and run the cell; a wrong answer gets a hint, `.solution()`
+# gives the answer.  In 6.3, "no collective" is `None`, as the API says it.
 
 # %%
 from tpsim.exercises import lesson06 as ex
@@ -259,16 +260,16 @@ from tpsim.exercises import lesson06 as ex
 ex.padded_rows
 
 # %%
-ex.padded_rows(None)
+ex.padded_rows()
 
 # %%
 ex.loss_bytes
 
 # %%
-ex.loss_bytes(None)
+ex.loss_bytes()
 
 # %%
 ex.backward_collective
 
 # %%
-ex.backward_collective(None)
+ex.backward_collective()

@@ -232,16 +232,16 @@ from tpsim.exercises import lesson07 as ex
 ex.sp_forward_bytes
 
 # %%
-ex.sp_forward_bytes(None)
+ex.sp_forward_bytes()
 
 # %%
 ex.sp_activations
 
 # %%
-ex.sp_activations(None)
+ex.sp_activations()
 
 # %%
 ex.row_parallel_collective
 
 # %%
-ex.row_parallel_collective(None)
+ex.row_parallel_collective()

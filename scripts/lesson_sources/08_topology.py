@@ -202,16 +202,16 @@ from tpsim.exercises import lesson08 as ex
 ex.pcie_allreduce_time
 
 # %%
-ex.pcie_allreduce_time(None)
+ex.pcie_allreduce_time()
 
 # %%
 ex.tp_inside_node
 
 # %%
-ex.tp_inside_node(None)
+ex.tp_inside_node()
 
 # %%
 ex.nic_bytes
 
 # %%
-ex.nic_bytes(None)
+ex.nic_bytes()

@@ -220,16 +220,16 @@ from tpsim.exercises import lesson09 as ex
 ex.dp_bytes
 
 # %%
-ex.dp_bytes(None)
+ex.dp_bytes()
 
 # %%
 ex.bubble
 
 # %%
-ex.bubble(None)
+ex.bubble()
 
 # %%
 ex.does_not_fit
 
 # %%
-ex.does_not_fit(None)
+ex.does_not_fit()

@@ -211,10 +211,10 @@ from tpsim.exercises import lesson10 as ex
 ex.sum_order
 
 # %%
-ex.sum_order(None)
+ex.sum_order()
 
 # %%
 ex.schedule_bytes
 
 # %%
-ex.schedule_bytes(None)
+ex.schedule_bytes()

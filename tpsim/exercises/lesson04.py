@@ -66,31 +66,43 @@ fastest_large = Exercise(
 )
 
 
-def _crossover() -> Measured:
-    """Bisect on the buffer size (float32, a multiple of 8 elements) until halving_doubling beats direct."""
+CROSSOVER_P = 6  # 4.4 asks about the node of 4.3: 6 H100s
+
+
+def crossover_size(p: int) -> int:
+    """Bisect on the buffer size (float32, a multiple of p elements) until halving_doubling beats direct."""
 
     def hd_wins(n: int) -> bool:
-        return (all_reduce_record(8, 32 * n, "halving_doubling", tpsim.presets.nvlink_node)[0].time
-                < all_reduce_record(8, 32 * n, "direct", tpsim.presets.nvlink_node)[0].time)
+        return (all_reduce_record(p, 4 * p * n, "halving_doubling", tpsim.presets.nvlink_node)[0].time
+                < all_reduce_record(p, 4 * p * n, "direct", tpsim.presets.nvlink_node)[0].time)
 
-    lo, hi = 1, 1 << 20  # in units of 32 B; direct wins at lo, halving_doubling at hi
+    lo, hi = 1, 1 << 20  # in units of 4p B; direct wins at lo, halving_doubling at hi
     assert not hd_wins(lo) and hd_wins(hi)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if hd_wins(mid) else (mid, hi)
-    size = 32 * hi
-    why = (f"Below {fmt_bytes(size)} direct's one step (alpha + (p-1) S/bw through the sender's port) is "
-           f"cheaper; above it halving-doubling's 2 log2(p) alphas are outweighed by its smaller bandwidth "
-           f"term, 2(p-1)/p S/bw against direct's (p-1) S/bw.")
-    return Measured(size, why)
+    return 4 * p * hi
+
+
+def _crossover() -> Measured:
+    p = CROSSOVER_P
+    size = crossover_size(p)
+    why = (f"Measured on {p} devices: below {fmt_bytes(size)} direct's one step (alpha + (p-1) S/bw through "
+           f"the sender's port) is cheaper; above it halving-doubling's extra alphas (2 log2 of the largest "
+           f"power of two <= p, plus a fold-in and a fold-out step when p is not a power of two) are "
+           f"outweighed by its smaller bandwidth term.")
+    return Measured(size, why, ((crossover_size(8), "the crossover on 8 devices, not on the 6 asked about"),))
 
 
 crossover = Exercise(
     "4.4",
-    "Same node: above what buffer size does halving_doubling become faster than direct? (within 5%)",
+    f"Same node ({CROSSOVER_P} H100s): above what buffer size does halving_doubling become faster than "
+    "direct? (within 5%)",
     _crossover,
     unit="bytes",
     rel_tol=0.05,
+    hint="write both times as alpha-beta sums: direct is one step that pushes (p-1) buffers through one "
+    "port, halving-doubling has more steps but sends less; set them equal and solve for S",
 )
 
 EXERCISES = [ring_steps, ring_bytes, fastest_large, crossover]

@@ -16,7 +16,10 @@ from tpsim.nn.embedding import vocab_ranges
 
 GPT2_VOCAB, PAD, T = 50257, 128, 4
 S, B, V_LOSS, T_LOSS = 2048, 1, 51200, 8
-NO_COLLECTIVE = "none"
+NO_COLLECTIVE = None  # as the API says it: no collective is None, not a string
+
+
+CHOICES = ("all_reduce", "all_gather", "reduce_scatter", NO_COLLECTIVE)
 
 
 def _padded_rows() -> Measured:
@@ -61,6 +64,7 @@ def _backward_collective() -> Measured:
     emb.backprop(tpsim.distribute(np.ones(y.shape, np.float32), mesh, y.placements))
     issued = [c.collective for c in mesh.trace.collectives[before:]]
     answer = issued[0] if len(issued) == 1 else NO_COLLECTIVE if not issued else "+".join(issued)
+    assert answer in CHOICES, answer
     return Measured(
         answer,
         "The backward pass issued no collective: dy is already replicated, and each rank scatter-adds "
@@ -86,8 +90,9 @@ loss_bytes = Exercise(
 )
 backward_collective = Exercise(
     "6.3",
-    "Which collective does the backward pass of VocabParallelEmbedding (no sequence parallelism) issue?",
+    "Which collective does the backward pass of VocabParallelEmbedding (no sequence parallelism) issue "
+    "(None, the Python value, if it issues none)?",
     measure=_backward_collective,
     kind="choice",
-    choices=("all_reduce", "all_gather", "reduce_scatter", NO_COLLECTIVE),
+    choices=CHOICES,
 )

@@ -16,6 +16,8 @@
 # device holds all of it) or `Partial()` (`P`: each device holds a term; the array is their sum).
 
 # %%
+import math
+
 from IPython.display import display
 
 import tpsim
@@ -102,22 +104,32 @@ print("pieces add up to the full weight:", full.shape, sum(w.local(d).nbytes for
 # memory ledger counts every byte without allocating any.
 
 # %%
+from tpsim.nn import GPT
+
 cfg = preset("gpt3-175b")
-params = cfg.parameters()
-print(f"{cfg.name}: {cfg.num_layers} layers, hidden {cfg.hidden}, {params:,} parameters")
+mesh8 = tpsim.Mesh(8, device="h100")
+model = GPT(mesh8, cfg, init=None)  # shape-only: nothing is allocated; the output layer is tied
+# count each parameter once: with tied embeddings the output layer reuses the word table (x E^T)
+params = sum(math.prod(p.shape) for p in {id(p): p for _, p in model.named_parameters()}.values())
+untied = params + model.padded_vocab_size * cfg.hidden  # what a separate output layer (h x V) would add
+print(f"{cfg.name}: {cfg.num_layers} layers, hidden {cfg.hidden}, vocabulary {model.padded_vocab_size}")
+print(f"parameters, output layer tied to the embedding (as GPT-3): {params:,} = {params / 1e9:.1f}B")
+print(f"with an untied output layer it would be {untied:,} = {untied / 1e9:.2f}B")
 print(f"in bfloat16 the weights alone are {fmt_bytes(2 * params)}")
 print(f"one H100: {fmt_bytes(H100.memory)} ({H100.name})")
 
-# %%
-from tpsim.nn import GPT
+# %% [markdown]
+# GPT-3 **ties** its output layer to the word embedding: the logits are $x E^\top$ with the same table
+# $E$ the input lookup uses, so the $V \times h$ output matrix is not a second set of parameters. Counted
+# that way (the model above), GPT-3 has the 174.6B parameters the paper rounds to "175B". One H100 cannot
+# hold even the weights; eight can:
 
+# %%
 try:
-    GPT(tpsim.Mesh(1, device="h100"), cfg, init=None)  # shape-only: nothing is allocated
+    GPT(tpsim.Mesh(1, device="h100"), cfg, init=None)
 except OutOfMemoryError as e:
     print("one H100 -> OutOfMemoryError:", e)
 
-mesh8 = tpsim.Mesh(8, device="h100")
-model = GPT(mesh8, cfg, init=None)
 print(f"eight H100s with TP = 8 -> the weights fit: {fmt_bytes(mesh8.memory()[0]['weights'])} per device")
 del model
 

@@ -168,8 +168,9 @@ def build(mesh):
 
 
 rows = tp_efficiency(build, [2, 4, 8], device="h100", topology="nvlink")
-print(format_efficiency(rows, "one GPT-3 layer, forward + backward, per device"))
-print(f"at t = 8: {fmt_time(rows[-1]['compute'])} computing, {fmt_time(rows[-1]['comm'])} communicating")
+print(format_efficiency(rows, "one GPT-3 layer, forward + backward, per device (times at datasheet peak)"))
+print(f"at t = 8: {fmt_time(rows[-1]['compute'])} computing, {fmt_time(rows[-1]['comm'])} communicating, "
+      "at the H100's datasheet peak FLOP/s and NVLink bandwidth")
 
 # %% [markdown]
 # ## Summary

@@ -131,8 +131,9 @@ xs = tpsim.distribute(tpsim.meta((2048, 1, 12288), "bfloat16"), node, [Replicate
 ys = fc1(xs)
 gemm = next(op for op in node.trace.compute if op.name == "linear" and op.device == 0)
 gather = node.trace.collectives[-1]
-print(f"GEMM on device 0: {gemm.flops / 1e12:.2f} TFLOP, {fmt_time(gemm.end - gemm.start)}")
-print(f"all-gather of y ({fmt_bytes(gather.nbytes)}): {gather.num_steps} steps, {fmt_time(gather.time)}")
+print(f"GEMM on device 0: {gemm.flops / 1e12:.2f} TFLOP, {fmt_time(gemm.end - gemm.start)} at datasheet peak")
+print(f"all-gather of y ({fmt_bytes(gather.nbytes)}): {gather.num_steps} steps, {fmt_time(gather.time)} "
+      "(α-β at datasheet bandwidth)")
 print(f"the gather would cost {gather.time / (gemm.end - gemm.start):.0%} of the GEMM's time")
 
 # %% [markdown]

@@ -153,9 +153,9 @@ fc2(tpsim.distribute(tpsim.meta((2048, 1, 4 * 12288), "bfloat16"), node, [Shard(
 gemm = next(op for op in node.trace.compute if op.name == "linear" and op.device == 0)
 ar = node.trace.collectives[-1]
 sent = node.trace.per_device()[0]["sent"]
-print(f"GEMM on device 0: {fmt_time(gemm.end - gemm.start)}")
+print(f"GEMM on device 0: {fmt_time(gemm.end - gemm.start)} (at datasheet peak FLOP/s)")
 print(f"all-reduce of y ({fmt_bytes(ar.nbytes)}): {ar.num_steps} steps, {fmt_bytes(sent)} sent per device, "
-      f"{fmt_time(ar.time)}")
+      f"{fmt_time(ar.time)} (α-β at datasheet bandwidth)")
 t = node.size
 print(f"2(t-1)/t S = {fmt_bytes(2 * (t - 1) / t * ar.nbytes)}; "
       f"the all-reduce is {ar.time / (gemm.end - gemm.start):.0%} of the GEMM's time")

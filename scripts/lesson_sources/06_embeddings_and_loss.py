@@ -216,6 +216,7 @@ hidden = big(ids)
 logits = VocabParallelLogits(big)(hidden)  # (s, b, V') bf16, S(-1)
 loss_fn = VocabParallelCrossEntropy(mesh, vocab_size=V)
 loss_fn(logits, ids)
+print("times: α-β model at datasheet bandwidth")
 for c in mesh.trace.collectives:
     print(f"{c.label:28s} {c.collective:11s} op={c.op:4s} size {fmt_bytes(c.nbytes):>10} "
           f"time {fmt_time(c.time)}")

@@ -238,6 +238,7 @@ for key, get, fmt in (
     ("time: step", lambda r: r["time"]["step"], fmt_time),
 ):
     print(f"{key:24s} {fmt(get(runs[False])):>12} {fmt(get(runs[True])):>12}")
+print("times: compute and links at datasheet peak, no overlap")
 
 # %%
 no, yes = runs[False], runs[True]

@@ -31,6 +31,7 @@ links = {
     "PCIe 4.0": presets.pcie(2, gen=4),
     "InfiniBand NDR": presets.multi_node(nodes=2, gpus_per_node=1),
 }
+print("one transfer, α-β model at datasheet bandwidth")
 print(f"{'link':16s} {'alpha':>8} {'beta':>11} {'1 KiB':>9} {'16 MiB':>9}")
 for name, topo in links.items():
     path = topo.path(0, 1)
@@ -62,6 +63,7 @@ systems = [
     ("PCIe 4.0 server (8 GPUs)", presets.pcie(8, gen=4)),
     ("2 nodes over InfiniBand (16)", presets.multi_node(2, 8)),
 ]
+print("64 MiB ring all-reduce, α-β model at datasheet bandwidth")
 print(f"{'system':30s} {'time':>9} {'algbw':>11} {'busbw':>11}")
 allreduce = {}
 for name, topo in systems:

@@ -203,3 +203,7 @@ ex.min_devices()
 # %%
 display(ex.gpt3_layer_weights)
 ex.gpt3_layer_weights()
+
+# %%
+display(ex.row_parallel_ledger)
+ex.row_parallel_ledger()  # your prediction here, then run: ex.row_parallel_ledger.run()

@@ -163,3 +163,7 @@ ex.allgather_bytes()
 # %%
 display(ex.allgather_time)
 ex.allgather_time()  # seconds, or a string such as "300 us"
+
+# %%
+display(ex.chunks_after_step)
+ex.chunks_after_step()  # your prediction here, then run: ex.chunks_after_step.run()

@@ -180,7 +180,7 @@ ex.partial_value()
 
 # %%
 display(ex.allreduce_bytes)
-ex.allreduce_bytes()
+ex.allreduce_bytes()  # your prediction here, then run: ex.allreduce_bytes.run()
 
 # %%
 display(ex.allreduce_time)

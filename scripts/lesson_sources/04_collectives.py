@@ -314,7 +314,7 @@ ex.ring_steps()
 
 # %%
 display(ex.ring_bytes)
-ex.ring_bytes()
+ex.ring_bytes()  # your prediction here, then run: ex.ring_bytes.run()
 
 # %%
 display(ex.fastest_large)

@@ -213,7 +213,7 @@ print(format_efficiency(tp_efficiency(build, [2, 4, 8], device="h100", topology=
 from tpsim.exercises import lesson05 as ex
 
 display(ex.mlp_allreduces)
-ex.mlp_allreduces()
+ex.mlp_allreduces()  # your prediction here, then run: ex.mlp_allreduces.run()
 
 # %%
 display(ex.backward_region)

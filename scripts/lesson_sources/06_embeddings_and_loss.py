@@ -273,4 +273,4 @@ ex.loss_bytes()
 ex.backward_collective
 
 # %%
-ex.backward_collective()
+ex.backward_collective()  # your prediction here, then run: ex.backward_collective.run()

@@ -289,4 +289,4 @@ ex.sp_activations()
 ex.row_parallel_collective
 
 # %%
-ex.row_parallel_collective()
+ex.row_parallel_collective()  # your prediction here, then run: ex.row_parallel_collective.run()

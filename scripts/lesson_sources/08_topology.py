@@ -267,4 +267,4 @@ ex.tp_inside_node()
 ex.nic_bytes
 
 # %%
-ex.nic_bytes()
+ex.nic_bytes()  # your prediction here, then run: ex.nic_bytes.run()

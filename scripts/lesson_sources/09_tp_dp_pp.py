@@ -223,7 +223,7 @@ from tpsim.exercises import lesson09 as ex
 ex.dp_bytes
 
 # %%
-ex.dp_bytes()
+ex.dp_bytes()  # your prediction here, then run: ex.dp_bytes.run()
 
 # %%
 ex.bubble

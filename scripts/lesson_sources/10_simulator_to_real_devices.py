@@ -211,7 +211,7 @@ from tpsim.exercises import lesson10 as ex
 ex.sum_order
 
 # %%
-ex.sum_order()
+ex.sum_order()  # your prediction here, then run: ex.sum_order.run()
 
 # %%
 ex.schedule_bytes

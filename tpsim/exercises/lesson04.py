@@ -7,7 +7,7 @@ buffers are large) and reading the trace.
 from __future__ import annotations
 
 import tpsim
-from tpsim.exercises.core import Exercise, Measured
+from tpsim.exercises.core import Exercise, Measured, Prediction
 from tpsim.report import fmt_bytes, fmt_time
 
 ALGORITHMS = tpsim.ALGORITHMS["all_reduce"]
@@ -28,7 +28,10 @@ def _ring_steps() -> Measured:
                                        (6, "p: one step per device, but a device never sends to itself")))
 
 
-ring_steps = Exercise("4.1", "How many steps does a ring all-reduce take on 6 devices?", _ring_steps)
+ring_steps = Exercise("4.1", "How many steps does a ring all-reduce take on 6 devices?", _ring_steps, hint=(
+    "a ring all-reduce is two phases, reduce-scatter then all-gather; count the steps of each on p "
+    "devices"
+))
 
 
 def _ring_bytes() -> Measured:
@@ -38,14 +41,18 @@ def _ring_bytes() -> Measured:
            f"{fmt_bytes(c.nbytes)} buffer: {fmt_bytes(sent)} = 2(p-1)/p S per device.")
     traps = ((2 << 20, "2S"), (3 << 20, "(p-1)S: every peer's whole buffer, as direct does"),
              (3 << 18, "(p-1)/p S: the reduce-scatter half alone"))
-    return Measured(sent, why, traps)
+    trace = f"ring all-reduce of {fmt_bytes(c.nbytes)} on 4 devices: {c.num_steps} steps\n" + "\n".join(
+        f"device {d['device']}: sent {fmt_bytes(d['sent'])}" for d in mesh.trace.per_device())
+    return Measured(sent, why, traps, trace=trace)
 
 
-ring_bytes = Exercise(
+ring_bytes = Prediction(
     "4.2",
+    "Predict, then run: "
     "A 1 MiB float32 buffer is all-reduced with a ring on 4 devices. How many bytes does each device send?",
     _ring_bytes,
     unit="bytes",
+    hint='each ring step sends one chunk of S/p; count the steps of both phases',
 )
 
 
@@ -63,6 +70,10 @@ fastest_large = Exercise(
     lambda: _fastest(6, 256 << 20),
     kind="choice",
     choices=ALGORITHMS,
+    hint=(
+        "for a large buffer the latencies hardly count: compare the bytes each algorithm pushes through "
+        "one GPU's port"
+    ),
 )
 
 

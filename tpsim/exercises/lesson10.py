@@ -11,7 +11,7 @@ import numpy as np
 import tpsim
 from tpsim.collectives import ring
 from tpsim.collectives.schedule import REDUCE
-from tpsim.exercises.core import Exercise, Measured
+from tpsim.exercises.core import Exercise, Measured, Prediction
 
 VALUES = (1e8, 1.0, -1e8)  # one float32 per device
 N, RANKS = 1000, 2  # 10.2: float32 values, ranks
@@ -56,6 +56,9 @@ def _sum_order() -> Measured:
         value,
         f"The ring schedule fixes the order: {steps}.  {lost[:1].upper() + lost[1:]}.  Every rank then "
         f"gets {value:g} by the all-gather, where exact arithmetic gives {exact:g}.",
+        trace="\n".join([f"reduce step {i + 1}: rank {s} -> rank {d}, partial sum {v:g}"
+                         for i, (s, d, v) in enumerate(chain)]
+                        + [f"rank {r}: {float(o[0]):g}" for r, o in enumerate(out)]),
         traps=((exact, "the exact sum; it needs the two large values to cancel before the 1 is added"),
                (-1e8, "the partial sum after the first reduce step; rank 0's 1e8 has still to be added")),
     )
@@ -73,8 +76,9 @@ def _schedule_bytes() -> Measured:
     )
 
 
-sum_order = Exercise(
+sum_order = Prediction(
     "10.1",
+    "Predict, then run: "
     "Three devices hold one float32 each: 1e8, 1.0 and -1e8.  What does tpsim's ring all-reduce (sum) "
     "give on every device?",
     measure=_sum_order,
@@ -87,4 +91,5 @@ schedule_bytes = Exercise(
     f"on {RANKS} ranks.  How many bytes does each rank send?",
     measure=_schedule_bytes,
     unit="bytes",
+    hint="the reference runs tpsim's very schedule, so count what a ring all-reduce sends per rank",
 )

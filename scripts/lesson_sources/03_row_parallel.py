@@ -188,4 +188,4 @@ ex.allreduce_time()
 
 # %%
 display(ex.replicas_identical)
-ex.replicas_identical()  # "yes" or "no"
+ex.replicas_identical()  # a number of distinct bit patterns

@@ -152,7 +152,8 @@ class Exercise:
     def nudge(self, given) -> str:
         """The hint for a wrong answer: what a tempting value would mean, then the idea; not the answer."""
         trap = self._trap(given)
-        words = [f"{self.show(given)} is {trap}." if trap else "", f"Hint: {self.hint}" if self.hint else ""]
+        words = [f"{self.show(given)} is {trap}." if trap else ""]
+        words.append(f"Hint: {_sentence(self.hint)}" if self.hint else "")
         words.append(f"Try again, or call exercise {self.key}'s .solution() for the answer.")
         return " ".join(w for w in words if w)
 
@@ -255,7 +256,7 @@ class Prediction(Exercise):
         # the run shows the trace, so the measured value is no secret any more: compare, and point at the idea
         trap = self._trap(self.prediction)
         words = f" {self.show(self.prediction)} is {trap}." if trap else ""
-        words += f" Hint: {self.hint}" if self.hint else ""
+        words += f" Hint: {_sentence(self.hint)}" if self.hint else ""
         message = f"Not quite: you predicted {self.show(self.prediction)}; "
         message += f"the trace shows {self.show(measured)}."
         return Result(self.key, False, message + words, self.prediction, measured, detail=m.trace)
@@ -293,6 +294,10 @@ def _number(answer, unit: str | None, key: str, expects: str) -> float:
     if not math.isfinite(value):
         raise AnswerError(f"exercise {key}: {answer!r} is not a finite number; {expects}")
     return value
+
+
+def _sentence(text: str) -> str:
+    return text if text.endswith((".", "?", "!")) else text + "."
 
 
 def _norm(name: str) -> str:

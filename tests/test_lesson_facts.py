@@ -77,8 +77,9 @@ def test_lesson_8_uses_every_rail_and_counts_adam():
     assert "one ring per TP group (2 of 16 NICs)" in text
 
 
-TIMED = ["01_memory_wall", "02_column_parallel", "03_row_parallel", "04_collectives", "05_megatron_mlp_attention",
-         "06_embeddings_and_loss", "07_sequence_parallelism", "08_topology", "09_tp_dp_pp"]
+TIMED = ["01_memory_wall", "02_column_parallel", "03_row_parallel", "04_collectives",
+         "05_megatron_mlp_attention", "06_embeddings_and_loss", "07_sequence_parallelism", "08_topology",
+         "09_tp_dp_pp"]
 
 
 @pytest.mark.parametrize("name", TIMED)

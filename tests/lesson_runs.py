@@ -5,6 +5,9 @@ per notebook, a time limit per notebook, two at a time) into one temporary folde
 test asks, and returns that folder and the runs.  The docs build then renders those very copies
 (TPSIM_EXECUTED_LESSONS), so no notebook runs twice in a suite.
 
+TPSIM_REUSE_EXECUTED=DIR reuses a folder that scripts/run_lessons.py wrote (with its timings.json) instead
+of running the notebooks again: for working on the docs tests, never set in CI.
+
 `executed_one(name)` gives one notebook's run: taken from `executed()` when that has run, else that
 notebook alone is executed (so `pytest tests/test_lessons.py -k 04` runs lesson 4 only).
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import os
 import pathlib
 import shutil
@@ -41,8 +45,13 @@ _one: dict[str, tuple[pathlib.Path, object]] = {}  # name -> (folder holding its
 @functools.cache
 def executed() -> tuple[pathlib.Path, dict]:
     """(folder of executed copies, {notebook name: LessonRun}), computed once per process."""
-    out = pathlib.Path(tempfile.mkdtemp(prefix="tpsim-executed-lessons-"))
     r = runner()
+    reuse = os.environ.get("TPSIM_REUSE_EXECUTED")
+    if reuse:
+        folder = pathlib.Path(reuse)
+        runs = [r.LessonRun(**t) for t in json.loads((folder / "timings.json").read_text())]
+        return folder, {run.name: run for run in runs}
+    out = pathlib.Path(tempfile.mkdtemp(prefix="tpsim-executed-lessons-"))
     todo = [p for p in r.lesson_paths() if p.name not in _one]
     runs = r.execute_all(out, todo, timeout=TIMEOUT_S, jobs=min(2, os.cpu_count() or 1)) if todo else []
     for name, (folder, run) in _one.items():  # notebooks already run alone are not run again

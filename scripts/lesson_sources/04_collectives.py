@@ -21,6 +21,7 @@ from tpsim import viz
 from tpsim.collectives import costs
 from tpsim.report import fmt_bytes, fmt_time, table
 from tpsim.viz.costs import alpha_bandwidth, simulated_time
+from tpsim.viz.style import log_formatter
 
 # %% [markdown]
 # ## 1. A ring all-reduce on 4 devices, step by step
@@ -195,6 +196,8 @@ def simulated_curves(topology):
                 markersize=3, label=f"{alg}, simulated")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(log_formatter("bytes"))
+    ax.yaxis.set_major_formatter(log_formatter("time"))
     ax.set_xlabel("message size S (bytes per rank)")
     ax.set_ylabel("time (α-β model, datasheet peak)")
     ax.set_title(f"all_reduce on 8 devices of {topology.name}: lines are the engine's runs on this topology",

@@ -184,7 +184,7 @@ def test_a_lesson_page_shows_figures_and_a_playing_animation_in_chromium(served,
     cmd = [
         exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", url,
+        OFFLINE, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", url,
     ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, f"chromium exited {run.returncode}:\n{run.stderr[-3000:]}"

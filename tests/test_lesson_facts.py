@@ -79,7 +79,7 @@ def test_lesson_8_uses_every_rail_and_counts_adam():
 
 TIMED = ["01_memory_wall", "02_column_parallel", "03_row_parallel", "04_collectives",
          "05_megatron_mlp_attention", "06_embeddings_and_loss", "07_sequence_parallelism", "08_topology",
-         "09_tp_dp_pp"]
+         "09_tp_dp_pp", "10_simulator_to_real_devices"]
 
 
 @pytest.mark.parametrize("name", TIMED)

@@ -50,6 +50,8 @@ def executed() -> tuple[pathlib.Path, dict]:
     if reuse:
         folder = pathlib.Path(reuse)
         runs = [r.LessonRun(**t) for t in json.loads((folder / "timings.json").read_text())]
+        for run in runs:
+            _one.setdefault(run.name, (folder, run))
         return folder, {run.name: run for run in runs}
     out = pathlib.Path(tempfile.mkdtemp(prefix="tpsim-executed-lessons-"))
     todo = [p for p in r.lesson_paths() if p.name not in _one]

@@ -15,9 +15,11 @@ import pytest
 from tpsim.errors import TpsimError
 from tpsim.exercises import (
     EXERCISES,
+    PENDING,
     AnswerError,
     Exercise,
     Measured,
+    Prediction,
     check,
     lesson01,
     lesson02,
@@ -73,42 +75,72 @@ def fastest_on_switch(p, S, bw):
     return min(times, key=times.get)
 
 
-# (exercise, the right answer worked out here, a wrong answer, words the wrong answer's message must hold)
+def answer(exercise, value):
+    """Check `value`; a predict-then-run exercise records it as the prediction, then runs and compares."""
+    result = exercise(value)
+    return exercise.run() if isinstance(exercise, Prediction) else result
+
+
+def crossover_6():
+    """Direct against halving-doubling on 6 ports: 6 is folded into 4 (one step in, one out), so
+    hd = 2 log2(4) alpha + 2 (3/4) S/bw + 2 (alpha + S/bw) = 6 alpha + 3.5 S/bw; direct = alpha + 5 S/bw."""
+    return 5 * ALPHA * H100_BW / 1.5
+
+
+# (exercise, the right answer worked out here, two wrong answers, words the solution must hold)
 CASES = [
-    (lesson01.weights_per_device, 8 * 32 * 4 + 8 * 4, 32 * 32 * 4 + 32 * 4, ["1,056 B", "nothing is split"]),
-    (lesson01.min_devices, smallest_tp(), 3, ["OutOfMemoryError", "too few"]),
-    (lesson01.gpt3_layer_weights, gpt3_layer_bytes_per_device(), "432 MiB", ["stay whole", "parameters"]),
+    (lesson01.weights_per_device, 8 * 32 * 4 + 8 * 4, (32 * 32 * 4 + 32 * 4, 8 * 32 * 4), ["ledger"]),
+    (lesson01.min_devices, smallest_tp(), (3, 64), ["OutOfMemoryError"]),
+    (lesson01.gpt3_layer_weights, gpt3_layer_bytes_per_device(),
+     ("432 MiB", gpt3_layer_bytes_per_device() * 8), ["stay whole", "parameters"]),
+    (lesson01.row_parallel_ledger, 8 * 24 * 4 // 3 + 8 * 4, (8 * 24 * 4 // 3, 8 * 24 * 4 + 32), ["bias"]),
     # torch.chunk: pieces of ceil(10 / 4) = 3 rows; the last device gets what is left
-    (lesson02.output_shard_shape, (3, 10 - 3 * math.ceil(10 / 4)), (3, 3), ["torch.chunk", "(3, 1)"]),
-    (lesson02.allgather_bytes, 2 / 3 * (5 * 12 * 4), 240, ["160 B", "already holds"]),
-    (lesson02.allgather_time, ring_all_gather(8, 2048 * 49152 * 2, A100_BW), 2048 * 49152 * 2 / A100_BW,
-     ["no alpha", "7 steps"]),
-    (lesson03.partial_value, partial_y13_device2(), 16, ["after the all-reduce", "device 2 holds"]),
-    (lesson03.allreduce_bytes, 2 * 2 / 3 * (2 * 6 * 4), 48, ["64 B", "all of y once"]),
-    (lesson03.allreduce_time, ring_all_reduce(8, 2048 * 12288 * 2, A100_BW), "161 us", ["14 steps"]),
-    (lesson03.replicas_identical, "yes", "no", ["all-gather half only copies"]),
-    (lesson04.ring_steps, 2 * (6 - 1), 5, ["reduce-scatter half alone"]),
-    (lesson04.ring_bytes, 2 * 3 / 4 * (1 << 20), "2 MiB", ["2S", "1.50 MiB"]),
-    (lesson04.fastest_large, fastest_on_switch(6, 256 << 20, H100_BW), "halving_doubling", ["ring"]),
-    (lesson04.crossover, 5 * ALPHA * H100_BW / (7 - 2 * 7 / 8), "100 KiB", ["direct", "halving-doubling"]),
-    (lesson05.mlp_allreduces, 2, 4, ["ParallelMLP.fc1", "one per linear"]),
-    (lesson05.backward_region, "f", "g", ["copy_to", "ParallelMLP.fc1"]),
-    (lesson05.mlp_forward_bytes, 2 * 3 / 4 * 2048 * 12288 * 2, 2048 * 12288 * 2, ["without the ring"]),
-    (lesson05.layer_comm_time, 4 * ring_all_reduce(8, 2048 * 12288 * 2, A100_BW), "1 ms", ["4 all-reduces"]),
+    (lesson02.output_shard_shape, (3, 10 - 3 * math.ceil(10 / 4)), ((3, 3), (3, 10)), ["torch.chunk"]),
+    (lesson02.allgather_bytes, 2 / 3 * (5 * 12 * 4), (240, 80), ["(p-1)/p"]),
+    (lesson02.allgather_time, ring_all_gather(8, 2048 * 49152 * 2, A100_BW),
+     (2048 * 49152 * 2 / A100_BW, ring_all_reduce(8, 2048 * 49152 * 2, A100_BW)), ["7 steps"]),
+    (lesson02.chunks_after_step, (0, 2, 3), ((0, 1, 2), (0, 3)), ["device 3"]),
+    (lesson03.partial_value, partial_y13_device2(), (16, 0), ["Device 2"]),
+    (lesson03.allreduce_bytes, 2 * 2 / 3 * (2 * 6 * 4), (48, 2 * 48), ["2(p-1)/p"]),
+    (lesson03.allreduce_time, ring_all_reduce(8, 2048 * 12288 * 2, A100_BW), ("161 us", "1 s"), ["14 steps"]),
+    (lesson03.replicas_identical, 1, (4, 2), ["copies"]),
+    (lesson04.ring_steps, 2 * (6 - 1), (5, 6), ["reduce-scatter"]),
+    (lesson04.ring_bytes, 2 * 3 / 4 * (1 << 20), ("2 MiB", "1 MiB"), ["2(p-1)/p S"]),
+    (lesson04.fastest_large, fastest_on_switch(6, 256 << 20, H100_BW), ("direct", "tree"), ["NVLink"]),
+    (lesson04.crossover, crossover_6(), ("100 KiB", 5 * ALPHA * H100_BW / (7 - 2 * 7 / 8)), ["6 devices"]),
+    (lesson05.mlp_allreduces, 2, (4, 1), ["ParallelMLP.fc1"]),
+    (lesson05.backward_region, "f", ("g", "reduce_from"), ["copy_to"]),  # both names of the one wrong choice
+    (lesson05.mlp_forward_bytes, 2 * 3 / 4 * 2048 * 12288 * 2, (2048 * 12288 * 2, 2 * 2048 * 12288 * 2), []),
+    (lesson05.layer_comm_time, 4 * ring_all_reduce(8, 2048 * 12288 * 2, A100_BW), ("1 ms", "10 us"),
+     ["all-reduce"]),
 ]
 
 
-@pytest.mark.parametrize("exercise, right, wrong, words", CASES, ids=[c[0].key for c in CASES])
-def test_right_answer_passes_and_wrong_one_explains(exercise, right, wrong, words):
-    ok = exercise(right)
+@pytest.mark.parametrize("exercise, right, wrongs, words", CASES, ids=[c[0].key for c in CASES])
+def test_right_answer_passes_and_wrong_ones_get_a_hint(exercise, right, wrongs, words):
+    ok = answer(exercise, right)
     assert ok.ok and bool(ok), ok.message
     assert ok.message.startswith("Right: ")
-    bad = exercise(wrong)
-    assert not bad.ok and not bad.pending
-    assert bad.message.startswith("Not quite: you gave "), bad.message
-    assert "the simulator measured" in bad.message and " because " in bad.message
+    expected = exercise.show(exercise.parse(exercise.measured().value))
+    for wrong in wrongs:
+        bad = answer(exercise, wrong)
+        assert not bad.ok and not bad.pending, bad.message
+        assert bad.message.startswith("Not quite: you "), bad.message
+        assert exercise.hint and exercise.hint in bad.message, bad.message  # the idea, every time
+        if not isinstance(exercise, Prediction):  # a prediction's run shows the trace, so it may compare
+            assert bad.expected is None and "measured" not in bad.message, bad.message
+            assert ".solution()" in bad.message
+    solution = exercise.solution()
+    assert expected in solution
     for w in words:
-        assert w in bad.message, (w, bad.message)
+        assert w in solution, (w, solution)
+
+
+def test_a_wrong_answer_does_not_give_the_answer_away():
+    """The old checker printed the measured value with every wrong answer; now only .solution() does."""
+    bad = lesson02.allgather_bytes(240)
+    assert "160 B" not in bad.message and "measured" not in bad.message
+    assert "160 B" in lesson02.allgather_bytes.solution()
 
 
 def test_every_exercise_of_lessons_1_to_5_is_tested():
@@ -116,12 +148,34 @@ def test_every_exercise_of_lessons_1_to_5_is_tested():
     for module in (lesson01, lesson02, lesson03, lesson04, lesson05):
         assert 2 <= len(module.EXERCISES) <= 4
         assert {e.key for e in module.EXERCISES} <= keys
+        assert any(isinstance(e, Prediction) for e in module.EXERCISES), module.__name__
+
+
+def test_exercise_4_4_asks_and_measures_six_devices():
+    """The old checker bisected on 8 devices while the question asks about the 6 of 4.3."""
+    assert "6 H100s" in lesson04.crossover.question
+    assert lesson04.crossover(crossover_6()).ok
+    assert not lesson04.crossover(5 * ALPHA * H100_BW / (7 - 2 * 7 / 8)).ok  # the 8-device crossover
 
 
 def test_crossover_tolerance_is_five_percent():
-    exact = 5 * ALPHA * H100_BW / (7 - 2 * 7 / 8)
+    exact = crossover_6()
     assert lesson04.crossover(exact * 1.04)
     assert not lesson04.crossover(exact * 1.07)
+
+
+def test_predict_then_run_compares_the_prediction_with_the_trace():
+    ex = lesson02.chunks_after_step
+    ex.prediction = PENDING
+    first = ex.run()
+    assert first.pending and "Predict first" in first.message
+    recorded = ex((0, 1, 2))
+    assert recorded.pending and not recorded.ok and "Prediction recorded" in recorded.message
+    result = ex.run()
+    assert not result.ok and "(0, 2, 3)" in result.message and "after step 2" in result.detail
+    assert "after step 2" in str(result) and "<pre>" in result._repr_html_()
+    ex([0, 2, 3])
+    assert ex.run().ok
 
 
 def test_check_by_key_and_lookup():
@@ -149,15 +203,16 @@ def test_units_and_traps(toy):
     ex, calls = toy
     assert ex(96).ok and ex("96 B").ok and ex("0.09375 KiB").ok and ex(np.int64(96)).ok
     bad = ex("128")
-    assert bad.message == ("Not quite: you gave 128 B, the simulator measured 96 B because each of 4 devices "
-                           "sent 3 chunks of 32 B. (128 B is the whole buffer.)")
+    assert bad.message == ("Not quite: you gave 128 B. 128 B is the whole buffer. "
+                           "Try again, or call exercise 0.1's .solution() for the answer.")
+    assert ex.solution() == "Exercise 0.1: 96 B. Each of 4 devices sent 3 chunks of 32 B."
     assert len(calls) == 1  # measured once, then remembered
 
 
 def test_pending_and_bad_answers(toy):
     ex, _ = toy
-    pending = ex(None)
-    assert not pending.ok and pending.pending and pending.message.startswith("No answer yet")
+    for pending in (ex(None), ex()):
+        assert not pending.ok and pending.pending and pending.message.startswith("No answer yet")
     for bad in ("lots", "5 parsecs", [96], True, float("nan")):
         with pytest.raises(AnswerError, match=r"exercise 0\.1"):
             ex(bad)

@@ -15,7 +15,7 @@ import sys
 
 import nbformat
 import pytest
-from lesson_runs import ROOT, TIMEOUT_S, executed, lesson_names
+from lesson_runs import ROOT, TIMEOUT_S, executed_one, lesson_names
 
 from tpsim.exercises import EXERCISES
 
@@ -29,8 +29,8 @@ def test_there_are_ten_numbered_lessons():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_lesson_runs_within_its_time_limit(name):
-    _, runs = executed()
-    run = runs[name]
+    _, run = executed_one(name)
+    print(f"{name}: {run.seconds:.1f} s")
     assert run.error is None, f"{name} failed after {run.seconds:.1f} s (limit {TIMEOUT_S:g} s):\n{run.error}"
     assert run.seconds <= TIMEOUT_S
 
@@ -39,8 +39,8 @@ def test_lesson_runs_within_its_time_limit(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_executed_lesson_shows_its_exercises(name):
     """The run left outputs, and the exercises the lesson ends with rendered (asked, not yet answered)."""
-    folder, _ = executed()
-    nb = nbformat.read(folder / name, as_version=4)
+    path, _ = executed_one(name)
+    nb = nbformat.read(path, as_version=4)
     text = json.dumps([c.get("outputs", []) for c in nb.cells if c.cell_type == "code"])
     number = int(name[:2])
     shown = set(re.findall(rf"Exercise {number}\.(\d+)", text))

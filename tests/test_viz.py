@@ -238,6 +238,9 @@ def test_animation_frames_html_and_gif(tmp_path):
     assert [s.step for s in anim.snapshots] == list(range(frames))
     html = viz.to_html(anim)
     assert html.count("data:image/png;base64") == frames
+    # the player works offline: no Font Awesome stylesheet from a CDN, plain-character buttons
+    assert "font-awesome" not in html and 'class="fa ' not in html and "http" not in html.split("<script")[0]
+    assert 'title="Play"' in html and "\u25b6" in html and "\u275a\u275a" in html
     path = viz.save_gif(anim, tmp_path / "ring.gif")
     with Image.open(path) as gif:
         assert gif.n_frames == frames

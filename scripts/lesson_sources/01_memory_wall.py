@@ -16,6 +16,8 @@
 # device holds all of it) or `Partial()` (`P`: each device holds a term; the array is their sum).
 
 # %%
+import math
+
 from IPython.display import display
 
 import tpsim
@@ -102,22 +104,32 @@ print("pieces add up to the full weight:", full.shape, sum(w.local(d).nbytes for
 # memory ledger counts every byte without allocating any.
 
 # %%
+from tpsim.nn import GPT
+
 cfg = preset("gpt3-175b")
-params = cfg.parameters()
-print(f"{cfg.name}: {cfg.num_layers} layers, hidden {cfg.hidden}, {params:,} parameters")
+mesh8 = tpsim.Mesh(8, device="h100")
+model = GPT(mesh8, cfg, init=None)  # shape-only: nothing is allocated; the output layer is tied
+# count each parameter once: with tied embeddings the output layer reuses the word table (x E^T)
+params = sum(math.prod(p.shape) for p in {id(p): p for _, p in model.named_parameters()}.values())
+untied = params + model.padded_vocab_size * cfg.hidden  # what a separate output layer (h x V) would add
+print(f"{cfg.name}: {cfg.num_layers} layers, hidden {cfg.hidden}, vocabulary {model.padded_vocab_size}")
+print(f"parameters, output layer tied to the embedding (as GPT-3): {params:,} = {params / 1e9:.1f}B")
+print(f"with an untied output layer it would be {untied:,} = {untied / 1e9:.2f}B")
 print(f"in bfloat16 the weights alone are {fmt_bytes(2 * params)}")
 print(f"one H100: {fmt_bytes(H100.memory)} ({H100.name})")
 
-# %%
-from tpsim.nn import GPT
+# %% [markdown]
+# GPT-3 **ties** its output layer to the word embedding: the logits are $x E^\top$ with the same table
+# $E$ the input lookup uses, so the $V \times h$ output matrix is not a second set of parameters. Counted
+# that way (the model above), GPT-3 has the 174.6B parameters the paper rounds to "175B". One H100 cannot
+# hold even the weights; eight can:
 
+# %%
 try:
-    GPT(tpsim.Mesh(1, device="h100"), cfg, init=None)  # shape-only: nothing is allocated
+    GPT(tpsim.Mesh(1, device="h100"), cfg, init=None)
 except OutOfMemoryError as e:
     print("one H100 -> OutOfMemoryError:", e)
 
-mesh8 = tpsim.Mesh(8, device="h100")
-model = GPT(mesh8, cfg, init=None)
 print(f"eight H100s with TP = 8 -> the weights fit: {fmt_bytes(mesh8.memory()[0]['weights'])} per device")
 del model
 
@@ -156,8 +168,9 @@ def build(mesh):
 
 
 rows = tp_efficiency(build, [2, 4, 8], device="h100", topology="nvlink")
-print(format_efficiency(rows, "one GPT-3 layer, forward + backward, per device"))
-print(f"at t = 8: {fmt_time(rows[-1]['compute'])} computing, {fmt_time(rows[-1]['comm'])} communicating")
+print(format_efficiency(rows, "one GPT-3 layer, forward + backward, per device (times at datasheet peak)"))
+print(f"at t = 8: {fmt_time(rows[-1]['compute'])} computing, {fmt_time(rows[-1]['comm'])} communicating, "
+      "at the H100's datasheet peak FLOP/s and NVLink bandwidth")
 
 # %% [markdown]
 # ## Summary
@@ -171,19 +184,26 @@ print(f"at t = 8: {fmt_time(rows[-1]['compute'])} computing, {fmt_time(rows[-1][
 #
 # ## Exercises
 #
-# Each exercise is checked by the simulator: call it with your answer. `None` means "not answered
-# yet"; try a number, and read the explanation when it is wrong.
+# Each exercise is checked by the simulator: call it with your answer (with no answer it shows the
+# question as open). A wrong answer gets a hint that points at the idea, not the answer; try again, and
+# call `.solution()` (e.g. `ex.min_devices.solution()`) only when you want the answer and its reasoning.
+# A **predict, then run** exercise takes your prediction first; its `.run()` then runs the simulator,
+# prints the trace and compares.
 
 # %%
 from tpsim.exercises import lesson01 as ex
 
 display(ex.weights_per_device)
-ex.weights_per_device(None)  # your answer in bytes, e.g. ex.weights_per_device(1000)
+ex.weights_per_device()  # your answer in bytes, e.g. ex.weights_per_device(1000)
 
 # %%
 display(ex.min_devices)
-ex.min_devices(None)
+ex.min_devices()
 
 # %%
 display(ex.gpt3_layer_weights)
-ex.gpt3_layer_weights(None)
+ex.gpt3_layer_weights()
+
+# %%
+display(ex.row_parallel_ledger)
+ex.row_parallel_ledger()  # your prediction here, then run: ex.row_parallel_ledger.run()

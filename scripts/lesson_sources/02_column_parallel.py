@@ -131,8 +131,9 @@ xs = tpsim.distribute(tpsim.meta((2048, 1, 12288), "bfloat16"), node, [Replicate
 ys = fc1(xs)
 gemm = next(op for op in node.trace.compute if op.name == "linear" and op.device == 0)
 gather = node.trace.collectives[-1]
-print(f"GEMM on device 0: {gemm.flops / 1e12:.2f} TFLOP, {fmt_time(gemm.end - gemm.start)}")
-print(f"all-gather of y ({fmt_bytes(gather.nbytes)}): {gather.num_steps} steps, {fmt_time(gather.time)}")
+print(f"GEMM on device 0: {gemm.flops / 1e12:.2f} TFLOP, {fmt_time(gemm.end - gemm.start)} at datasheet peak")
+print(f"all-gather of y ({fmt_bytes(gather.nbytes)}): {gather.num_steps} steps, {fmt_time(gather.time)} "
+      "(α-β at datasheet bandwidth)")
 print(f"the gather would cost {gather.time / (gemm.end - gemm.start):.0%} of the GEMM's time")
 
 # %% [markdown]
@@ -153,12 +154,16 @@ print(f"the gather would cost {gather.time / (gemm.end - gemm.start):.0%} of the
 from tpsim.exercises import lesson02 as ex
 
 display(ex.output_shard_shape)
-ex.output_shard_shape(None)  # e.g. ex.output_shard_shape((4, 8))
+ex.output_shard_shape()  # e.g. ex.output_shard_shape((4, 8))
 
 # %%
 display(ex.allgather_bytes)
-ex.allgather_bytes(None)
+ex.allgather_bytes()
 
 # %%
 display(ex.allgather_time)
-ex.allgather_time(None)  # seconds, or a string such as "300 us"
+ex.allgather_time()  # seconds, or a string such as "300 us"
+
+# %%
+display(ex.chunks_after_step)
+ex.chunks_after_step()  # your prediction here, then run: ex.chunks_after_step.run()

@@ -70,12 +70,15 @@ HTML(viz.to_html(anim))
 
 # %%
 y = layer(x)
+print(mesh.trace.summary())  # the layer's traffic: read before anything else runs on this mesh
+(ar,) = mesh.trace.collectives  # one all-reduce, nothing else
+print(f"the layer ran {len(mesh.trace.collectives)} collective: an {ar.collective} of {ar.nbytes} B, "
+      f"{mesh.trace.per_device()[0]['sent']} B sent per device")
 reference = x.full() @ W.full().T
 print("y:", y)
 print("y == x W^T exactly:", np.array_equal(y.full(), reference))
-print("the same as reducing our partial:",
-      np.array_equal(y.full(), partial.redistribute([Replicate()]).full()))
-print(mesh.trace.summary())
+check = partial.redistribute([Replicate()])  # a second all-reduce, on a copy: not the layer's traffic
+print("the same as reducing our partial:", np.array_equal(y.full(), check.full()))
 
 # %% [markdown]
 # ## 3. Why the low bits can differ: the order of the sum
@@ -150,9 +153,9 @@ fc2(tpsim.distribute(tpsim.meta((2048, 1, 4 * 12288), "bfloat16"), node, [Shard(
 gemm = next(op for op in node.trace.compute if op.name == "linear" and op.device == 0)
 ar = node.trace.collectives[-1]
 sent = node.trace.per_device()[0]["sent"]
-print(f"GEMM on device 0: {fmt_time(gemm.end - gemm.start)}")
+print(f"GEMM on device 0: {fmt_time(gemm.end - gemm.start)} (at datasheet peak FLOP/s)")
 print(f"all-reduce of y ({fmt_bytes(ar.nbytes)}): {ar.num_steps} steps, {fmt_bytes(sent)} sent per device, "
-      f"{fmt_time(ar.time)}")
+      f"{fmt_time(ar.time)} (α-β at datasheet bandwidth)")
 t = node.size
 print(f"2(t-1)/t S = {fmt_bytes(2 * (t - 1) / t * ar.nbytes)}; "
       f"the all-reduce is {ar.time / (gemm.end - gemm.start):.0%} of the GEMM's time")
@@ -173,16 +176,16 @@ print(f"2(t-1)/t S = {fmt_bytes(2 * (t - 1) / t * ar.nbytes)}; "
 from tpsim.exercises import lesson03 as ex
 
 display(ex.partial_value)
-ex.partial_value(None)
+ex.partial_value()
 
 # %%
 display(ex.allreduce_bytes)
-ex.allreduce_bytes(None)
+ex.allreduce_bytes()  # your prediction here, then run: ex.allreduce_bytes.run()
 
 # %%
 display(ex.allreduce_time)
-ex.allreduce_time(None)
+ex.allreduce_time()
 
 # %%
 display(ex.replicas_identical)
-ex.replicas_identical(None)  # "yes" or "no"
+ex.replicas_identical()  # a number of distinct bit patterns

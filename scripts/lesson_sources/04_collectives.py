@@ -12,6 +12,7 @@
 # the α-β cost model that says where each one wins.
 
 # %%
+import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import HTML, display
 
@@ -19,6 +20,8 @@ import tpsim
 from tpsim import viz
 from tpsim.collectives import costs
 from tpsim.report import fmt_bytes, fmt_time, table
+from tpsim.viz.costs import alpha_bandwidth, simulated_time
+from tpsim.viz.style import log_formatter
 
 # %% [markdown]
 # ## 1. A ring all-reduce on 4 devices, step by step
@@ -161,20 +164,73 @@ HTML(viz.to_html(anim))
 # node every GPU has one port into a switch, so direct's $p - 1$ simultaneous sends share that port
 # ($\alpha + (p-1)S/\beta$); on a physical ring only neighbours are linked, so a transfer between
 # distant devices crosses, and shares, several links. The simulator times every step on the
-# topology itself. Lines are the closed forms; circles are the engine's runs:
+# topology itself.
+#
+# First a network the closed forms describe exactly: fully connected, one link per pair (1 μs,
+# 100 GB/s, the numbers of the generic switch below). Lines are the closed forms; circles are the
+# engine's runs, and they sit on the lines:
 
 # %%
-viz.cost_curves("all_reduce", 8, "nvlink", measured=True);
+SIZES = [1 << k for k in range(10, 31, 2)]  # 1 KiB .. 1 GiB
+ALPHA, BW, _ = alpha_bandwidth("switch", 8)
+full = tpsim.presets.fully_connected(8, ALPHA, BW)
+viz.cost_curves("all_reduce", 8, (ALPHA, BW), sizes=SIZES, measured=True);
+
+
+def sim_over_closed(topology) -> dict[str, float]:
+    """Per algorithm, the largest ratio (engine's time on `topology`) / (fully connected closed form)."""
+    a, bw, _ = alpha_bandwidth(topology, 8)
+    return {alg: max(simulated_time("all_reduce", alg, topology, 8, s) / costs.cost("all_reduce", alg, 8, s, a, bw)
+                     for s in SIZES) for alg in tpsim.ALGORITHMS["all_reduce"]}
+
+
+def simulated_curves(topology):
+    """The engine's times on `topology` as coloured lines; the fully connected closed forms (which do not
+    describe this topology) as thin grey dashes, only for comparison."""
+    a, bw, _ = alpha_bandwidth(topology, 8)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for alg in tpsim.ALGORITHMS["all_reduce"]:
+        ax.plot(SIZES, [costs.cost("all_reduce", alg, 8, s, a, bw) for s in SIZES], color="0.6", lw=0.8,
+                ls="--", label="fully connected closed form" if alg == "ring" else None)
+        ax.plot(SIZES, [simulated_time("all_reduce", alg, topology, 8, s) for s in SIZES], marker="o",
+                markersize=3, label=f"{alg}, simulated")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(log_formatter("bytes"))
+    ax.yaxis.set_major_formatter(log_formatter("time"))
+    ax.set_xlabel("message size S (bytes per rank)")
+    ax.set_ylabel("time (α-β model, datasheet peak)")
+    ax.set_title(f"all_reduce on 8 devices of {topology.name}: lines are the engine's runs on this topology",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    return fig
+
+
+gap = sim_over_closed(full)
+print("fully connected, simulated / closed form:", {k: round(v, 3) for k, v in gap.items()})
+assert all(abs(v - 1) < 1e-6 for v in gap.values())
+
+# %% [markdown]
+# On the NVLink node and the physical ring the closed forms above no longer hold, so the plots below
+# draw the engine's own times as the lines (grey dashes: the fully connected formulas, for contrast),
+# and print by how much the topology makes each algorithm slower than those formulas say:
 
 # %%
-viz.cost_curves("all_reduce", 8, "ring", measured=True);
+nvlink8 = tpsim.presets.nvlink_node(8)
+simulated_curves(nvlink8);
+print("NVLink node, at most x the fully connected formula:", {k: round(v, 2) for k, v in sim_over_closed(nvlink8).items()})
+
+# %%
+ring8 = tpsim.presets.preset("ring", 8)
+simulated_curves(ring8);
+print("physical ring, at most x the fully connected formula:", {k: round(v, 2) for k, v in sim_over_closed(ring8).items()})
 
 # %% [markdown]
 # Who wins, measured by the engine for $p = 8$ on three topologies: a generic switch (1 μs, 100 GB/s
 # per port), the same numbers on a physical ring, and an H100 NVLink node:
 
 # %%
-sizes = [1 << k for k in range(10, 31, 2)]  # 1 KiB .. 1 GiB
+sizes = SIZES
 winners = {}
 for topo in ("switch", "ring", "nvlink"):
     row = []
@@ -187,7 +243,7 @@ for topo in ("switch", "ring", "nvlink"):
         row.append(min(times, key=times.get))
     winners[topo] = row
 print(table([(fmt_bytes(s), *(winners[t][i] for t in winners)) for i, s in enumerate(sizes)],
-            ("S", *winners), "fastest all-reduce on 8 devices"))
+            ("S", *winners), "fastest all-reduce on 8 devices (α-β model at datasheet peak)"))
 
 # %% [markdown]
 # What the table says (the assertions below check each sentence against it, so the text cannot drift
@@ -234,7 +290,7 @@ for algorithm in tpsim.ALGORITHMS["all_reduce"]:
     closed = costs.cost("all_reduce", algorithm, 8, S, alpha, beta)
     rows.append((algorithm, fmt_time(c.time), fmt_time(closed), f"{c.busbw / 1e9:.0f} GB/s"))
 print(table(rows, ("algorithm", "simulated (NVLink switch)", "closed form (fully connected)", "busbw"),
-            f"all-reduce of {fmt_bytes(S)} on 8 x H100"))
+            f"all-reduce of {fmt_bytes(S)} on 8 x H100 (α-β model at datasheet peak bandwidth)"))
 
 # %% [markdown]
 # Only direct differs between the two columns: on the switch its seven sends share one port.
@@ -257,16 +313,16 @@ print(table(rows, ("algorithm", "simulated (NVLink switch)", "closed form (fully
 from tpsim.exercises import lesson04 as ex
 
 display(ex.ring_steps)
-ex.ring_steps(None)
+ex.ring_steps()
 
 # %%
 display(ex.ring_bytes)
-ex.ring_bytes(None)
+ex.ring_bytes()  # your prediction here, then run: ex.ring_bytes.run()
 
 # %%
 display(ex.fastest_large)
-ex.fastest_large(None)  # one of "ring", "halving_doubling", "tree", "direct"
+ex.fastest_large()  # one of "ring", "halving_doubling", "tree", "direct"
 
 # %%
 display(ex.crossover)
-ex.crossover(None)  # bytes, e.g. "500 KiB"
+ex.crossover()  # bytes, e.g. "500 KiB"

@@ -176,11 +176,11 @@ layer = TransformerBlock(node, 12288, 96, init=None, dtype="bfloat16")
 xs = tpsim.distribute(tpsim.meta((2048, 1, 12288), "bfloat16"), node, [Replicate()])
 layer(xs)
 layer.backprop(tpsim.distribute(tpsim.meta((2048, 1, 12288), "bfloat16"), node, [Replicate()]))
-print(format_comm_table(comm_table(layer), "one GPT-3 layer, TP = 8"))
+print(format_comm_table(comm_table(layer), "one GPT-3 layer, TP = 8 (times at datasheet peak)"))
 t, S = node.size, 2048 * 12288 * 2
 alpha, beta = tpsim.presets.NVLINK_ALPHA, tpsim.presets.NVLINK["h100"][0]
 print(f"formula: bytes {fmt_bytes(4 * 2 * (t - 1) / t * S)}, "
-      f"time {fmt_time(4 * 2 * (t - 1) * (alpha + S / (t * beta)))}")
+      f"time {fmt_time(4 * 2 * (t - 1) * (alpha + S / (t * beta)))} (α-β at datasheet NVLink bandwidth)")
 viz.timeline(node);
 
 # %%
@@ -191,7 +191,8 @@ def build(mesh):
     return blk, act, grad
 
 
-print(format_efficiency(tp_efficiency(build, [2, 4, 8], device="h100", topology="nvlink")))
+print(format_efficiency(tp_efficiency(build, [2, 4, 8], device="h100", topology="nvlink"),
+                        "times at datasheet peak FLOP/s and NVLink bandwidth"))
 
 # %% [markdown]
 # This model does not overlap communication with compute, so these efficiencies are a lower bound:
@@ -212,16 +213,16 @@ print(format_efficiency(tp_efficiency(build, [2, 4, 8], device="h100", topology=
 from tpsim.exercises import lesson05 as ex
 
 display(ex.mlp_allreduces)
-ex.mlp_allreduces(None)
+ex.mlp_allreduces()  # your prediction here, then run: ex.mlp_allreduces.run()
 
 # %%
 display(ex.backward_region)
-ex.backward_region(None)  # "copy_to" (f) or "reduce_from" (g)
+ex.backward_region()  # "copy_to" (f) or "reduce_from" (g)
 
 # %%
 display(ex.mlp_forward_bytes)
-ex.mlp_forward_bytes(None)
+ex.mlp_forward_bytes()
 
 # %%
 display(ex.layer_comm_time)
-ex.layer_comm_time(None)
+ex.layer_comm_time()

@@ -216,6 +216,7 @@ hidden = big(ids)
 logits = VocabParallelLogits(big)(hidden)  # (s, b, V') bf16, S(-1)
 loss_fn = VocabParallelCrossEntropy(mesh, vocab_size=V)
 loss_fn(logits, ids)
+print("times: α-β model at datasheet bandwidth")
 for c in mesh.trace.collectives:
     print(f"{c.label:28s} {c.collective:11s} op={c.op:4s} size {fmt_bytes(c.nbytes):>10} "
           f"time {fmt_time(c.time)}")
@@ -251,7 +252,8 @@ display(Markdown(
 #
 # ## Exercises
 #
-# Replace `None` by your answer and run the cell; the simulator measures the answer and says why.
+# Put your answer between the parentheses and run the cell; a wrong answer gets a hint, `.solution()`
+# gives the answer.  In 6.3, "no collective" is `None`, as the API says it.
 
 # %%
 from tpsim.exercises import lesson06 as ex
@@ -259,16 +261,16 @@ from tpsim.exercises import lesson06 as ex
 ex.padded_rows
 
 # %%
-ex.padded_rows(None)
+ex.padded_rows()
 
 # %%
 ex.loss_bytes
 
 # %%
-ex.loss_bytes(None)
+ex.loss_bytes()
 
 # %%
 ex.backward_collective
 
 # %%
-ex.backward_collective(None)
+ex.backward_collective()  # your prediction here, then run: ex.backward_collective.run()

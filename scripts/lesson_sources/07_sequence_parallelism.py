@@ -5,8 +5,10 @@
 # LayerNorms, the dropouts and the residual adds run on the whole (s, b, h) activation, on every rank,
 # after each all-reduce.  Every rank does the same work and, worse, **keeps the same activations** for the
 # backward pass.  Sequence parallelism (SP, Korthikanti et al. 2022) splits that part **by sequence**.
-# The trick costs no extra bytes, because an all-reduce is already a reduce-scatter followed by an
-# all-gather: SP just does other useful work in between.
+# In the forward pass the trick costs no extra bytes, because an all-reduce is already a reduce-scatter
+# followed by an all-gather: SP just does other useful work in between.  The backward pass does send
+# more, 1.5× in the table of section 5, and section 3 shows where that comes from: Megatron gathers the
+# sequence-split input **again** in backward, for the weight gradient, instead of keeping it.
 #
 # Every number below is computed by the simulator in this notebook.
 
@@ -18,7 +20,7 @@ import tpsim
 from tpsim import Partial, Replicate, Shard, meta, viz
 from tpsim.nn import TransformerBlock, analyse, comm_table, format_comm_table
 from tpsim.nn.config import PRESETS, korthikanti_activation_bytes
-from tpsim.report import fmt_bytes, fmt_time
+from tpsim.report import fmt_bytes, fmt_time, table
 
 np.set_printoptions(precision=4, suppress=True)
 
@@ -121,6 +123,47 @@ display(Markdown(
 ))
 
 # %% [markdown]
+# Backward is where SP sends more.  The backward collectives with SP, by what they are for, in units of
+# one all-gather of the activation, (t-1)/t · s·b·h·B bytes per device:
+
+# %%
+act = s * b * h * 8  # one activation, float64
+unit = (t - 1) / t * act  # bytes one device sends in an all-gather of it
+gathers_fw = {r.module for r in tables[True] if r.direction == "forward" and r.collective == "all_gather"}
+back = {sp: [r for r in tables[sp] if r.direction == "backward"] for sp in (False, True)}
+
+
+def purpose(r) -> str:
+    if r.nbytes / r.count < act / t:
+        return "LayerNorm weight gradients (small)"
+    if r.collective == "all_gather" and r.module in gathers_fw:  # this module gathered in forward too
+        return "re-gather of the SP input for the weight gradient"
+    return "conjugate of a forward collective"
+
+
+units = {}
+rows = []
+for r in back[True]:
+    units[purpose(r)] = units.get(purpose(r), 0) + r.sent_per_device / unit
+    rows.append((r.module, r.collective, purpose(r), f"{r.sent_per_device / unit:.2f}"))
+print(table(rows, ("module", "collective", "for", "units"), "backward with SP"))
+no_sp = sum(r.sent_per_device for r in back[False]) / unit
+print(f"without SP: {no_sp:.2f} units (2 all-reduces of 2 units each)")
+for kind, u in units.items():
+    print(f"with SP, {kind}: {u:.2f} units")
+big = sum(u for k, u in units.items() if not k.startswith("LayerNorm"))
+print(f"activation-sized backward bytes, SP / no SP: {big:.2f} / {no_sp:.2f} = {big / no_sp:.2f}")
+
+# %% [markdown]
+# The conjugates alone would send what the two all-reduces send (a reduce-scatter and an all-gather
+# are each half an all-reduce).  The extra half comes from the **re-gathers**: the weight gradient of a
+# column-parallel linear, $dW = dy^\top x$, needs the whole sequence of its input $x$, which SP keeps
+# split by sequence.  Megatron does not keep the gathered $x$ from the forward pass (that copy is exactly
+# the memory SP saves); it all-gathers $x$ again in backward, once for `query_key_value` and once for
+# `fc1`: two more all-gathers per layer, so 4 + 2 = 6 units against 4.  Megatron overlaps them with
+# the input-gradient GEMM, so they cost bytes but little time on a real GPU.
+
+# %% [markdown]
 # ## 4. Activation memory
 #
 # What SP buys is memory.  Korthikanti et al. count the bytes a layer keeps for its backward pass
@@ -195,6 +238,7 @@ for key, get, fmt in (
     ("time: step", lambda r: r["time"]["step"], fmt_time),
 ):
     print(f"{key:24s} {fmt(get(runs[False])):>12} {fmt(get(runs[True])):>12}")
+print("times: compute and links at datasheet peak, no overlap")
 
 # %%
 no, yes = runs[False], runs[True]
@@ -220,7 +264,8 @@ viz.memory(meshes[True]);
 # - An all-reduce is a reduce-scatter then an all-gather, with the same bytes.  SP runs the LayerNorm,
 #   dropout and residual **between** the two halves, on s/t rows of the sequence.
 # - Forward: 2 all-reduces per layer become 2 reduce-scatters + 2 all-gathers: **the same bytes**.
-#   Backward: the conjugates, plus a re-gather of the input before each column-parallel weight gradient.
+#   Backward: the conjugates (the same bytes again), plus a re-gather of the sequence-split input before
+#   each column-parallel weight gradient: 1.5× the bytes, which Megatron overlaps with computation.
 # - Activations per layer go from `sbh (10 + 24/t + 5as/(ht))` to `sbh (34 + 5as/h) / t`: nothing is
 #   replicated any more.  tpsim's ledger matches the formula up to the LayerNorm statistics.
 #
@@ -232,16 +277,16 @@ from tpsim.exercises import lesson07 as ex
 ex.sp_forward_bytes
 
 # %%
-ex.sp_forward_bytes(None)
+ex.sp_forward_bytes()
 
 # %%
 ex.sp_activations
 
 # %%
-ex.sp_activations(None)
+ex.sp_activations()
 
 # %%
 ex.row_parallel_collective
 
 # %%
-ex.row_parallel_collective(None)
+ex.row_parallel_collective()  # your prediction here, then run: ex.row_parallel_collective.run()

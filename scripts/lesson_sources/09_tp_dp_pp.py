@@ -138,6 +138,7 @@ rows = {name: analyse_layout("gpt3-13b", lay, topology=node, global_batch=64) fo
 
 
 def show(rows):
+    print("step times: compute and links at datasheet peak, no overlap")
     print(f"{'':12s} {'step':>8} {'bubble':>7} {'TP bytes':>10} {'DP bytes':>10} {'PP bytes':>10} "
           f"{'memory':>10} {'fits':>5}")
     for name, r in rows.items():
@@ -172,6 +173,7 @@ display(Markdown(
 
 # %%
 ranked = compare("gpt3-13b", 8, node, global_batch=64)
+print("step times at datasheet peak, no overlap")
 for r in ranked["rows"][:6]:
     print(f"{r['rank']:>2}. {r['layout']:18s} {fmt_time(r['time']['step']):>8}  "
           f"{r['time']['tokens_per_s']:>9,.0f} tokens/s  fits: {r['memory_per_device']['fits']}")
@@ -186,6 +188,7 @@ print(f"left out: {len(ranked['skipped'])} layouts, e.g. {ranked['skipped'][0]['
 # %%
 two_nodes = presets.multi_node(2, 8)
 ranked16 = compare("gpt3-13b", 16, two_nodes, global_batch=64)
+print("step times at datasheet peak, no overlap")
 for r in ranked16["rows"][:5]:
     tr = r["traffic_per_device"]
     print(f"{r['rank']:>2}. {r['layout']:18s} {fmt_time(r['time']['step']):>8}  "
@@ -220,16 +223,16 @@ from tpsim.exercises import lesson09 as ex
 ex.dp_bytes
 
 # %%
-ex.dp_bytes(None)
+ex.dp_bytes()  # your prediction here, then run: ex.dp_bytes.run()
 
 # %%
 ex.bubble
 
 # %%
-ex.bubble(None)
+ex.bubble()
 
 # %%
 ex.does_not_fit
 
 # %%
-ex.does_not_fit(None)
+ex.does_not_fit()

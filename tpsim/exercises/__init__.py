@@ -10,12 +10,25 @@ In a notebook:
 
     from tpsim.exercises import lesson02 as ex
     ex.allgather_bytes            # shows the question
-    ex.allgather_bytes(96)        # Right / Not quite, with the simulator's reasoning
+    ex.allgather_bytes(96)        # Right (with the simulator's reasoning), or a hint
+    ex.allgather_bytes.solution() # the answer, when you ask for it
     tpsim.exercises.check("2.2", 96)   # the same, by key
 
 Every expected value is measured by running tpsim when the exercise is first checked; none is typed in.
 """
 
-from tpsim.exercises.core import EXERCISES, AnswerError, Exercise, Measured, Result, check, lookup
+from tpsim.exercises.core import (
+    EXERCISES,
+    PENDING,
+    AnswerError,
+    Exercise,
+    Measured,
+    Prediction,
+    Result,
+    check,
+    lookup,
+)
 
-__all__ = ["EXERCISES", "AnswerError", "Exercise", "Measured", "Result", "check", "lookup"]
+__all__ = [
+    "EXERCISES", "PENDING", "AnswerError", "Exercise", "Measured", "Prediction", "Result", "check", "lookup",
+]

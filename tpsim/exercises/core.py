@@ -2,17 +2,27 @@
 
     ex = Exercise("2.2", "Bytes each device sends ...", measure=_allgather_bytes, unit="bytes")
     ex(96)          # Result(ok=True,  "Right: 96 B. Each of the 4 devices sent ...")
-    ex("1 KiB")     # Result(ok=False, "Not quite: you gave 1024 B, the simulator measured 96 B because ...")
+    ex("1 KiB")     # Result(ok=False, "Not quite: you gave 1024 B. Hint: count what one device sends ...")
+    ex.solution()   # the measured answer and why: only when asked for
+
+A wrong answer gets a hint that points at the idea (and, for a tempting wrong value, what that value
+would have meant), never the answer itself: the answer comes from `ex.solution()`.
+
+A `Prediction` is a "predict, then run" exercise: `ex(answer)` records what the learner expects the
+simulator to show, `ex.run()` runs it, prints the trace, and compares the prediction with it.
 
 The expected value is never typed in: `measure` runs tpsim (a mesh, a layer, a collective) and
 returns a `Measured`: the value, a sentence saying how it came about (with the simulator's own
 numbers), and optionally tempting wrong values with what each would mean.  Results render as a
 coloured box in Jupyter and as plain text elsewhere.
 
+`ex()` (or `ex(None)`, unless None is one of the choices) shows the question as not answered yet.
+
 Kinds of answer:
     number  an int or float; with unit="bytes" or "seconds" also a string such as "1.5 KiB" or
             "3 us".  Compared with math.isclose(rel_tol, abs_tol): exact unless a tolerance is given.
-    choice  one of `choices` (case, spaces, "-" and "_" ignored: "Halving-Doubling" is fine).
+    choice  one of `choices` (case, spaces, "-" and "_" ignored: "Halving-Doubling" is fine); a choice
+            may be None where the API itself says "nothing" with None.
     value   anything compared with == (tuples for shapes; lists are taken as tuples).
 """
 
@@ -40,6 +50,7 @@ BYTE_UNITS = {
 }
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
 
+PENDING = type("Pending", (), {"__repr__": lambda self: "PENDING"})()  # no answer given yet
 EXERCISES: dict[str, Exercise] = {}  # key ("2.1") -> exercise, filled as lesson modules are imported
 
 
@@ -54,6 +65,7 @@ class Measured:
     value: object
     why: str
     traps: tuple[tuple[object, str], ...] = ()  # (a tempting wrong answer, what it would have meant)
+    trace: str = ""  # what a Prediction's run() prints: the simulator's own trace, as text
 
 
 @dataclass(frozen=True)
@@ -65,13 +77,15 @@ class Result:
     message: str
     answer: object = None
     expected: object = None
-    pending: bool = False  # no answer given yet (None)
+    pending: bool = False  # no answer given yet, or a prediction waiting for its run
+    detail: str = ""  # a Prediction's trace, shown under the message
+
 
     def __bool__(self) -> bool:
         return self.ok
 
     def __str__(self) -> str:
-        return self.message
+        return f"{self.message}\n{self.detail}" if self.detail else self.message
 
     def __repr__(self) -> str:
         return f"Result(exercise={self.exercise!r}, ok={self.ok}, message={self.message!r})"
@@ -82,7 +96,9 @@ class Result:
         return (
             f'<div style="border-left: 6px solid {colour}; padding: 6px 12px; margin: 4px 0;">'
             f"<b>Exercise {html.escape(self.exercise)} &mdash; {html.escape(head)}:</b>"
-            f"{html.escape(rest)}</div>"
+            f"{html.escape(rest)}"
+            + (f"<pre>{html.escape(self.detail)}</pre>" if self.detail else "")
+            + "</div>"
         )
 
 
@@ -99,6 +115,7 @@ class Exercise:
     abs_tol: float = 0.0
     choices: Sequence[str] = ()
     aliases: dict[str, str] = field(default_factory=dict)  # other names a choice goes by ("f" -> "copy_to")
+    hint: str = ""  # the idea a wrong answer is pointed at (never the answer)
     _measured: Measured | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -118,29 +135,38 @@ class Exercise:
             self._measured = self.measure()
         return self._measured
 
-    def check(self, answer) -> Result:
-        """Right or wrong, and why.  None means "no answer yet"; an answer of the wrong kind raises
-        AnswerError, saying what kind is expected."""
-        if answer is None:
+    def check(self, answer=PENDING) -> Result:
+        """Right, or a hint.  No answer (or None, unless None is a choice) means "not answered yet"; an
+        answer of the wrong kind raises AnswerError, saying what kind is expected."""
+        if self._pending(answer):
             return Result(self.key, False, f"No answer yet: {self.expects()}.", pending=True)
         given = self.parse(answer)
         m = self.measured()
         expected = self.parse(m.value)
         if self.matches(given, expected):
             return Result(self.key, True, f"Right: {self.show(expected)}. {m.why}", given, expected)
-        trap = next((hint for value, hint in m.traps if self.matches(given, self.parse(value))), None)
-        message = f"Not quite: you gave {self.show(given)}, the simulator measured {self.show(expected)}"
-        message += f" because {_lower_first(m.why)}"
-        if trap:
-            message += f" ({self.show(given)} is {trap}.)"
-        return Result(self.key, False, message, given, expected)
+        return Result(self.key, False, f"Not quite: you gave {self.show(given)}. {self.nudge(given)}", given)
 
     __call__ = check
+
+    def nudge(self, given) -> str:
+        """The hint for a wrong answer: what a tempting value would mean, then the idea; not the answer."""
+        trap = self._trap(given)
+        words = [f"{self.show(given)} is {trap}." if trap else ""]
+        words.append(f"Hint: {_sentence(self.hint)}" if self.hint else "")
+        words.append(f"Try again, or call exercise {self.key}'s .solution() for the answer.")
+        return " ".join(w for w in words if w)
 
     def solution(self) -> str:
         """The measured answer and why, for after you have tried."""
         m = self.measured()
         return f"Exercise {self.key}: {self.show(self.parse(m.value))}. {m.why}"
+
+    def _trap(self, given) -> str | None:
+        return next((h for value, h in self.measured().traps if self.matches(given, self.parse(value))), None)
+
+    def _pending(self, answer) -> bool:
+        return answer is PENDING or (answer is None and None not in self.choices)
 
     def expects(self) -> str:
         if self.kind == "choice":
@@ -158,7 +184,13 @@ class Exercise:
         if self.kind == "number":
             return _number(answer, self.unit, self.key, self.expects())
         if self.kind == "choice":
-            names = {_norm(c): c for c in self.choices} | {_norm(a): c for a, c in self.aliases.items()}
+            if answer is None and None in self.choices:
+                return None
+            names = {_norm(c): c for c in self.choices if c is not None}
+            names |= {_norm(a): c for a, c in self.aliases.items()}
+            if isinstance(answer, str) and None in self.choices and _norm(answer) in ("none", "nothing"):
+                raise AnswerError(f"exercise {self.key}: {answer!r} is a string; the API says 'nothing' with "
+                                  f"None, so answer None (no quotes); {self.expects()}")
             if not isinstance(answer, str) or _norm(answer) not in names:
                 raise AnswerError(f"exercise {self.key}: {answer!r} is not a choice; {self.expects()}")
             return names[_norm(answer)]
@@ -193,7 +225,44 @@ class Exercise:
         return f"Exercise {self.key}: {self.question} ({self.expects()})"
 
 
-def check(key: str, answer) -> Result:
+@dataclass
+class Prediction(Exercise):
+    """Predict, then run: `ex(answer)` records a prediction, `ex.run()` runs the simulator, shows its
+    trace and compares.  The measure's Measured carries the trace text to show (`Measured.trace`)."""
+
+    prediction: object = field(default=PENDING, init=False, repr=False)
+
+    def check(self, answer=PENDING) -> Result:
+        if self._pending(answer):
+            return Result(self.key, False, f"No prediction yet: {self.expects()}, then call .run().",
+                          pending=True)
+        self.prediction = self.parse(answer)
+        return Result(self.key, False, f"Prediction recorded: {self.show(self.prediction)}. Now run it: "
+                      f"exercise {self.key}'s .run() shows the trace and compares.", self.prediction,
+                      pending=True)
+
+    __call__ = check
+
+    def run(self) -> Result:
+        """Run the simulator, show its trace, and compare the recorded prediction with it."""
+        m = self.measured()
+        measured = self.parse(m.value)
+        if self.prediction is PENDING:
+            return Result(self.key, False, f"Predict first: call exercise {self.key} with your answer, then "
+                          ".run() again.", pending=True, detail=m.trace)
+        if self.matches(self.prediction, measured):
+            return Result(self.key, True, f"Right: you predicted {self.show(self.prediction)} and the trace "
+                          f"shows {self.show(measured)}. {m.why}", self.prediction, measured, detail=m.trace)
+        # the run shows the trace, so the measured value is no secret any more: compare, and point at the idea
+        trap = self._trap(self.prediction)
+        words = f" {self.show(self.prediction)} is {trap}." if trap else ""
+        words += f" Hint: {_sentence(self.hint)}" if self.hint else ""
+        message = f"Not quite: you predicted {self.show(self.prediction)}; "
+        message += f"the trace shows {self.show(measured)}."
+        return Result(self.key, False, message + words, self.prediction, measured, detail=m.trace)
+
+
+def check(key: str, answer=PENDING) -> Result:
     """Check an answer to exercise `key` ("3.2"), loading its lesson's exercises if needed."""
     exercise = lookup(key)
     return exercise.check(answer)
@@ -225,6 +294,10 @@ def _number(answer, unit: str | None, key: str, expects: str) -> float:
     if not math.isfinite(value):
         raise AnswerError(f"exercise {key}: {answer!r} is not a finite number; {expects}")
     return value
+
+
+def _sentence(text: str) -> str:
+    return text if text.endswith((".", "?", "!")) else text + "."
 
 
 def _norm(name: str) -> str:

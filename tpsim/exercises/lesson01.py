@@ -10,9 +10,9 @@ import math
 
 import tpsim
 from tpsim.errors import OutOfMemoryError
-from tpsim.exercises.core import Exercise, Measured
-from tpsim.nn import ColumnParallelLinear, TransformerBlock
-from tpsim.report import fmt_bytes
+from tpsim.exercises.core import Exercise, Measured, Prediction
+from tpsim.nn import ColumnParallelLinear, RowParallelLinear, TransformerBlock
+from tpsim.report import fmt_bytes, table
 
 
 def _weights_per_device() -> Measured:
@@ -35,6 +35,10 @@ weights_per_device = Exercise(
     "How many bytes of weights (W and bias) does device 2 hold?",
     _weights_per_device,
     unit="bytes",
+    hint=(
+        "ColumnParallelLinear splits W by output rows and the bias with them; count the rows one device "
+        "holds, times the input width, plus its share of the bias, at 4 B a number"
+    ),
 )
 
 CAPACITY = 5000  # bytes of memory per device in exercise 1.2
@@ -66,6 +70,10 @@ min_devices = Exercise(
     f"Each device has {CAPACITY} bytes of memory. What is the smallest number of devices over which a "
     "ColumnParallelLinear(in=64, out=64, bias=False) in float32 fits (pieces follow the torch.chunk rule)?",
     _min_devices,
+    hint=(
+        "pieces follow torch.chunk, ceil(64 / t) rows each; look for the smallest t whose largest piece "
+        "fits one device"
+    ),
 )
 
 
@@ -90,6 +98,38 @@ gpt3_layer_weights = Exercise(
     "does device 0 hold?",
     _gpt3_layer_weights,
     unit="bytes",
+    hint=(
+        "the four big matrices are split 8 ways, but the LayerNorms and the biases of the row-parallel "
+        "layers stay whole on every device"
+    ),
 )
 
-EXERCISES = [weights_per_device, min_devices, gpt3_layer_weights]
+
+
+def _row_parallel_ledger() -> Measured:
+    mesh = tpsim.Mesh(3)
+    layer = RowParallelLinear(mesh, 24, 8, bias=True, dtype="float32")  # kept: its weights stay in the ledger
+    ledger = mesh.memory()
+    held = ledger[1]["weights"]
+    trace = table([(m["device"], m["weights"]) for m in ledger], ("device", "weights (B)"),
+                  "the devices' memory ledgers")
+    why = (f"RowParallelLinear splits W (8, 24) by input columns: 8 x 8 float32 = 256 B per device; the bias "
+           f"(8 values, 32 B) is added once after the all-reduce, so every device holds all of it: {held} B.")
+    traps = ((256, "W's piece alone; a row-parallel bias is not split"),
+             ((8 * 24 * 4 + 8 * 4) / 3, "a third of everything; the bias is replicated, not split"))
+    del layer
+    return Measured(held, why, traps, trace=trace)
+
+
+row_parallel_ledger = Prediction(
+    "1.4",
+    "Predict, then run: "
+    "a RowParallelLinear(in=24, out=8, bias=True) in float32 is built on 3 devices. "
+    "How many bytes of weights will device 1's memory ledger show?",
+    _row_parallel_ledger,
+    unit="bytes",
+    hint="a row-parallel layer splits W by input features; ask what happens to the bias, which is added "
+    "after the partial sums are reduced",
+)
+
+EXERCISES = [weights_per_device, min_devices, gpt3_layer_weights, row_parallel_ledger]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 import tpsim
-from tpsim.exercises.core import Exercise, Measured
+from tpsim.collectives.api import stepwise
+from tpsim.exercises.core import Exercise, Measured, Prediction
 from tpsim.nn import ColumnParallelLinear
 from tpsim.report import fmt_bytes, fmt_time
 
@@ -39,6 +40,7 @@ output_shard_shape = Exercise(
     "What is the shape of the piece of y that device 3 holds (before any gather)?",
     _output_shard_shape,
     kind="value",
+    hint='torch.chunk gives each device ceil(n / t) columns, and the last device what is left over',
 )
 
 
@@ -64,6 +66,10 @@ allgather_bytes = Exercise(
     "so y (5, 12) is all-gathered with a ring. How many bytes does each device send?",
     _allgather_bytes,
     unit="bytes",
+    hint=(
+        "in a ring all-gather a device never sends a piece back to where it came from: count how many of "
+        "the t pieces it forwards"
+    ),
 )
 
 
@@ -91,6 +97,41 @@ allgather_time = Exercise(
     _allgather_time,
     unit="seconds",
     rel_tol=0.02,
+    hint=(
+        "a ring all-gather is t - 1 steps, and each step costs one latency plus one piece over the link's"
+        " bandwidth"
+    ),
 )
 
-EXERCISES = [output_shard_shape, allgather_bytes, allgather_time]
+AFTER_STEP = 2  # 2.4: the step after which device 0's chunks are asked for
+
+
+def _chunks_after_step() -> Measured:
+    mesh = tpsim.Mesh(4)
+    lines, held = [], None
+    for snap in stepwise("all_gather", [np.full(2, d, np.float32) for d in range(4)], mesh, algorithm="ring"):
+        holds = {d: tuple(c for c, h in enumerate(hs) if h) for d, hs in snap.holds.items()}
+        moves = ", ".join(f"{t.src}->{t.dst} chunk {t.chunks[0]}" for t in snap.transfers)
+        lines.append(f"after step {snap.step}: " + "  ".join(f"dev {d} {holds[d]}" for d in holds)
+                     + (f"   [{moves}]" if moves else ""))
+        if snap.step == AFTER_STEP:
+            held = holds[0]
+    why = (f"Each step, every device passes the chunk it received last to its right neighbour, so device 0 "
+           f"gets chunk 3 from device 3 in step 1 and chunk 2 (via device 3) in step 2: {held}.")
+    traps = (((0, 1, 2), "what device 0 would hold if chunks flowed to the left; they come from device 3"),
+             ((0, 1, 2, 3), "everything, which takes p - 1 = 3 steps"))
+    return Measured(held, why, traps, trace="\n".join(lines))
+
+
+chunks_after_step = Prediction(
+    "2.4",
+    "Predict, then run: "
+    f"a ring all-gather on 4 devices, device d starting with chunk d.  After step "
+    f"{AFTER_STEP}, which chunks does device 0 hold (a sorted tuple, e.g. (0, 1))?",
+    _chunks_after_step,
+    kind="value",
+    hint="in a ring each device sends to device d + 1 and receives from device d - 1; follow chunk 3 and "
+    "chunk 2 as they travel",
+)
+
+EXERCISES = [output_shard_shape, allgather_bytes, allgather_time, chunks_after_step]

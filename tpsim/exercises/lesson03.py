@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 import tpsim
-from tpsim.exercises.core import Exercise, Measured
+from tpsim.exercises.core import Exercise, Measured, Prediction
 from tpsim.nn import RowParallelLinear
 from tpsim.placement import Shard
 from tpsim.report import fmt_bytes, fmt_time
@@ -44,6 +44,10 @@ partial_value = Exercise(
     "RowParallelLinear(8, 8, bias=False) on 4 devices), what is device 2's partial sum for y[1, 3], "
     "before the all-reduce?",
     _partial_value,
+    hint=(
+        "device 2 holds only columns 4 and 5 of x and of W: its term is the dot product over those two "
+        "columns alone"
+    ),
 )
 
 
@@ -60,15 +64,23 @@ def _allreduce_bytes() -> Measured:
     )
     traps = ((c.nbytes, "S, all of y once"), (2 * c.nbytes, "2S: the whole y out and back"),
              (c.nbytes * 2 // 3, "(p-1)/p S: the reduce-scatter half alone"))
-    return Measured(sent, why, traps)
+    trace = f"{c.collective} ({c.algorithm}) of {c.nbytes} B, {c.num_steps} steps\n" + "\n".join(
+        f"device {d['device']}: sent {d['sent']:.0f} B, received {d['received']:.0f} B"
+        for d in mesh.trace.per_device())
+    return Measured(sent, why, traps, trace=trace)
 
 
-allreduce_bytes = Exercise(
+allreduce_bytes = Prediction(
     "3.2",
+    "Predict, then run: "
     "A RowParallelLinear(in=6, out=6) runs on 3 devices with x of shape (2, 6) float32: the partial sums "
     "y (2, 6) are all-reduced with a ring. How many bytes does each device send?",
     _allreduce_bytes,
     unit="bytes",
+    hint=(
+        "a ring all-reduce is a reduce-scatter then an all-gather, and each half sends (t-1)/t of the "
+        "buffer"
+    ),
 )
 
 
@@ -96,6 +108,7 @@ allreduce_time = Exercise(
     _allreduce_time,
     unit="seconds",
     rel_tol=0.02,
+    hint="count the ring's steps for an all-reduce; each costs one latency plus S/t bytes over the link",
 )
 
 
@@ -104,22 +117,23 @@ def _replicas_identical() -> Measured:
     partials = [rng.standard_normal(8).astype(np.float32) for _ in range(4)]
     out = tpsim.all_reduce(partials, tpsim.Mesh(4), algorithm="ring")
     patterns = {o.tobytes() for o in out}
-    answer = "yes" if len(patterns) == 1 else "no"
     why = (
         f"The 4 devices hold {len(patterns)} distinct bit pattern(s): in the reduce-scatter half each chunk "
         "is summed once, in one order, on one device; the all-gather half only copies that chunk everywhere."
     )
-    return Measured(answer, why)
+    return Measured(len(patterns), why, (
+        (4, "one per device, as if each device summed the terms in its own order"),
+        (2, "a split between two orders; but no chunk is ever summed twice"),
+    ))
 
 
 replicas_identical = Exercise(
     "3.4",
     "Random float32 partial sums (seed 0, 8 values on each of 4 devices) are all-reduced with tpsim's ring. "
-    "Float addition is not associative. Do all 4 devices end up with bit-identical results?",
+    "Float addition is not associative. How many distinct bit patterns do the 4 devices' results show?",
     _replicas_identical,
-    kind="choice",
-    choices=("yes", "no"),
-    aliases={"true": "yes", "false": "no"},
+    hint="in the ring, each chunk is summed once, on one device, and afterwards only copied",
 )
+
 
 EXERCISES = [partial_value, allreduce_bytes, allreduce_time, replicas_identical]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 import tpsim
-from tpsim.exercises.core import Exercise, Measured
-from tpsim.nn import ParallelMLP, TransformerBlock, comm_table, regions
+from tpsim.exercises.core import Exercise, Measured, Prediction
+from tpsim.nn import ParallelMLP, TransformerBlock, comm_table, format_comm_table, regions
 from tpsim.nn.comm_table import totals
 from tpsim.placement import Partial, Replicate
 from tpsim.report import fmt_bytes, fmt_time
@@ -27,15 +27,21 @@ def _mlp_allreduces() -> Measured:
     where = "; ".join(f"{r.count} in {r.direction} from {r.module}" for r in rows)
     others = sum(r.count for r in comm_table(mlp)) - count
     why = f"The communication table lists {count} all-reduces ({where}) and {others} other collectives."
+    trace = format_comm_table(comm_table(mlp), "ParallelMLP on 4 devices, forward and backward")
     return Measured(count, why, ((4, "one per linear per pass; fc1's forward and fc2's backward need none"),
-                                 (1, "the forward all-reduce alone; the backward has one too")))
+                                 (1, "the forward all-reduce alone; the backward has one too")), trace=trace)
 
 
-mlp_allreduces = Exercise(
+mlp_allreduces = Prediction(
     "5.1",
+    "Predict, then run: "
     "A ParallelMLP (column-parallel fc1, GeLU, row-parallel fc2) on 4 devices runs one forward and one "
     "backward pass. How many all-reduces does it issue in total?",
     _mlp_allreduces,
+    hint=(
+        "count the collectives in each of the two regions, f and g, forward and backward: one of each "
+        "pair is the identity"
+    ),
 )
 
 
@@ -70,6 +76,7 @@ backward_region = Exercise(
     kind="choice",
     choices=("copy_to", "reduce_from"),
     aliases={"f": "copy_to", "g": "reduce_from"},
+    hint="which region's input gradient is a sum over the devices' partial results?",
 )
 
 
@@ -99,6 +106,10 @@ mlp_forward_bytes = Exercise(
     "device send in the MLP's forward all-reduce (ring)?",
     _mlp_forward_bytes,
     unit="bytes",
+    hint=(
+        "the MLP's forward has one all-reduce of the (s, b, h) activation; a ring all-reduce sends 2 "
+        "(t-1)/t of it"
+    ),
 )
 
 
@@ -124,6 +135,10 @@ layer_comm_time = Exercise(
     _layer_comm_time,
     unit="seconds",
     rel_tol=0.02,
+    hint=(
+        "count the all-reduces of a layer in forward and in backward, then price each with the ring's "
+        "alpha-beta time"
+    ),
 )
 
 EXERCISES = [mlp_allreduces, backward_region, mlp_forward_bytes, layer_comm_time]

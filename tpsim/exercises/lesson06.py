@@ -10,13 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 import tpsim
-from tpsim.exercises.core import Exercise, Measured
+from tpsim.exercises.core import Exercise, Measured, Prediction
 from tpsim.nn import VocabParallelCrossEntropy, VocabParallelEmbedding
 from tpsim.nn.embedding import vocab_ranges
 
 GPT2_VOCAB, PAD, T = 50257, 128, 4
 S, B, V_LOSS, T_LOSS = 2048, 1, 51200, 8
-NO_COLLECTIVE = "none"
+NO_COLLECTIVE = None  # as the API says it: no collective is None, not a string
+
+
+CHOICES = ("all_reduce", "all_gather", "reduce_scatter", NO_COLLECTIVE)
 
 
 def _padded_rows() -> Measured:
@@ -61,12 +64,16 @@ def _backward_collective() -> Measured:
     emb.backprop(tpsim.distribute(np.ones(y.shape, np.float32), mesh, y.placements))
     issued = [c.collective for c in mesh.trace.collectives[before:]]
     answer = issued[0] if len(issued) == 1 else NO_COLLECTIVE if not issued else "+".join(issued)
+    assert answer in CHOICES, answer
     return Measured(
         answer,
         "The backward pass issued no collective: dy is already replicated, and each rank scatter-adds "
         "the rows of the ids it owns into its own rows of dE." if not issued else
         f"The backward pass issued {issued}.",
-        traps=(("all_reduce", "the forward pass's collective; backward, dy arrives replicated"),),
+        traps=(("all_reduce", "the forward pass's collective; backward, dy arrives replicated"),
+               ("all_gather", "what a vocab-parallel layer would need if dy arrived split")),
+        trace=f"collectives in the backward pass: {issued or 'none'}\n"
+              f"collectives in the forward pass: {[c.collective for c in mesh.trace.collectives[:before]]}",
     )
 
 
@@ -75,6 +82,7 @@ padded_rows = Exercise(
     f"GPT-2's vocabulary has V = {GPT2_VOCAB} tokens.  With Megatron's make_vocab_size_divisible_by = "
     f"{PAD} and a TP degree of t = {T}, how many rows of the embedding table does each rank hold?",
     measure=_padded_rows,
+    hint='Megatron pads V up to a multiple of make_vocab_size_divisible_by x t before splitting it',
 )
 loss_bytes = Exercise(
     "6.2",
@@ -83,11 +91,21 @@ loss_bytes = Exercise(
     "cross-entropy's forward pass?",
     measure=_loss_bytes,
     unit="bytes",
+    hint=(
+        "the loss all-reduces three (s, b) arrays, never the logits; a ring all-reduce sends 2 (t-1)/t of"
+        " each"
+    ),
 )
-backward_collective = Exercise(
+backward_collective = Prediction(
     "6.3",
-    "Which collective does the backward pass of VocabParallelEmbedding (no sequence parallelism) issue?",
+    "Predict, then run: "
+    "Which collective does the backward pass of VocabParallelEmbedding (no sequence parallelism) issue "
+    "(None, the Python value, if it issues none)?",
     measure=_backward_collective,
     kind="choice",
-    choices=("all_reduce", "all_gather", "reduce_scatter", NO_COLLECTIVE),
+    choices=CHOICES,
+    hint=(
+        "what placement does dy have when it reaches the embedding, and does any rank need rows that "
+        "another rank owns?"
+    ),
 )

@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 import tpsim
-from tpsim.exercises.core import Exercise, Measured
-from tpsim.nn import TransformerBlock
+from tpsim.exercises.core import Exercise, Measured, Prediction
+from tpsim.nn import TransformerBlock, comm_table, format_comm_table
 from tpsim.nn.config import PRESETS, korthikanti_activation_bytes
 
 CFG = PRESETS["gpt3-1.3b"]  # s 2048, b 1, h 2048, a 16, bfloat16
@@ -65,7 +65,9 @@ def _row_parallel_collective() -> Measured:
         kind,
         f"Under SP the attention's row-parallel output projection ({row_parallel}) ended its forward pass "
         f"with a {kind}: each rank keeps s/t rows of the summed output.",
-        traps=(("all_gather", "what starts the next column-parallel linear"),),
+        traps=(("all_gather", "what starts the next column-parallel linear"),
+               ("all_reduce", "what ends it without SP")),
+        trace=format_comm_table([r for r in comm_table(block) if r.direction == "forward"], "forward, SP"),
     )
 
 
@@ -76,6 +78,10 @@ sp_forward_bytes = Exercise(
     "layer's forward pass?",
     measure=_sp_forward_bytes,
     unit="bytes",
+    hint=(
+        "SP turns each all-reduce into a reduce-scatter plus an all-gather; count them in a forward pass "
+        "and what each sends"
+    ),
 )
 sp_activations = Exercise(
     "7.2",
@@ -84,12 +90,18 @@ sp_activations = Exercise(
     measure=_sp_activations,
     unit="bytes",
     rel_tol=1e-3,
+    hint=(
+        "with SP nothing of the layer's saved activations stays replicated: Korthikanti's formula divided"
+        " by t"
+    ),
 )
-row_parallel_collective = Exercise(
+row_parallel_collective = Prediction(
     "7.3",
+    "Predict, then run: "
     "With sequence parallelism, which collective ends the forward pass of a row-parallel linear "
     "(the attention's output projection)?",
     measure=_row_parallel_collective,
     kind="choice",
     choices=("all_reduce", "all_gather", "reduce_scatter", "all_to_all"),
+    hint='the row-parallel output is a Partial sum, and SP wants it split by sequence afterwards',
 )

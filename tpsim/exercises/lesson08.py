@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tpsim
 from tpsim import presets
-from tpsim.exercises.core import Exercise, Measured
+from tpsim.exercises.core import Exercise, Measured, Prediction
 
 P, S = 8, 64 << 20  # 8.1: 64 MiB over 8 GPUs
 GPUS_PER_NODE, NODES = 8, 2
@@ -64,6 +64,8 @@ def _nic_bytes() -> Measured:
             (2 * GRAD_SHARD, "2 S: the ring's 2 (p-1)/p is 1 for p = 2"),
             (GRAD_SHARD * GPUS_PER_NODE, "a whole node's gradients; each GPU has its own NIC"),
         ),
+        trace="\n".join(f"{r['link']:12s} {r['bytes']:>12,} B" for r in mesh.trace.per_link()
+                        if r["link"].startswith("nic")),
     )
 
 
@@ -75,6 +77,7 @@ pcie_allreduce_time = Exercise(
     measure=_pcie_allreduce_time,
     unit="seconds",
     rel_tol=0.01,
+    hint='a ring all-reduce takes 2(p-1) steps of one latency plus S/p over the PCIe link',
 )
 tp_inside_node = Exercise(
     "8.2",
@@ -84,13 +87,19 @@ tp_inside_node = Exercise(
     measure=_tp_inside_node,
     kind="choice",
     choices=tuple(LAYOUTS),
+    hint=(
+        "Mesh names are listed slowest-varying first: the last dim groups neighbouring ranks, which share"
+        " a node"
+    ),
 )
-nic_bytes = Exercise(
+nic_bytes = Prediction(
     "8.3",
+    "Predict, then run: "
     f"On Mesh(({NODES}, {GPUS_PER_NODE}), names=('dp', 'tp')) over "
     f"presets.multi_node({NODES}, {GPUS_PER_NODE}), "
     "each GPU holds a 64 MiB shard of the gradients and all-reduces it along 'dp'.  How many bytes does one "
     "GPU send through its NIC?",
     measure=_nic_bytes,
     unit="bytes",
+    hint="along 'dp' each group has one GPU per node, so every byte the ring sends crosses a NIC",
 )

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from tpsim import presets
-from tpsim.exercises.core import Exercise, Measured
+from tpsim.exercises.core import Exercise, Measured, Prediction
 from tpsim.plan import Layout, analyse_layout, simulate
 
 STAGES, MICROBATCHES = 4, 12
@@ -24,6 +24,8 @@ def _dp_bytes() -> Measured:
         f"all-reduce over d = 8 sends 2 (d-1)/d of it: 2 x 7/8 x {2 * params:,} = {sent:,} B.",
         traps=((2 * params, "the gradient's size, not what a ring sends"),
                (2 * 2 * params, "twice the gradient: the ring sends 2 (d-1)/d of it, not 2")),
+        trace="bytes sent per GPU per step: " + ", ".join(
+            f"{k.upper()} {v:,.0f} B" for k, v in r["traffic_per_device"].items()),
     )
 
 
@@ -55,12 +57,17 @@ def _does_not_fit() -> Measured:
     )
 
 
-dp_bytes = Exercise(
+dp_bytes = Prediction(
     "9.1",
+    "Predict, then run: "
     "GPT-3 1.3B is trained with pure data parallelism over 8 GPUs (bfloat16 gradients, a ring all-reduce, "
     "no ZeRO).  How many bytes does each GPU send in one step's gradient all-reduce?",
     measure=_dp_bytes,
     unit="bytes",
+    hint=(
+        "pure DP all-reduces every gradient once per step: bf16 gradients of the whole model, and a ring "
+        "sends 2 (d-1)/d of them"
+    ),
 )
 bubble = Exercise(
     "9.2",
@@ -68,6 +75,10 @@ bubble = Exercise(
     "as long as a forward and sends are free.  What fraction of the step is each stage idle?",
     measure=_bubble,
     rel_tol=1e-3,
+    hint=(
+        "in 1F1B each stage waits p - 1 slots at the start and the end; compare that with the m slots of "
+        "work"
+    ),
 )
 does_not_fit = Exercise(
     "9.3",
@@ -76,4 +87,8 @@ does_not_fit = Exercise(
     measure=_does_not_fit,
     kind="choice",
     choices=tuple(CHOICES),
+    hint=(
+        "with Adam in mixed precision every parameter a GPU holds costs 16 B: which layout leaves all "
+        "parameters on every GPU?"
+    ),
 )

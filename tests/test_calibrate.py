@@ -120,3 +120,13 @@ def test_calibrate_small_sweep_writes_a_usable_topology(tmp_path, capsys):
     assert c["time"] == pytest.approx(
         point["predicted"]
     )  # the simulator on the file predicts what the fit does
+
+
+def test_calibrate_without_the_reference_says_to_run_from_the_checkout(monkeypatch):
+    import sys
+
+    from tpsim.cli.calibrate import CalibrationError, measure
+
+    monkeypatch.setitem(sys.modules, "reference.launch", None)  # as if run outside the checkout
+    with pytest.raises(CalibrationError, match=r"run it from the checkout's root: cd .* python -m tpsim"):
+        measure(None, [], [])

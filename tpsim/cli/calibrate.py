@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -135,14 +134,16 @@ STATISTICS = {"median": statistics.median, "min": min}
 
 def measure(args, colls, modes) -> tuple[list[dict], dict]:
     """Spawn the ranks, run the sweep; rows of (mode, algorithm, collective, size, time) and the backend."""
-    if str(CHECKOUT) not in sys.path and (CHECKOUT / "reference").is_dir():
-        sys.path.insert(0, str(CHECKOUT))  # the reference runs from the checkout; spawned ranks inherit it
     try:
         from reference.backend import choose_backend
         from reference.launch import spawn
         from tpsim.cli.measure import sweep
     except ImportError as e:
-        raise CalibrationError(f"calibration needs torch and the reference from a checkout: {e}") from e
+        where = f"cd {CHECKOUT}" if (CHECKOUT / "reference").is_dir() else "clone tpsim and cd into it"
+        raise CalibrationError(
+            f"calibration needs torch and the reference, which runs from a checkout, not an install "
+            f"({e}); run it from the checkout's root: {where} && python -m tpsim calibrate ..."
+        ) from e
     backend = choose_backend(args.world_size, args.device, args.backend)
     per_rank = spawn(
         sweep,

@@ -1,0 +1,74 @@
+"""The reference's Chrome trace is tpsim's: one process per rank, the same collective events (name,
+category, args, bytes) in the same order, and in schedule mode the same sends, for the same layer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reference.cases import default_cases
+from reference.check import check
+from reference.trace import twin
+from tpsim import trace_events
+
+WS = 2
+
+
+def spans(doc: dict, pid: int, tid: int) -> list[dict]:
+    return [e for e in doc["traceEvents"] if e["ph"] == "X" and e["pid"] == pid and e["tid"] == tid]
+
+
+def essentials(events: list[dict], *keys: str) -> list[tuple]:
+    return [(e["name"], e["cat"], *(e["args"][k] for k in keys)) for e in events]
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("trace") / "mlp.json")
+    cases = [c for c in default_cases(WS, "exact", "float32") if c.layer == "mlp"]
+    result = check(WS, cases, comm="schedule", timeout=240, trace=path)
+    assert result["ok"]
+    with open(path) as f, open(twin(path)) as g:
+        return json.load(f), json.load(g)
+
+
+@pytest.mark.multiprocess
+def test_one_process_per_rank_named_as_tpsim_names_its_devices(traced):
+    ref, sim = traced
+    names = [
+        {e["pid"]: e["args"]["name"] for e in d["traceEvents"] if e["name"] == "process_name"}
+        for d in (ref, sim)
+    ]
+    assert names[0] == names[1] == {0: "dev0", 1: "dev1"}
+    assert {e["pid"] for e in ref["traceEvents"] if e["ph"] == "X"} == {0, 1}
+    assert min(e["ts"] for e in ref["traceEvents"] if e["ph"] == "X") == 0  # merged onto one clock
+
+
+@pytest.mark.multiprocess
+def test_collectives_have_tpsim_names_categories_and_bytes_on_every_rank(traced):
+    ref, sim = traced
+    for rank in range(WS):
+        mine, theirs = spans(ref, rank, trace_events.COLLECTIVES), spans(sim, rank, trace_events.COLLECTIVES)
+        assert len(mine) == 7  # MLP: all-reduce forward and backward; SP: 2 forward, 3 backward
+        assert essentials(mine, "bytes", "direction") == essentials(theirs, "bytes", "direction")
+        assert all(e["dur"] >= 0 and set(e["args"]) == {"bytes", "label", "direction"} for e in mine)
+
+
+@pytest.mark.multiprocess
+def test_schedule_mode_sends_are_tpsims_transfers(traced):
+    ref, sim = traced
+    for rank in range(WS):
+        mine, theirs = spans(ref, rank, trace_events.SEND), spans(sim, rank, trace_events.SEND)
+        assert mine and sorted(essentials(mine, "bytes")) == sorted(essentials(theirs, "bytes"))
+
+
+def test_merge_puts_every_rank_on_one_clock_from_zero():
+    parts = [
+        [*trace_events.tracks([0]), trace_events.collective("all_reduce", "ring", 0, 10.0, 10.5, 64)],
+        [trace_events.collective("all_reduce", "ring", 1, 10.25, 10.5, 64)],
+    ]
+    doc = trace_events.merge(parts)
+    x = [e for e in doc["traceEvents"] if e["ph"] == "X"]
+    assert [(e["pid"], e["ts"], e["dur"]) for e in x] == [(0, 0.0, 0.5e6), (1, 0.25e6, 0.25e6)]
+    assert len(doc["traceEvents"]) == 1 + len(trace_events.THREADS) + 2

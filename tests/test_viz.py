@@ -250,6 +250,67 @@ def test_animation_frames_html_and_gif(tmp_path):
     np.testing.assert_array_equal(np.concatenate(anim.snapshots[-1].buffers[2]), 60 + 4 * np.arange(4.0))
 
 
+# (collective, root, {group rank: placement before}, {group rank: placement after}) on 4 devices
+CHANGES = [
+    ("all_reduce", None, dict.fromkeys(range(4), "P"), dict.fromkeys(range(4), "R")),
+    ("all_gather", None, dict.fromkeys(range(4), "S(0)"), dict.fromkeys(range(4), "R")),
+    ("reduce_scatter", None, dict.fromkeys(range(4), "P"), dict.fromkeys(range(4), "S(0)")),
+    ("all_to_all", None, dict.fromkeys(range(4), "S(1)"), dict.fromkeys(range(4), "S(0)")),
+    ("broadcast", 2, {0: "-", 1: "-", 2: "R", 3: "-"}, dict.fromkeys(range(4), "R")),
+    ("reduce", 1, dict.fromkeys(range(4), "P"), {0: "-", 1: "R", 2: "-", 3: "-"}),
+]
+
+
+def placement_texts(fig, devices) -> dict:
+    return {d: texts(fig, f"placement dev{d}")[0].get_text() for d in devices}
+
+
+@pytest.mark.parametrize(("collective", "root", "before", "after"), CHANGES, ids=[c[0] for c in CHANGES])
+def test_every_frame_labels_each_box_with_its_buffers_placement(collective, root, before, after):
+    kw = {} if root is None else {"root": root}
+    anim = viz.animate_collective(collective, buffers_for(collective, 4, root), Mesh(4), **kw)
+    anim._draw_was_started = True  # its frames are drawn one by one here, not by a writer
+    last = len(anim.snapshots) - 1
+    for i in range(last + 1):
+        anim._func(i)  # draws frame i into the animation's axes
+        got = placement_texts(anim._fig, range(4))
+        if i == 0:
+            assert got == before
+        elif i == last:
+            assert got == after
+        else:  # in between: the change the collective is making
+            assert got == {d: f"{before[d]} -> {after[d]}" for d in range(4)}
+
+
+def test_show_step_labels_the_group_s_placement_on_a_2d_mesh():
+    mesh = Mesh((2, 3), names=("dp", "tp"))
+    snaps = list(tpsim.stepwise("reduce", [np.ones(2)] * 6, mesh, mesh_dim="tp", root=1))
+    fig = viz.show_step(snaps[-1], mesh, root=1)  # steps known from the schedule: the final state
+    roots = {g[1] for g in mesh.groups("tp")}
+    assert placement_texts(fig, range(6)) == {d: "R" if d in roots else "-" for d in range(6)}
+
+
+DARRAY_LABELS = [([Shard(0)], "S(0)"), ([Replicate()], "R"), ([Partial()], "P"), ([Shard(1)], "S(1)")]
+
+
+@pytest.mark.parametrize(("placements", "label"), DARRAY_LABELS)
+def test_show_darray_labels_every_block_and_device_with_the_placement(placements, label):
+    x = distribute(np.arange(12.0).reshape(3, 4), Mesh(3), placements)
+    fig = viz.show_darray(x)
+    labelled = [t for d in range(3) for t in texts(fig, f"placement dev{d}")]
+    blocks = {tuple(map(repr, local_slices(x.shape, x.mesh, x.placements, d))) for d in range(3)}
+    assert len(labelled) == len(blocks) - (label == "S(1)")  # S(1): 4 columns over 3, one piece empty
+    assert {t.get_text() for t in labelled} == {label}
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == [f"dev{d} {label}" for d in range(3)]
+
+
+def test_show_darray_labels_a_2d_mesh_placement_per_mesh_dim():
+    x = distribute(np.arange(24.0).reshape(4, 6), Mesh((2, 2)), [Shard(0), Replicate()])
+    fig = viz.show_darray(x)
+    assert {t.get_text() for d in range(4) for t in texts(fig, f"placement dev{d}")} == {"S(0),R"}
+
+
 def test_readme_gif_is_small_and_one_frame_per_step():
     gif = Path(__file__).resolve().parent.parent / "docs" / "img" / "ring_allreduce.gif"
     if not gif.exists():

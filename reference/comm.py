@@ -21,7 +21,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from reference import native, preflight, schedule_exec
+from reference import native, preflight, schedule_exec, scope
 from reference.backend import Backend
 from reference.record import CallRecord, dtype_name
 from reference.staging import is_staged
@@ -111,6 +111,7 @@ class Comm:
 
     def _collective(self, c: str, x, *, op=None, root=None, dim=None, other_dim=None, sizes=None):
         seq, start = self.calls, time.time()
+        label, direction = scope.current()
         reducing = c in ("all_reduce", "reduce", "reduce_scatter")
         op = op if reducing else None
         ndim = self._check(c, x, op, root, dim, other_dim, sizes, seq)
@@ -175,8 +176,9 @@ class Comm:
                 note,
                 start,
                 time.time(),
-                direction(),
+                direction,
                 tuple((step, self.ranks[dst], n, t0, t1) for step, dst, n, t0, t1 in sends),
+                label,
             )
         )
         return None if y is None else rebuild(y)
@@ -261,11 +263,6 @@ class Comm:
                     f"{x.shape[along]} along dim {along % x.ndim}"
                 )
         return x.ndim
-
-
-def direction() -> str:
-    """ "backward" inside autograd's backward pass (a region's backward issued the call), else "forward"."""
-    return "backward" if torch._C._current_graph_task_id() != -1 else "forward"
 
 
 def _algorithms(algorithm) -> dict[str, str]:

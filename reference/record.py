@@ -43,6 +43,7 @@ class CallRecord:
     direction: str | None = None  # "forward", or "backward" inside autograd's backward pass
     sends: tuple[tuple[int, int, int, float, float], ...] = ()  # schedule mode: (step, dst rank, bytes,
     # start, end) of every isend, dst a global rank
+    label: str | None = None  # the reference module that issued it (reference/scope.py), as tpsim's
 
 
 def dtype_name(dtype) -> str:

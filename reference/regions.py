@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from reference import scope
 from tpsim.placement import chunk_offsets, chunk_sizes
 
 
@@ -111,36 +112,36 @@ class _SequenceScatter(torch.autograd.Function):
 
 def copy_to(x: torch.Tensor, comm) -> torch.Tensor:
     """f: enter the parallel region; backward all-reduces the partial input gradients."""
-    return _CopyTo.apply(x, comm)
+    return scope.mark(_CopyTo.apply(x, comm))
 
 
 def reduce_from(x: torch.Tensor, comm) -> torch.Tensor:
     """g: all-reduce the partial sums; backward passes the replicated gradient through."""
-    return _ReduceFrom.apply(x, comm)
+    return scope.mark(_ReduceFrom.apply(x, comm))
 
 
 def gather_from(x: torch.Tensor, comm) -> torch.Tensor:
     """All-gather the last dim; backward keeps this rank's piece of the gradient."""
-    return _GatherFrom.apply(x, comm)
+    return scope.mark(_GatherFrom.apply(x, comm))
 
 
 def scatter_to(x: torch.Tensor, comm) -> torch.Tensor:
     """Keep this rank's piece of the last dim; backward all-gathers the gradient."""
-    return _ScatterTo.apply(x, comm)
+    return scope.mark(_ScatterTo.apply(x, comm))
 
 
 def sequence_gather(x: torch.Tensor, comm, dim: int = 0) -> torch.Tensor:
     """SP: all-gather the sequence dim; backward reduce-scatters the gradient along it."""
-    return _SequenceGather.apply(x, comm, dim)
+    return scope.mark(_SequenceGather.apply(x, comm, dim))
 
 
 def sequence_reduce_scatter(x: torch.Tensor, comm, dim: int = 0) -> torch.Tensor:
     """SP: reduce-scatter partial sums along the sequence dim; backward all-gathers the gradient."""
-    return _SequenceReduceScatter.apply(x, comm, dim)
+    return scope.mark(_SequenceReduceScatter.apply(x, comm, dim))
 
 
 def sequence_scatter(x: torch.Tensor, comm, dim: int = 0) -> torch.Tensor:
     """SP: keep this rank's rows of a replicated x along the sequence dim (no bytes); backward
     all-gathers the gradient (Megatron's scatter_to_sequence_parallel_region)."""
-    return _SequenceScatter.apply(x, comm, dim)
+    return scope.mark(_SequenceScatter.apply(x, comm, dim))
 

@@ -5,7 +5,8 @@
     write_traces(path, per_rank_records, sims) # reference.check --trace: path and its tpsim twin
 
 Each collective is a span on its rank's "collectives" thread, named and with args as tpsim names them
-("all_reduce (ring)", args bytes = S), so a reference trace and tpsim's load side by side in Perfetto.
+("all_reduce (ring)"; args: bytes = S, label = the module that issued it, direction), so a reference
+trace and tpsim's load side by side in Perfetto.
 Schedule mode also knows every isend: one span per send on the "send" thread, as tpsim's transfers.
 """
 
@@ -21,7 +22,7 @@ def rank_events(record) -> list[dict]:
     events = []
     for r in record:
         events.append(
-            trace_events.collective(r.op, r.algorithm, r.rank, r.start, r.end, r.nbytes, None, r.direction)
+            trace_events.collective(r.op, r.algorithm, r.rank, r.start, r.end, r.nbytes, r.label, r.direction)
         )
         for step, dst, nbytes, start, end in r.sends:
             events.append(trace_events.send(r.op, step, r.rank, dst, start, end, nbytes, None))

@@ -29,12 +29,13 @@ from tpsim.cli.args import add_output_flags, parse_sizes, positive_int
 from tpsim.cli.fit import fit
 from tpsim.cli.progress import bar
 from tpsim.collectives.algorithms import ALGORITHMS, check_algorithm
+from tpsim.collectives.kinds import Collective
 from tpsim.errors import TpsimError
 from tpsim.machine import describe_machine
 from tpsim.presets import switch
 from tpsim.report import fmt_bytes, fmt_rate, fmt_time, table
 
-COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter")
+COLLECTIVES = (Collective.ALL_REDUCE, Collective.ALL_GATHER, Collective.REDUCE_SCATTER)
 CHECKOUT = Path(tpsim.__file__).resolve().parents[1]
 
 

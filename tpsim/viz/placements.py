@@ -14,19 +14,21 @@ between the two: "P -> R".
 
 from __future__ import annotations
 
+from tpsim.collectives.kinds import Collective
+
 ON_ROOT = "R@"
 NOTHING = "-"
 ARROW = " -> "
 
 CHANGES = {
-    "all_reduce": ("P", "R"),
-    "all_gather": ("S(0)", "R"),
-    "reduce_scatter": ("P", "S(0)"),
-    "all_to_all": ("S(1)", "S(0)"),
-    "broadcast": (ON_ROOT, "R"),
-    "scatter": (ON_ROOT, "S(0)"),
-    "reduce": ("P", ON_ROOT),
-    "gather": ("S(0)", ON_ROOT),
+    Collective.ALL_REDUCE: ("P", "R"),
+    Collective.ALL_GATHER: ("S(0)", "R"),
+    Collective.REDUCE_SCATTER: ("P", "S(0)"),
+    Collective.ALL_TO_ALL: ("S(1)", "S(0)"),
+    Collective.BROADCAST: (ON_ROOT, "R"),
+    Collective.SCATTER: (ON_ROOT, "S(0)"),
+    Collective.REDUCE: ("P", ON_ROOT),
+    Collective.GATHER: ("S(0)", ON_ROOT),
 }
 
 

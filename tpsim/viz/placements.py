@@ -15,20 +15,22 @@ between the two: "P -> R".
 from __future__ import annotations
 
 from tpsim.collectives.kinds import Collective
+from tpsim.placement import Partial, Replicate, Shard
 
 ON_ROOT = "R@"
 NOTHING = "-"
 ARROW = " -> "
 
+S0, S1, R, P = Shard(0), Shard(1), Replicate(), Partial()
 CHANGES = {
-    Collective.ALL_REDUCE: ("P", "R"),
-    Collective.ALL_GATHER: ("S(0)", "R"),
-    Collective.REDUCE_SCATTER: ("P", "S(0)"),
-    Collective.ALL_TO_ALL: ("S(1)", "S(0)"),
-    Collective.BROADCAST: (ON_ROOT, "R"),
-    Collective.SCATTER: (ON_ROOT, "S(0)"),
-    Collective.REDUCE: ("P", ON_ROOT),
-    Collective.GATHER: ("S(0)", ON_ROOT),
+    Collective.ALL_REDUCE: (P, R),
+    Collective.ALL_GATHER: (S0, R),
+    Collective.REDUCE_SCATTER: (P, S0),
+    Collective.ALL_TO_ALL: (S1, S0),
+    Collective.BROADCAST: (ON_ROOT, R),
+    Collective.SCATTER: (ON_ROOT, S0),
+    Collective.REDUCE: (P, ON_ROOT),
+    Collective.GATHER: (S0, ON_ROOT),
 }
 
 
@@ -53,9 +55,9 @@ def buffer_labels(collective: str, groups, step: int, num_steps: int | None, roo
     return {d: label(collective, step, num_steps, r, root) for g in groups for r, d in enumerate(g)}
 
 
-def _on(p: str, rank: int, root: int | None) -> str:
+def _on(p, rank: int, root: int | None) -> str:
     if p != ON_ROOT:
-        return p
+        return repr(p)  # S(0), R, P: the placements' own short names
     if root is None:
         return "R@root"  # the root is not known: every rank says where the data is
     return "R" if rank == root else NOTHING

@@ -22,7 +22,7 @@ NOTHING = "-"
 ARROW = " -> "
 
 S0, S1, R, P = Shard(0), Shard(1), Replicate(), Partial()
-CHANGES = {
+CHANGES: dict[str, tuple[object, object]] = {
     Collective.ALL_REDUCE: (P, R),
     Collective.ALL_GATHER: (S0, R),
     Collective.REDUCE_SCATTER: (P, S0),

@@ -1,7 +1,7 @@
 """The reference's Chrome / Perfetto trace: the events of tpsim's trace, built from ranks' CallRecords.
 
-    events = rank_events(comm.record)          # on each rank: its part, wall-clock seconds
-    doc = trace_events.merge([events0, ...])   # in the launcher: one file, one process per rank
+    write_part(path, comm.record, rank)        # on each rank: its part, wall-clock seconds
+    merge_parts(path, world_size)              # then in one process: one file, one process per rank
     write_traces(path, per_rank_records, sims) # reference.check --trace: path and its tpsim twin
 
 Each collective is a span on its rank's "collectives" thread, named and with args as tpsim names them
@@ -12,6 +12,7 @@ Schedule mode also knows every isend: one span per send on the "send" thread, as
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tpsim import trace_events
@@ -32,6 +33,30 @@ def rank_events(record) -> list[dict]:
 def reference_document(records: list) -> dict:
     """One document from every rank's record (records[r]: rank r's CallRecords, in call order)."""
     return trace_events.merge([trace_events.tracks(range(len(records)))] + [rank_events(r) for r in records])
+
+
+def part_path(path: str, rank: int) -> str:
+    return f"{path}.rank{rank}"
+
+
+def write_part(path: str, record, rank: int) -> str:
+    """This rank's events, to merge later (any launcher: spawn, torchrun, one node or several)."""
+    events = trace_events.tracks([rank]) + rank_events(record)
+    with open(part_path(path, rank), "w") as f:
+        json.dump(events, f)
+    return part_path(path, rank)
+
+
+def merge_parts(path: str, world_size: int) -> dict:
+    """Every rank's part (`write_part`) as one trace at `path`; the parts are removed."""
+    parts = []
+    for rank in range(world_size):
+        part = Path(part_path(path, rank))
+        parts.append(json.loads(part.read_text()))
+        part.unlink()
+    doc = trace_events.merge(parts)
+    trace_events.write(doc, path)
+    return doc
 
 
 def tpsim_document(traces: list) -> dict:

@@ -10,7 +10,8 @@ import pytest
 
 from reference.cases import default_cases
 from reference.check import check
-from reference.trace import twin
+from reference.record import CallRecord
+from reference.trace import merge_parts, twin, write_part
 from tpsim import trace_events
 
 WS = 2
@@ -77,3 +78,43 @@ def test_merge_puts_every_rank_on_one_clock_from_zero():
     x = [e for e in doc["traceEvents"] if e["ph"] == "X"]
     assert [(e["pid"], e["ts"], e["dur"]) for e in x] == [(0, 0.0, 0.5e6), (1, 0.25e6, 0.25e6)]
     assert len(doc["traceEvents"]) == 1 + len(trace_events.THREADS) + 2
+
+
+def test_each_rank_writes_its_part_and_one_process_merges_them(tmp_path):
+    def call(rank, start, sends=()):
+        return CallRecord(
+            0,
+            "all_reduce",
+            (4,),
+            "float32",
+            (0, 1),
+            "schedule",
+            "ring",
+            16,
+            16,
+            32,
+            "sum",
+            None,
+            rank,
+            start=start,
+            end=start + 1e-3,
+            direction="forward",
+            sends=sends,
+            label="mlp.fc2",
+        )
+
+    path = str(tmp_path / "run.json")
+    write_part(path, [call(0, 5.0, ((0, 1, 8, 5.0, 5.0005), (1, 1, 8, 5.0005, 5.001)))], 0)
+    write_part(path, [call(1, 5.0002)], 1)
+    doc = merge_parts(path, 2)
+    assert json.loads((tmp_path / "run.json").read_text()) == doc
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]  # the parts are gone
+    x = [e for e in doc["traceEvents"] if e["ph"] == "X"]
+    assert [(e["pid"], e["tid"], e["name"]) for e in x] == [
+        (0, 0, "all_reduce (ring)"),
+        (0, 1, "all_reduce step 0 -> dev1"),
+        (0, 1, "all_reduce step 1 -> dev1"),
+        (1, 0, "all_reduce (ring)"),
+    ]
+    assert x[0]["ts"] == 0 and x[3]["ts"] == pytest.approx(200.0)  # microseconds after rank 0 started
+    assert x[0]["args"] == {"bytes": 32, "label": "mlp.fc2", "direction": "forward"}

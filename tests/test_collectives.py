@@ -277,4 +277,5 @@ def test_a_collective_named_by_its_string_runs_and_is_recorded_as_the_enum_membe
     tpsim.collectives.run_collective(name, buffers, mesh, **root)
     (record,) = mesh.trace.collectives
     assert record.collective is member and record.collective == name and f"{record.collective}" == name
+    assert repr(record.collective) == repr(name)  # records print as they did with plain names
     assert tpsim.Collective is Collective and tuple(Collective) == tpsim.collectives.schedule.COLLECTIVES

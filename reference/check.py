@@ -58,6 +58,7 @@ from reference.check_report import measure_libm, print_table, summary
 from reference.compare import NO_DIFF, Diff, Tap, diff, replay, same_bits
 from reference.launch import RankContext, RankFailed, run, under_torchrun
 from reference.record import compare_with_trace
+from reference.trace import twin, write_traces
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 
@@ -98,8 +99,10 @@ def check(
     device: str = "cpu",
     inject: bool = False,
     timeout: float = 300.0,
+    trace: str | None = None,
 ) -> dict:
-    """Run `cases` in both engines and compare; returns {"rows", "cases", "ok", ...} (see `summary`)."""
+    """Run `cases` in both engines and compare; returns {"rows", "cases", "ok", ...} (see `summary`).
+    `trace`: write the reference's Chrome trace there and tpsim's next to it (reference/trace.py)."""
     size = world_size or int(os.environ["WORLD_SIZE"])
     sims = [run_tpsim(c, size) for c in cases]
     inputs = [s.inputs for s in sims]
@@ -111,6 +114,9 @@ def check(
         case_rows.append(_case_row(sim, ranks, comm, algorithm, size))
         rows += _tensor_rows(sim, ranks, case_rows[-1])
     ok = all(r["ok"] for r in rows) and all(c["ok"] for c in case_rows)
+    if trace is not None and (not under_torchrun() or int(os.environ["RANK"]) == 0):
+        records = [[call for case in per_rank[r] for call in case["record"]] for r in range(size)]
+        write_traces(trace, records, [s.trace for s in sims])
     return dict(
         world_size=size,
         comm=comm,
@@ -211,6 +217,11 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--data", default="exact,float", help="exact, float or both (comma-separated)")
     p.add_argument("--json", default="reference_check.json", help="where to write the table as JSON")
     p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument(
+        "--trace",
+        default=None,
+        help="write the reference's Chrome/Perfetto trace here; tpsim's as NAME.tpsim.json",
+    )
     p.add_argument("--inject-mismatch", action="store_true", help="flip one bit in the reference: must fail")
     p.add_argument("--libm", action="store_true", help="also measure NumPy vs torch float32 libm differences")
     return p.parse_args(argv)
@@ -242,6 +253,7 @@ def main(argv=None) -> int:
             device=a.device,
             inject=a.inject_mismatch,
             timeout=a.timeout,
+            trace=a.trace,
         )
     except RankFailed as err:
         print(f"error: {err}", file=sys.stderr)
@@ -258,6 +270,8 @@ def main(argv=None) -> int:
         )
     pathlib.Path(a.json).write_text(json.dumps(result, indent=1, default=str))
     print(f"wrote {a.json}")
+    if a.trace:
+        print(f"wrote {a.trace} (reference) and {twin(a.trace)} (tpsim): open both in ui.perfetto.dev")
     return 0 if result["ok"] else 1
 
 

@@ -16,11 +16,12 @@ it cannot see inside gloo or NCCL.
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 import torch.distributed as dist
 
-from reference import native, preflight, schedule_exec
+from reference import native, preflight, schedule_exec, scope
 from reference.backend import Backend
 from reference.record import CallRecord, dtype_name
 from reference.staging import is_staged
@@ -109,7 +110,8 @@ class Comm:
         return self._collective("gather", x, root=dst, dim=dim, sizes=sizes)
 
     def _collective(self, c: str, x, *, op=None, root=None, dim=None, other_dim=None, sizes=None):
-        seq = self.calls
+        seq, start = self.calls, time.time()
+        label, direction = scope.current()
         reducing = c in ("all_reduce", "reduce", "reduce_scatter")
         op = op if reducing else None
         ndim = self._check(c, x, op, root, dim, other_dim, sizes, seq)
@@ -144,7 +146,7 @@ class Comm:
         flat = None if front is None else front.reshape(-1)
         device = x.device if x is not None else self.device
         backend = self.backend_for(device)
-        y, sent, received, algorithm, note = self._move(
+        y, sent, received, algorithm, note, sends = self._move(
             c, flat, rows, row_size, op, root, dtype, device, backend
         )
         if y is not None and op == "avg":
@@ -172,6 +174,11 @@ class Comm:
                 "exact" if self.mode == "schedule" else "model",
                 is_staged(backend, "send" if self.mode == "schedule" else c),
                 note,
+                start,
+                time.time(),
+                direction,
+                tuple((step, self.ranks[dst], n, t0, t1) for step, dst, n, t0, t1 in sends),
+                label,
             )
         )
         return None if y is None else rebuild(y)
@@ -194,7 +201,8 @@ class Comm:
             )
             model = build(c, None, self.size, root)
             table = _table(c, model, wire_rows, row_size)
-            return (y, *schedule_exec.count_bytes(model, table, self.rank, itemsize), model.algorithm, note)
+            sent, received = schedule_exec.count_bytes(model, table, self.rank, itemsize)
+            return y, sent, received, model.algorithm, note, ()
         schedule = build(c, self.algorithms.get(c), self.size, root)
         sent_rows = layout.wire_rows(c, rows, self.size, root) if self.padded else rows
         buf, chunks, _ = schedule_exec.buffer(
@@ -205,7 +213,7 @@ class Comm:
         y = schedule_exec.result(c, buf, chunks, self.rank, root)
         if y is not None and sent_rows != rows:
             y = schedule_exec.unpad(c, y, rows, sent_rows, row_size, self.rank, root)
-        return y, wire.sent, wire.received, schedule.algorithm, ""
+        return y, wire.sent, wire.received, schedule.algorithm, "", wire.sends
 
     def _wire_device(self, x) -> torch.device:
         if self.backend.name == "nccl":

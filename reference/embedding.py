@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from reference import regions
+from reference import regions, scope
 from reference.linear import _SequenceGatherLinear
 from reference.module import Module
 from tpsim.errors import DTypeError, ShapeError, TokenIdError
@@ -84,7 +84,7 @@ class VocabParallelLogits(Module):
                 f"but the tied table {table.name} has hidden = {table.hidden}"
             )
         if self.sequence_parallel:
-            return _SequenceGatherLinear.apply(x, table.weight, self.comm, 0)
+            return scope.mark(_SequenceGatherLinear.apply(x, table.weight, self.comm, 0))
         return torch.matmul(regions.copy_to(x, self.comm), table.weight.t())  # (s, b, h) @ (h, V'_i)
 
 

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from reference import regions
+from reference import regions, scope
 from reference.module import Module, torch_dtype
 from tpsim.errors import ShapeError, TpsimError
 from tpsim.placement import chunk_sizes
@@ -111,7 +111,7 @@ class ColumnParallelLinear(_Linear):
     def forward(self, x: torch.Tensor):
         self.check_features(x, self.in_features, "in_features")
         if self.sequence_parallel:
-            y = _SequenceGatherLinear.apply(x, self.weight, self.comm, self.seq_dim)
+            y = scope.mark(_SequenceGatherLinear.apply(x, self.weight, self.comm, self.seq_dim))
         else:
             y = torch.matmul(regions.copy_to(x, self.comm), self.weight.t())  # (..., in) @ (in, out/t)
         if self.bias is not None and not self.skip_bias_add:
@@ -137,7 +137,7 @@ class RowParallelLinear(_Linear):
             x = regions.scatter_to(x, self.comm)
         partial = torch.matmul(x, self.weight.t())  # (..., in/t) @ (in/t, out): a partial sum
         if self.sequence_parallel and self.bias is not None:
-            return _ReduceScatterAddBias.apply(partial, self.bias, self.comm, self.seq_dim)
+            return scope.mark(_ReduceScatterAddBias.apply(partial, self.bias, self.comm, self.seq_dim))
         if self.sequence_parallel:
             return regions.sequence_reduce_scatter(partial, self.comm, self.seq_dim)
         y = regions.reduce_from(partial, self.comm)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from reference import scope
 from reference.embedding import check_ids
 from reference.module import Module, narrow, widen
 from tpsim.errors import PlacementError, ShapeError, TpsimError
@@ -98,5 +99,5 @@ class VocabParallelCrossEntropy(Module):
         check_ids(self, targets, vocab, "target")
         lo = chunk_offsets(padded, t)[r]
         n = max(0, min(lo + logits.shape[-1], vocab) - lo)  # how many of my columns are real vocab
-        loss = _CrossEntropy.apply(logits, targets, self.comm, lo, n, self.eps, vocab)
+        loss = scope.mark(_CrossEntropy.apply(logits, targets, self.comm, lo, n, self.eps, vocab))
         return loss, narrow(widen(loss).sum() / loss.numel(), loss.dtype)  # as tpsim's ce_mean

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from reference import scope
 from tpsim.dtypes import bfloat16, resolve_dtype
 from tpsim.errors import ShapeError
 from tpsim.nn.init import global_weight
@@ -75,6 +76,10 @@ class Module(torch.nn.Module):
         self.comm = comm
         self.name = name or type(self).__name__
         self.device = torch.device(device) if device is not None else torch.device("cpu")
+
+    def __call__(self, *args, **kwargs):
+        with scope.module(self.name):  # collectives issued in here carry this module's name, as tpsim's
+            return super().__call__(*args, **kwargs)
 
     @property
     def tp_size(self) -> int:

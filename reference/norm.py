@@ -48,6 +48,6 @@ class LayerNorm(Module):
                              f"its last dim must be hidden = {self.hidden}")
         w, b = self.weight, self.bias
         if self.sequence_parallel:
-            w, b = regions.copy_to_params(self.comm, w, b)
+            w, b = regions.copy_to(torch.stack((w, b)), self.comm).unbind(0)  # (2, h): one all-reduce
         y = F.layer_norm(widen(x), (self.hidden,), widen(w), widen(b), self.eps)  # float32 for half precision
         return narrow(y, x.dtype)

@@ -38,6 +38,12 @@ class CallRecord:
     counted: str = "exact"  # "exact": every isend/irecv counted; "model": native, bytes of `algorithm`
     staged: bool = False  # went through the CPU (gloo with CUDA tensors)
     note: str = ""  # e.g. "uneven: padded to the longest piece"
+    start: float = 0.0  # wall clock (time.time(), seconds) when this rank entered the call ...
+    end: float = 0.0  # ... and left it
+    direction: str | None = None  # "forward", or "backward" inside autograd's backward pass
+    sends: tuple[tuple[int, int, int, float, float], ...] = ()  # schedule mode: (step, dst rank, bytes,
+    # start, end) of every isend, dst a global rank
+    label: str | None = None  # the reference module that issued it (reference/scope.py), as tpsim's
 
 
 def dtype_name(dtype) -> str:

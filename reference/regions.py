@@ -9,8 +9,9 @@ On the tensor-parallel group of t ranks (a `reference.comm.Comm`), each a conjug
     sequence_gather          forward: all-gather(seq)  backward: reduce-scatter(seq) (SP)
     sequence_reduce_scatter  forward: reduce-scatter   backward: all-gather(seq)     (SP)
     sequence_scatter         forward: keep my rows     backward: all-gather(seq)     (SP, GPT embedding)
-    copy_to_params           forward: identity         backward: one all-reduce of the params' grads,
-                                                       fused (SP: LayerNorm's [dw; db], a row bias's db)
+
+Replicated params used on a sequence shard (LayerNorm under SP) have partial grads: the layer runs
+copy_to once on torch.stack of them, so one all-reduce carries them all, as tpsim's stacked buffer.
 
 Pieces follow the torch.chunk rule, as tpsim's placements do, so uneven splits are allowed.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from reference import scope
 from tpsim.placement import chunk_offsets, chunk_sizes
 
 
@@ -108,56 +110,38 @@ class _SequenceScatter(torch.autograd.Function):
         return c.all_gather(dy.contiguous(), dim=ctx.dim, sizes=chunk_sizes(ctx.full, c.size)), None, None
 
 
-class _CopyToParams(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, comm, *params):
-        ctx.comm, ctx.shapes = comm, [p.shape for p in params]
-        return tuple(p.view_as(p) for p in params)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        grads = [torch.zeros(s, dtype=g.dtype, device=g.device) if g is None else g
-                 for s, g in zip(ctx.shapes, grads, strict=True)]
-        fused = ctx.comm.all_reduce(torch.stack(grads))  # (k, ...): one all-reduce for all k grads
-        return (None, *fused.unbind(0))
-
-
 def copy_to(x: torch.Tensor, comm) -> torch.Tensor:
     """f: enter the parallel region; backward all-reduces the partial input gradients."""
-    return _CopyTo.apply(x, comm)
+    return scope.mark(_CopyTo.apply(x, comm))
 
 
 def reduce_from(x: torch.Tensor, comm) -> torch.Tensor:
     """g: all-reduce the partial sums; backward passes the replicated gradient through."""
-    return _ReduceFrom.apply(x, comm)
+    return scope.mark(_ReduceFrom.apply(x, comm))
 
 
 def gather_from(x: torch.Tensor, comm) -> torch.Tensor:
     """All-gather the last dim; backward keeps this rank's piece of the gradient."""
-    return _GatherFrom.apply(x, comm)
+    return scope.mark(_GatherFrom.apply(x, comm))
 
 
 def scatter_to(x: torch.Tensor, comm) -> torch.Tensor:
     """Keep this rank's piece of the last dim; backward all-gathers the gradient."""
-    return _ScatterTo.apply(x, comm)
+    return scope.mark(_ScatterTo.apply(x, comm))
 
 
 def sequence_gather(x: torch.Tensor, comm, dim: int = 0) -> torch.Tensor:
     """SP: all-gather the sequence dim; backward reduce-scatters the gradient along it."""
-    return _SequenceGather.apply(x, comm, dim)
+    return scope.mark(_SequenceGather.apply(x, comm, dim))
 
 
 def sequence_reduce_scatter(x: torch.Tensor, comm, dim: int = 0) -> torch.Tensor:
     """SP: reduce-scatter partial sums along the sequence dim; backward all-gathers the gradient."""
-    return _SequenceReduceScatter.apply(x, comm, dim)
+    return scope.mark(_SequenceReduceScatter.apply(x, comm, dim))
 
 
 def sequence_scatter(x: torch.Tensor, comm, dim: int = 0) -> torch.Tensor:
     """SP: keep this rank's rows of a replicated x along the sequence dim (no bytes); backward
     all-gathers the gradient (Megatron's scatter_to_sequence_parallel_region)."""
-    return _SequenceScatter.apply(x, comm, dim)
+    return scope.mark(_SequenceScatter.apply(x, comm, dim))
 
-
-def copy_to_params(comm, *params: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Replicated params used on a sequence shard: their grads are partial sums, all-reduced fused."""
-    return _CopyToParams.apply(comm, *params)

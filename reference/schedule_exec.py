@@ -20,6 +20,7 @@ Bytes are counted exactly: every isend and irecv, its payload, no padding (tpsim
 
 from __future__ import annotations
 
+import time
 import weakref
 from dataclasses import dataclass
 
@@ -72,18 +73,22 @@ class Wire:
     def __init__(self, group, device: torch.device, staged: bool):
         self.group, self.device, self.staged = group, device, staged
         self.sent = self.received = 0
+        self.step = 0  # the schedule step now running (set by `execute`)
+        self.sends: list[tuple[int, int, int, float, float]] = []  # (step, group dst, bytes, start, end)
 
     def exchange(
         self, sends: list[tuple[int, int, torch.Tensor]], recvs: list[tuple[int, int, int, torch.dtype]]
     ):
         """Post every send (tag, peer, tensor) and receive (tag, peer, numel, dtype); wait for all;
         return the received tensors on this rank's device, in `recvs` order."""
-        works, inbox = [], []
+        works, inbox, posted = [], [], []
+        start = time.time()
         for tag, peer, t in sends:
             if t.numel():  # an empty chunk crosses nothing (both ends know its length)
                 payload = t.to("cpu", copy=True) if self.staged else t.contiguous()
                 works.append(dist.isend(payload, group=self.group, group_dst=peer, tag=tag))
                 self.sent += t.numel() * t.element_size()
+                posted.append((peer, t.numel() * t.element_size()))
         for tag, peer, numel, dtype in recvs:
             buf = torch.empty(numel, dtype=dtype, device="cpu" if self.staged else self.device)
             if numel:
@@ -92,13 +97,16 @@ class Wire:
             inbox.append(buf)
         for w in works:
             w.wait()
+        end = time.time()
+        self.sends += [(self.step, peer, n, start, end) for peer, n in posted]
         return [b.to(self.device) if self.staged else b for b in inbox]
 
 
 def execute(schedule: Schedule, chunks: list[torch.Tensor], rank: int, op: str, wire: Wire) -> None:
     """Run `schedule` in place on this rank's chunk views (1-d tensors, lengths from the chunk table)."""
     ordered = op in ("max", "min")
-    for step in rank_plan(schedule, rank):
+    for i, step in enumerate(rank_plan(schedule, rank)):
+        wire.step = i
         sends = [(tag, dst, _joined(chunks, ids)) for tag, dst, ids in step.sends]
         recvs = [
             (tag, src, sum(len(chunks[c]) for c in ids), chunks[0].dtype) for tag, src, ids, _ in step.recvs

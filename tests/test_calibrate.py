@@ -11,12 +11,16 @@ from hypothesis import strategies as st
 
 from tpsim.cli import main
 from tpsim.cli.fit import FitError, coefficients, fit
-from tpsim.collectives import costs
+from tpsim.collectives import Collective, costs
 from tpsim.collectives.algorithms import ALGORITHMS
 from tpsim.topology import Topology
 
 SIZES = [1 << k for k in range(10, 27, 2)]
-PAIRS = [(c, a) for c in ("all_reduce", "all_gather", "reduce_scatter") for a in ALGORITHMS[c]]
+PAIRS = [
+    (c, a)
+    for c in (Collective.ALL_REDUCE, Collective.ALL_GATHER, Collective.REDUCE_SCATTER)
+    for a in ALGORITHMS[c]
+]
 
 
 @given(st.sampled_from(PAIRS), st.integers(2, 9), st.floats(1e-7, 1e-3), st.floats(1e8, 1e12))
@@ -30,7 +34,7 @@ def test_fit_recovers_alpha_and_beta_from_the_closed_form(pair, p, alpha, bandwi
 
 
 def test_coefficients_of_the_ring_all_reduce():
-    a, b = coefficients("all_reduce", "ring", 4, [1024, 4096])
+    a, b = coefficients(Collective.ALL_REDUCE, "ring", 4, [1024, 4096])
     assert a.tolist() == [6, 6] and b.tolist() == [
         6 / 4 * 1024,
         6 / 4 * 4096,
@@ -39,12 +43,12 @@ def test_coefficients_of_the_ring_all_reduce():
 
 def test_fit_keeps_alpha_and_beta_non_negative():
     # times that fall with size: least squares would want beta < 0; the fit puts it at 0
-    f = fit("all_reduce", "ring", 2, [1024, 1 << 20], [2e-3, 1e-3])
+    f = fit(Collective.ALL_REDUCE, "ring", 2, [1024, 1 << 20], [2e-3, 1e-3])
     assert f["beta"] == 0 and f["bandwidth"] is None and f["alpha"] > 0
     with pytest.raises(FitError, match="at least 2 sizes"):
-        fit("all_reduce", "ring", 2, [1024], [1e-3])
+        fit(Collective.ALL_REDUCE, "ring", 2, [1024], [1e-3])
     with pytest.raises(FitError, match="finite and > 0"):
-        fit("all_reduce", "ring", 2, [1024, 2048], [1e-3, 0.0])
+        fit(Collective.ALL_REDUCE, "ring", 2, [1024, 2048], [1e-3, 0.0])
 
 
 # Measured times are checked for units only (seconds: a 2-rank gloo call takes more than 1 us and less
@@ -70,7 +74,7 @@ def test_calibrate_small_sweep_writes_a_usable_topology(tmp_path, capsys):
                 "--statistic",
                 "min",
                 "--collectives",
-                "all_reduce",
+                Collective.ALL_REDUCE,
                 "--device",
                 "cpu",
                 "--out",
@@ -89,7 +93,7 @@ def test_calibrate_small_sweep_writes_a_usable_topology(tmp_path, capsys):
         )
         assert PLAUSIBLE_S[0] < q["measured"] < PLAUSIBLE_S[1]
     sizes, measured = [q["size"] for q in ring["points"]], [q["measured"] for q in ring["points"]]
-    refit = fit("all_reduce", "ring", 2, sizes, measured)
+    refit = fit(Collective.ALL_REDUCE, "ring", 2, sizes, measured)
     assert ring["alpha"] == pytest.approx(refit["alpha"]) and ring["beta"] == pytest.approx(refit["beta"])
     doc = json.loads(out.read_text())
     assert doc["machine"]["cpu"] and doc["calibration"]["backend"]["name"] == "gloo"
@@ -120,3 +124,13 @@ def test_calibrate_small_sweep_writes_a_usable_topology(tmp_path, capsys):
     assert c["time"] == pytest.approx(
         point["predicted"]
     )  # the simulator on the file predicts what the fit does
+
+
+def test_calibrate_without_the_reference_says_to_run_from_the_checkout(monkeypatch):
+    import sys
+
+    from tpsim.cli.calibrate import CalibrationError, measure
+
+    monkeypatch.setitem(sys.modules, "reference.launch", None)  # as if run outside the checkout
+    with pytest.raises(CalibrationError, match=r"run it from the checkout's root: cd .* python -m tpsim"):
+        measure(None, [], [])

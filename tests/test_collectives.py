@@ -13,16 +13,17 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import tpsim
 from tpsim import Mesh, MetaArray
+from tpsim.collectives import Collective
 from tpsim.collectives.algorithms import ALGORITHMS
 from tpsim.collectives.costs import bytes_sent_per_rank, wire_size
 
 PAIRS = [(c, a) for c, names in ALGORITHMS.items() for a in names]
 FLOATS = [np.float16, np.float32, np.float64, tpsim.bfloat16]
 DTYPES = [*FLOATS, np.int32, np.int64]
-REDUCING = ("all_reduce", "reduce", "reduce_scatter")
-ROOTED = ("reduce", "broadcast", "scatter", "gather")
-GATHERING = ("all_gather", "gather")
-REPLICATED = ("all_reduce", "all_gather", "broadcast")
+REDUCING = (Collective.ALL_REDUCE, Collective.REDUCE, Collective.REDUCE_SCATTER)
+ROOTED = (Collective.REDUCE, Collective.BROADCAST, Collective.SCATTER, Collective.GATHER)
+GATHERING = (Collective.ALL_GATHER, Collective.GATHER)
+REPLICATED = (Collective.ALL_REDUCE, Collective.ALL_GATHER, Collective.BROADCAST)
 PLAIN = {"sum": np.sum, "avg": np.mean, "max": np.max, "min": np.min, "prod": np.prod}
 
 
@@ -41,14 +42,16 @@ def definition(collective: str, x: list[np.ndarray], op: str = "sum", root: int 
     if collective in REDUCING:
         total = PLAIN[op](np.stack(x).astype(np.float64), axis=0).astype(x[0].dtype)
     return {
-        "all_reduce": lambda: [total] * p,
-        "reduce": lambda: [total if r == root else None for r in everyone],
-        "reduce_scatter": lambda: pieces(total, p),
-        "all_gather": lambda: [np.concatenate(x)] * p,
-        "gather": lambda: [np.concatenate(x) if r == root else None for r in everyone],
-        "broadcast": lambda: [x[root]] * p,
-        "scatter": lambda: pieces(x[root], p),
-        "all_to_all": lambda: [np.concatenate([pieces(x[i], p)[j] for i in everyone]) for j in everyone],
+        Collective.ALL_REDUCE: lambda: [total] * p,
+        Collective.REDUCE: lambda: [total if r == root else None for r in everyone],
+        Collective.REDUCE_SCATTER: lambda: pieces(total, p),
+        Collective.ALL_GATHER: lambda: [np.concatenate(x)] * p,
+        Collective.GATHER: lambda: [np.concatenate(x) if r == root else None for r in everyone],
+        Collective.BROADCAST: lambda: [x[root]] * p,
+        Collective.SCATTER: lambda: pieces(x[root], p),
+        Collective.ALL_TO_ALL: lambda: [
+            np.concatenate([pieces(x[i], p)[j] for i in everyone]) for j in everyone
+        ],
     }[collective]()
 
 
@@ -139,14 +142,14 @@ def test_every_rank_of_a_replicated_result_holds_the_same_bits(collective, algor
 
 
 SENT = {  # bytes each rank sends over links, as a fraction of S, when the buffer splits evenly over p
-    ("all_reduce", "ring"): lambda p: Fraction(2 * (p - 1), p),
-    ("all_reduce", "direct"): lambda p: Fraction(p - 1),  # the whole buffer to each peer
-    ("reduce_scatter", "ring"): lambda p: Fraction(p - 1, p),
-    ("reduce_scatter", "direct"): lambda p: Fraction(p - 1, p),
-    ("all_gather", "ring"): lambda p: Fraction(p - 1, p),
-    ("all_gather", "direct"): lambda p: Fraction(p - 1, p),
-    ("all_to_all", "pairwise"): lambda p: Fraction(p - 1, p),
-    ("all_to_all", "direct"): lambda p: Fraction(p - 1, p),
+    (Collective.ALL_REDUCE, "ring"): lambda p: Fraction(2 * (p - 1), p),
+    (Collective.ALL_REDUCE, "direct"): lambda p: Fraction(p - 1),  # the whole buffer to each peer
+    (Collective.REDUCE_SCATTER, "ring"): lambda p: Fraction(p - 1, p),
+    (Collective.REDUCE_SCATTER, "direct"): lambda p: Fraction(p - 1, p),
+    (Collective.ALL_GATHER, "ring"): lambda p: Fraction(p - 1, p),
+    (Collective.ALL_GATHER, "direct"): lambda p: Fraction(p - 1, p),
+    (Collective.ALL_TO_ALL, "pairwise"): lambda p: Fraction(p - 1, p),
+    (Collective.ALL_TO_ALL, "direct"): lambda p: Fraction(p - 1, p),
 }
 
 
@@ -159,12 +162,12 @@ def test_bytes_sent_per_rank(collective, algorithm, p, even, dtype, data):
     follow the torch.chunk rule, pieces of ceil(n / p): unpadded, an uneven length shifts bytes between
     ranks, not the total."""
     m = data.draw(st.integers(0, 12))
-    if collective == "all_gather":  # rank j's buffer is chunk j: evenly means equal lengths
+    if collective == Collective.ALL_GATHER:  # rank j's buffer is chunk j: evenly means equal lengths
         lengths = [m] * p if even else data.draw(st.lists(st.integers(0, 12), min_size=p, max_size=p))
     else:
         lengths = [m * p if even else data.draw(st.integers(0, 40))] * p
     x = [np.zeros(n, dtype) for n in lengths]
-    size = sum(a.nbytes for a in x) if collective == "all_gather" else x[0].nbytes
+    size = sum(a.nbytes for a in x) if collective == Collective.ALL_GATHER else x[0].nbytes
     padded = wire_size(collective, p, lengths, np.dtype(dtype).itemsize)  # what gloo and NCCL send
     fraction = SENT[collective, algorithm](p)
     for kw, wire in (({}, padded), ({"padded": False}, size)):
@@ -177,7 +180,7 @@ def test_bytes_sent_per_rank(collective, algorithm, p, even, dtype, data):
             assert wire == size
             assert sent == [fraction * size] * p
             assert sent[0] == pytest.approx(bytes_sent_per_rank(collective, algorithm, p, size))
-        elif collective in ("all_gather", "reduce_scatter") and not kw:
+        elif collective in (Collective.ALL_GATHER, Collective.REDUCE_SCATTER) and not kw:
             assert sent == [fraction * wire] * p  # padding makes every rank's share equal again
 
 
@@ -261,3 +264,18 @@ def test_shape_only_runs_cost_what_data_runs_cost(collective, algorithm, data):
     assert meta_mesh.trace.collectives[-1].time == data_mesh.trace.collectives[-1].time
     assert meta_mesh.clock == data_mesh.clock
     assert [d.peak for d in meta_mesh.devices] == [d.peak for d in data_mesh.devices]
+
+
+@pytest.mark.parametrize("name", [c.value for c in Collective])
+def test_a_collective_named_by_its_string_runs_and_is_recorded_as_the_enum_member(name):
+    mesh, member = Mesh(3), Collective(name)
+    root = {"root": 1} if member in ROOTED else {}
+    buffers = [
+        np.arange(6.0) if member not in (Collective.BROADCAST, Collective.SCATTER) or d == 1 else None
+        for d in range(3)
+    ]
+    tpsim.collectives.run_collective(name, buffers, mesh, **root)
+    (record,) = mesh.trace.collectives
+    assert record.collective is member and record.collective == name and f"{record.collective}" == name
+    assert repr(record.collective) == repr(name)  # records print as they did with plain names
+    assert tpsim.Collective is Collective and tuple(Collective) == tpsim.collectives.schedule.COLLECTIVES

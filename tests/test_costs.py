@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tpsim.collectives import Collective
 from tpsim.collectives.algorithms import ALGORITHMS, build
 from tpsim.collectives.costs import COSTS, bus_bandwidth_factor, bytes_sent_per_rank, cost
 from tpsim.collectives.schedule import ROOTED
@@ -13,21 +14,23 @@ from tpsim.errors import AlgorithmError, ShapeError, TopologyError, WorldSizeErr
 
 PAIRS = [(c, a) for c, names in ALGORITHMS.items() for a in names]
 SYMMETRIC = [
-    ("all_reduce", "ring"),
-    ("reduce_scatter", "ring"),
-    ("all_gather", "ring"),
-    ("all_reduce", "direct"),
-    ("reduce_scatter", "direct"),
-    ("all_gather", "direct"),
-    ("all_to_all", "direct"),
-    ("all_to_all", "pairwise"),
+    (Collective.ALL_REDUCE, "ring"),
+    (Collective.REDUCE_SCATTER, "ring"),
+    (Collective.ALL_GATHER, "ring"),
+    (Collective.ALL_REDUCE, "direct"),
+    (Collective.REDUCE_SCATTER, "direct"),
+    (Collective.ALL_GATHER, "direct"),
+    (Collective.ALL_TO_ALL, "direct"),
+    (Collective.ALL_TO_ALL, "pairwise"),
 ]
 ALPHA, BW, S = 2.0, 4.0, 48.0  # S/p is exact for p = 3, 4, 6
 
 
 def chunk_bytes(schedule, nbytes: float) -> float:
     """Bytes per chunk: S is one rank's input, so p chunks for all_to_all (p more are output slots)."""
-    return nbytes / (schedule.world_size if schedule.collective == "all_to_all" else schedule.num_chunks)
+    return nbytes / (
+        schedule.world_size if schedule.collective == Collective.ALL_TO_ALL else schedule.num_chunks
+    )
 
 
 def schedule_cost(schedule, nbytes: float, alpha: float, bandwidth: float) -> float:
@@ -53,21 +56,26 @@ def test_every_registered_algorithm_has_a_cost():
 @pytest.mark.parametrize(
     "collective, algorithm, p, seconds",
     [
-        ("all_reduce", "ring", 4, 2 * 3 * (2 + 3)),  # 2(p-1) steps of alpha + S/p/bw = 2 + 3
-        ("all_reduce", "halving_doubling", 4, 2 * 2 * 2 + 2 * 3 / 4 * 12),
-        ("all_reduce", "halving_doubling", 6, 2 * 2 * 2 + 2 * 3 / 4 * 12 + 2 * (2 + 12)),  # p' = 4, folded
-        ("all_reduce", "tree", 6, 2 * 3 * (2 + 12)),
-        ("all_reduce", "direct", 6, 2 + 12),
-        ("reduce_scatter", "ring", 4, 3 * (2 + 3)),
-        ("reduce_scatter", "recursive_halving", 4, 2 * 2 + 3 / 4 * 12),
-        ("reduce_scatter", "recursive_halving", 6, (2 + 2 * 2) + (2 + 4 * 2) + (2 + 12) + (2 + 2)),
-        ("all_gather", "recursive_doubling", 6, (2 + 2 * 2) + (2 + 4 * 2) + (2 + 2) + (2 + 5 * 2)),
-        ("all_gather", "direct", 4, 2 + 3),
-        ("broadcast", "tree", 5, 3 * (2 + 12)),
-        ("scatter", "tree", 6, 3 * 2 + 5 / 6 * 12),
-        ("gather", "direct", 3, 2 + 4),
-        ("all_to_all", "pairwise", 4, 3 * (2 + 3)),
-        ("all_to_all", "direct", 4, 2 + 3),
+        (Collective.ALL_REDUCE, "ring", 4, 2 * 3 * (2 + 3)),  # 2(p-1) steps of alpha + S/p/bw = 2 + 3
+        (Collective.ALL_REDUCE, "halving_doubling", 4, 2 * 2 * 2 + 2 * 3 / 4 * 12),
+        (
+            Collective.ALL_REDUCE,
+            "halving_doubling",
+            6,
+            2 * 2 * 2 + 2 * 3 / 4 * 12 + 2 * (2 + 12),
+        ),  # p' = 4, folded
+        (Collective.ALL_REDUCE, "tree", 6, 2 * 3 * (2 + 12)),
+        (Collective.ALL_REDUCE, "direct", 6, 2 + 12),
+        (Collective.REDUCE_SCATTER, "ring", 4, 3 * (2 + 3)),
+        (Collective.REDUCE_SCATTER, "recursive_halving", 4, 2 * 2 + 3 / 4 * 12),
+        (Collective.REDUCE_SCATTER, "recursive_halving", 6, (2 + 2 * 2) + (2 + 4 * 2) + (2 + 12) + (2 + 2)),
+        (Collective.ALL_GATHER, "recursive_doubling", 6, (2 + 2 * 2) + (2 + 4 * 2) + (2 + 2) + (2 + 5 * 2)),
+        (Collective.ALL_GATHER, "direct", 4, 2 + 3),
+        (Collective.BROADCAST, "tree", 5, 3 * (2 + 12)),
+        (Collective.SCATTER, "tree", 6, 3 * 2 + 5 / 6 * 12),
+        (Collective.GATHER, "direct", 3, 2 + 4),
+        (Collective.ALL_TO_ALL, "pairwise", 4, 3 * (2 + 3)),
+        (Collective.ALL_TO_ALL, "direct", 4, 2 + 3),
     ],
 )
 def test_hand_computed(collective, algorithm, p, seconds):
@@ -77,7 +85,7 @@ def test_hand_computed(collective, algorithm, p, seconds):
 def test_ring_all_reduce_textbook_form():
     p, nbytes, alpha, bw = 8, 1 << 30, 5e-6, 100e9
     expected = 2 * (p - 1) * alpha + 2 * (p - 1) / p * nbytes / bw
-    assert cost("all_reduce", "ring", p, nbytes, alpha, bw) == pytest.approx(expected)
+    assert cost(Collective.ALL_REDUCE, "ring", p, nbytes, alpha, bw) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("collective, algorithm", PAIRS)
@@ -117,37 +125,37 @@ def test_bytes_sent_per_rank_matches_the_schedule(collective, algorithm, p):
 
 
 def test_bytes_sent_per_rank_closed_forms():
-    assert bytes_sent_per_rank("all_reduce", "ring", 4, S) == 2 * 3 / 4 * S
-    assert bytes_sent_per_rank("all_gather", "ring", 4, S) == 3 / 4 * S
-    assert bytes_sent_per_rank("all_reduce", "direct", 4, S) == 3 * S
-    assert bytes_sent_per_rank("all_reduce", None, 1, S) == 0.0
+    assert bytes_sent_per_rank(Collective.ALL_REDUCE, "ring", 4, S) == 2 * 3 / 4 * S
+    assert bytes_sent_per_rank(Collective.ALL_GATHER, "ring", 4, S) == 3 / 4 * S
+    assert bytes_sent_per_rank(Collective.ALL_REDUCE, "direct", 4, S) == 3 * S
+    assert bytes_sent_per_rank(Collective.ALL_REDUCE, None, 1, S) == 0.0
 
 
 def test_bus_bandwidth_factor():
     factors = {c: bus_bandwidth_factor(c, 8) for c in ALGORITHMS}
     assert factors == {
-        "all_reduce": 1.75,
-        "reduce": 1.0,
-        "reduce_scatter": 0.875,
-        "all_gather": 0.875,
-        "broadcast": 1.0,
-        "scatter": 0.875,
-        "gather": 0.875,
-        "all_to_all": 0.875,
+        Collective.ALL_REDUCE: 1.75,
+        Collective.REDUCE: 1.0,
+        Collective.REDUCE_SCATTER: 0.875,
+        Collective.ALL_GATHER: 0.875,
+        Collective.BROADCAST: 1.0,
+        Collective.SCATTER: 0.875,
+        Collective.GATHER: 0.875,
+        Collective.ALL_TO_ALL: 0.875,
     }
-    assert bus_bandwidth_factor("all_reduce", 1) == 0.0
+    assert bus_bandwidth_factor(Collective.ALL_REDUCE, 1) == 0.0
 
 
 def test_bad_inputs():
     with pytest.raises(AlgorithmError, match="'rng'"):
-        cost("all_reduce", "rng", 4, S, ALPHA, BW)
+        cost(Collective.ALL_REDUCE, "rng", 4, S, ALPHA, BW)
     with pytest.raises(AlgorithmError, match="'allreduce'"):
         bus_bandwidth_factor("allreduce", 4)
     with pytest.raises(WorldSizeError, match="got 0"):
-        cost("all_reduce", "ring", 0, S, ALPHA, BW)
+        cost(Collective.ALL_REDUCE, "ring", 0, S, ALPHA, BW)
     with pytest.raises(ShapeError, match="got -1"):
-        cost("all_reduce", "ring", 4, -1, ALPHA, BW)
+        cost(Collective.ALL_REDUCE, "ring", 4, -1, ALPHA, BW)
     with pytest.raises(TopologyError, match="bandwidth=0"):
-        cost("all_reduce", "ring", 4, S, ALPHA, 0)
+        cost(Collective.ALL_REDUCE, "ring", 4, S, ALPHA, 0)
     with pytest.raises(AlgorithmError, match="tree broadcast"):
-        bytes_sent_per_rank("broadcast", "tree", 4, S)
+        bytes_sent_per_rank(Collective.BROADCAST, "tree", 4, S)

@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 from numpy.testing import assert_allclose, assert_array_equal
 
 from tpsim import Mesh, Partial, Replicate, Shard, distribute, from_local, meta
+from tpsim.collectives import Collective
 from tpsim.errors import OutOfMemoryError, PlacementError
 
 R = Replicate()
@@ -108,8 +109,8 @@ def needs(src, dst) -> list[str]:
     if src == dst or src.is_replicate():
         return []
     if src.is_partial():
-        return ["all_reduce"] if dst.is_replicate() else ["reduce_scatter"]
-    return ["all_gather"] if dst.is_replicate() else ["all_to_all"]
+        return [Collective.ALL_REDUCE] if dst.is_replicate() else [Collective.REDUCE_SCATTER]
+    return [Collective.ALL_GATHER] if dst.is_replicate() else [Collective.ALL_TO_ALL]
 
 
 def refused(src, dst) -> bool:
@@ -283,4 +284,4 @@ def test_uneven_shard_to_shard_is_an_all_to_all_that_lands_dtensors_layout(shape
     y = distribute(x, mesh, Shard(0)).redistribute(Shard(1))
     assert [s.shape for s in y.shards] == [s.shape for s in distribute(x, Mesh(p), Shard(1)).shards]
     assert_array_equal(y.full(), x)
-    assert [c.collective for c in mesh.trace.collectives] == ["all_to_all"]
+    assert [c.collective for c in mesh.trace.collectives] == [Collective.ALL_TO_ALL]

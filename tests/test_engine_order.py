@@ -17,12 +17,12 @@ from numpy.testing import assert_array_equal
 
 import tpsim
 from tpsim import Mesh
-from tpsim.collectives import engine
+from tpsim.collectives import Collective, engine
 from tpsim.collectives.algorithms import ALGORITHMS, build
 
 PAIRS = [(c, a) for c, names in ALGORITHMS.items() for a in names]
-REDUCING = ("all_reduce", "reduce", "reduce_scatter")
-ROOTED = ("reduce", "broadcast", "scatter", "gather")
+REDUCING = (Collective.ALL_REDUCE, Collective.REDUCE, Collective.REDUCE_SCATTER)
+ROOTED = (Collective.REDUCE, Collective.BROADCAST, Collective.SCATTER, Collective.GATHER)
 UFUNCS = {"sum": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum}
 
 
@@ -37,9 +37,9 @@ def initial_chunks(schedule, x: list[np.ndarray]) -> list[list]:
     p, k, root = schedule.world_size, schedule.num_chunks, schedule.root
     if schedule.collective in REDUCING:
         return [pieces(x[r], k) for r in range(p)]
-    if schedule.collective in ("all_gather", "gather"):
+    if schedule.collective in (Collective.ALL_GATHER, Collective.GATHER):
         return [[x[r] if c == r else None for c in range(k)] for r in range(p)]
-    if schedule.collective in ("broadcast", "scatter"):
+    if schedule.collective in (Collective.BROADCAST, Collective.SCATTER):
         return [pieces(x[root], k) if r == root else [None] * k for r in range(p)]
     return [pieces(x[r], p) + [None] * p for r in range(p)]  # all_to_all
 
@@ -101,7 +101,7 @@ def random_floats(dtype, n: int):
 def test_engine_matches_the_naive_interpreter_bitwise(collective, algorithm, p, dtype, op, data):
     """Random floats, every collective and algorithm, p = 1..9, any root, lengths below, at and above p."""
     schedule = build(collective, algorithm, p, data.draw(st.integers(0, p - 1)))
-    if collective in ("all_gather", "gather"):  # rank j's buffer is chunk j, of any length
+    if collective in (Collective.ALL_GATHER, Collective.GATHER):  # rank j's buffer is chunk j, of any length
         lengths = data.draw(st.lists(st.integers(0, 5), min_size=p, max_size=p))
     else:
         lengths = [data.draw(st.integers(0, 3 * p + 2))] * p
@@ -118,10 +118,10 @@ def test_big_chunks_take_the_in_place_path_with_the_same_bits(collective, algori
     schedule = build(collective, algorithm, p, p - 1)
     chunk = 270_001  # float32 elements in the longest chunk
     assert chunk * 4 >= engine.BIG_CHUNK_BYTES
-    if collective in ("all_gather", "gather"):  # each buffer is one chunk
+    if collective in (Collective.ALL_GATHER, Collective.GATHER):  # each buffer is one chunk
         n = chunk
     else:  # the buffer is cut into num_chunks (all_to_all: p) pieces of ceil(n / pieces) = chunk
-        n = (chunk - 1) * (p if collective == "all_to_all" else schedule.num_chunks) + 1
+        n = (chunk - 1) * (p if collective == Collective.ALL_TO_ALL else schedule.num_chunks) + 1
     rng = np.random.default_rng(p)
     x = [rng.standard_normal(n, dtype=np.float32) * (rng.random(n) < 0.5) for _ in range(p)]  # half ±0.0
     want = results_of(schedule, interpret(schedule, initial_chunks(schedule, x), op))
@@ -147,9 +147,10 @@ def contributors(collective: str, p: int, root: int, chunk: int) -> frozenset:
     """The devices whose data result chunk `chunk` must contain."""
     if collective in REDUCING:
         return frozenset(range(p))
-    if collective in ("broadcast", "scatter"):
+    if collective in (Collective.BROADCAST, Collective.SCATTER):
         return frozenset({root})
-    return frozenset({chunk - p if collective == "all_to_all" else chunk})  # whose piece landed there
+    # whose piece landed there
+    return frozenset({chunk - p if collective == Collective.ALL_TO_ALL else chunk})
 
 
 @pytest.mark.parametrize("collective, algorithm", PAIRS)
@@ -182,5 +183,5 @@ def test_stepwise_shows_every_step_from_the_start_to_the_results(collective, alg
 
 def test_stepwise_all_reduce_ends_with_every_device_in_every_chunk():
     x = [np.full(10, r, np.float32) for r in range(5)]
-    *_, last = tpsim.stepwise("all_reduce", x, Mesh(5))
+    *_, last = tpsim.stepwise(Collective.ALL_REDUCE, x, Mesh(5))
     assert all(chunk == frozenset(range(5)) for holds in last.holds.values() for chunk in holds)

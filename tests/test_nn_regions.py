@@ -44,6 +44,8 @@ REGIONS = [
     ("sequence_gather_backward", P, Shard(SEQ), "reduce_scatter"),
     ("sequence_reduce_scatter", P, Shard(SEQ), "reduce_scatter"),
     ("sequence_reduce_scatter_backward", Shard(SEQ), R, "all_gather"),
+    ("sequence_scatter", R, Shard(SEQ), None),
+    ("sequence_scatter_backward", Shard(SEQ), R, "all_gather"),
 ]
 
 

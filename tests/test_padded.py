@@ -15,6 +15,7 @@ import torch
 import tpsim
 from reference.comm import Comm
 from reference.launch import spawn
+from tpsim.collectives import Collective
 from tpsim.collectives.costs import wire_size
 from tpsim.errors import AlgorithmError
 
@@ -26,7 +27,7 @@ COLS = 24
 
 def inputs(collective: str) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
-    rows = GATHER_ROWS if collective == "all_gather" else [SCATTER_ROWS] * P
+    rows = GATHER_ROWS if collective == Collective.ALL_GATHER else [SCATTER_ROWS] * P
     return [rng.integers(-8, 9, (n, COLS)).astype(np.float32) for n in rows]
 
 
@@ -34,7 +35,7 @@ def _ranks(ctx, modes):
     out = []
     for mode, padded in modes:
         row = {}
-        for c in ("all_gather", "reduce_scatter"):
+        for c in (Collective.ALL_GATHER, Collective.REDUCE_SCATTER):
             comm = Comm(mode=mode, algorithm={c: "ring"}, padded=padded)
             y = getattr(comm, c)(torch.from_numpy(inputs(c)[ctx.rank]), dim=0)
             row[c] = (y.numpy(), comm.bytes_sent)
@@ -53,7 +54,7 @@ def test_native_and_schedule_send_tpsims_bytes_padded_and_schedule_can_go_unpadd
     modes = [("native", True), ("schedule", True), ("schedule", False)]
     got = spawn(_ranks, P, modes, device="cpu", timeout=120)
     for m, (mode, padded) in enumerate(modes):
-        for c in ("all_gather", "reduce_scatter"):
+        for c in (Collective.ALL_GATHER, Collective.REDUCE_SCATTER):
             want, sent = tpsim_side(c, padded)
             for rank in range(P):
                 y, nbytes = got[rank][m][c]
@@ -61,7 +62,7 @@ def test_native_and_schedule_send_tpsims_bytes_padded_and_schedule_can_go_unpadd
                 assert nbytes == sent[rank], f"{c} {mode} padded={padded} rank {rank}"
 
 
-@pytest.mark.parametrize("c", ["all_gather", "reduce_scatter"])
+@pytest.mark.parametrize("c", [Collective.ALL_GATHER, Collective.REDUCE_SCATTER])
 def test_padding_costs_what_the_closed_form_says_and_never_reaches_the_result(c):
     x = inputs(c)
     rows = [a.shape[0] for a in x]
@@ -71,7 +72,7 @@ def test_padding_costs_what_the_closed_form_says_and_never_reaches_the_result(c)
     itemsize = x[0].itemsize
     # ring all_gather / reduce_scatter: every rank sends (p - 1) / p of S
     assert sum(padded_sent) == (P - 1) * wire_size(c, P, rows, COLS * itemsize)
-    unpadded = sum(a.nbytes for a in x) if c == "all_gather" else x[0].nbytes
+    unpadded = sum(a.nbytes for a in x) if c == Collective.ALL_GATHER else x[0].nbytes
     assert sum(plain_sent) == (P - 1) * unpadded
     assert sum(padded_sent) > sum(plain_sent)  # 17 rows do not split evenly over 4
 
@@ -79,5 +80,5 @@ def test_padding_costs_what_the_closed_form_says_and_never_reaches_the_result(c)
 def test_padded_must_be_a_bool_and_the_state_stays():
     mesh = tpsim.Mesh(P)
     with pytest.raises(AlgorithmError, match="padded='no'"):
-        tpsim.all_gather(inputs("all_gather"), mesh, padded="no")
+        tpsim.all_gather(inputs(Collective.ALL_GATHER), mesh, padded="no")
     assert not mesh.trace.collectives and all(d.used == 0 for d in mesh.devices)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tpsim.collectives import Collective
 from tpsim.collectives.algorithms import ALGORITHMS, DEFAULT_ALGORITHM, build
 from tpsim.collectives.schedule import COLLECTIVES, COPY, REDUCE, ROOTED
 from tpsim.errors import AlgorithmError, RootError, WorldSizeError
@@ -20,17 +21,17 @@ def expected_steps(collective: str, algorithm: str, p: int) -> int:
     log2_floor, log2_ceil = p.bit_length() - 1, (p - 1).bit_length()
     fold = 2 if p & (p - 1) else 0  # one step in and one step out when p is not a power of two
     if algorithm == "ring":
-        return 2 * (p - 1) if collective == "all_reduce" else p - 1
+        return 2 * (p - 1) if collective == Collective.ALL_REDUCE else p - 1
     if algorithm == "halving_doubling":
         return 2 * log2_floor + fold
     if algorithm in ("recursive_halving", "recursive_doubling"):
         return log2_floor + fold
     if algorithm == "tree":
-        return 2 * log2_ceil if collective == "all_reduce" else log2_ceil
+        return 2 * log2_ceil if collective == Collective.ALL_REDUCE else log2_ceil
     if algorithm == "pairwise":
         return p  # the local copy step, then p-1 exchanges
     assert algorithm == "direct"
-    return 1 if p > 1 or collective == "all_to_all" else 0
+    return 1 if p > 1 or collective == Collective.ALL_TO_ALL else 0
 
 
 def chunk_sends(schedule, rank: int) -> int:
@@ -40,12 +41,12 @@ def chunk_sends(schedule, rank: int) -> int:
 
 def test_registry():
     assert tuple(ALGORITHMS) == COLLECTIVES
-    assert ALGORITHMS["all_reduce"] == ("ring", "halving_doubling", "tree", "direct")
-    assert ALGORITHMS["reduce_scatter"] == ("ring", "recursive_halving", "direct")
-    assert ALGORITHMS["all_gather"] == ("ring", "recursive_doubling", "direct")
-    assert ALGORITHMS["broadcast"] == ALGORITHMS["reduce"] == ("tree", "direct")
-    assert ALGORITHMS["scatter"] == ALGORITHMS["gather"] == ("direct", "tree")
-    assert ALGORITHMS["all_to_all"] == ("pairwise", "direct")
+    assert ALGORITHMS[Collective.ALL_REDUCE] == ("ring", "halving_doubling", "tree", "direct")
+    assert ALGORITHMS[Collective.REDUCE_SCATTER] == ("ring", "recursive_halving", "direct")
+    assert ALGORITHMS[Collective.ALL_GATHER] == ("ring", "recursive_doubling", "direct")
+    assert ALGORITHMS[Collective.BROADCAST] == ALGORITHMS[Collective.REDUCE] == ("tree", "direct")
+    assert ALGORITHMS[Collective.SCATTER] == ALGORITHMS[Collective.GATHER] == ("direct", "tree")
+    assert ALGORITHMS[Collective.ALL_TO_ALL] == ("pairwise", "direct")
     assert {c: names[0] for c, names in ALGORITHMS.items()} == DEFAULT_ALGORITHM
 
 
@@ -74,7 +75,7 @@ def test_step_count_is_the_closed_form(pair, p, data):
 
 @given(p=world_sizes)
 def test_ring_all_reduce_every_rank_sends_2_p_minus_1_chunks_to_its_right(p):
-    schedule = build("all_reduce", "ring", p)
+    schedule = build(Collective.ALL_REDUCE, "ring", p)
     assert schedule.num_chunks == p
     assert [chunk_sends(schedule, r) for r in range(p)] == [2 * (p - 1)] * p
     for step in schedule:
@@ -83,7 +84,7 @@ def test_ring_all_reduce_every_rank_sends_2_p_minus_1_chunks_to_its_right(p):
 
 @given(p=world_sizes)
 def test_pairwise_every_step_is_a_permutation(p):
-    schedule = build("all_to_all", "pairwise", p)
+    schedule = build(Collective.ALL_TO_ALL, "pairwise", p)
     local, *rounds = schedule.steps
     assert all(t.src == t.dst for t in local)
     for step in rounds:
@@ -92,12 +93,12 @@ def test_pairwise_every_step_is_a_permutation(p):
 
 @given(p=world_sizes)
 def test_halving_doubling_all_reduce_uses_one_chunk_per_active_rank(p):
-    assert build("all_reduce", "halving_doubling", p).num_chunks == 1 << (p.bit_length() - 1)
+    assert build(Collective.ALL_REDUCE, "halving_doubling", p).num_chunks == 1 << (p.bit_length() - 1)
 
 
 def test_ring_all_reduce_at_1024_ranks():
     p = 1024
-    schedule = build("all_reduce", "ring", p)
+    schedule = build(Collective.ALL_REDUCE, "ring", p)
     assert (len(schedule), schedule.num_chunks, schedule.num_transfers) == (2 * (p - 1), p, 2 * (p - 1) * p)
     steps = schedule.steps
     for r in (0, 1, 511, 1023):
@@ -109,19 +110,19 @@ def test_ring_all_reduce_at_1024_ranks():
 
 
 def test_build_is_memoised_and_defaults():
-    assert build("all_reduce", "ring", 8) is build("all_reduce", "ring", 8)
-    assert build("all_reduce", world_size=8) is build("all_reduce", "ring", 8)
-    assert build("scatter", world_size=4, root=2).algorithm == "direct"
+    assert build(Collective.ALL_REDUCE, "ring", 8) is build(Collective.ALL_REDUCE, "ring", 8)
+    assert build(Collective.ALL_REDUCE, world_size=8) is build(Collective.ALL_REDUCE, "ring", 8)
+    assert build(Collective.SCATTER, world_size=4, root=2).algorithm == "direct"
 
 
 def test_non_rooted_collectives_have_no_root():
-    assert build("all_reduce", "ring", 4, root=2).root is None
+    assert build(Collective.ALL_REDUCE, "ring", 4, root=2).root is None
 
 
 def test_one_rank_needs_no_steps_except_all_to_all_local_copy():
     for collective, algorithm in PAIRS:
         schedule = build(collective, algorithm, 1, 0 if collective in ROOTED else None)
-        assert len(schedule) == (1 if collective == "all_to_all" else 0)
+        assert len(schedule) == (1 if collective == Collective.ALL_TO_ALL else 0)
 
 
 def test_unknown_collective():
@@ -132,9 +133,9 @@ def test_unknown_collective():
 @pytest.mark.parametrize(
     "collective, algorithm, valid",
     [
-        ("all_reduce", "rng", "ring, halving_doubling, tree, direct"),
-        ("all_gather", "recursive_halving", "ring, recursive_doubling, direct"),
-        ("broadcast", "ring", "tree, direct"),
+        (Collective.ALL_REDUCE, "rng", "ring, halving_doubling, tree, direct"),
+        (Collective.ALL_GATHER, "recursive_halving", "ring, recursive_doubling, direct"),
+        (Collective.BROADCAST, "ring", "tree, direct"),
     ],
 )
 def test_unknown_algorithm(collective, algorithm, valid):
@@ -145,10 +146,10 @@ def test_unknown_algorithm(collective, algorithm, valid):
 @pytest.mark.parametrize("world_size", [0, -3, 2.5, True, "4", None])
 def test_bad_world_size(world_size):
     with pytest.raises(WorldSizeError, match="world_size"):
-        build("all_reduce", "ring", world_size)
+        build(Collective.ALL_REDUCE, "ring", world_size)
     if world_size is not None:
         with pytest.raises(WorldSizeError, match=f"got {world_size!r}"):
-            build("all_reduce", "ring", world_size)
+            build(Collective.ALL_REDUCE, "ring", world_size)
 
 
 @pytest.mark.parametrize("collective", sorted(ROOTED))
@@ -160,4 +161,4 @@ def test_bad_root(collective, root):
 
 def test_names_are_checked_before_sizes():
     with pytest.raises(AlgorithmError, match="'nope'"):
-        build("all_reduce", "nope", -1)
+        build(Collective.ALL_REDUCE, "nope", -1)

@@ -8,7 +8,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import tpsim
 from tpsim import Mesh, meta, presets
-from tpsim.collectives import layout
+from tpsim.collectives import Collective, layout
 from tpsim.collectives.algorithms import ALGORITHMS, build
 from tpsim.collectives.api import run_collective
 from tpsim.collectives.costs import cost
@@ -40,7 +40,7 @@ def test_fully_connected_time_is_the_closed_form(collective, algorithm, p):
     shape_only = run(collective, algorithm, p, presets.fully_connected(p, ALPHA, BW), shape_only=True)
     record = data.trace.collectives[-1]
     S = p * build(collective, algorithm, p, p // 2).num_chunks * COLS * 4
-    S *= p if collective in ("all_gather", "gather") else 1
+    S *= p if collective in (Collective.ALL_GATHER, Collective.GATHER) else 1
     assert record.time == pytest.approx(cost(collective, algorithm, p, S, ALPHA, BW), rel=1e-9, abs=0)
     assert shape_only.trace.collectives[-1].time == record.time
     assert shape_only.trace.wire_bytes == data.trace.wire_bytes
@@ -51,8 +51,9 @@ def test_switch_port_is_shared_by_a_direct_all_gather(p):
     """Each rank sends its chunk to p-1 peers through its one egress port: alpha + (p-1) chunk / bw.
     With a link per pair (fully connected) the same step takes alpha + chunk / bw."""
     chunk = 5 * COLS * 4
-    switched = run("all_gather", "direct", p, presets.switch(p, ALPHA, BW), rows=5).trace.collectives[0]
-    pairwise = run("all_gather", "direct", p, presets.fully_connected(p, ALPHA, BW), rows=5)
+    switched = run(Collective.ALL_GATHER, "direct", p, presets.switch(p, ALPHA, BW), rows=5)
+    switched = switched.trace.collectives[0]
+    pairwise = run(Collective.ALL_GATHER, "direct", p, presets.fully_connected(p, ALPHA, BW), rows=5)
     pairwise = pairwise.trace.collectives[0]
     assert switched.time == pytest.approx(ALPHA + (p - 1) * chunk / BW, rel=1e-12)
     assert pairwise.time == pytest.approx(ALPHA + chunk / BW, rel=1e-12)
@@ -62,7 +63,7 @@ def test_switch_port_is_shared_by_a_direct_all_gather(p):
 def test_ring_transfer_pays_alpha_per_hop(n):
     """A direct broadcast from 0 on a ring: the transfer to k crosses min(k, n-k) links (ties clockwise),
     paying alpha for each, and shares its first link with the others leaving 0 the same way."""
-    mesh = run("broadcast", "direct", n, presets.ring(n, ALPHA, BW), rows=1, root=0)
+    mesh = run(Collective.BROADCAST, "direct", n, presets.ring(n, ALPHA, BW), rows=1, root=0)
     t = mesh.trace.transfers()
     k = t["dst"]
     hops = np.minimum(k, n - k)
@@ -85,7 +86,10 @@ def test_a_step_lasts_as_long_as_its_slowest_transfer(topology, collective, algo
 
 @pytest.mark.parametrize("topology", [presets.fully_connected, presets.switch])
 @pytest.mark.parametrize("mesh_dim, group", [("dp", 2), ("tp", 4)])
-@pytest.mark.parametrize("collective", ["all_reduce", "all_gather", "reduce_scatter", "all_to_all"])
+@pytest.mark.parametrize(
+    "collective",
+    [Collective.ALL_REDUCE, Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_TO_ALL],
+)
 def test_groups_of_a_mesh_dim_run_at_the_same_time(topology, mesh_dim, group, collective):
     """On Mesh((2, 4)) the groups of a mesh dim use disjoint links, so together they take as long as one
     group alone, and every group's transfers run at the same times."""
@@ -107,8 +111,8 @@ def test_groups_of_a_mesh_dim_run_at_the_same_time(topology, mesh_dim, group, co
 def run_on_group(mesh, devices, rows=8):
     """A ring all_reduce on just `devices` (a group no mesh dim names), through the engine itself."""
     p = len(devices)
-    schedule = build("all_reduce", "ring", p)
-    sizes = layout.chunk_table("all_reduce", p, schedule.num_chunks, [rows] * p, 1)
+    schedule = build(Collective.ALL_REDUCE, "ring", p)
+    sizes = layout.chunk_table(Collective.ALL_REDUCE, p, schedule.num_chunks, [rows] * p, 1)
     Run(mesh, schedule, [devices], sizes, np.float32, None, nbytes=rows * 4).run()
     return mesh.trace.collectives[-1]
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from tpsim import Mesh, presets
+from tpsim.collectives import Collective
 from tpsim.collectives.algorithms import ALGORITHMS
 from tpsim.collectives.api import run_collective
 from tpsim.collectives.schedule import ROOTED
@@ -21,14 +22,14 @@ PAIRS = [(c, a) for c, names in ALGORITHMS.items() for a in names]
 TOPOLOGIES = [presets.fully_connected, presets.switch, presets.ring]
 # nccl-tests' busbw / algbw, from its definitions (PERFORMANCE.md)
 BUS_FACTOR = {
-    "all_reduce": lambda p: 2 * (p - 1) / p,
-    "reduce_scatter": lambda p: (p - 1) / p,
-    "all_gather": lambda p: (p - 1) / p,
-    "all_to_all": lambda p: (p - 1) / p,
-    "scatter": lambda p: (p - 1) / p,
-    "gather": lambda p: (p - 1) / p,
-    "broadcast": lambda p: 1.0,
-    "reduce": lambda p: 1.0,
+    Collective.ALL_REDUCE: lambda p: 2 * (p - 1) / p,
+    Collective.REDUCE_SCATTER: lambda p: (p - 1) / p,
+    Collective.ALL_GATHER: lambda p: (p - 1) / p,
+    Collective.ALL_TO_ALL: lambda p: (p - 1) / p,
+    Collective.SCATTER: lambda p: (p - 1) / p,
+    Collective.GATHER: lambda p: (p - 1) / p,
+    Collective.BROADCAST: lambda p: 1.0,
+    Collective.REDUCE: lambda p: 1.0,
 }
 
 
@@ -79,8 +80,8 @@ def test_link_bytes_are_the_bytes_routed_over_them(mesh):
 
 def test_on_a_switch_each_transfer_counts_on_out_src_and_in_dst():
     mesh = Mesh(5, topology=presets.switch(5))
-    call(mesh, "all_reduce", "ring", rows=7)
-    call(mesh, "all_gather", "direct", rows=3)
+    call(mesh, Collective.ALL_REDUCE, "ring", rows=7)
+    call(mesh, Collective.ALL_GATHER, "direct", rows=3)
     links = {r["link"]: r["bytes"] for r in mesh.trace.per_link()}
     for d in mesh.trace.per_device():
         assert links[f"out{d['device']}"] == d["sent"]
@@ -94,7 +95,7 @@ def test_algbw_and_busbw_are_nccl_tests(collective, algorithm, p):
     mesh = Mesh(p, topology=presets.switch(p))
     call(mesh, collective, algorithm, rows=2 * p)
     c = mesh.trace.collectives[-1]
-    S = 2 * p * 2 * 4 * (p if collective in ("all_gather", "gather") else 1)
+    S = 2 * p * 2 * 4 * (p if collective in (Collective.ALL_GATHER, Collective.GATHER) else 1)
     assert c.nbytes == S
     assert c.algbw == pytest.approx(S / c.time, rel=1e-12)
     assert c.busbw == pytest.approx(S / c.time * BUS_FACTOR[collective](p), rel=1e-12)
@@ -118,8 +119,8 @@ def test_summary_names_every_collective_and_lists_every_device():
 
 def test_chrome_trace_has_one_span_per_transfer_in_microseconds(tmp_path):
     mesh = Mesh(4, topology=presets.ring(4))
-    call(mesh, "all_reduce", "ring")
-    call(mesh, "broadcast", "tree", root=2)
+    call(mesh, Collective.ALL_REDUCE, "ring")
+    call(mesh, Collective.BROADCAST, "tree", root=2)
     path = tmp_path / "trace.json"
     mesh.trace.to_chrome_trace(str(path))
     events = json.loads(path.read_text())["traceEvents"]
@@ -163,23 +164,25 @@ def views(mesh) -> str:
 
 
 BAD_CALLS = {
-    "root out of range": lambda m: call(m, "broadcast", root=4),
-    "negative root": lambda m: call(m, "reduce", "tree", root=-1),
-    "unknown algorithm": lambda m: call(m, "all_reduce", "butterfly"),
-    "unknown op": lambda m: call(m, "all_reduce", op="mean"),
-    "unknown mesh dim": lambda m: call(m, "all_gather", mesh_dim="tp"),
-    "shapes differ": lambda m: run_collective("all_reduce", [np.ones(3)] * 3 + [np.ones(4)], m),
-    "dtypes differ": lambda m: run_collective("all_gather", [np.ones(3)] * 3 + [np.ones(3, np.float32)], m),
-    "too few buffers": lambda m: run_collective("all_reduce", [np.ones(3)] * 3, m),
-    "out of memory": lambda m: run_collective("all_reduce", [np.ones(1000)] * 4, m),
+    "root out of range": lambda m: call(m, Collective.BROADCAST, root=4),
+    "negative root": lambda m: call(m, Collective.REDUCE, "tree", root=-1),
+    "unknown algorithm": lambda m: call(m, Collective.ALL_REDUCE, "butterfly"),
+    "unknown op": lambda m: call(m, Collective.ALL_REDUCE, op="mean"),
+    "unknown mesh dim": lambda m: call(m, Collective.ALL_GATHER, mesh_dim="tp"),
+    "shapes differ": lambda m: run_collective(Collective.ALL_REDUCE, [np.ones(3)] * 3 + [np.ones(4)], m),
+    "dtypes differ": lambda m: run_collective(
+        Collective.ALL_GATHER, [np.ones(3)] * 3 + [np.ones(3, np.float32)], m
+    ),
+    "too few buffers": lambda m: run_collective(Collective.ALL_REDUCE, [np.ones(3)] * 3, m),
+    "out of memory": lambda m: run_collective(Collective.ALL_REDUCE, [np.ones(1000)] * 4, m),
 }
 
 
 @pytest.mark.parametrize("bad_call", BAD_CALLS.values(), ids=BAD_CALLS.keys())
 def test_a_rejected_call_leaves_every_view_unchanged(bad_call):
     mesh = Mesh(4, topology=presets.switch(4), memory=4096)
-    call(mesh, "all_reduce", "ring")
-    call(mesh, "all_gather", "direct")
+    call(mesh, Collective.ALL_REDUCE, "ring")
+    call(mesh, Collective.ALL_GATHER, "direct")
     before = views(mesh)
     with pytest.raises(TpsimError):
         bad_call(mesh)

@@ -30,6 +30,7 @@ from rich.console import Console
 
 import tpsim
 from tpsim import Mesh, Partial, Replicate, Shard, distribute, meta, presets, viz
+from tpsim.collectives import Collective
 from tpsim.collectives.algorithms import build
 from tpsim.collectives.costs import cost
 from tpsim.darray import local_slices
@@ -160,16 +161,16 @@ def test_show_darray_rejects_a_plain_array():
 
 
 RUNS = [
-    ("all_reduce", "ring", 4, {}),
-    ("all_reduce", "halving_doubling", 5, {}),  # fold steps for p not a power of two
-    ("broadcast", "tree", 5, {"root": 2}),
-    ("all_to_all", "pairwise", 3, {}),  # starts with a local copy step
-    ("reduce_scatter", "direct", 4, {}),  # several reductions into one chunk in one step
+    (Collective.ALL_REDUCE, "ring", 4, {}),
+    (Collective.ALL_REDUCE, "halving_doubling", 5, {}),  # fold steps for p not a power of two
+    (Collective.BROADCAST, "tree", 5, {"root": 2}),
+    (Collective.ALL_TO_ALL, "pairwise", 3, {}),  # starts with a local copy step
+    (Collective.REDUCE_SCATTER, "direct", 4, {}),  # several reductions into one chunk in one step
 ]
 
 
 def buffers_for(collective: str, p: int, root: int | None = None) -> list:
-    if collective in ("broadcast", "scatter"):
+    if collective in (Collective.BROADCAST, Collective.SCATTER):
         return [np.arange(p, dtype=np.float64) if d == root else None for d in range(p)]
     return [np.arange(p, dtype=np.float64) + 10 * d for d in range(p)]
 
@@ -216,7 +217,7 @@ def test_show_step_draws_the_snapshot(collective, algorithm, p, kw):
 
 def test_show_step_on_a_2d_mesh_lays_devices_on_a_grid():
     mesh = Mesh((2, 3), names=("dp", "tp"))
-    snaps = list(tpsim.stepwise("all_gather", [np.ones(2)] * 6, mesh, mesh_dim="tp"))
+    snaps = list(tpsim.stepwise(Collective.ALL_GATHER, [np.ones(2)] * 6, mesh, mesh_dim="tp"))
     fig = viz.show_step(snaps[1], mesh)
     centres = {}
     for d in range(6):
@@ -231,9 +232,10 @@ def test_show_step_on_a_2d_mesh_lays_devices_on_a_grid():
 
 def test_animation_frames_html_and_gif(tmp_path):
     mesh = Mesh(4)
-    anim = viz.animate_collective("all_reduce", buffers_for("all_reduce", 4), mesh, algorithm="ring",
+    ar = Collective.ALL_REDUCE
+    anim = viz.animate_collective(ar, buffers_for(ar, 4), mesh, algorithm="ring",
                                   interval=300)
-    frames = len(build("all_reduce", "ring", 4).steps) + 1
+    frames = len(build(Collective.ALL_REDUCE, "ring", 4).steps) + 1
     assert len(anim.snapshots) == frames
     assert [s.step for s in anim.snapshots] == list(range(frames))
     html = viz.to_html(anim)
@@ -253,13 +255,74 @@ def test_animation_frames_html_and_gif(tmp_path):
     np.testing.assert_array_equal(np.concatenate(anim.snapshots[-1].buffers[2]), 60 + 4 * np.arange(4.0))
 
 
+# (collective, root, {group rank: placement before}, {group rank: placement after}) on 4 devices
+CHANGES = [
+    (Collective.ALL_REDUCE, None, dict.fromkeys(range(4), "P"), dict.fromkeys(range(4), "R")),
+    (Collective.ALL_GATHER, None, dict.fromkeys(range(4), "S(0)"), dict.fromkeys(range(4), "R")),
+    (Collective.REDUCE_SCATTER, None, dict.fromkeys(range(4), "P"), dict.fromkeys(range(4), "S(0)")),
+    (Collective.ALL_TO_ALL, None, dict.fromkeys(range(4), "S(1)"), dict.fromkeys(range(4), "S(0)")),
+    (Collective.BROADCAST, 2, {0: "-", 1: "-", 2: "R", 3: "-"}, dict.fromkeys(range(4), "R")),
+    (Collective.REDUCE, 1, dict.fromkeys(range(4), "P"), {0: "-", 1: "R", 2: "-", 3: "-"}),
+]
+
+
+def placement_texts(fig, devices) -> dict:
+    return {d: texts(fig, f"placement dev{d}")[0].get_text() for d in devices}
+
+
+@pytest.mark.parametrize(("collective", "root", "before", "after"), CHANGES, ids=[c[0] for c in CHANGES])
+def test_every_frame_labels_each_box_with_its_buffers_placement(collective, root, before, after):
+    kw = {} if root is None else {"root": root}
+    anim = viz.animate_collective(collective, buffers_for(collective, 4, root), Mesh(4), **kw)
+    anim._draw_was_started = True  # its frames are drawn one by one here, not by a writer
+    last = len(anim.snapshots) - 1
+    for i in range(last + 1):
+        anim._func(i)  # draws frame i into the animation's axes
+        got = placement_texts(anim._fig, range(4))
+        if i == 0:
+            assert got == before
+        elif i == last:
+            assert got == after
+        else:  # in between: the change the collective is making
+            assert got == {d: f"{before[d]} -> {after[d]}" for d in range(4)}
+
+
+def test_show_step_labels_the_group_s_placement_on_a_2d_mesh():
+    mesh = Mesh((2, 3), names=("dp", "tp"))
+    snaps = list(tpsim.stepwise(Collective.REDUCE, [np.ones(2)] * 6, mesh, mesh_dim="tp", root=1))
+    fig = viz.show_step(snaps[-1], mesh, root=1)  # steps known from the schedule: the final state
+    roots = {g[1] for g in mesh.groups("tp")}
+    assert placement_texts(fig, range(6)) == {d: "R" if d in roots else "-" for d in range(6)}
+
+
+DARRAY_LABELS = [([Shard(0)], "S(0)"), ([Replicate()], "R"), ([Partial()], "P"), ([Shard(1)], "S(1)")]
+
+
+@pytest.mark.parametrize(("placements", "label"), DARRAY_LABELS)
+def test_show_darray_labels_every_block_and_device_with_the_placement(placements, label):
+    x = distribute(np.arange(12.0).reshape(3, 4), Mesh(3), placements)
+    fig = viz.show_darray(x)
+    labelled = [t for d in range(3) for t in texts(fig, f"placement dev{d}")]
+    blocks = {tuple(map(repr, local_slices(x.shape, x.mesh, x.placements, d))) for d in range(3)}
+    assert len(labelled) == len(blocks) - (label == "S(1)")  # S(1): 4 columns over 3, one piece empty
+    assert {t.get_text() for t in labelled} == {label}
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == [f"dev{d} {label}" for d in range(3)]
+
+
+def test_show_darray_labels_a_2d_mesh_placement_per_mesh_dim():
+    x = distribute(np.arange(24.0).reshape(4, 6), Mesh((2, 2)), [Shard(0), Replicate()])
+    fig = viz.show_darray(x)
+    assert {t.get_text() for d in range(4) for t in texts(fig, f"placement dev{d}")} == {"S(0),R"}
+
+
 def test_readme_gif_is_small_and_one_frame_per_step():
     gif = Path(__file__).resolve().parent.parent / "docs" / "img" / "ring_allreduce.gif"
     if not gif.exists():
         pytest.skip("docs/img/ring_allreduce.gif not rendered (python scripts/make_readme_gif.py)")
     assert gif.stat().st_size < 1.5 * 2**20
     with Image.open(gif) as im:
-        assert im.n_frames == len(build("all_reduce", "ring", 4).steps) + 1
+        assert im.n_frames == len(build(Collective.ALL_REDUCE, "ring", 4).steps) + 1
 
 
 # ---------------------------------------------------------------- traffic
@@ -354,7 +417,7 @@ def test_memory_bars_are_in_use_by_category_and_capacity_is_the_line():
 def test_cost_curves_are_the_closed_forms_and_match_the_engine_on_a_uniform_network():
     alpha, bandwidth, p = 3e-6, 50e9, 4
     sizes = [1 << 12, 1 << 16, 1 << 20, 1 << 24]
-    for collective in ("all_reduce", "all_gather", "reduce_scatter"):
+    for collective in (Collective.ALL_REDUCE, Collective.ALL_GATHER, Collective.REDUCE_SCATTER):
         fig = viz.cost_curves(collective, p, (alpha, bandwidth), sizes=sizes, measured=True)
         lines = {ln.get_gid(): ln for ln in fig.axes[0].lines}
         for a in tpsim.ALGORITHMS[collective]:
@@ -367,16 +430,16 @@ def test_cost_curves_are_the_closed_forms_and_match_the_engine_on_a_uniform_netw
 
 
 def test_cost_curves_on_a_preset_use_its_path_and_check_input():
-    fig = viz.cost_curves("all_reduce", 8, "pcie4", algorithms=["ring"], sizes=[1 << 20])
+    fig = viz.cost_curves(Collective.ALL_REDUCE, 8, "pcie4", algorithms=["ring"], sizes=[1 << 20])
     path = presets.pcie(8, 4).path(0, 1)
     a, bw = sum(x.alpha for x in path), min(x.bandwidth for x in path)
-    assert fig.axes[0].lines[0].get_ydata()[0] == cost("all_reduce", "ring", 8, 1 << 20, a, bw)
+    assert fig.axes[0].lines[0].get_ydata()[0] == cost(Collective.ALL_REDUCE, "ring", 8, 1 << 20, a, bw)
     with pytest.raises(WorldSizeError, match="p >= 2"):
-        viz.cost_curves("all_reduce", 1, "nvlink")
+        viz.cost_curves(Collective.ALL_REDUCE, 1, "nvlink")
     with pytest.raises(AlgorithmError, match="valid: ring"):
-        viz.cost_curves("all_reduce", 4, "nvlink", algorithms=["rign"])
+        viz.cost_curves(Collective.ALL_REDUCE, 4, "nvlink", algorithms=["rign"])
     with pytest.raises(TopologyError, match="unknown topology preset"):
-        viz.cost_curves("all_reduce", 4, "nvlnk")
+        viz.cost_curves(Collective.ALL_REDUCE, 4, "nvlnk")
 
 
 def test_efficiency_curve_is_tp_efficiency():
@@ -408,7 +471,8 @@ def render(renderable) -> str:
 
 def test_terminal_holdings_of_each_snapshot():
     mesh = Mesh(4)
-    for snap in tpsim.stepwise("all_reduce", buffers_for("all_reduce", 4), mesh, algorithm="ring"):
+    ar = Collective.ALL_REDUCE
+    for snap in tpsim.stepwise(ar, buffers_for(ar, 4), mesh, algorithm="ring"):
         lines = render(viz.holdings(snap)).splitlines()
         for d, chunks in snap.holds.items():
             (row,) = [ln for ln in lines if re.search(rf"\bdev{d}\b", ln) and "->" not in ln]

@@ -11,6 +11,7 @@ meta.py, dtypes.py      shape-only arrays; bfloat16 through ml_dtypes
 
 from tpsim import errors, presets, topology
 from tpsim.collectives import (
+    Collective,
     Schedule,
     Step,
     Transfer,
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ALGORITHMS",
+    "Collective",
     "DArray",
     "Mesh",
     "MetaArray",

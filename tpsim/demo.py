@@ -10,6 +10,7 @@ import argparse
 import numpy as np
 
 import tpsim
+from tpsim.collectives.kinds import Collective
 from tpsim.report import fmt_bytes, fmt_rate, fmt_time, steps_text, table
 from tpsim.viz.terminal import print_holdings  # rich only: the demo needs no matplotlib
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--algorithm",
         default="ring",
-        help="all-reduce algorithm: " + ", ".join(tpsim.ALGORITHMS["all_reduce"]),
+        help="all-reduce algorithm: " + ", ".join(tpsim.ALGORITHMS[Collective.ALL_REDUCE]),
     )
     ap.add_argument(
         "--size-mib", type=int, default=256, help="buffer of the at-scale table (default 256 MiB)"
@@ -73,9 +74,9 @@ def main(argv: list[str] | None = None) -> None:
         mesh = tpsim.Mesh(args.devices, topology=tpsim.presets.preset(args.topology, args.devices))
         # device d holds 10*d + [0, 1, 2, ...]: small integers, so every sum is exact
         buffers = [np.arange(args.length, dtype=np.float32) + 10 * d for d in range(args.devices)]
-        show("all_reduce", buffers, mesh, args.algorithm)
+        show(Collective.ALL_REDUCE, buffers, mesh, args.algorithm)
         shards = [np.full(2, d, dtype=np.float32) for d in range(args.devices)]
-        show("all_gather", shards, mesh, "ring")
+        show(Collective.ALL_GATHER, shards, mesh, "ring")
     except tpsim.TpsimError as e:
         ap.error(str(e))
     print()
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
 def at_scale(devices: int, topology: str, size_mib: int) -> str:
     """Every all-reduce algorithm on a large buffer, shape-only: no data, the same schedules and bytes."""
     rows = []
-    for algorithm in tpsim.ALGORITHMS["all_reduce"]:
+    for algorithm in tpsim.ALGORITHMS[Collective.ALL_REDUCE]:
         mesh = tpsim.Mesh(devices, topology=tpsim.presets.preset(topology, devices))
         tpsim.all_reduce([tpsim.meta(size_mib << 18, "float32")] * devices, mesh, algorithm=algorithm)
         c = mesh.trace.collectives[-1]

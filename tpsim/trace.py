@@ -9,10 +9,11 @@ all-gather and reduce-scatter, ...), S being the buffer size nccl-tests reports.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from tpsim import trace_events
 
 FIELDS = ("collective", "step", "src", "dst", "nbytes", "link", "start", "end")
 
@@ -160,24 +161,15 @@ class Trace:
         return summary_text(self, max_rows)
 
     def to_chrome_trace(self, path: str | None = None) -> dict:
-        """Chrome trace JSON (opens in Perfetto or chrome://tracing): one process per device."""
-        events: list[dict] = []
-        for d in range(self.mesh.size):
-            events.append({"ph": "M", "name": "process_name", "pid": d, "args": {"name": f"dev{d}"}})
-            for tid, name in ((0, "collectives"), (1, "send"), (2, "compute")):
-                events.append(
-                    {"ph": "M", "name": "thread_name", "pid": d, "tid": tid, "args": {"name": name}}
-                )
+        """Chrome trace JSON (opens in Perfetto or chrome://tracing): one process per device.
+
+        The events are tpsim.trace_events', which the reference writes too (`reference.check --trace`)."""
+        events = trace_events.tracks(range(self.mesh.size))
         for c in self.collectives:
             for d in c.devices:
                 events.append(
-                    _span(
-                        f"{c.collective} ({c.algorithm})",
-                        d,
-                        0,
-                        c.start,
-                        c.end,
-                        {"bytes": c.nbytes, "label": c.label, "direction": c.direction},
+                    trace_events.collective(
+                        c.collective, c.algorithm, d, c.start, c.end, c.nbytes, c.label, c.direction
                     )
                 )
         t = self.transfers()
@@ -185,30 +177,24 @@ class Trace:
         for i in range(len(t["src"])):
             coll = self.collectives[int(t["collective"][i])].collective
             events.append(
-                _span(
-                    f"{coll} step {int(t['step'][i])} -> dev{int(t['dst'][i])}",
+                trace_events.send(
+                    coll,
+                    int(t["step"][i]),
                     int(t["src"][i]),
-                    1,
+                    int(t["dst"][i]),
                     float(t["start"][i]),
                     float(t["end"][i]),
-                    {"bytes": int(t["nbytes"][i]), "link": names[int(t["link"][i])]},
+                    int(t["nbytes"][i]),
+                    names[int(t["link"][i])],
                 )
             )
         for op in self.compute:
             events.append(
-                _span(
-                    op.name,
-                    op.device,
-                    2,
-                    op.start,
-                    op.end,
-                    {"flops": op.flops, "bytes": op.nbytes, "label": op.label},
-                )
+                trace_events.compute(op.name, op.device, op.start, op.end, op.flops, op.nbytes, op.label)
             )
-        doc = {"traceEvents": events, "displayTimeUnit": "ns"}
+        doc = trace_events.document(events)
         if path is not None:
-            with open(path, "w") as f:
-                json.dump(doc, f)
+            trace_events.write(doc, path)
         return doc
 
 
@@ -226,15 +212,3 @@ def _column(columns: dict, field: str) -> np.ndarray:
     if np.ndim(value):
         return value
     return np.full(len(columns["src"]), value, dtype=np.float64 if field in ("start", "end") else np.int64)
-
-
-def _span(name: str, pid: int, tid: int, start: float, end: float, args: dict) -> dict:
-    return {
-        "ph": "X",
-        "name": name,
-        "pid": pid,
-        "tid": tid,
-        "ts": start * 1e6,
-        "dur": (end - start) * 1e6,
-        "args": args,
-    }

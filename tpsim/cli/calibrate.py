@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -30,12 +29,13 @@ from tpsim.cli.args import add_output_flags, parse_sizes, positive_int
 from tpsim.cli.fit import fit
 from tpsim.cli.progress import bar
 from tpsim.collectives.algorithms import ALGORITHMS, check_algorithm
+from tpsim.collectives.kinds import Collective
 from tpsim.errors import TpsimError
 from tpsim.machine import describe_machine
 from tpsim.presets import switch
 from tpsim.report import fmt_bytes, fmt_rate, fmt_time, table
 
-COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter")
+COLLECTIVES = (Collective.ALL_REDUCE, Collective.ALL_GATHER, Collective.REDUCE_SCATTER)
 CHECKOUT = Path(tpsim.__file__).resolve().parents[1]
 
 
@@ -135,14 +135,16 @@ STATISTICS = {"median": statistics.median, "min": min}
 
 def measure(args, colls, modes) -> tuple[list[dict], dict]:
     """Spawn the ranks, run the sweep; rows of (mode, algorithm, collective, size, time) and the backend."""
-    if str(CHECKOUT) not in sys.path and (CHECKOUT / "reference").is_dir():
-        sys.path.insert(0, str(CHECKOUT))  # the reference runs from the checkout; spawned ranks inherit it
     try:
         from reference.backend import choose_backend
         from reference.launch import spawn
         from tpsim.cli.measure import sweep
     except ImportError as e:
-        raise CalibrationError(f"calibration needs torch and the reference from a checkout: {e}") from e
+        where = f"cd {CHECKOUT}" if (CHECKOUT / "reference").is_dir() else "clone tpsim and cd into it"
+        raise CalibrationError(
+            f"calibration needs torch and the reference, which runs from a checkout, not an install "
+            f"({e}); run it from the checkout's root: {where} && python -m tpsim calibrate ..."
+        ) from e
     backend = choose_backend(args.world_size, args.device, args.backend)
     per_rank = spawn(
         sweep,

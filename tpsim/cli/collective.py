@@ -16,6 +16,7 @@ import tpsim
 from tpsim.cli.args import add_output_flags, choice, parse_size, positive_int, topology_for
 from tpsim.collectives import costs
 from tpsim.collectives.algorithms import ALGORITHMS, check_algorithm
+from tpsim.collectives.kinds import Collective
 from tpsim.errors import AlgorithmError, ShapeError, WorldSizeError
 from tpsim.report import fmt_bytes, fmt_rate, fmt_time, steps_text, table
 
@@ -81,16 +82,28 @@ def run(args) -> tuple[dict, str]:
     algorithm = check_algorithm(coll, args.algorithm)
     topo, note = topology_for(args.topology, p)
     itemsize = np.dtype(tpsim.bfloat16 if args.dtype == "bfloat16" else args.dtype).itemsize
-    per_rank = args.size // p if coll in ("all_gather", "gather") else args.size
+    per_rank = args.size // p if coll in (Collective.ALL_GATHER, Collective.GATHER) else args.size
     unit = itemsize * (
-        p if coll in ("all_gather", "gather", "reduce_scatter", "scatter", "all_to_all") else 1
+        p
+        if coll
+        in (
+            Collective.ALL_GATHER,
+            Collective.GATHER,
+            Collective.REDUCE_SCATTER,
+            Collective.SCATTER,
+            Collective.ALL_TO_ALL,
+        )
+        else 1
     )
     if args.size % unit:
         raise ShapeError(
             f"--size {args.size} B does not split into {p} ranks of whole {args.dtype} elements "
             f"for {coll}; valid: a multiple of {unit} B"
         )
-    if coll in ("broadcast", "reduce", "scatter", "gather") and not 0 <= args.root < p:
+    if (
+        coll in (Collective.BROADCAST, Collective.REDUCE, Collective.SCATTER, Collective.GATHER)
+        and not 0 <= args.root < p
+    ):
         raise AlgorithmError(f"--root {args.root} is not a rank of {p} devices; valid: 0..{p - 1}")
     if args.holdings and p > MAX_HOLDINGS:
         raise WorldSizeError(
@@ -98,7 +111,11 @@ def run(args) -> tuple[dict, str]:
         )
     mesh = tpsim.Mesh(p, topology=topo)
     buffers = [tpsim.meta((per_rank // itemsize,), args.dtype)] * p
-    kw = {"root": args.root} if coll in ("broadcast", "reduce", "scatter", "gather") else {}
+    kw = (
+        {"root": args.root}
+        if coll in (Collective.BROADCAST, Collective.REDUCE, Collective.SCATTER, Collective.GATHER)
+        else {}
+    )
     getattr(tpsim, coll)(buffers, mesh, algorithm=algorithm, **kw)
     rec = mesh.trace.collectives[-1]
     sent = [d["sent"] for d in mesh.trace.per_device()]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 
+from tpsim.collectives.kinds import Collective
+
 
 def sweep(
     ctx, sizes: list[int], reps: int, collectives: list[str], modes: list[tuple[str, str | None]]
@@ -31,10 +33,10 @@ def sweep(
             comm = Comm(mode=mode, algorithm=algorithm)
             for size in sizes:
                 n = size // 4  # float32 elements of S
-                shape = n // ctx.world_size if collective == "all_gather" else n
+                shape = n // ctx.world_size if collective == Collective.ALL_GATHER else n
                 x = torch.ones(shape, dtype=torch.float32, device=ctx.device)
                 kw = (
-                    {"sizes": [shape] * ctx.world_size} if collective == "all_gather" else {}
+                    {"sizes": [shape] * ctx.world_size} if collective == Collective.ALL_GATHER else {}
                 )  # no size exchange
                 for _ in range(2):  # warm-up: connections, buffers, caches
                     getattr(comm, collective)(x, **kw)

@@ -11,13 +11,14 @@ api.py        all_reduce(), all_gather(), ... and stepwise()
 """
 
 from tpsim.collectives.api import run_collective, stepwise
+from tpsim.collectives.kinds import Collective
 from tpsim.collectives.schedule import Schedule, Step, Transfer
 
 
 def all_reduce(buffers, mesh, *, op="sum", algorithm=None, mesh_dim=None, accum_dtype=None, **kw):
     """Every device gets the reduction of every buffer (same shapes)."""
     return run_collective(
-        "all_reduce",
+        Collective.ALL_REDUCE,
         buffers,
         mesh,
         op=op,
@@ -31,7 +32,7 @@ def all_reduce(buffers, mesh, *, op="sum", algorithm=None, mesh_dim=None, accum_
 def reduce_scatter(buffers, mesh, *, op="sum", algorithm=None, mesh_dim=None, accum_dtype=None, **kw):
     """Rank j gets rows-chunk j (torch.chunk rule along dim 0) of the reduction."""
     return run_collective(
-        "reduce_scatter",
+        Collective.REDUCE_SCATTER,
         buffers,
         mesh,
         op=op,
@@ -44,18 +45,20 @@ def reduce_scatter(buffers, mesh, *, op="sum", algorithm=None, mesh_dim=None, ac
 
 def all_gather(buffers, mesh, *, algorithm=None, mesh_dim=None, **kw):
     """Every device gets every rank's buffer, stacked along dim 0 in rank order."""
-    return run_collective("all_gather", buffers, mesh, algorithm=algorithm, mesh_dim=mesh_dim, **kw)
+    return run_collective(Collective.ALL_GATHER, buffers, mesh, algorithm=algorithm, mesh_dim=mesh_dim, **kw)
 
 
 def broadcast(buffers, mesh, *, root=0, algorithm=None, mesh_dim=None, **kw):
     """Every device gets the root's buffer; non-root entries may be None."""
-    return run_collective("broadcast", buffers, mesh, root=root, algorithm=algorithm, mesh_dim=mesh_dim, **kw)
+    return run_collective(
+        Collective.BROADCAST, buffers, mesh, root=root, algorithm=algorithm, mesh_dim=mesh_dim, **kw
+    )
 
 
 def reduce(buffers, mesh, *, root=0, op="sum", algorithm=None, mesh_dim=None, accum_dtype=None, **kw):
     """The root gets the reduction; the other results are None."""
     return run_collective(
-        "reduce",
+        Collective.REDUCE,
         buffers,
         mesh,
         root=root,
@@ -69,20 +72,25 @@ def reduce(buffers, mesh, *, root=0, op="sum", algorithm=None, mesh_dim=None, ac
 
 def scatter(buffers, mesh, *, root=0, algorithm=None, mesh_dim=None, **kw):
     """Rank j gets rows-chunk j of the root's buffer; non-root entries may be None."""
-    return run_collective("scatter", buffers, mesh, root=root, algorithm=algorithm, mesh_dim=mesh_dim, **kw)
+    return run_collective(
+        Collective.SCATTER, buffers, mesh, root=root, algorithm=algorithm, mesh_dim=mesh_dim, **kw
+    )
 
 
 def gather(buffers, mesh, *, root=0, algorithm=None, mesh_dim=None, **kw):
     """The root gets every rank's buffer stacked along dim 0; the other results are None."""
-    return run_collective("gather", buffers, mesh, root=root, algorithm=algorithm, mesh_dim=mesh_dim, **kw)
+    return run_collective(
+        Collective.GATHER, buffers, mesh, root=root, algorithm=algorithm, mesh_dim=mesh_dim, **kw
+    )
 
 
 def all_to_all(buffers, mesh, *, algorithm=None, mesh_dim=None, **kw):
     """Rank j gets rows-chunk j of every rank's buffer, stacked along dim 0 in rank order."""
-    return run_collective("all_to_all", buffers, mesh, algorithm=algorithm, mesh_dim=mesh_dim, **kw)
+    return run_collective(Collective.ALL_TO_ALL, buffers, mesh, algorithm=algorithm, mesh_dim=mesh_dim, **kw)
 
 
 __all__ = [
+    "Collective",
     "Schedule",
     "Step",
     "Transfer",

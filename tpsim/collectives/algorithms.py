@@ -16,31 +16,32 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from tpsim.collectives import direct, halving_doubling, pairwise, ring, tree
+from tpsim.collectives.kinds import Collective
 from tpsim.collectives.schedule import COLLECTIVES, ROOTED, Schedule
 from tpsim.errors import AlgorithmError, RootError, WorldSizeError
 
 _BUILDERS: dict[str, dict[str, Callable[..., Schedule]]] = {
-    "all_reduce": {
+    Collective.ALL_REDUCE: {
         "ring": ring.all_reduce,
         "halving_doubling": halving_doubling.all_reduce,
         "tree": tree.all_reduce,
         "direct": direct.all_reduce,
     },
-    "reduce_scatter": {
+    Collective.REDUCE_SCATTER: {
         "ring": ring.reduce_scatter,
         "recursive_halving": halving_doubling.reduce_scatter,
         "direct": direct.reduce_scatter,
     },
-    "all_gather": {
+    Collective.ALL_GATHER: {
         "ring": ring.all_gather,
         "recursive_doubling": halving_doubling.all_gather,
         "direct": direct.all_gather,
     },
-    "broadcast": {"tree": tree.broadcast, "direct": direct.broadcast},
-    "reduce": {"tree": tree.reduce, "direct": direct.reduce},
-    "scatter": {"direct": direct.scatter, "tree": tree.scatter},
-    "gather": {"direct": direct.gather, "tree": tree.gather},
-    "all_to_all": {"pairwise": pairwise.all_to_all, "direct": direct.all_to_all},
+    Collective.BROADCAST: {"tree": tree.broadcast, "direct": direct.broadcast},
+    Collective.REDUCE: {"tree": tree.reduce, "direct": direct.reduce},
+    Collective.SCATTER: {"direct": direct.scatter, "tree": tree.scatter},
+    Collective.GATHER: {"direct": direct.gather, "tree": tree.gather},
+    Collective.ALL_TO_ALL: {"pairwise": pairwise.all_to_all, "direct": direct.all_to_all},
 }
 
 ALGORITHMS: dict[str, tuple[str, ...]] = {c: tuple(_BUILDERS[c]) for c in COLLECTIVES}

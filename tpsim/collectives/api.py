@@ -23,20 +23,22 @@ import numpy as np
 from tpsim.collectives import layout
 from tpsim.collectives.algorithms import build
 from tpsim.collectives.engine import Run, Snapshot
+from tpsim.collectives.kinds import Collective
 from tpsim.collectives.schedule import COLLECTIVES, ROOTED
 from tpsim.dtypes import is_floating, resolve_dtype
 from tpsim.errors import AlgorithmError, DTypeError, ReduceOpError, RootError, ShapeError, WorldSizeError
 from tpsim.meta import MetaArray
 from tpsim.placement import REDUCE_OPS, chunk_sizes
 
-REDUCING = ("all_reduce", "reduce", "reduce_scatter")
+REDUCING = (Collective.ALL_REDUCE, Collective.REDUCE, Collective.REDUCE_SCATTER)
 
 
 class UnevenGroups(ShapeError):
     """The groups of a mesh dim hold different shapes (uneven shards on an n-d mesh)."""
 
 
-ROOT_INPUT_ONLY = ("broadcast", "scatter")  # only the root's buffer carries data
+UNCUT = (Collective.ALL_REDUCE, Collective.REDUCE, Collective.BROADCAST)  # whole buffers, not cut along dim 0
+ROOT_INPUT_ONLY = (Collective.BROADCAST, Collective.SCATTER)  # only the root's buffer carries data
 
 
 def prepare(
@@ -65,6 +67,7 @@ def prepare(
         label, direction = mesh.label  # attributed to the module running now, if any
     if collective not in COLLECTIVES:
         raise AlgorithmError(f"unknown collective {collective!r}; valid: {', '.join(COLLECTIVES)}")
+    collective = Collective(collective)  # the trace records the member, whichever was passed
     if not isinstance(padded, bool):
         raise AlgorithmError(f"{collective} padded={padded!r}; valid: True (as gloo and NCCL send) or False")
     all_groups = mesh.groups(mesh_dim)
@@ -112,7 +115,7 @@ def prepare(
     shapes = _check_shapes(collective, arrays, groups, root)
     rows = [[layout.rows_and_row_size(shapes[g][r])[0] for r in range(p)] for g in range(len(groups))]
     row_size = layout.rows_and_row_size(shapes[0][root or 0])[1]
-    if collective in ("all_reduce", "reduce", "broadcast"):
+    if collective in UNCUT:
         rows, row_size = [[int(np.prod(s, dtype=np.int64)) for s in gs] for gs in shapes], 1
     table = layout.chunk_table(collective, p, schedule.num_chunks, rows[0], row_size)
     wire = table  # (p, k) chunk lengths as they cross the links
@@ -208,12 +211,12 @@ def _check_shapes(collective: str, arrays: dict, groups, root) -> list[list[tupl
         shapes = []
         for r, d in enumerate(devs):
             shape = arrays[d].shape if d in arrays else ref
-            if not shape and collective not in ("all_reduce", "reduce", "broadcast"):
+            if not shape and collective not in UNCUT:
                 raise ShapeError(
                     f"{collective}: device {d} (rank {r}) has a 0-d buffer; {collective} cuts "
                     "buffers along dim 0, so they need at least one dim"
                 )
-            if collective in ("all_gather", "gather"):
+            if collective in (Collective.ALL_GATHER, Collective.GATHER):
                 if shape[1:] != ref[1:]:
                     raise ShapeError(
                         f"{collective}: device {d} (rank {r}) has shape {shape}; shards may differ "
@@ -239,19 +242,19 @@ def _check_shapes(collective: str, arrays: dict, groups, root) -> list[list[tupl
 def _reported_size(collective: str, shapes: list[tuple], root: int, dtype: np.dtype) -> int:
     """S as nccl-tests reports it: the full buffer (all-gather: the output; all-to-all: one rank's input)."""
     sizes = [int(np.prod(s, dtype=np.int64)) * dtype.itemsize for s in shapes]
-    return sum(sizes) if collective in ("all_gather", "gather") else sizes[root]
+    return sum(sizes) if collective in (Collective.ALL_GATHER, Collective.GATHER) else sizes[root]
 
 
 def _pack(collective, store, arrays, groups, table, root, p) -> None:
     for g, devs in enumerate(groups):
         for r, d in enumerate(devs):
             row, sizes = store[g * p + r], table[r]
-            if collective in ("all_gather", "gather"):
+            if collective in (Collective.ALL_GATHER, Collective.GATHER):
                 layout.pack(row, arrays[d].reshape(-1), sizes, [r])
             elif collective in ROOT_INPUT_ONLY:
                 if r == root:
                     layout.pack(row, arrays[d].reshape(-1), sizes, range(len(sizes)))
-            elif collective == "all_to_all":
+            elif collective == Collective.ALL_TO_ALL:
                 layout.pack(row, arrays[d].reshape(-1), sizes, range(p))
             else:
                 layout.pack(row, arrays[d].reshape(-1), sizes, range(len(sizes)))
@@ -262,15 +265,15 @@ def _unpack(collective, store, groups, table, shapes, root, p, op, dtype, n_devi
     rest = shapes[0][0][1:] if shapes[0][0] else ()
     for g, devs in enumerate(groups):
         for r, d in enumerate(devs):
-            if collective in ("reduce", "gather") and r != root:
+            if collective in (Collective.REDUCE, Collective.GATHER) and r != root:
                 continue
             sizes = table[r]
-            if collective in ("all_reduce", "reduce", "broadcast"):
+            if collective in UNCUT:
                 ids, shape = range(len(sizes)), shapes[g][r]
-            elif collective in ("reduce_scatter", "scatter"):
-                rows = shapes[g][root if collective == "scatter" else r][0]
+            elif collective in (Collective.REDUCE_SCATTER, Collective.SCATTER):
+                rows = shapes[g][root if collective == Collective.SCATTER else r][0]
                 ids, shape = [r], (chunk_sizes(rows, p)[r], *rest)
-            elif collective == "all_to_all":  # a piece of `r`'s rows from every rank
+            elif collective == Collective.ALL_TO_ALL:  # a piece of `r`'s rows from every rank
                 ids, shape = range(p, 2 * p), (sum(chunk_sizes(s[0], p)[r] for s in shapes[g]), *rest)
             else:
                 ids, shape = range(p), (sum(s[0] for s in shapes[g]), *rest)

@@ -27,6 +27,7 @@ import operator
 from collections.abc import Callable
 
 from tpsim.collectives.algorithms import check_algorithm
+from tpsim.collectives.kinds import Collective
 from tpsim.errors import AlgorithmError, ShapeError, TopologyError, WorldSizeError
 
 
@@ -125,49 +126,49 @@ def pairwise_all_to_all(p: int, nbytes: float, alpha: float, bandwidth: float) -
 CostFunction = Callable[[int, float, float, float], float]
 
 COSTS: dict[tuple[str, str], CostFunction] = {
-    ("all_reduce", "ring"): ring_all_reduce,
-    ("all_reduce", "halving_doubling"): halving_doubling_all_reduce,
-    ("all_reduce", "tree"): tree_all_reduce,
-    ("all_reduce", "direct"): direct_full,
-    ("reduce_scatter", "ring"): ring_reduce_scatter,
-    ("reduce_scatter", "recursive_halving"): recursive_halving_reduce_scatter,
-    ("reduce_scatter", "direct"): direct_chunk,
-    ("all_gather", "ring"): ring_all_gather,
-    ("all_gather", "recursive_doubling"): recursive_doubling_all_gather,
-    ("all_gather", "direct"): direct_chunk,
-    ("broadcast", "tree"): tree_broadcast,
-    ("broadcast", "direct"): direct_full,
-    ("reduce", "tree"): tree_reduce,
-    ("reduce", "direct"): direct_full,
-    ("scatter", "direct"): direct_chunk,
-    ("scatter", "tree"): tree_scatter,
-    ("gather", "direct"): direct_chunk,
-    ("gather", "tree"): tree_gather,
-    ("all_to_all", "pairwise"): pairwise_all_to_all,
-    ("all_to_all", "direct"): direct_chunk,
+    (Collective.ALL_REDUCE, "ring"): ring_all_reduce,
+    (Collective.ALL_REDUCE, "halving_doubling"): halving_doubling_all_reduce,
+    (Collective.ALL_REDUCE, "tree"): tree_all_reduce,
+    (Collective.ALL_REDUCE, "direct"): direct_full,
+    (Collective.REDUCE_SCATTER, "ring"): ring_reduce_scatter,
+    (Collective.REDUCE_SCATTER, "recursive_halving"): recursive_halving_reduce_scatter,
+    (Collective.REDUCE_SCATTER, "direct"): direct_chunk,
+    (Collective.ALL_GATHER, "ring"): ring_all_gather,
+    (Collective.ALL_GATHER, "recursive_doubling"): recursive_doubling_all_gather,
+    (Collective.ALL_GATHER, "direct"): direct_chunk,
+    (Collective.BROADCAST, "tree"): tree_broadcast,
+    (Collective.BROADCAST, "direct"): direct_full,
+    (Collective.REDUCE, "tree"): tree_reduce,
+    (Collective.REDUCE, "direct"): direct_full,
+    (Collective.SCATTER, "direct"): direct_chunk,
+    (Collective.SCATTER, "tree"): tree_scatter,
+    (Collective.GATHER, "direct"): direct_chunk,
+    (Collective.GATHER, "tree"): tree_gather,
+    (Collective.ALL_TO_ALL, "pairwise"): pairwise_all_to_all,
+    (Collective.ALL_TO_ALL, "direct"): direct_chunk,
 }
 
 # Bytes every rank sends, as a multiple of S, for the algorithms where all ranks send the same.
 _SENT_FRACTION: dict[tuple[str, str], Callable[[int], float]] = {
-    ("all_reduce", "ring"): lambda p: 2 * (p - 1) / p,
-    ("reduce_scatter", "ring"): lambda p: (p - 1) / p,
-    ("all_gather", "ring"): lambda p: (p - 1) / p,
-    ("all_reduce", "direct"): lambda p: p - 1,  # the whole buffer to each of p-1 peers
-    ("reduce_scatter", "direct"): lambda p: (p - 1) / p,
-    ("all_gather", "direct"): lambda p: (p - 1) / p,
-    ("all_to_all", "direct"): lambda p: (p - 1) / p,
-    ("all_to_all", "pairwise"): lambda p: (p - 1) / p,
+    (Collective.ALL_REDUCE, "ring"): lambda p: 2 * (p - 1) / p,
+    (Collective.REDUCE_SCATTER, "ring"): lambda p: (p - 1) / p,
+    (Collective.ALL_GATHER, "ring"): lambda p: (p - 1) / p,
+    (Collective.ALL_REDUCE, "direct"): lambda p: p - 1,  # the whole buffer to each of p-1 peers
+    (Collective.REDUCE_SCATTER, "direct"): lambda p: (p - 1) / p,
+    (Collective.ALL_GATHER, "direct"): lambda p: (p - 1) / p,
+    (Collective.ALL_TO_ALL, "direct"): lambda p: (p - 1) / p,
+    (Collective.ALL_TO_ALL, "pairwise"): lambda p: (p - 1) / p,
 }
 
 _BUS_FACTOR: dict[str, Callable[[int], float]] = {
-    "all_reduce": lambda p: 2 * (p - 1) / p,
-    "reduce_scatter": lambda p: (p - 1) / p,
-    "all_gather": lambda p: (p - 1) / p,
-    "all_to_all": lambda p: (p - 1) / p,
-    "broadcast": lambda p: 1.0,
-    "reduce": lambda p: 1.0,
-    "scatter": lambda p: (p - 1) / p,
-    "gather": lambda p: (p - 1) / p,
+    Collective.ALL_REDUCE: lambda p: 2 * (p - 1) / p,
+    Collective.REDUCE_SCATTER: lambda p: (p - 1) / p,
+    Collective.ALL_GATHER: lambda p: (p - 1) / p,
+    Collective.ALL_TO_ALL: lambda p: (p - 1) / p,
+    Collective.BROADCAST: lambda p: 1.0,
+    Collective.REDUCE: lambda p: 1.0,
+    Collective.SCATTER: lambda p: (p - 1) / p,
+    Collective.GATHER: lambda p: (p - 1) / p,
 }
 
 
@@ -208,9 +209,9 @@ def wire_size(collective: str, p: int, rows: list[int], row_bytes: int) -> int:
     form holds; with `padded=False` the same form takes the unpadded size.
     """
     p = _check(collective, p, 0)
-    if collective in ("all_gather", "gather"):
+    if collective in (Collective.ALL_GATHER, Collective.GATHER):
         return p * max(rows, default=0) * row_bytes
-    if collective in ("reduce_scatter", "scatter"):
+    if collective in (Collective.REDUCE_SCATTER, Collective.SCATTER):
         return p * -(-rows[0] // p) * row_bytes
     return rows[0] * row_bytes
 

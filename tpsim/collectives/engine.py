@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tpsim.collectives.kinds import Collective
 from tpsim.collectives.schedule import COPY, REDUCE, Schedule, Transfer, trace_contributions
 from tpsim.collectives.step_arrays import StepArrays, prepare
 from tpsim.device import allocate_all, free_all
@@ -79,7 +80,9 @@ class Run:
             index=len(mesh.trace.collectives),
             collective=schedule.collective,
             algorithm=schedule.algorithm,
-            op=op if schedule.collective in ("all_reduce", "reduce", "reduce_scatter") else None,
+            op=op
+            if schedule.collective in (Collective.ALL_REDUCE, Collective.REDUCE, Collective.REDUCE_SCATTER)
+            else None,
             group_size=schedule.world_size,
             num_groups=len(groups),
             mesh_dim=mesh_dim,

@@ -37,6 +37,7 @@ reduction operations", ICCS 2004.)
 
 from __future__ import annotations
 
+from tpsim.collectives.kinds import Collective
 from tpsim.collectives.schedule import COPY, REDUCE, Schedule, Transfer, make_steps
 
 
@@ -49,7 +50,7 @@ def all_reduce(p: int) -> Schedule:
     fold = [Transfer(2 * i, 2 * i + 1, everything, REDUCE) for i in range(r)]
     unfold = [Transfer(2 * i + 1, 2 * i, everything, COPY) for i in range(r)]
     steps = [fold, *_halving(q, real, start), *_doubling(q, real, start), unfold]
-    return Schedule("all_reduce", "halving_doubling", p, q, make_steps(steps))
+    return Schedule(Collective.ALL_REDUCE, "halving_doubling", p, q, make_steps(steps))
 
 
 def reduce_scatter(p: int) -> Schedule:
@@ -59,7 +60,7 @@ def reduce_scatter(p: int) -> Schedule:
     fold = [Transfer(2 * i, 2 * i + 1, everything, REDUCE) for i in range(r)]
     unfold = [Transfer(2 * i + 1, 2 * i, (2 * i,), COPY) for i in range(r)]
     steps = [fold, *_halving(q, _real_ranks(p), _starts(p)), unfold]
-    return Schedule("reduce_scatter", "recursive_halving", p, p, make_steps(steps))
+    return Schedule(Collective.REDUCE_SCATTER, "recursive_halving", p, p, make_steps(steps))
 
 
 def all_gather(p: int) -> Schedule:
@@ -68,7 +69,7 @@ def all_gather(p: int) -> Schedule:
     fold = [Transfer(2 * i, 2 * i + 1, (2 * i,), COPY) for i in range(r)]
     unfold = [Transfer(2 * i + 1, 2 * i, tuple(c for c in range(p) if c != 2 * i), COPY) for i in range(r)]
     steps = [fold, *_doubling(q, _real_ranks(p), _starts(p)), unfold]
-    return Schedule("all_gather", "recursive_doubling", p, p, make_steps(steps))
+    return Schedule(Collective.ALL_GATHER, "recursive_doubling", p, p, make_steps(steps))
 
 
 def _split(p: int) -> tuple[int, int]:

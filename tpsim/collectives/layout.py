@@ -18,15 +18,16 @@ import math
 
 import numpy as np
 
+from tpsim.collectives.kinds import Collective
 from tpsim.placement import chunk_sizes
 
 
 def chunk_table(collective: str, p: int, k: int, rows: list[int], row_size: int) -> list[list[int]]:
     """(p, k) chunk lengths in elements for every local rank; `rows` is each rank's dim-0 length."""
-    if collective in ("all_gather", "gather"):
+    if collective in (Collective.ALL_GATHER, Collective.GATHER):
         per = [r * row_size for r in rows]
         return [per[:] for _ in range(p)]
-    if collective == "all_to_all":
+    if collective == Collective.ALL_TO_ALL:
         out_rows = [[chunk_sizes(rows[i], p)[r] for i in range(p)] for r in range(p)]
         return [
             [c * row_size for c in chunk_sizes(rows[r], p)] + [c * row_size for c in out_rows[r]]
@@ -39,7 +40,7 @@ def chunk_table(collective: str, p: int, k: int, rows: list[int], row_size: int)
 # The collectives whose torch.distributed backends (gloo, NCCL) need equal pieces: all_gather_into_tensor,
 # reduce_scatter_tensor, gather and scatter take one size for every rank, so uneven pieces go padded to
 # the longest, as DTensor pads them. The padding crosses the wire; it never enters a result.
-PADDED = ("all_gather", "gather", "reduce_scatter", "scatter")
+PADDED = (Collective.ALL_GATHER, Collective.GATHER, Collective.REDUCE_SCATTER, Collective.SCATTER)
 
 
 def wire_rows(collective: str, rows: list[int], p: int, root: int | None = None) -> list[int]:
@@ -48,9 +49,9 @@ def wire_rows(collective: str, rows: list[int], p: int, root: int | None = None)
     all_gather / gather: each rank's piece padded to the longest; reduce_scatter / scatter: the buffer
     padded to p * ceil(n / p) rows, so each of the p chunks is as long as the first.
     """
-    if collective in ("all_gather", "gather"):
+    if collective in (Collective.ALL_GATHER, Collective.GATHER):
         return [max(rows, default=0)] * len(rows)
-    if collective in ("reduce_scatter", "scatter"):
+    if collective in (Collective.REDUCE_SCATTER, Collective.SCATTER):
         n = rows[root or 0]
         return [p * -(-n // p)] * len(rows)
     return list(rows)

@@ -16,6 +16,7 @@ Operations in MPICH", IJHPCA 2005, the long-message all-to-all.)
 
 from __future__ import annotations
 
+from tpsim.collectives.kinds import Collective
 from tpsim.collectives.schedule import COPY, Schedule, Transfer, make_steps
 
 
@@ -25,4 +26,4 @@ def all_to_all(p: int) -> Schedule:
     rounds = [
         [Transfer(r, (r + s) % p, ((r + s) % p,), COPY, (p + r,)) for r in range(p)] for s in range(1, p)
     ]
-    return Schedule("all_to_all", "pairwise", p, 2 * p, make_steps([local, *rounds]))
+    return Schedule(Collective.ALL_TO_ALL, "pairwise", p, 2 * p, make_steps([local, *rounds]))

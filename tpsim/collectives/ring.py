@@ -22,22 +22,23 @@ few milliseconds instead of going through 2 million `Transfer` objects.
 
 from __future__ import annotations
 
+from tpsim.collectives.kinds import Collective
 from tpsim.collectives.schedule import COPY, REDUCE, Schedule, Step
 
 
 def all_reduce(p: int) -> Schedule:
     """Ring all-reduce: reduce-scatter then all-gather, 2(p-1) steps, p chunks."""
-    return Schedule("all_reduce", "ring", p, p, _reduce_scatter_steps(p) + _all_gather_steps(p))
+    return Schedule(Collective.ALL_REDUCE, "ring", p, p, _reduce_scatter_steps(p) + _all_gather_steps(p))
 
 
 def reduce_scatter(p: int) -> Schedule:
     """Ring reduce-scatter: p-1 steps; rank j ends with chunk j reduced."""
-    return Schedule("reduce_scatter", "ring", p, p, _reduce_scatter_steps(p))
+    return Schedule(Collective.REDUCE_SCATTER, "ring", p, p, _reduce_scatter_steps(p))
 
 
 def all_gather(p: int) -> Schedule:
     """Ring all-gather: p-1 steps; chunk j starts on rank j and goes once round the ring."""
-    return Schedule("all_gather", "ring", p, p, _all_gather_steps(p))
+    return Schedule(Collective.ALL_GATHER, "ring", p, p, _all_gather_steps(p))
 
 
 def _reduce_scatter_steps(p: int) -> tuple[Step, ...]:

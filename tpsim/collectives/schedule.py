@@ -36,22 +36,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from tpsim.collectives.kinds import Collective
 from tpsim.errors import ScheduleError
 
 COPY = "copy"
 REDUCE = "reduce"
 
-COLLECTIVES = (
-    "all_reduce",
-    "reduce",
-    "reduce_scatter",
-    "all_gather",
-    "broadcast",
-    "scatter",
-    "gather",
-    "all_to_all",
-)
-ROOTED = frozenset({"reduce", "broadcast", "scatter", "gather"})
+COLLECTIVES = tuple(Collective)
+ROOTED = frozenset({Collective.REDUCE, Collective.BROADCAST, Collective.SCATTER, Collective.GATHER})
 
 
 class Transfer(NamedTuple):
@@ -161,13 +153,13 @@ def make_steps(steps: Iterable[Iterable[Transfer]]) -> tuple[Step, ...]:
 
 
 def initial_atoms(collective: str, p: int, root: int | None, rank: int, chunk: int) -> frozenset | None:
-    if collective in ("all_reduce", "reduce", "reduce_scatter"):
+    if collective in (Collective.ALL_REDUCE, Collective.REDUCE, Collective.REDUCE_SCATTER):
         return frozenset({(rank, chunk)})
-    if collective in ("all_gather", "gather"):
+    if collective in (Collective.ALL_GATHER, Collective.GATHER):
         return frozenset({(rank, chunk)}) if chunk == rank else None
-    if collective in ("broadcast", "scatter"):
+    if collective in (Collective.BROADCAST, Collective.SCATTER):
         return frozenset({(root, chunk)}) if rank == root else None
-    if collective == "all_to_all":
+    if collective == Collective.ALL_TO_ALL:
         return frozenset({(rank, chunk)}) if chunk < p else None
     raise ScheduleError(f"unknown collective {collective!r}; valid: {', '.join(COLLECTIVES)}")
 
@@ -176,21 +168,21 @@ def expected_atoms(
     collective: str, p: int, k: int, root: int | None, rank: int, chunk: int
 ) -> frozenset | None:
     everyone = range(p)
-    if collective == "all_reduce":
+    if collective == Collective.ALL_REDUCE:
         return frozenset((q, chunk) for q in everyone)
-    if collective == "reduce":
+    if collective == Collective.REDUCE:
         return frozenset((q, chunk) for q in everyone) if rank == root else None
-    if collective == "reduce_scatter":
+    if collective == Collective.REDUCE_SCATTER:
         return frozenset((q, chunk) for q in everyone) if chunk == rank else None
-    if collective == "all_gather":
+    if collective == Collective.ALL_GATHER:
         return frozenset({(chunk, chunk)})
-    if collective == "gather":
+    if collective == Collective.GATHER:
         return frozenset({(chunk, chunk)}) if rank == root else None
-    if collective == "broadcast":
+    if collective == Collective.BROADCAST:
         return frozenset({(root, chunk)})
-    if collective == "scatter":
+    if collective == Collective.SCATTER:
         return frozenset({(root, chunk)}) if chunk == rank else None
-    if collective == "all_to_all":
+    if collective == Collective.ALL_TO_ALL:
         return frozenset({(chunk - p, rank)}) if chunk >= p else None
     raise ScheduleError(f"unknown collective {collective!r}; valid: {', '.join(COLLECTIVES)}")
 

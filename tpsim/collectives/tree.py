@@ -23,32 +23,33 @@ Operations in MPICH", IJHPCA 2005.)
 
 from __future__ import annotations
 
+from tpsim.collectives.kinds import Collective
 from tpsim.collectives.schedule import COPY, REDUCE, Schedule, Step, Transfer, make_steps
 
 
 def broadcast(p: int, root: int) -> Schedule:
     """Binomial broadcast of one chunk from `root`: ceil(log2 p) steps."""
-    return Schedule("broadcast", "tree", p, 1, _down(p, root), root)
+    return Schedule(Collective.BROADCAST, "tree", p, 1, _down(p, root), root)
 
 
 def reduce(p: int, root: int) -> Schedule:
     """Binomial reduce of one chunk into `root`: ceil(log2 p) steps."""
-    return Schedule("reduce", "tree", p, 1, _up(p, root), root)
+    return Schedule(Collective.REDUCE, "tree", p, 1, _up(p, root), root)
 
 
 def all_reduce(p: int) -> Schedule:
     """Binomial reduce to rank 0, then binomial broadcast from rank 0: 2 ceil(log2 p) steps, 1 chunk."""
-    return Schedule("all_reduce", "tree", p, 1, _up(p, 0) + _down(p, 0))
+    return Schedule(Collective.ALL_REDUCE, "tree", p, 1, _up(p, 0) + _down(p, 0))
 
 
 def scatter(p: int, root: int) -> Schedule:
     """Binomial scatter of p chunks: each send carries the receiver's whole subtree."""
-    return Schedule("scatter", "tree", p, p, _down(p, root, subtrees=True), root)
+    return Schedule(Collective.SCATTER, "tree", p, p, _down(p, root, subtrees=True), root)
 
 
 def gather(p: int, root: int) -> Schedule:
     """Binomial gather of p chunks: each send carries the sender's whole subtree."""
-    return Schedule("gather", "tree", p, p, _up(p, root, subtrees=True), root)
+    return Schedule(Collective.GATHER, "tree", p, p, _up(p, root, subtrees=True), root)
 
 
 def _distances(p: int) -> list[int]:

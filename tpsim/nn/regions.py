@@ -8,6 +8,11 @@ On the tensor-parallel mesh dim (t devices), with the placement each one expects
     scatter_to     forward: split (local)      R -> S(-1)  backward: all-gather     S(-1) -> R
     sequence_gather        (SP) forward: all-gather S(s) -> R,   backward: reduce-scatter P -> S(s)
     sequence_reduce_scatter (SP) forward: reduce-scatter P -> S(s), backward: all-gather S(s) -> R
+    sequence_scatter       (SP) forward: split (local) R -> S(s), backward: all-gather S(s) -> R
+
+A layer whose replicated params see only a sequence shard (LayerNorm under SP) gets partial grads:
+it stacks them and runs copy_to_backward once on the stack, as the reference's copy_to on
+torch.stack does.
 
 Megatron calls copy_to "f" and reduce_from "g".  Each forward function has a
 `*_backward` twin; layers call the twin in their explicit backward.  Every
@@ -100,4 +105,15 @@ def sequence_reduce_scatter(x: DArray, tp: int, seq_dim: int) -> DArray:
 
 def sequence_reduce_scatter_backward(dy: DArray, tp: int, seq_dim: int) -> DArray:
     _expect(dy, tp, f"sequence_reduce_scatter backward (S({seq_dim}))", lambda p: p == Shard(seq_dim))
+    return dy.redistribute(_on_tp(dy, tp, Replicate()))
+
+
+def sequence_scatter(x: DArray, tp: int, seq_dim: int) -> DArray:
+    """SP: keep each TP rank's rows of a replicated sequence (local: no bytes move); GPT's embedding."""
+    _expect(x, tp, "sequence_scatter (R)", lambda p: isinstance(p, Replicate))
+    return x.redistribute(_on_tp(x, tp, Shard(seq_dim)))
+
+
+def sequence_scatter_backward(dy: DArray, tp: int, seq_dim: int) -> DArray:
+    _expect(dy, tp, f"sequence_scatter backward (S({seq_dim}))", lambda p: p == Shard(seq_dim))
     return dy.redistribute(_on_tp(dy, tp, Replicate()))

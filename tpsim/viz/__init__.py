@@ -8,6 +8,7 @@
     memory_use.py  memory            per-device memory by category against capacity
     costs.py       cost_curves, efficiency_curve            time vs size per algorithm; TP efficiency
     terminal.py    holdings, print_holdings                 who holds what, in the terminal (rich)
+    placements.py  change, label       a collective's placement change per buffer: P -> R, S(0) -> R, ...
     style.py       device colours and axes in bytes and seconds
 
 Every plotting function takes `ax=None` (None: a new figure) and returns the matplotlib Figure

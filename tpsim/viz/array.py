@@ -54,6 +54,11 @@ def placement_text(x: DArray) -> str:
     return ", ".join(f"{n}={p!r}" for n, p in zip(x.mesh.names, x.placements, strict=True))
 
 
+def short_placement(x: DArray) -> str:
+    """'S(0)' on a 1-d mesh, 'R,S(1)' on a 2-d one: what every block of `x` is labelled with."""
+    return ",".join(repr(p) for p in x.placements)
+
+
 def show_darray(x: DArray, *, values: bool | None = None, title: str | None = None, ax=None):
     """Draw the global array `x`, each block coloured by the device(s) holding it.
 
@@ -65,7 +70,9 @@ def show_darray(x: DArray, *, values: bool | None = None, title: str | None = No
         ax: axes to draw into; None makes a new figure.
 
     Returns:
-        The matplotlib Figure.  Each device's patches have gid 'dev{d}' and that device's colour.
+        The matplotlib Figure.  Each device's patches have gid 'dev{d}' and that device's colour;
+        each block's top-left corner has its placement (`short_placement`), gid 'placement dev{d}'
+        for the first device holding it, and the legend names each device with it.
     """
     if not isinstance(x, DArray):
         raise TypeError(f"show_darray needs a tpsim DArray, got {type(x).__name__}")
@@ -80,6 +87,7 @@ def show_darray(x: DArray, *, values: bool | None = None, title: str | None = No
         key = tuple((s.start, s.stop) for s in local_slices(x.shape, mesh, x.placements, d))
         blocks.setdefault(key, []).append(d)
     partial = any(isinstance(p, Partial) for p in x.placements)
+    where = short_placement(x)
     for key, holders in blocks.items():
         block = tuple(slice(a, b) for a, b in key)
         rects = device_rects(x.shape, block)
@@ -92,6 +100,9 @@ def show_darray(x: DArray, *, values: bool | None = None, title: str | None = No
                                   edgecolor="none", gid=f"dev{d}")
                     )
             ax.add_patch(Rectangle((c0, r0), w, h, fill=False, edgecolor=EDGE, linewidth=1.8))
+            ax.text(c0 + 0.06, r0 + 0.06, where, ha="left", va="top", fontsize=6, color=EDGE,
+                    gid=f"placement dev{holders[0]}",
+                    bbox=dict(boxstyle="round,pad=0.05", facecolor="white", alpha=0.7, linewidth=0))
             if not values and rects:
                 many = f"dev{holders[0]}..{holders[-1]}"
                 names = "dev" + ",".join(str(d) for d in holders) if m <= 4 else many
@@ -120,7 +131,7 @@ def show_darray(x: DArray, *, values: bool | None = None, title: str | None = No
     dims = dict(zip(mesh.names, mesh.shape, strict=True))
     ax.set_title(f"{first}\nmesh {dims}" + (f", {kind}" if kind else ""), fontsize=9)
     if n <= 16:
-        handles = [Patch(facecolor=device_color(d, n), alpha=0.75, label=f"dev{d}") for d in range(n)]
+        handles = [Patch(facecolor=device_color(d, n), alpha=0.75, label=f"dev{d} {where}") for d in range(n)]
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     return fig
 

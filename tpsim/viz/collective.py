@@ -6,7 +6,8 @@ finished all-reduce shows every colour.  Each transfer of the step that crosses 
 from the sender's box to the receiver's, labelled with its chunk ids ('+' when it reduces); local
 copies (src == dst) cross no link and are only counted in the title, with the running byte count
 and simulated time.  `animate_collective` runs `tpsim.collectives.stepwise` and draws one frame per
-snapshot: the state before the first step, then after each step.
+snapshot: the state before the first step, then after each step.  Under each box is its buffer's
+placement, the change the collective makes (P -> R for an all-reduce; `tpsim.viz.placements`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from pathlib import Path
 from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
+from tpsim.collectives.algorithms import build
 from tpsim.collectives.api import stepwise
-from tpsim.collectives.schedule import REDUCE
+from tpsim.collectives.schedule import REDUCE, ROOTED
 from tpsim.report import fmt_bytes, fmt_time
+from tpsim.viz import placements
 from tpsim.viz.style import EDGE, EMPTY, IDLE, device_color, fmt_value
 
 CHUNK = 1.0  # chunk cell side, in data units
@@ -66,6 +69,7 @@ def show_step(
     title: str | None = None,
     num_steps: int | None = None,
     values: bool | None = None,
+    root: int | None = None,
     ax=None,
 ):
     """Draw one snapshot of a collective (from `tpsim.stepwise`): chunks, holdings, and transfers.
@@ -77,11 +81,13 @@ def show_step(
             `mesh.trace` (the one a stepwise run is running).
         num_steps: the collective's step count, for 'step s of n' (None: 'step s').
         values: write each chunk's value in it; None does when every chunk has at most 1 element.
+        root: the group rank of a rooted collective's root, as passed to stepwise (labels R on it).
         ax: axes to draw into; None makes a new figure.
 
     Returns:
         The Figure.  Arrows have gid 'transfer {src}->{dst}', device boxes 'box dev{d}', a chunk's
-        stripes 'chunk {d}.{c} from dev{q}'.
+        stripes 'chunk {d}.{c} from dev{q}', the text under a box 'placement dev{d}': its buffer's
+        placement (`tpsim.viz.placements`: P, R, S(0), "P -> R" while the steps run).
     """
     holds = snapshot.holds
     k = max((len(v) for v in holds.values()), default=1)
@@ -101,6 +107,8 @@ def show_step(
         fig, ax = plt.subplots(figsize=(max(4.0, span_x * scale + 0.5), max(3.5, span_y * scale + 1.2)),
                                layout="constrained")
     fig = ax.figure
+    last = mesh.trace.collectives[-1] if mesh.trace.collectives else None
+    labels = _placement_labels(last, mesh, snapshot.step, num_steps, root)
     for d in range(n):
         x0, y0 = pos[d][0] - w / 2, pos[d][1] - h / 2
         taking_part = d in holds
@@ -112,6 +120,9 @@ def show_step(
         )
         ax.text(pos[d][0], y0 + h - 0.33, f"dev{d}", ha="center", va="center", fontsize=9,
                 color=EDGE if taking_part else IDLE, fontweight="bold")
+        if d in labels:
+            ax.text(pos[d][0], y0 - 0.08, labels[d], ha="center", va="top", fontsize=8, color=EDGE,
+                    gid=f"placement dev{d}")
         for c, atoms in enumerate(holds.get(d, [])):
             _draw_chunk(ax, d, c, atoms, (x0 + PAD + c * CHUNK, y0 + PAD), n, snapshot if values else None)
     local = 0
@@ -129,7 +140,6 @@ def show_step(
             "arrow label: chunk ids, + = reduced into the receiver's", transform=ax.transAxes, ha="center",
             va="top", fontsize=7, color="#555555", wrap=True)
     if title is None:
-        last = mesh.trace.collectives[-1] if mesh.trace.collectives else None
         title = f"{last.collective} ({last.algorithm})" if last is not None else "collective"
     of = f" of {num_steps}" if num_steps is not None else ""
     where = "before the first step" if snapshot.step == 0 else f"step {snapshot.step}{of}"
@@ -141,6 +151,18 @@ def show_step(
         fontsize=10,
     )
     return fig
+
+
+def _placement_labels(record, mesh, step: int, num_steps: int | None, root: int | None) -> dict[int, str]:
+    """{device: its buffer's placement now} for the collective `record` (the one stepwise runs)."""
+    if record is None or record.collective not in placements.CHANGES:
+        return {}
+    if num_steps is None:
+        rooted = record.collective in ROOTED
+        steps = build(record.collective, record.algorithm, record.group_size, (root or 0) if rooted else None)
+        num_steps = len(steps.steps)
+    groups = mesh.groups(record.mesh_dim)
+    return placements.buffer_labels(record.collective, groups, step, num_steps, root)
 
 
 def _draw_chunk(ax, d: int, c: int, atoms, corner, n: int, snapshot) -> None:
@@ -219,14 +241,15 @@ def animate_collective(
     record = mesh.trace.collectives[-1]
     title = f"{record.collective} ({record.algorithm}, {record.group_size} ranks)"
     steps = len(snapshots) - 1
-    first = show_step(snapshots[0], mesh, title=title, num_steps=steps, values=values)
+    root = kwargs.get("root")
+    first = show_step(snapshots[0], mesh, title=title, num_steps=steps, values=values, root=root)
     if figsize is not None:
         first.set_size_inches(figsize)
     ax = first.axes[0]
 
     def draw(i: int):
         ax.clear()
-        show_step(snapshots[i], mesh, title=title, num_steps=steps, values=values, ax=ax)
+        show_step(snapshots[i], mesh, title=title, num_steps=steps, values=values, root=root, ax=ax)
         return []
 
     anim = FuncAnimation(first, draw, frames=len(snapshots), interval=interval, repeat=True, blit=False)

@@ -16,11 +16,12 @@ import numpy as np
 
 from tpsim.collectives.algorithms import ALGORITHMS, check_algorithm
 from tpsim.collectives.costs import cost
+from tpsim.collectives.kinds import Collective
 from tpsim.errors import TopologyError, WorldSizeError
 from tpsim.viz.style import log_formatter, new_axes
 
 DEFAULT_SIZES = tuple(1 << e for e in range(10, 31, 2))  # 1 KiB .. 1 GiB
-GATHERS = ("all_gather", "gather")  # S is the output: each rank brings S / p
+GATHERS = (Collective.ALL_GATHER, Collective.GATHER)  # S is the output: each rank brings S / p
 
 
 def alpha_bandwidth(topology, p: int) -> tuple[float, float, object]:
@@ -59,7 +60,7 @@ def simulated_time(collective: str, algorithm: str, topology, p: int, nbytes: in
     mesh = Mesh(p, topology=topology)
     each = MetaArray((max(1, elements // p) if collective in GATHERS else elements,), dtype)
     buffers: list[MetaArray | None] = [each] * p
-    if collective in ("broadcast", "scatter"):
+    if collective in (Collective.BROADCAST, Collective.SCATTER):
         buffers = [each] + [None] * (p - 1)  # only the root (rank 0) brings data
     run_collective(collective, buffers, mesh, algorithm=algorithm)
     return mesh.trace.collectives[-1].time

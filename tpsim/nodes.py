@@ -76,10 +76,10 @@ class Node:
 
     def summary(self, achievable: bool = False) -> str:
         """One line: the GPUs, the fabric and the rates it simulates."""
-        kind = "achievable" if achievable else "nominal"
+        kind = "per GPU, " + ("achievable" if achievable else "nominal")
         inside = f"{self.fabric} at {self.link.pick(achievable) / 1e9:.4g} GB/s"
         between = f"{self.nic_fabric} at {self.nic.pick(achievable) / 1e9:.4g} GB/s" if self.nic else "none"
-        return f"{self.title}, {self.gpus} x {self.device}: {inside}; between nodes {between}; per GPU, {kind}"
+        return f"{self.title}, {self.gpus} x {self.device}: {inside}; between nodes {between}; {kind}"
 
 
 def _nvlink(bidirectional_gb: float, source: str, measured: bool = False) -> Bandwidth:

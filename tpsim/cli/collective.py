@@ -82,8 +82,6 @@ def _raw():
 def run(args) -> tuple[dict, str]:
     coll, p = args.collective, args.devices
     algorithm = check_algorithm(coll, args.algorithm)
-    machine = choose(args, p)
-    topo, note = machine.topology, machine.note
     itemsize = np.dtype(tpsim.bfloat16 if args.dtype == "bfloat16" else args.dtype).itemsize
     per_rank = args.size // p if coll in ("all_gather", "gather") else args.size
     unit = itemsize * (
@@ -100,6 +98,8 @@ def run(args) -> tuple[dict, str]:
         raise WorldSizeError(
             f"--holdings shows at most {MAX_HOLDINGS} devices, not --devices {p}; valid: 1..{MAX_HOLDINGS}"
         )
+    machine = choose(args, p)
+    topo, note = machine.topology, machine.note
     mesh = tpsim.Mesh(p, topology=topo)
     buffers = [tpsim.meta((per_rank // itemsize,), args.dtype)] * p
     kw = {"root": args.root} if coll in ("broadcast", "reduce", "scatter", "gather") else {}

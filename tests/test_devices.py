@@ -169,3 +169,20 @@ def test_collective_time_follows_the_devices_own_link(capsys):
         times[device] = result["time"]
         assert result["closed_form"]["bandwidth"] == node.link.nominal
     assert times["l40s"] > times["v100"] > times["a100"] > times["h100"] == times["h200"] > 0
+
+
+def test_a_saved_device_preset_takes_the_node_its_name_names(capsys, tmp_path):
+    from dataclasses import replace
+
+    from tpsim import device_io
+
+    measured = device_io.save(
+        replace(DEVICES["a100"], name="nvidia-a100-sxm4-80gb-2026-12-06"), tmp_path / "a.json"
+    )
+    result, _ = run(capsys, command("collective", 8, "--device", str(measured)))
+    assert (result["machine"]["topology"], result["machine"]["standard_node"]) == ("dgx-a100", "dgx-a100")
+    unknown = device_io.save(replace(DEVICES["a100"], name="some-accelerator"), tmp_path / "b.json")
+    err = fails(capsys, command("collective", 8, "--device", str(unknown)))
+    assert f"device '{unknown}' names no standard node" in err and "pass --topology" in err
+    result, _ = run(capsys, command("collective", 8, "--device", str(unknown), "--topology", "dgx-h100"))
+    assert result["machine"]["topology"] == "dgx-h100" and not result["machine"]["mismatch"]

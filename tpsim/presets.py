@@ -1,9 +1,13 @@
-"""Topology presets: generic shapes for lessons, and real systems with their figures' sources.
+"""Topology presets: each device's real node (tpsim.nodes), and generic shapes for lessons.
+
+    preset("dgx-a100", 16)      two DGX A100 nodes joined by their InfiniBand, as `--device a100` runs
+    preset("ring", 8)           a generic shape with round teaching figures, no device's
 
 Bandwidths of real systems are datasheet figures, per direction (a datasheet's "900 GB/s"
-NVLink figure is both directions added).  Latencies are modelling assumptions unless a
-docstring says otherwise: they are not on any datasheet, so calibrate them by measurement
-(save the result with `Topology.save`) before trusting a small-message prediction.
+NVLink figure is both directions added), or on request the achievable ones (tpsim.nodes says
+which are measured and which assumed).  Latencies are modelling assumptions: they are not on any
+datasheet, so calibrate them by measurement (save the result with `Topology.save`) before
+trusting a small-message prediction.  This module builds on tpsim.topology, never the reverse.
 
 In a switch, a transfer crosses two port links; the presets give each port half of the
 end-to-end alpha, so a lone transfer sees `alpha + bytes / bandwidth` whatever the shape.

@@ -151,6 +151,8 @@ def test_generic_topologies_belong_to_no_device(capsys, name):
     result, _ = run(capsys, command(name, 8, "--device", "a100", "--topology", "pcie4"))
     m = result["machine"]
     assert (m["topology"], m["chosen_by"], m["mismatch"]) == ("pcie4", "--topology", False)
+    assert "links at 32 GB/s per direction; PCI-SIG" in m["line"]
+    assert m["line"].endswith("as --topology asked")
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))

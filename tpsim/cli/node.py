@@ -36,7 +36,10 @@ class Choice:
     @property
     def line(self) -> str:
         t = self.topology
-        what = self.node.summary(self.achievable) if self.node else t.source or "no source given"
+        rates = " and ".join(f"{b / 1e9:.4g}" for b in sorted(set(t.bandwidths.tolist())))
+        links = f"links at {rates} GB/s per direction" if rates else "no links"
+        generic = f"{links}; {t.source or 'no source given'}"
+        what = self.node.summary(self.achievable) if self.node else generic
         if self.mismatch:
             not_own = f"NOT {self.device}'s ({self.own.name})"
             why = f"{self.node.device}'s node, {not_own}: allowed by --allow-mismatch"

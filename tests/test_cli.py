@@ -131,7 +131,7 @@ def test_model_3d_and_llama_note(capsys):
         "--global-batch",
         "32",
     )
-    assert r["devices"] == 16 and r["topology"] == "multi-node-h100-2x8" and r["tp_inside_node"]
+    assert r["devices"] == 16 and r["topology"] == "dgx-h100" and r["tp_inside_node"]
     assert r["microbatches"] == 16 and r["time"]["bubble_formula"] == pytest.approx(3 / 19)
     assert "GPT stand-in" in r["notes"] and r["traffic_per_device"]["pp"] > 0
     assert main(["model", "llama2-7b", "--tp", "2"]) == 0
@@ -184,7 +184,7 @@ def test_compare_json_ranks(capsys):
         (["model", "gpt3-1.3b", "--tp", "16", "--devices", "16"], "TP group of 16"),
         (["model", "tiny", "--tp", "1", "--sp"], "--sp"),
         (["compare", "--model", "gpt3-1.3b"], "--devices"),
-        (["compare", "--model", "gpt3-1.3b", "--devices", "12", "--topology", "multi-node"], "multiple of 8"),
+        (["compare", "--model", "gpt3-1.3b", "--devices", "12"], "dgx-h100 puts 8 GPUs in a node"),
         (["model", "gpt3-1.3b", "--tp", "2", "--schedule", "zb"], "'zb'"),
         (["calibrate", "--sizes", "1KiB", "--collectives", "broadcast"], "'broadcast'"),
     ],

@@ -162,7 +162,7 @@ def test_route_of_a_random_batch_concatenates_the_paths(case, pick: int) -> None
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_to_dict_from_dict_round_trip(name: str) -> None:
-    t = preset(name, 16)
+    t = preset(name, 8)
     back = Topology.from_dict(json.loads(json.dumps(t.to_dict())))
     assert back == t
     assert back.links == t.links and back.kind == t.kind and back.source == t.source
@@ -246,15 +246,15 @@ def test_bad_links_are_named() -> None:
 
 def test_preset_errors_name_the_value_and_the_valid_ones() -> None:
     with pytest.raises(
-        TopologyError, match=r"unknown topology preset 'nvswitch'; valid: nvlink, .*fully-connected"
+        TopologyError, match=r"unknown topology preset 'nvswitch'; valid: dgx-2, .*fully-connected"
     ):
         preset("nvswitch", 8)
-    with pytest.raises(TopologyError, match="unknown gpu 'v100'; valid: h100, h200, a100"):
-        nvlink_node(8, "v100")
+    with pytest.raises(TopologyError, match=r"unknown gpu 'l40s'; valid: v100, a100, h100, h200 \(l40s"):
+        nvlink_node(8, "l40s")
     with pytest.raises(TopologyError, match="unknown PCIe gen 3; valid: 4, 5"):
         pcie(8, gen=3)
     with pytest.raises(TopologyError, match="multiple of 8; got 12"):
-        preset("multi-node", 12)
+        preset("dgx-h100", 12)
     with pytest.raises(TopologyError, match="n is 0"):
         ring(0)
 
@@ -273,6 +273,7 @@ def test_real_system_figures() -> None:
     assert set(nvlink_node(8, "h100").bandwidths) == {450e9}
     assert set(nvlink_node(8, "h200").bandwidths) == {450e9}
     assert set(nvlink_node(8, "a100").bandwidths) == {300e9}
+    assert set(nvlink_node(16, "v100").bandwidths) == {150e9}
     assert set(pcie(8, 4).bandwidths) == {32e9} and set(pcie(8, 5).bandwidths) == {64e9}
     assert "assumption" in nvlink_node().source and "datasheet" in nvlink_node().source
     assert "PCI-SIG" in pcie().source and "DGX H100" in multi_node().source
@@ -281,7 +282,18 @@ def test_real_system_figures() -> None:
     assert t.route(_arr(0), _arr(8))[2].tolist() == [5e-6]  # NIC alpha, end to end
 
 
-def test_presets_are_importable_from_topology_too() -> None:
-    from tpsim.topology import fully_connected as fc
+def test_topology_does_not_import_presets() -> None:
+    """presets builds on topology, one way: no import of presets or nodes in topology or routing."""
+    import ast
+    from pathlib import Path
 
-    assert fc is fully_connected
+    import tpsim.topology
+
+    for path in (Path(tpsim.topology.__file__), Path(tpsim.topology.__file__).with_name("routing.py")):
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        names |= {
+            f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names
+        }
+        assert not {x for x in names if "presets" in x or "nodes" in x}, path

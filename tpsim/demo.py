@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--size-mib", type=int, default=256, help="buffer of the at-scale table (default 256 MiB)"
     )
-    ap.add_argument("--topology", default="nvlink", help="preset: " + ", ".join(tpsim.presets.PRESETS))
+    ap.add_argument("--topology", default="dgx-h100", help="preset: " + ", ".join(tpsim.presets.PRESETS))
     args = ap.parse_args(argv)
     if args.devices < 1 or args.length < 0:
         ap.error(f"--devices must be >= 1 (got {args.devices}) and --length >= 0 (got {args.length})")

@@ -89,7 +89,17 @@ H200 = DeviceSpec(
     "NVIDIA H200 Tensor Core GPU datasheet (2024), SXM: 989 TFLOPS bf16/fp16 dense, 495 TF32 dense, 67 fp32, "
     "34 fp64, 4.8 TB/s HBM3e, 141 GB; datasheet figures until a GPU report exists (benchmarks/results/gpu/)",
 )
-DEVICES = {"v100": V100, "a100": A100, "h100": H100, "h200": H200}
+L40S = DeviceSpec(
+    "L40S-48GB",
+    {"float16": 362 * T, "bfloat16": 362 * T, "float32": 91.6 * T, "float64": 1.43 * T, "tf32": 183 * T},
+    864e9,
+    48 << 30,
+    "NVIDIA L40S datasheet (2023), PCIe card: 362 TFLOPS bf16/fp16 dense, 183 TF32 dense, 91.6 fp32, "
+    "864 GB/s GDDR6, 48 GB; datasheet figures, not measured here",
+    {"float64": "not on the datasheet: 91.6 / 64, the FP64:FP32 ratio of compute capability 8.9 in the "
+     "CUDA C++ Programming Guide's arithmetic throughput table"},
+)
+DEVICES = {"v100": V100, "a100": A100, "h100": H100, "h200": H200, "l40s": L40S}
 
 
 def device_spec(name) -> DeviceSpec:

@@ -19,6 +19,7 @@ import math
 from tpsim.device import VirtualDevice
 from tpsim.errors import MeshDimError, TopologyError, WorldSizeError
 from tpsim.hardware import device_spec
+from tpsim.presets import switch
 from tpsim.trace import ComputeRecord, Trace
 
 
@@ -41,8 +42,6 @@ class Mesh:
         self.names = names
         self.size = math.prod(shape)
         if topology is None:
-            from tpsim.presets import switch
-
             topology = switch(self.size)  # one port per device into a non-blocking switch
         if topology.num_devices < self.size:
             raise TopologyError(

@@ -15,7 +15,7 @@ Routing kinds (n devices; link ids are the positions in `Topology.links`):
     hierarchical  nodes of g devices; inside a node a switch (ids as above), between nodes
                   nic_out(i) = 2n + i, nic_in(j) = 3n + j into a non-blocking fabric
 
-Presets live in `tpsim.presets`; their names can also be imported from here.
+Presets live in `tpsim.presets`, which builds on this module (never the other way round).
 """
 
 from __future__ import annotations
@@ -239,16 +239,3 @@ class Topology:
     def __repr__(self) -> str:
         return f"Topology({self.name!r}, {self.num_devices} devices, {self.kind}, {len(self.links)} links)"
 
-
-_PRESET_NAMES = frozenset(
-    {"fully_connected", "ring", "switch", "nvlink_node", "pcie", "multi_node", "preset", "PRESETS"}
-)
-
-
-def __getattr__(name: str) -> Any:
-    # `from tpsim.topology import fully_connected` works; lazy, as tpsim.presets imports this module
-    if name in _PRESET_NAMES:
-        from tpsim import presets
-
-        return getattr(presets, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,6 +8,8 @@
     tpsim bench                                              every benchmark, one results file
     tpsim demo  (or no arguments, or python -m tpsim)        the demo
 
+--device D (default h100) runs on D's standard node (docs/hardware.md) unless --topology names another
+machine; collective, layer, model and compare print the machine they used as their first line.
 Every subcommand has --help and --json.  Bad arguments exit with status 2 and a message naming
 the value and what would be valid, as argparse does.
 """

@@ -1,7 +1,7 @@
 """Shared argument parsing of the tpsim command: sizes, topologies, models, and the common flags.
 
 parse_size("64MiB") -> 67108864      B, KiB, MiB, GiB (powers of 2), KB, MB, GB (powers of 10)
-topology_for("multi-node", 64)        a preset for n devices, or a topology file (e.g. from
+topology_for("dgx-h100", 64)          a preset for n devices, or a topology file (e.g. from
                                       `tpsim calibrate`); a file with uniform links and fewer
                                       devices is extended to n devices with the same links
 """
@@ -16,7 +16,8 @@ from tpsim import presets
 from tpsim.errors import TopologyError, TpsimError
 from tpsim.hardware import DEVICES, device_spec
 from tpsim.nn.config import PRESETS as MODELS
-from tpsim.topology import PairwiseRouting, RingRouting, SwitchRouting, Topology
+from tpsim.nodes import BY_DEVICE
+from tpsim.topology import Link, PairwiseRouting, RingRouting, SwitchRouting, Topology
 
 UNITS = {
     "": 1,
@@ -108,10 +109,13 @@ def model_name(text: str) -> str:
     )
 
 
-def topology_for(spec: str, n: int) -> tuple[Topology, str | None]:
-    """(topology for n devices, a note or None).  `spec`: a preset name or a topology JSON file."""
-    if spec in presets.PRESETS:
-        return presets.preset(spec, n), None
+def topology_for(spec: str, n: int, achievable: bool = False) -> tuple[Topology, str | None]:
+    """(topology for n devices, a note or None).  `spec`: a preset name or a topology JSON file.
+
+    `achievable`: a real node's achievable link rates instead of its datasheet ones (tpsim.nodes).
+    """
+    if spec in presets.PRESETS or spec in presets.RENAMED:
+        return presets.preset(spec, n, achievable), None
     path = Path(spec)
     if path.suffix != ".json":
         raise TopologyError(
@@ -120,6 +124,10 @@ def topology_for(spec: str, n: int) -> tuple[Topology, str | None]:
         )
     if not path.exists():
         raise TopologyError(f"topology file {spec!r} does not exist")
+    if achievable:
+        raise TopologyError(
+            f"--bandwidth achievable applies to presets; topology file {spec!r} has its own figures"
+        )
     topo = Topology.load(path)
     if topo.num_devices >= n:
         return topo, None
@@ -132,8 +140,6 @@ def topology_for(spec: str, n: int) -> tuple[Topology, str | None]:
         )
     alpha, bandwidth = figures.pop()
     routing = rules[topo.kind]()
-    from tpsim.topology import Link
-
     links = [Link(name, alpha, bandwidth) for name in routing.link_names(n)]
     bigger = Topology(topo.name, n, links, routing, topo.source)
     note = (
@@ -148,17 +154,29 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def add_device_flags(parser: argparse.ArgumentParser, topology_default: str | None = "nvlink") -> None:
+def add_device_flags(parser: argparse.ArgumentParser) -> None:
+    nodes = ", ".join(f"{n.device}: {n.name}" for n in BY_DEVICE.values())
     parser.add_argument(
         "--topology",
-        default=topology_default,
-        help=f"a preset ({', '.join(presets.PRESETS)}) or a topology .json file, e.g. from `tpsim calibrate`"
-        + (f" (default {topology_default})" if topology_default else ""),
+        default=None,
+        help=f"a preset ({', '.join(presets.PRESETS)}) or a topology .json file, e.g. from `tpsim calibrate` "
+        f"(default: the device's standard node, {nodes}; nvlink and multi-node are old names of dgx-h100)",
     )
     parser.add_argument(
         "--device",
         default="h100",
         type=device_name,
-        help=f"accelerator for the compute time: {', '.join(DEVICES)}, or a saved preset (a .json path "
-        "or a name in devices/, from `tpsim calibrate --gpu-report`) (default h100)",
+        help=f"accelerator: {', '.join(DEVICES)}, or a saved preset (a .json path or a name in devices/, "
+        "from `tpsim calibrate --gpu-report`) (default h100)",
+    )
+    parser.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="allow --topology to be another device's node (e.g. dgx-h100 with --device v100)",
+    )
+    parser.add_argument(
+        "--bandwidth",
+        default="nominal",
+        choices=("nominal", "achievable"),
+        help="a real node's link rates: datasheet (nominal, the default) or achievable (tpsim.nodes)",
     )

@@ -1,10 +1,12 @@
 """`tpsim collective`: one collective on n virtual devices, shape-only: steps, bytes, time, closed form.
 
-    tpsim collective all-reduce --devices 8 --algorithm ring --size 64MiB --topology nvlink --steps
+    tpsim collective all-reduce --devices 8 --algorithm ring --size 64MiB --steps
+    tpsim collective all-gather --devices 16 --device a100        on two DGX A100 nodes
 
 The size is S as nccl-tests reports it: the whole buffer of one rank (all-gather: its output,
 reduce-scatter: its input).  The engine runs the schedule on shape-only buffers on the topology;
-the closed form (tpsim.collectives.costs) uses the alpha and bandwidth of the path from device 0
+the topology is --device's standard node (default h100: dgx-h100) unless --topology; the closed form
+(tpsim.collectives.costs) uses the alpha and bandwidth of the path from device 0
 to device 1 as if every pair had its own link, so the two differ where links are shared.
 """
 
@@ -13,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 import tpsim
-from tpsim.cli.args import add_output_flags, choice, parse_size, positive_int, topology_for
+from tpsim.cli.args import add_device_flags, add_output_flags, choice, parse_size, positive_int
+from tpsim.cli.node import choose
 from tpsim.collectives import costs
 from tpsim.collectives.algorithms import ALGORITHMS, check_algorithm
 from tpsim.collectives.kinds import Collective
@@ -53,7 +56,6 @@ def register(sub) -> None:
         "--dtype", default="float32", type=choice(DTYPES, "dtype"), help="element type (default float32)"
     )
     p.add_argument("--root", type=int, default=0, help="root rank of broadcast, reduce, scatter, gather")
-    p.add_argument("--topology", default="nvlink", help="preset or topology .json file (default nvlink)")
     p.add_argument("--steps", action="store_true", help="list every step: transfers, bytes, timing")
     p.add_argument(
         "--holdings",
@@ -63,6 +65,7 @@ def register(sub) -> None:
     )
     p.add_argument("--plot", metavar="PNG", help="save the traffic matrix and the cost curves (matplotlib)")
     p.add_argument("--trace", metavar="JSON", help="save a Chrome/Perfetto trace of the run")
+    add_device_flags(p)
     add_output_flags(p)
     p.set_defaults(func=run)
 
@@ -80,7 +83,6 @@ def _raw():
 def run(args) -> tuple[dict, str]:
     coll, p = args.collective, args.devices
     algorithm = check_algorithm(coll, args.algorithm)
-    topo, note = topology_for(args.topology, p)
     itemsize = np.dtype(tpsim.bfloat16 if args.dtype == "bfloat16" else args.dtype).itemsize
     per_rank = args.size // p if coll in (Collective.ALL_GATHER, Collective.GATHER) else args.size
     unit = itemsize * (
@@ -109,6 +111,8 @@ def run(args) -> tuple[dict, str]:
         raise WorldSizeError(
             f"--holdings shows at most {MAX_HOLDINGS} devices, not --devices {p}; valid: 1..{MAX_HOLDINGS}"
         )
+    machine = choose(args, p)
+    topo, note = machine.topology, machine.note
     mesh = tpsim.Mesh(p, topology=topo)
     buffers = [tpsim.meta((per_rank // itemsize,), args.dtype)] * p
     kw = (
@@ -139,6 +143,7 @@ def run(args) -> tuple[dict, str]:
         "dtype": args.dtype,
         "topology": topo.name,
         "topology_note": note,
+        "machine": machine.record(),
         "steps": rec.num_steps,
         "time": rec.time,
         "algbw": rec.algbw if rec.time else None,
@@ -223,7 +228,8 @@ def _text(r: dict, mesh, steps: bool) -> str:
         f"{r['collective']} ({r['algorithm']}) of {fmt_bytes(r['size'])} {r['dtype']} on {r['devices']} "
         f"devices, {r['topology']}"
     )
-    out = [table(rows, ("", "steps", "max sent/device", "time", "algbw", "busbw"), title)]
+    head = ("", "steps", "max sent/device", "time", "algbw", "busbw")
+    out = [r["machine"]["line"], table(rows, head, title)]
     if r["topology_note"]:
         out.append("note: " + r["topology_note"])
     out.append(f"bytes on links: {fmt_bytes(r['wire_bytes'])}")

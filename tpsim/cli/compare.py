@@ -8,6 +8,7 @@ Columns: the layout; the bytes one device sends per step for TP, DP and PP; memo
 pipeline's idle share (the bubble).  Layouts that fit in memory rank first.  TP stays inside a
 node unless --tp-across-nodes; layouts whose degrees do not divide the model are listed as skipped.
 Each stage simulates 2 layers and extends linearly unless --exact (the same numbers; slower).
+The devices are --device's standard node(s) (h100: dgx-h100) unless --topology.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 import argparse
 
 from tpsim.cli.args import model_name, positive_int
-from tpsim.cli.model import add_layout_flags, get_topology
+from tpsim.cli.model import add_layout_flags
+from tpsim.cli.node import choose
 from tpsim.cli.progress import bar
 from tpsim.nn.config import resolve
 from tpsim.plan import compare
@@ -42,12 +44,12 @@ def register(sub) -> None:
 
 def run(args) -> tuple[dict, str]:
     cfg = resolve(args.model)
-    topo, note = get_topology(args, args.devices)
+    machine = choose(args, args.devices)
     with bar(args, "layouts", 1) as update:
         result = compare(
             cfg,
             args.devices,
-            topo,
+            machine.topology,
             device=args.device,
             global_batch=args.global_batch,
             micro_batch=args.micro_batch,
@@ -58,7 +60,8 @@ def run(args) -> tuple[dict, str]:
             exact=args.exact,
             progress=update,
         )
-    result["topology_note"] = note
+    result["topology_note"] = machine.note
+    result["machine"] = machine.record()
     if args.top:
         result["rows"] = result["rows"][: args.top]
     return result, text(result)
@@ -100,7 +103,7 @@ def text(r: dict) -> str:
         "bubble",
         "tokens/s",
     )
-    parts = [table(body, head, title)]
+    parts = [r["machine"]["line"], table(body, head, title)]
     if r["skipped"]:
         parts.append(
             f"{len(r['skipped'])} layouts skipped, e.g. {r['skipped'][0]['layout']}: "

@@ -5,6 +5,7 @@ memory and time per device.
     tpsim layer attention --hidden 12288 --heads 96 --tp 8 --sp
     tpsim layer block --model gpt3-175b --tp 8            a whole transformer layer, GPT-3's shapes
 
+The TP group runs on --device's standard node (default h100: dgx-h100) unless --topology.
 x is (seq, batch, hidden): replicated on the TP ranks, or split by sequence with --sp.
 """
 
@@ -13,9 +14,9 @@ from __future__ import annotations
 import argparse
 
 from tpsim import Mesh, Replicate, Shard, distribute, meta
-from tpsim.cli.args import add_device_flags, add_output_flags, choice, model_name, positive_int, topology_for
+from tpsim.cli.args import add_device_flags, add_output_flags, choice, model_name, positive_int
+from tpsim.cli.node import choose
 from tpsim.errors import ShapeError
-from tpsim.hardware import device_spec
 from tpsim.nn import ParallelAttention, ParallelMLP, TransformerBlock, comm_table, utilisation
 from tpsim.nn.comm_table import totals
 from tpsim.nn.config import resolve
@@ -87,8 +88,8 @@ def _check(kind: str, s: dict, t: int, sp: bool) -> None:
 def run(args) -> tuple[dict, str]:
     s, t = shapes(args), args.tp
     _check(args.kind, s, t, args.sp)
-    topo, note = topology_for(args.topology, t)
-    spec = device_spec(args.device)
+    machine = choose(args, t)
+    topo, note, spec = machine.topology, machine.note, machine.spec
     mesh = Mesh(t, names=("tp",), topology=topo, memory=UNBOUNDED, device=spec)
     kw = dict(init=None, dtype=s["dtype"], sequence_parallel=args.sp, name=args.kind)
     if args.kind == "mlp":
@@ -113,6 +114,7 @@ def run(args) -> tuple[dict, str]:
         "topology": topo.name,
         "topology_note": note,
         "device": spec.name,
+        "machine": machine.record(),
         "communication": [vars(r) for r in rows],
         "totals": totals(rows),
         "memory_per_device": {
@@ -161,7 +163,7 @@ def _text(r: dict, rows) -> str:
         ("forward", "backward", "compute", "communication", "comm share"),
         "Time per device (compute and collectives do not overlap)",
     )
-    parts = [head, format_comm_table(rows, "Communication per device"), mem, time]
+    parts = [r["machine"]["line"], head, format_comm_table(rows, "Communication per device"), mem, time]
     if r["topology_note"]:
         parts.append("note: " + r["topology_note"])
     if r["notes"]:

@@ -7,8 +7,8 @@ device, shape-only.
 
 The model is a preset or a file of GPTConfig fields (vocab_size, hidden, num_layers, num_heads,
 seq_len; optionally ffn_hidden, micro_batch, dtype, dropout, name, tied_embeddings).  The mesh is
-(pp, dp, tp) with TP's ranks neighbours (Megatron's order); the topology defaults to one NVLink
-node up to 8 devices, else multi-node (8 H100 per node, InfiniBand between nodes).  Optimizer
+(pp, dp, tp) with TP's ranks neighbours (Megatron's order); the topology defaults to --device's
+standard node (h100: DGX H100, 8 GPUs per node, InfiniBand between nodes; see `tpsim.nodes`).  Optimizer
 state: mixed-precision Adam, 12 bytes per parameter (16 with bf16 weights and grads), divided by
 dp with --zero1.  See tpsim/plan/layout.py for the whole time model.
 """
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 
-from tpsim.cli.args import add_device_flags, add_output_flags, choice, model_name, positive_int, topology_for
+from tpsim.cli.args import add_device_flags, add_output_flags, choice, model_name, positive_int
+from tpsim.cli.node import choose
 from tpsim.cli.progress import bar
-from tpsim.errors import TopologyError
 from tpsim.nn.config import resolve
 from tpsim.plan import Layout, analyse_layout
 from tpsim.plan.pipeline import SCHEDULES
@@ -63,22 +63,8 @@ def add_layout_flags(p) -> None:
         help="shard the optimizer state by dp (Megatron's distributed optimizer, ZeRO-1)",
     )
     p.add_argument("--tp-across-nodes", action="store_true", help="allow a TP group to span nodes")
-    add_device_flags(p, topology_default=None)
+    add_device_flags(p)
     add_output_flags(p)
-
-
-def default_topology(devices: int) -> str:
-    return "nvlink" if devices <= 8 else "multi-node"
-
-
-def get_topology(args, devices: int):
-    spec = args.topology or default_topology(devices)
-    try:
-        return topology_for(spec, devices)
-    except TopologyError as e:
-        if spec == "multi-node":
-            raise TopologyError(f"{e}; pass --topology for {devices} devices") from None
-        raise
 
 
 def run(args) -> tuple[dict, str]:
@@ -87,12 +73,12 @@ def run(args) -> tuple[dict, str]:
     from tpsim.plan.layout import check_layout
 
     check_layout(cfg, layout, args.devices)
-    topo, note = get_topology(args, layout.devices)
+    machine = choose(args, layout.devices)
     with bar(args, f"analysing {cfg.name} {layout}", 1) as update:
         result = analyse_layout(
             cfg,
             layout,
-            topology=topo,
+            topology=machine.topology,
             device=args.device,
             global_batch=args.global_batch,
             micro_batch=args.micro_batch,
@@ -102,7 +88,8 @@ def run(args) -> tuple[dict, str]:
             exact=not args.fast,
         )
         update(1, 1)
-    result["topology_note"] = note
+    result["topology_note"] = machine.note
+    result["machine"] = machine.record()
     return result, text(result)
 
 
@@ -169,7 +156,7 @@ def text(r: dict) -> str:
         ("", "time"),
         "Time per step (no overlap of compute and communication)",
     )
-    parts = [head, traffic, memory, time]
+    parts = [r["machine"]["line"], head, traffic, memory, time]
     st = r["stage"]
     parts.append(
         f"stage: {st['layers']} layers + embedding + output layer"

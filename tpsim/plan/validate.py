@@ -1,0 +1,121 @@
+"""Predictions of iteration.py set beside published measurements: Megatron-LM 2019 on DGX-2H.
+
+Shoeybi et al. 2019, "Megatron-LM: Training Multi-Billion Parameter Language Models Using Model
+Parallelism" (arXiv:1909.08053), Sec. 5.1: GPT-2 models on DGX-2H servers (16 V100 32 GB each on
+NVSwitch, 8 x 100 Gb/s InfiniBand per node), sequence 1024, vocabulary 51200, fp16 mixed precision,
+a batch of 8 per model replica, activation checkpointing after every layer.
+
+Assumptions, one set for every row, none fitted to them:
+
+    device       cluster.dgx2h_v100: 131.25 TFLOP/s fp16 (the DGX-2H datasheet), 900 GB/s
+    efficiency   efficiency.V100: GEMMs at most 83 / 125 of peak (Markidis et al. 2018, cuBLAS)
+    kernels      "unfused": the 2019 code ran softmax, masking, dropout and bias adds as PyTorch ops
+    recompute    "full" (the paper checkpoints every layer); DP all-reduce after the backward, no overlap
+    FLOPs        the paper does not print its formula: we count Narayanan et al. 2021's Eq. (3), the
+                 hardware FLOPs with full recompute (flops.py)
+
+Published: 39 TFLOP/s on one GPU (30 % of peak); weak scaling 100 / 95 / 82 / 77 % at TP 1 / 2 / 4 / 8;
+8.3B on TP 8 x DP 64 = 512 GPUs, 15.1 PFLOP/s, 76 % of 512 x 39 TFLOP/s.  "Derived" rows multiply two
+published figures (39 TFLOP/s x a scaling), and are not measurements themselves.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from tpsim.efficiency import V100
+from tpsim.nn.config import GPTConfig
+from tpsim.plan.cluster import DGX2H, dgx2h_v100
+from tpsim.plan.iteration import iteration
+from tpsim.plan.layout import Layout
+
+SOURCE = "Shoeybi et al. 2019, Megatron-LM (arXiv:1909.08053), Sec. 5.1, Fig. 1 and Table 1"
+MODELS = {  # name: (hidden, heads, layers, tp)
+    "1.2B": (1536, 16, 40, 1),
+    "2.5B": (1920, 20, 54, 2),
+    "4.2B": (2304, 24, 64, 4),
+    "8.3B": (3072, 32, 72, 8),
+}
+SCALING = {"1.2B": 1.00, "2.5B": 0.95, "4.2B": 0.82, "8.3B": 0.77}
+ONE_GPU_TFLOPS = 39.0
+DP_PFLOPS, DP_SCALING, DP = 15.1, 0.76, 64
+SETTINGS = dict(recompute="full", kernels="unfused", micro_batch=8)
+
+
+def config(name: str) -> GPTConfig:
+    h, a, layers, _ = MODELS[name]
+    return GPTConfig(51200, h, layers, a, 1024, dtype="float16", name=f"megatron-{name}")
+
+
+def predict(name: str, dp: int = 1, mode: str = "realistic") -> dict:
+    tp = MODELS[name][3]
+    return iteration(
+        config(name),
+        Layout(tp, dp),
+        cluster=DGX2H,
+        device=dgx2h_v100(),
+        global_batch=8 * dp,
+        mode=mode,
+        efficiency=V100 if mode == "realistic" else None,
+        **SETTINGS,
+    )
+
+
+def comparisons(mode: str = "realistic") -> list[dict]:
+    """[{quantity, published, predicted, error, kind}], error = predicted / published - 1."""
+    runs = {name: predict(name, mode=mode) for name in MODELS}
+    per_gpu = {name: r["tflops_per_device"]["hardware"] for name, r in runs.items()}
+    rows = [
+        dict(quantity="1.2B, 1 GPU: TFLOP/s per GPU", published=ONE_GPU_TFLOPS, predicted=per_gpu["1.2B"])
+    ]
+    for name in list(MODELS)[1:]:
+        tp = MODELS[name][3]
+        rows.append(
+            dict(
+                quantity=f"{name}, TP {tp}: weak scaling",
+                published=SCALING[name],
+                predicted=per_gpu[name] / per_gpu["1.2B"],
+            )
+        )
+        rows.append(
+            dict(
+                quantity=f"{name}, TP {tp}: TFLOP/s per GPU (derived: 39 x {SCALING[name]:.0%})",
+                published=ONE_GPU_TFLOPS * SCALING[name],
+                predicted=per_gpu[name],
+                derived=True,
+            )
+        )
+    big = predict("8.3B", dp=DP, mode=mode)
+    devices = big["devices"]
+    total = big["tflops_per_device"]["hardware"] * devices
+    rows.append(dict(quantity=f"8.3B, TP 8 x DP {DP}: PFLOP/s", published=DP_PFLOPS, predicted=total / 1e3))
+    rows.append(
+        dict(
+            quantity=f"8.3B, TP 8 x DP {DP}: scaling vs {devices} x 1 GPU",
+            published=DP_SCALING,
+            predicted=total / (devices * per_gpu["1.2B"]),
+        )
+    )
+    for r in rows:
+        r["error"] = r["predicted"] / r["published"] - 1
+        r.setdefault("derived", False)
+    return rows
+
+
+def breakdowns(mode: str = "realistic") -> list[dict]:
+    out = [dict(run=f"{n}, TP {MODELS[n][3]}", **predict(n, mode=mode)["time"]) for n in MODELS]
+    return [*out, dict(run=f"8.3B, TP 8 x DP {DP}", **predict("8.3B", dp=DP, mode=mode)["time"])]
+
+
+def summary(rows: list[dict]) -> dict:
+    errors = [abs(r["error"]) for r in rows]
+    return {"median_abs_error": statistics.median(errors), "max_abs_error": max(errors), "rows": len(rows)}
+
+
+def report() -> dict:
+    """Everything validation.md shows, for both modes."""
+    out = {"source": SOURCE, "settings": SETTINGS, "efficiency_source": V100.source}
+    for mode in ("realistic", "peak"):
+        rows = comparisons(mode)
+        out[mode] = {"comparisons": rows, "summary": summary(rows), "breakdown": breakdowns(mode)}
+    return out

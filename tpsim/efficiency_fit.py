@@ -108,7 +108,8 @@ def fit(table: list[dict], base: Efficiency, peak: float) -> tuple[Efficiency, d
 
 
 def _nonnegative_lstsq(A: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least squares with every coefficient >= 0: drop the negative ones and refit (3 unknowns)."""
+    """Least squares with every coefficient >= 0: drop the most negative one and refit.  Column 1 (the
+    compute term) is kept: if it alone goes negative (a table dominated by overhead), the others go."""
     keep = list(range(A.shape[1]))
     while True:
         sol = np.zeros(A.shape[1])
@@ -116,4 +117,5 @@ def _nonnegative_lstsq(A: np.ndarray, y: np.ndarray) -> np.ndarray:
         negative = [i for i in keep if sol[i] < 0]
         if not negative:
             return sol
-        keep.remove(min(negative, key=lambda i: sol[i]))
+        others = [i for i in negative if i != 1] or [i for i in keep if i != 1]
+        keep.remove(min(others, key=lambda i: sol[i]))

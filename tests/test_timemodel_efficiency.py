@@ -14,9 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpsim.cli.fit import FitError
 from tpsim.efficiency import EFFICIENCIES, Efficiency, efficiency_for, gemm_time, memory_time
-from tpsim.efficiency_fit import fit, gpu_report_table, measure_numpy
+from tpsim.efficiency_fit import FitError, fit, gpu_report_table, measure_numpy
 from tpsim.errors import TopologyError
 from tpsim.hardware import DEVICES
 

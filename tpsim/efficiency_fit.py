@@ -15,12 +15,22 @@ and beta) gives them; negative solutions are clipped to 0 and the rest refitted.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from tpsim.cli.fit import FitError
 from tpsim.efficiency import Efficiency
+from tpsim.errors import TpsimError
+
+
+class FitError(TpsimError, ValueError):
+    """Too few or bad GEMM measurements to fit."""
+
 
 NUMPY_SHAPES = (
     (64, 64, 64),
@@ -58,6 +68,18 @@ def measure_numpy(
             best = min(best, elapsed / calls)
         rows.append(dict(m=m, n=n, k=k, dtype=dtype, seconds=best))
     return rows
+
+
+def measure_numpy_threads(threads: int = 1, shapes=NUMPY_SHAPES) -> list[dict]:
+    """measure_numpy in a fresh process whose BLAS runs `threads` threads (fixed before NumPy loads:
+    on a shared machine, an oversubscribed multithreaded BLAS measures the neighbours, not the GEMM)."""
+    n = str(threads)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=n, OMP_NUM_THREADS=n, MKL_NUM_THREADS=n)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    code = "import json, sys; from tpsim.efficiency_fit import measure_numpy; "
+    code += f"print(json.dumps(measure_numpy({[tuple(s) for s in shapes]!r})))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return [dict(r, threads=threads) for r in json.loads(out.stdout)]
 
 
 def gpu_report_table(path, dtype: str = "bfloat16") -> list[dict]:

@@ -5,6 +5,7 @@
     tpsim model gpt3-175b --tp 8 --dp 4 --pp 8               a training step: traffic, memory, time
     tpsim compare --model gpt3-175b --devices 64             every TP x DP x PP layout, ranked
     tpsim calibrate                                          measure gloo/NCCL, fit alpha and beta
+    tpsim fit-gemm --numpy                                   measure GEMMs, fit compute efficiency
     tpsim bench                                              every benchmark, one results file
     tpsim demo  (or no arguments, or python -m tpsim)        the demo
 
@@ -19,10 +20,10 @@ import json
 import math
 import sys
 
-from tpsim.cli import bench, calibrate, collective, compare, layer, model
+from tpsim.cli import bench, calibrate, collective, compare, fit_gemm, layer, model
 from tpsim.errors import TpsimError
 
-SUBCOMMANDS = (collective, layer, model, compare, calibrate, bench)
+SUBCOMMANDS = (collective, layer, model, compare, calibrate, fit_gemm, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

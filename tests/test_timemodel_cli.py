@@ -1,0 +1,49 @@
+"""`tpsim fit-gemm`: a table made from known parameters comes back fitted, as text and as JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tpsim.cli import main
+from tpsim.efficiency import EFFICIENCIES
+
+TRUE = EFFICIENCIES["a100"].with_(gemm_fraction=0.75, k_half=50.0, launch=6e-6)
+SHAPES = [(512, 512, 64), (1024, 1024, 128), (4096, 4096, 4096), (2048, 8192, 256), (8192, 1536, 1024)]
+
+
+@pytest.fixture
+def table(tmp_path):
+    peak = 312e12
+    rows = [
+        dict(m=m, n=n, k=k, seconds=TRUE.launch + 2 * m * n * k / (TRUE.gemm(m, n, k) * peak))
+        for m, n, k in SHAPES
+    ]
+    path = tmp_path / "gemms.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def test_fit_gemm_recovers_a_table(table, tmp_path, capsys):
+    out = tmp_path / "fit.json"
+    assert main(["fit-gemm", "--table", str(table), "--device", "a100", "--out", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["fitted"]["gemm_fraction"] == pytest.approx(0.75, rel=1e-9)
+    assert doc["fitted"]["k_half"] == pytest.approx(50.0, rel=1e-9)
+    assert doc["max_abs_error"] < 1e-9
+    assert json.loads(out.read_text())["fitted"]["tile"] == list(TRUE.tile)
+
+
+def test_fit_gemm_text_names_its_source_and_errors(table, capsys):
+    main(["fit-gemm", "--table", str(table), "--device", "a100"])
+    text = capsys.readouterr().out
+    assert "gemm_fraction 0.750" in text and "peak 312 TFLOP/s (datasheet)" in text
+    assert text.count("+0.0%") + text.count("-0.0%") == len(SHAPES)
+
+
+def test_fit_gemm_needs_a_source(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["fit-gemm"])
+    assert e.value.code == 2
+    assert "one of the arguments --numpy --gpu-report --table is required" in capsys.readouterr().err

@@ -37,6 +37,7 @@ def register(sub) -> None:
     )
     p.add_argument("--exact", action="store_true", help="simulate every layer of every stage")
     p.add_argument("--top", type=positive_int, help="show only the first N rows")
+    p.add_argument("--keep-unfit", action="store_true", help="rank layouts that do not fit memory too")
     p.set_defaults(func=run)
 
 
@@ -57,6 +58,8 @@ def run(args) -> tuple[dict, str]:
             tp_across_nodes=args.tp_across_nodes,
             exact=args.exact,
             progress=update,
+            recompute=args.recompute,
+            drop_unfit=not args.keep_unfit,
         )
     result["topology_note"] = note
     if args.top:
@@ -105,6 +108,11 @@ def text(r: dict) -> str:
         parts.append(
             f"{len(r['skipped'])} layouts skipped, e.g. {r['skipped'][0]['layout']}: "
             f"{r['skipped'][0]['reason']} (all of them in --json)"
+        )
+    if r.get("dropped"):
+        parts.append(
+            f"{len(r['dropped'])} layouts dropped: they do not fit device memory, e.g. "
+            f"{r['dropped'][0]['layout']} {r['dropped'][0]['reason']} (--keep-unfit ranks them)"
         )
     for key in ("topology_note", "notes"):
         if r.get(key):

@@ -22,6 +22,7 @@ from tpsim.cli.progress import bar
 from tpsim.errors import TopologyError
 from tpsim.nn.config import resolve
 from tpsim.plan import Layout, analyse_layout
+from tpsim.plan.activations import RECOMPUTE
 from tpsim.plan.pipeline import SCHEDULES
 from tpsim.report import fmt_bytes, fmt_time, table
 
@@ -63,6 +64,12 @@ def add_layout_flags(p) -> None:
         help="shard the optimizer state by dp (Megatron's distributed optimizer, ZeRO-1)",
     )
     p.add_argument("--tp-across-nodes", action="store_true", help="allow a TP group to span nodes")
+    p.add_argument(
+        "--recompute",
+        default="none",
+        type=choice(RECOMPUTE, "recompute mode"),
+        help="activation recomputation: none, selective (attention core) or full (default none)",
+    )
     add_device_flags(p, topology_default=None)
     add_output_flags(p)
 
@@ -100,6 +107,7 @@ def run(args) -> tuple[dict, str]:
             zero1=args.zero1,
             tp_across_nodes=args.tp_across_nodes,
             exact=not args.fast,
+            recompute=args.recompute,
         )
         update(1, 1)
     result["topology_note"] = note
@@ -141,7 +149,10 @@ def text(r: dict) -> str:
             ("weights", fmt_bytes(m["weights"])),
             ("grads", fmt_bytes(m["grads"])),
             ("optimizer (fp32 master + Adam m, v)", fmt_bytes(m["optimizer"])),
-            (f"activations ({m['microbatches_held']} microbatch(es) held)", fmt_bytes(m["activations"])),
+            (
+                f"activations ({m['microbatches_held']} microbatch(es) held, recompute {r['recompute']})",
+                fmt_bytes(m["activations"]),
+            ),
             ("total", fmt_bytes(m["total"])),
             ("capacity", f"{fmt_bytes(m['capacity'])} ({'fits' if m['fits'] else 'does NOT fit'})"),
         ],
@@ -165,6 +176,12 @@ def text(r: dict) -> str:
             ("DP gradient sync", fmt_time(t["dp"])),
             ("step", fmt_time(t["step"])),
             ("tokens per second", f"{t['tokens_per_s']:,.0f}"),
+            ("step, broken down:", ""),
+            *[(f"  {k.replace('_', ' ')}", fmt_time(v)) for k, v in t["breakdown"].items()],
+            (
+                "MFU / HFU (Megatron's FLOPs, flops.py)",
+                f"{r['utilisation']['mfu']:.1%} / {r['utilisation']['hfu']:.1%}",
+            ),
         ],
         ("", "time"),
         "Time per step (no overlap of compute and communication)",

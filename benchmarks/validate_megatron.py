@@ -1,4 +1,5 @@
-"""Regenerate benchmarks/results/validation.md and .json: tpsim's iteration model against Megatron-LM 2019.
+"""Regenerate benchmarks/results/validation.md and .json, and docs/validation.md: tpsim's iteration
+model against Megatron-LM 2019.
 
     python -m benchmarks.validate_megatron [--out benchmarks/results/validation]
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from tpsim.plan import validate
 
 OUT = Path(__file__).resolve().parent / "results" / "validation"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "validation.md"
 PARTS = ("compute", "recompute", "tp_comm", "pp_bubble", "dp_comm", "optimizer")
 
 
@@ -71,6 +73,8 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown(doc))
+    if args.out == OUT:
+        DOCS.write_text(markdown(doc))
     print(markdown(doc))
     return 0
 

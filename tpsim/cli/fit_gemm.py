@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from tpsim.cli.args import add_output_flags, device_name, positive_int
@@ -60,6 +61,10 @@ def run(args) -> tuple[dict, str]:
     fitted, rep = fit(rows, base, peak)
     fitted = fitted.with_(source=f"fitted by tpsim fit-gemm to {what}", date="")
     result = {"fitted": dataclasses.asdict(fitted), "peak": peak, **rep}
+    if args.numpy:
+        from tpsim.machine import describe_machine
+
+        result["machine"] = dict(describe_machine(), load_average=os.getloadavg())
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     return result, text(result, what)

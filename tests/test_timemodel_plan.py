@@ -74,3 +74,11 @@ def test_cli_model_and_compare_show_recompute_mfu_and_drops(capsys):
     main(["compare", "--model", "gpt3-13b", "--devices", "8", "--global-batch", "16", "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert doc["dropped"] and all(x["memory_per_device"]["fits"] for x in doc["rows"])
+
+
+def test_bytes_are_unchanged_by_time_model_options_but_full_recompute_reruns_the_forward(runs):
+    tr = {m: runs[m]["traffic_per_device"] for m in runs}
+    assert tr["none"] == tr["selective"]
+    fwd = runs["none"]["traffic_detail"]["tp"]["per_microbatch"]["forward"] * runs["none"]["microbatches"]
+    assert tr["full"]["tp"] == tr["none"]["tp"] + fwd
+    assert (tr["full"]["dp"], tr["full"]["pp"]) == (tr["none"]["dp"], tr["none"]["pp"])

@@ -224,6 +224,7 @@ def analyse_layout(
 
     t = stage["time"]
     extra = rc.extra_backward(cfg, t, recompute)  # recompute.py: the forward rerun before backward
+    runs = 2 if recompute == "full" else 1  # full recomputation reruns the forward's collectives
     run = simulate(schedule, layout.pp, m, t["forward"], t["backward"] + extra, sends["send_time"])
     in_flight = run.peak_in_flight[0] if layout.pp > 1 else 1
     mem = stage["memory"]
@@ -231,7 +232,7 @@ def analyse_layout(
     activations = rc.held(mem["activations"] * in_flight, cfg, layout, recompute)
     total = mem["weights"] + mem["grads"] + optimizer + activations
     traffic = {
-        "tp": m * (stage["bytes_sent"]["forward"] + stage["bytes_sent"]["backward"]),
+        "tp": m * (stage["bytes_sent"]["forward"] * runs + stage["bytes_sent"]["backward"]),
         "dp": grads["sent_per_device"],
         "pp": m * sends["sent_per_device_per_microbatch"],
     }

@@ -82,3 +82,15 @@ def test_bytes_are_unchanged_by_time_model_options_but_full_recompute_reruns_the
     fwd = runs["none"]["traffic_detail"]["tp"]["per_microbatch"]["forward"] * runs["none"]["microbatches"]
     assert tr["full"]["tp"] == tr["none"]["tp"] + fwd
     assert (tr["full"]["dp"], tr["full"]["pp"]) == (tr["none"]["dp"], tr["none"]["pp"])
+
+
+def test_cli_model_realistic_names_its_mode_and_node(capsys):
+    argv = ["model", "gpt3-1.3b", "--tp", "8", "--global-batch", "8", "--fast", "--realistic", "--json"]
+    assert main(argv) == 0
+    r = json.loads(capsys.readouterr().out)["realistic"]
+    assert r["mode"] == "realistic" and r["cluster"].startswith("DGX H100")
+    assert sum(
+        r["time"][k] for k in ("compute", "recompute", "tp_comm", "pp_bubble", "dp_comm", "optimizer")
+    ) == (pytest.approx(r["time"]["iteration"]))
+    assert main(["model", "gpt3-1.3b", "--tp", "8", "--global-batch", "8", "--fast", "--realistic"]) == 0
+    assert "Closed-form iteration, mode realistic: fused kernels" in capsys.readouterr().out

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 
+from tpsim.cli import realistic
 from tpsim.cli.args import add_device_flags, add_output_flags, choice, model_name, positive_int, topology_for
 from tpsim.cli.progress import bar
 from tpsim.errors import TopologyError
 from tpsim.nn.config import resolve
 from tpsim.plan import Layout, analyse_layout
 from tpsim.plan.activations import RECOMPUTE
+from tpsim.plan.kernels import KERNELS
 from tpsim.plan.pipeline import SCHEDULES
 from tpsim.report import fmt_bytes, fmt_time, table
 
@@ -41,6 +43,13 @@ def register(sub) -> None:
     p.add_argument("--pp", type=positive_int, default=1, help="pipeline-parallel degree (default 1)")
     p.add_argument("--sp", action="store_true", help="sequence parallelism (needs --tp > 1)")
     p.add_argument("--devices", type=positive_int, help="must equal tp * dp * pp (a check)")
+    p.add_argument(
+        "--realistic",
+        action="store_true",
+        help="also the closed-form iteration model with GEMM efficiency (tpsim/plan/iteration.py)",
+    )
+    p.add_argument("--kernels", default="fused", choices=KERNELS, help="for --realistic (default fused)")
+    p.add_argument("--dp-overlap", action="store_true", help="for --realistic: hide DP behind backward")
     p.add_argument(
         "--fast",
         action="store_true",
@@ -111,7 +120,10 @@ def run(args) -> tuple[dict, str]:
         )
         update(1, 1)
     result["topology_note"] = note
-    return result, text(result)
+    if not args.realistic:
+        return result, text(result)
+    result["realistic"] = realistic.analyse(cfg, layout, args)
+    return result, text(result) + "\n\n" + realistic.text(result["realistic"])
 
 
 def text(r: dict) -> str:

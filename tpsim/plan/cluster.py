@@ -81,3 +81,28 @@ def dgx2h_v100():
         "NVIDIA DGX-2H datasheet (2019): 2.1 PFLOPS tensor (fp16) for 16 V100 = 131.25 TFLOP/s per GPU; "
         "V100 datasheet: 900 GB/s HBM2, 32 GB",
     )
+
+
+DGXA100 = Cluster(
+    "DGX A100 (8 x A100 on NVSwitch, 8 x 200 Gb/s InfiniBand HDR per node)",
+    8,
+    2e-6,
+    300e9,
+    8,
+    25e9,
+    5e-6,
+    "NVIDIA DGX A100 datasheet (2020): 12 NVLink3 links x 25 GB/s = 300 GB/s per direction per GPU; "
+    "8 x 200 Gb/s HDR InfiniBand for compute = 25 GB/s each; alphas assumed as for DGX-2H",
+)
+DGXH100 = Cluster(
+    "DGX H100 (8 x H100 on NVSwitch, 8 x 400 Gb/s InfiniBand NDR per node)",
+    8,
+    2e-6,
+    450e9,
+    8,
+    50e9,
+    5e-6,
+    "NVIDIA DGX H100 datasheet (2023): 18 NVLink4 links x 25 GB/s = 450 GB/s per direction per GPU; "
+    "8 x 400 Gb/s NDR (ConnectX-7) = 50 GB/s each; alphas assumed as for DGX-2H",
+)
+CLUSTERS = {"v100": DGX2H, "a100": DGXA100, "h100": DGXH100, "h200": DGXH100}

@@ -132,7 +132,7 @@ def iteration(
         "compute": busy - tp - m * layers * lt["recompute_compute"],
         "recompute": m * layers * lt["recompute_compute"],
         "tp_comm": tp,
-        "pp_bubble": run.makespan - busy,
+        "pp_bubble": max(0.0, run.makespan - busy) if pp > 1 else 0.0,  # not rounding noise at pp = 1
         "dp_comm": dp_exposed,
         "optimizer": optimizer,
     }

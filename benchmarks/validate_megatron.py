@@ -20,8 +20,13 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "validation.md"
 PARTS = ("compute", "recompute", "tp_comm", "pp_bubble", "dp_comm", "optimizer")
 
 
-def _num(x: float) -> str:
-    return f"{x:.1%}" if x <= 1.5 else f"{x:.1f}"
+def _num(x: float, unit: str) -> str:
+    return {"%": f"{x:.1%}", "s": f"{x:.3f} s"}.get(unit, f"{x:.1f}")
+
+
+def _row(r: dict) -> str:
+    u = r["unit"]
+    return f"| {r['quantity']} | {_num(r['published'], u)} | {_num(r['predicted'], u)} | {r['error']:+.1%} |"
 
 
 def markdown(doc: dict) -> str:
@@ -53,9 +58,18 @@ def markdown(doc: dict) -> str:
             "| :-- | --: | --: | --: |",
         ]
         for r in part["comparisons"]:
-            lines.append(
-                f"| {r['quantity']} | {_num(r['published'])} | {_num(r['predicted'])} | {r['error']:+.1%} |"
-            )
+            lines.append(_row(r))
+        h = part["holdout_summary"]
+        lines += [
+            "",
+            f"Checked on runs the model was not built on ({doc['holdout_source']}): median |error| "
+            f"{h['median_abs_error']:.1%}, worst {h['max_abs_error']:.1%}. {doc['holdout_note']}.",
+            "",
+            "| quantity | published | predicted | error |",
+            "| :-- | --: | --: | --: |",
+        ]
+        for r in part["holdout"]:
+            lines.append(_row(r))
         lines += ["", "Iteration time, seconds, broken down:", ""]
         lines += ["| run | iteration | " + " | ".join(PARTS) + " |", "| :-- |" + " --: |" * (len(PARTS) + 1)]
         for b in part["breakdown"]:

@@ -22,10 +22,11 @@ def doc():
 @pytest.mark.parametrize("mode", ["realistic", "peak"])
 def test_committed_figures_are_regenerated(doc, mode):
     committed = json.loads((RESULTS / "validation.json").read_text())[mode]
-    for key in ("published", "predicted", "error"):
-        np.testing.assert_allclose(
-            [r[key] for r in doc[mode]["comparisons"]], [r[key] for r in committed["comparisons"]], rtol=1e-9
-        )
+    for part in ("comparisons", "holdout"):
+        for key in ("published", "predicted", "error"):
+            np.testing.assert_allclose(
+                [r[key] for r in doc[mode][part]], [r[key] for r in committed[part]], rtol=1e-9
+            )
     assert [r["quantity"] for r in doc[mode]["comparisons"]] == [
         r["quantity"] for r in committed["comparisons"]
     ]

@@ -94,3 +94,11 @@ def test_cli_model_realistic_names_its_mode_and_node(capsys):
     ) == (pytest.approx(r["time"]["iteration"]))
     assert main(["model", "gpt3-1.3b", "--tp", "8", "--global-batch", "8", "--fast", "--realistic"]) == 0
     assert "Closed-form iteration, mode realistic: fused kernels" in capsys.readouterr().out
+
+
+def test_compare_says_why_the_winner_wins():
+    r = compare("gpt3-1.3b", 8, NODE, global_batch=16)
+    w, (first, second) = r["why"], r["rows"][:2]
+    assert (w["winner"], w["runner_up"]) == (first["layout"], second["layout"])
+    assert w["margin"] == pytest.approx(second["time"]["step"] - first["time"]["step"]) and w["margin"] >= 0
+    assert sum(w["saved_by_part"].values()) == pytest.approx(w["margin"])

@@ -84,6 +84,7 @@ def text(r: dict) -> str:
                 fmt_time(t["step"]),
                 f"{t['bubble']:.1%}",
                 f"{t['tokens_per_s']:,.0f}",
+                f"{x['utilisation']['mfu']:.1%}",
             )
         )
     title = (
@@ -102,12 +103,24 @@ def text(r: dict) -> str:
         "step",
         "bubble",
         "tokens/s",
+        "MFU",
     )
     parts = [table(body, head, title)]
     if r["skipped"]:
         parts.append(
             f"{len(r['skipped'])} layouts skipped, e.g. {r['skipped'][0]['layout']}: "
             f"{r['skipped'][0]['reason']} (all of them in --json)"
+        )
+    if r.get("why"):
+        w = r["why"]
+        parts_text = ", ".join(
+            f"{k.replace('_', ' ')} {fmt_time(abs(v))} {'less' if v > 0 else 'more'}"
+            for k, v in w["saved_by_part"].items()
+            if v
+        )
+        parts.append(
+            f"why {w['winner']} wins: {fmt_time(w['margin'])} ahead of {w['runner_up']}; "
+            f"it spends {parts_text}"
         )
     if r.get("dropped"):
         parts.append(

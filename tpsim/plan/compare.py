@@ -122,7 +122,23 @@ def compare(
         "rows": rows,
         "skipped": [{"layout": name, "reason": why} for name, why in skipped],
         "dropped": dropped,
+        "why": explain(rows),
         "recompute": recompute,
+    }
+
+
+def explain(rows: list[dict]) -> dict | None:
+    """Why rank 1 beats rank 2: the step's parts (recompute.breakdown), second minus first, largest first."""
+    if len(rows) < 2:
+        return None
+    first, second = rows[0], rows[1]
+    a, b = first["time"]["breakdown"], second["time"]["breakdown"]
+    gaps = sorted(((k, b[k] - a[k]) for k in a), key=lambda kv: -abs(kv[1]))
+    return {
+        "winner": first["layout"],
+        "runner_up": second["layout"],
+        "margin": second["time"]["step"] - first["time"]["step"],
+        "saved_by_part": dict(gaps),
     }
 
 

@@ -104,3 +104,15 @@ def test_dp_ring_across_dgx2h_nodes_shares_the_nics():
     alpha, bw = DGX2H.ring(64, 8)
     assert (alpha, bw) == (DGX2H.inter_alpha, DGX2H.nic_bandwidth)
     assert DGX2H.ring(8, 1) == (DGX2H.intra_alpha, DGX2H.intra_bandwidth)
+
+
+def test_flash_attention_keeps_the_scores_off_memory():
+    long = dict(global_batch=8, micro_batch=1, layout=Layout(1))
+    fused, flash = (run(kernels=k, **long) for k in ("fused", "flash"))
+    assert flash["memory"]["activations"] < fused["memory"]["activations"]
+    assert (
+        flash["memory"]["activations_per_layer"]
+        == run(kernels="fused", recompute="selective", **long)["memory"]["activations_per_layer"]
+    )
+    assert flash["time"]["iteration"] < fused["time"]["iteration"]
+    assert flash["flops"] == fused["flops"]  # Megatron's count: the backward's rerun of QK^T is not in it

@@ -48,7 +48,12 @@ def register(sub) -> None:
         action="store_true",
         help="also the closed-form iteration model with GEMM efficiency (tpsim/plan/iteration.py)",
     )
-    p.add_argument("--kernels", default="fused", choices=KERNELS, help="for --realistic (default fused)")
+    p.add_argument(
+        "--kernels",
+        default="fused",
+        choices=KERNELS,
+        help="for --realistic: unfused, fused or flash (FlashAttention) (default fused)",
+    )
     p.add_argument("--dp-overlap", action="store_true", help="for --realistic: hide DP behind backward")
     p.add_argument(
         "--fast",

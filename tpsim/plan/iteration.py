@@ -56,7 +56,7 @@ def layer_times(cfg, t: int, sp: bool, b: int, spec, eff, cluster, kernels: str,
     out = {
         "forward_gemm": _gemms(spec, eff, fwd, dt),
         "forward_memory": _passes(spec, eff, passes, 1),
-        "backward_gemm": _gemms(spec, eff, backward_gemms(fwd), dt),
+        "backward_gemm": _gemms(spec, eff, backward_gemms(fwd) + _flash_rerun(fwd, kernels), dt),
         "backward_memory": _passes(spec, eff, passes, 2),
         "tp_forward": tp,
         "tp_backward": tp,
@@ -69,6 +69,11 @@ def layer_times(cfg, t: int, sp: bool, b: int, spec, eff, cluster, kernels: str,
     }[recompute]
     out["recompute_tp"] = tp if recompute == "full" else 0.0
     return out
+
+
+def _flash_rerun(fwd, kernels: str) -> list:
+    """FlashAttention's backward recomputes the scores: one more `scores` GEMM."""
+    return [g for g in fwd if g[0] == "scores"] if kernels == "flash" else []
 
 
 def logit_times(cfg, t: int, b: int, spec, eff) -> tuple[float, float]:
@@ -120,7 +125,15 @@ def iteration(
     send = cluster.send(boundary, across_nodes=t * dp >= cluster.gpus_per_node) if pp > 1 else 0.0
     run = simulate(schedule, pp, m, t_f, t_b, send)
     mem = training_memory(
-        cfg, layout, micro_batch, m, spec.memory, recompute=recompute, zero1=zero1, schedule=schedule
+        cfg,
+        layout,
+        micro_batch,
+        m,
+        spec.memory,
+        recompute=recompute,
+        zero1=zero1,
+        schedule=schedule,
+        kernels=kernels,
     )
     params = mem["parameters"]
     dp_time = cluster.all_reduce(dp, t, 2 * params) if dp > 1 else 0.0

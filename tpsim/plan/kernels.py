@@ -14,15 +14,18 @@ Backward runs two GEMMs per forward GEMM: dX = dY W^T (m, k, n) and dW = X^T dY 
 Memory-bound ops are counted in element passes (each element read or written once is one pass) and
 priced at 2 bytes per element.  `kernels` picks the software: "unfused" is Megatron-LM 2019 (mask
 as a multiply and a subtract, softmax, dropout and bias adds as separate PyTorch ops); "fused" is
-Megatron 2020+ (fused scale-mask-softmax, bias-GeLU and bias-dropout-add).  Backward moves twice
-the forward's passes (it reads the saved input and the incoming gradient, and writes a gradient).
+Megatron 2020+ (fused scale-mask-softmax, bias-GeLU and bias-dropout-add); "flash" is fused plus
+FlashAttention (Dao et al. 2022): the attention core's (b a s^2) scores never reach memory, the kernel
+reads Q, K, V and writes the output, and its backward recomputes the scores (one more `scores` GEMM).
+Backward moves twice the forward's passes (it reads the saved input and the incoming gradient, and
+writes a gradient).
 """
 
 from __future__ import annotations
 
 from tpsim.errors import TpsimError
 
-KERNELS = ("unfused", "fused")
+KERNELS = ("unfused", "fused", "flash")
 CORE = ("scores", "context")
 
 
@@ -61,7 +64,7 @@ def layer_passes(
         raise KernelsError(f"unknown kernel set {kernels!r}; valid: {', '.join(KERNELS)}")
     f, T = ffn or 4 * h, b * s
     rep = T * h / (t if sp else 1)  # the replicated regions' tensors (split by t under SP)
-    core = b * a * s * s / t
+    core = 0.0 if kernels == "flash" else b * a * s * s / t  # flash: the scores stay on chip
     unfused = kernels == "unfused"
     return {
         "layernorm x2": 2 * 2 * rep,  # read x, write y
@@ -70,5 +73,6 @@ def layer_passes(
         "softmax": 2 * core,
         "attention dropout": 2.5 * core,  # read, write, a 1-byte mask (half a 2-byte pass)
         "context transpose": 2 * T * h / t,  # (b a, s, d) back to (s, b, h) before proj
+        "flash attention io": 4 * T * h / t if kernels == "flash" else 0.0,  # read Q, K, V, write O
         "bias-gelu": (4 if unfused else 2) * T * f / t,
     }

@@ -11,7 +11,8 @@ pp > 1 the last stage's output layer is a copy of the same size, so one stage is
 
 Activations (activations.py) of L / pp layers, times the microbatches a stage holds at once (1F1B:
 min(p, m) on the first stage, Korthikanti et al. 2022, Sec. 4.2.3), plus the fp32 logits of the loss
-(4 s b V / t bytes) when the same stage also holds the output layer (pp = 1).  Not counted: the
+(4 s b V / t bytes) when the same stage also holds the output layer (pp = 1).  FlashAttention keeps
+no (b a s^2) tensor: its layers save what selective recomputation saves.  Not counted: the
 CUDA context, allocator fragmentation and temporary buffers (assume a few GB).
 """
 
@@ -54,12 +55,14 @@ def training_memory(
     recompute: str = "none",
     zero1: bool = False,
     schedule: str = "1f1b",
+    kernels: str = "fused",
 ) -> dict:
     """Bytes per device of the heaviest stage, by kind, and whether they fit `capacity`."""
     t, pp = layout.tp, layout.pp
     params = stage_parameters(cfg, t, pp)
     s, b, h, a = cfg.seq_len, micro_batch, cfg.hidden, cfg.num_heads
-    per_layer = layer_activation_bytes(s, b, h, a, t, layout.sp, recompute, cfg.ffn)
+    saved = "selective" if kernels == "flash" and recompute == "none" else recompute  # flash keeps no s^2
+    per_layer = layer_activation_bytes(s, b, h, a, t, layout.sp, saved, cfg.ffn)
     held = in_flight(schedule, pp, microbatches)
     activations = cfg.num_layers // pp * per_layer * held
     logits = 4 * s * b * cfg.vocab_size / t if pp == 1 else 0.0

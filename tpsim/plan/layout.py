@@ -11,6 +11,7 @@ topology, unless told otherwise), DP's stride is tp and PP's tp * dp: Megatron's
                 times and the send time of pp.py, for m = global batch / (dp b) microbatches
     dp          the gradient all-reduce (dp.py) after the last backward, not overlapped
     step time   pipeline makespan + DP time; compute and TP collectives never overlap (timeline.py)
+    recompute   none / selective / full: recompute.py adds its forward rerun and shrinks activations
 
 Memory per device, of that heaviest stage: weights and grads in the model's dtype (analyse),
 the optimizer's state at OPTIMIZER_BYTES per parameter (divided by dp under ZeRO-1), and the

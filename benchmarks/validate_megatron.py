@@ -17,7 +17,7 @@ from tpsim.plan import validate
 
 OUT = Path(__file__).resolve().parent / "results" / "validation"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "validation.md"
-PARTS = ("compute", "recompute", "tp_comm", "pp_bubble", "dp_comm", "optimizer")
+PARTS = ("compute", "recompute", "tp_comm", "pp_comm", "pp_bubble", "dp_comm", "optimizer")
 
 
 def _num(x: float, unit: str) -> str:

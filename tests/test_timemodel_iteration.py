@@ -18,7 +18,7 @@ from tpsim.plan.layout import Layout
 
 CFG = GPTConfig(51200, 2048, 24, 16, 1024, name="gpt-1.3b")
 H100_NODE = Cluster("8 x H100, 8 x 400 Gb/s", 8, 2e-6, 450e9, 8, 50e9, 5e-6, "test")
-PARTS = ("compute", "recompute", "tp_comm", "pp_bubble", "dp_comm", "optimizer")
+PARTS = ("compute", "recompute", "tp_comm", "pp_comm", "pp_bubble", "dp_comm", "optimizer")
 
 
 def run(layout=None, cluster=H100_NODE, **kw):

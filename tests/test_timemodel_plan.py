@@ -90,7 +90,8 @@ def test_cli_model_realistic_names_its_mode_and_node(capsys):
     r = json.loads(capsys.readouterr().out)["realistic"]
     assert r["mode"] == "realistic" and r["cluster"].startswith("DGX H100")
     assert sum(
-        r["time"][k] for k in ("compute", "recompute", "tp_comm", "pp_bubble", "dp_comm", "optimizer")
+        r["time"][k]
+        for k in ("compute", "recompute", "tp_comm", "pp_comm", "pp_bubble", "dp_comm", "optimizer")
     ) == (pytest.approx(r["time"]["iteration"]))
     assert main(["model", "gpt3-1.3b", "--tp", "8", "--global-batch", "8", "--fast", "--realistic"]) == 0
     assert "Closed-form iteration, mode realistic: fused kernels" in capsys.readouterr().out

@@ -49,4 +49,4 @@ def text(r: dict) -> str:
     return table(rows, ("", "value"), title)
 
 
-_PARTS = ("compute", "recompute", "tp_comm", "pp_bubble", "dp_comm", "optimizer")
+_PARTS = ("compute", "recompute", "tp_comm", "pp_comm", "pp_bubble", "dp_comm", "optimizer")

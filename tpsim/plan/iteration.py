@@ -9,7 +9,8 @@ Per microbatch, on the heaviest stage (L / pp layers, plus the logit layer):
                recomputation: a whole forward (full, with its collectives) or the attention core
                (selective), as Megatron reruns it just before the backward
     pipeline   pipeline.simulate runs the schedule with those times and the stage-boundary send;
-               its makespan minus m (t_f + t_b) is the bubble
+               rerun with free sends, its makespan minus m (t_f + t_b) is the bubble, and what the
+               sends add to it is the exposed PP communication
     dp         the gradient all-reduce (ZeRO-1: reduce-scatter + all-gather, the same ring time),
                after the backward; with dp_overlap it hides behind the last microbatch's backward
     optimizer  Adam over this device's parameters (its 1 / dp share under ZeRO-1), memory-bound:
@@ -124,6 +125,7 @@ def iteration(
     boundary = 2 * micro_batch * cfg.seq_len * cfg.hidden / (t if layout.sp else 1)
     send = cluster.send(boundary, across_nodes=t * dp >= cluster.gpus_per_node) if pp > 1 else 0.0
     run = simulate(schedule, pp, m, t_f, t_b, send)
+    free = simulate(schedule, pp, m, t_f, t_b).makespan if pp > 1 else m * (t_f + t_b)  # sends free
     mem = training_memory(
         cfg,
         layout,
@@ -145,7 +147,8 @@ def iteration(
         "compute": busy - tp - m * layers * lt["recompute_compute"],
         "recompute": m * layers * lt["recompute_compute"],
         "tp_comm": tp,
-        "pp_bubble": max(0.0, run.makespan - busy) if pp > 1 else 0.0,  # not rounding noise at pp = 1
+        "pp_comm": max(0.0, run.makespan - free),
+        "pp_bubble": max(0.0, free - busy),
         "dp_comm": dp_exposed,
         "optimizer": optimizer,
     }

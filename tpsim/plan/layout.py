@@ -292,7 +292,7 @@ def analyse_layout(
             "bubble": run.bubble,
             "bubble_formula": bubble_fraction(layout.pp, m),
             "tokens_per_s": tokens / step if step else math.inf,
-            "breakdown": rc.breakdown(m, t, extra, run.makespan, grads["time"]),
+            "breakdown": rc.breakdown(m, t, extra, run, grads["time"]),
         },
         "utilisation": rc.utilisation(
             cfg, global_batch, step, layout.devices, spec.peak(cfg.dtype), recompute

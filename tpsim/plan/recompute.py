@@ -12,7 +12,7 @@ that in two places, as Megatron does it:
 This is an approximation of the simulated numbers, not a re-simulation: the logit layer, which is
 not recomputed, is counted in "full"'s extra forward (an overestimate of one layer's worth at most).
 
-    breakdown   the step in compute, recompute, TP communication, bubble and DP communication
+    breakdown   the step in compute, recompute, TP, PP (exposed sends) and DP communication, and bubble
     mfu, hfu    flops.py's model and hardware FLOPs over (step x devices x peak)
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from tpsim.plan import flops as fl
 from tpsim.plan.activations import RECOMPUTE, RecomputeError, layer_activation_bytes
+from tpsim.plan.pipeline import simulate
 
 
 def check(recompute: str) -> str:
@@ -68,14 +69,18 @@ def utilisation(cfg, global_batch: int, step: float, devices: int, peak: float, 
     }
 
 
-def breakdown(m: int, stage_time: dict, extra: float, makespan: float, dp: float) -> dict:
-    """The step's parts; they add up to makespan + dp."""
+def breakdown(m: int, stage_time: dict, extra: float, run, dp: float) -> dict:
+    """The step's parts; they add up to run.makespan + dp.  The pipeline's idle time splits in two: the
+    bubble (the schedule rerun with free sends) and the exposed sends (the rest)."""
     tp_comm = stage_time["comm"]
-    busy = m * (stage_time["forward"] + stage_time["backward"] + extra)
+    t_f, t_b = stage_time["forward"], stage_time["backward"] + extra
+    busy = m * (t_f + t_b)
+    free = simulate(run.schedule, run.stages, m, t_f, t_b).makespan if run.stages > 1 else busy
     return {
         "compute": busy - m * (tp_comm + extra),
         "recompute": m * extra,
         "tp_comm": m * tp_comm,
-        "pp_bubble": makespan - busy,
+        "pp_comm": max(0.0, run.makespan - free),
+        "pp_bubble": max(0.0, free - busy),
         "dp_comm": dp,
     }

@@ -147,8 +147,8 @@ def iteration(
         "compute": busy - tp - m * layers * lt["recompute_compute"],
         "recompute": m * layers * lt["recompute_compute"],
         "tp_comm": tp,
-        "pp_comm": max(0.0, run.makespan - free),
-        "pp_bubble": max(0.0, free - busy),
+        "pp_comm": max(0.0, run.makespan - free) if pp > 1 else 0.0,  # at pp = 1: rounding noise only
+        "pp_bubble": max(0.0, free - busy) if pp > 1 else 0.0,
         "dp_comm": dp_exposed,
         "optimizer": optimizer,
     }

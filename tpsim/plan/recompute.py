@@ -80,7 +80,7 @@ def breakdown(m: int, stage_time: dict, extra: float, run, dp: float) -> dict:
         "compute": busy - m * (tp_comm + extra),
         "recompute": m * extra,
         "tp_comm": m * tp_comm,
-        "pp_comm": max(0.0, run.makespan - free),
-        "pp_bubble": max(0.0, free - busy),
+        "pp_comm": max(0.0, run.makespan - free) if run.stages > 1 else 0.0,  # else rounding noise
+        "pp_bubble": max(0.0, free - busy) if run.stages > 1 else 0.0,
         "dp_comm": dp,
     }

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpsim.efficiency import EFFICIENCIES, Efficiency, efficiency_for, gemm_time, memory_time
+from tpsim.efficiency import EFFICIENCIES, PUBLISHED, Efficiency, efficiency_for, gemm_time, memory_time
 from tpsim.efficiency_fit import FitError, fit, gpu_report_table, measure_numpy
 from tpsim.errors import TopologyError
 from tpsim.hardware import DEVICES
@@ -125,3 +125,13 @@ def test_gpu_report_gemm_records_are_read(tmp_path):
     rows = gpu_report_table(path)
     assert [(r["m"], r["k"]) for r in rows] == [(4096, 4096), (8192, 1024)]
     np.testing.assert_array_equal([r["seconds"] for r in rows], [2e-4, 3e-5])
+
+
+@pytest.mark.parametrize("key", sorted(PUBLISHED))
+def test_the_curve_passes_through_the_published_gemm_figure(key):
+    """A published rate is a point on the curve, at its own shape (with its quantization and k-loop)."""
+    fraction, (m, n, k) = PUBLISHED[key]
+    e = EFFICIENCIES[key]
+    assert e.gemm(m, n, k) == pytest.approx(fraction, rel=1e-12)
+    assert fraction < e.gemm_fraction <= 1  # the limit lies above the figure measured at a finite shape
+    assert f"{m}, {n}, {k}" in e.source

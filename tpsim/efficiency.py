@@ -94,42 +94,66 @@ V100 = Efficiency(
     0.8,
     5e-6,
     "GEMM: 83 TFLOP/s fp16 with cuBLAS on a Tesla V100 of 125 peak (Markidis et al., 'NVIDIA Tensor "
-    "Core Programmability, Performance & Precision', IPDPSW 2018); 80 SMs (V100 whitepaper, 2017); "
+    "Core Programmability, Performance & Precision', IPDPSW 2018), taken as the large-GEMM limit (the "
+    "abstract gives no shape); 80 SMs (V100 whitepaper, 2017); "
     f"{K_HALF_NOTE}; {MEMORY_NOTE}",
     "2018-05",
 )
-A100 = Efficiency(
-    "a100",
+
+
+def anchored(e: Efficiency, fraction: float, shape: tuple[int, int, int]) -> Efficiency:
+    """e with gemm_fraction set so that a GEMM of the published `shape` (m, n, k) reaches the published
+    `fraction` of peak: the figure is a point on the curve, not its limit."""
+    m, n, k = shape
+    return e.with_(gemm_fraction=fraction / (e.quantization(m, n) * k / (k + e.k_half)))
+
+
+MAMF = "maximum achievable matmul FLOPS, S. Bekman, ml-engineering, compute/accelerator/README.md (2024)"
+A100 = anchored(
+    Efficiency(
+        "a100",
+        1.0,
+        108,
+        (128, 128),
+        64,
+        0.8,
+        5e-6,
+        f"GEMM: 267.9 TFLOP/s bf16 of 312 peak at m, n, k = 6912, 16384, 2048 (CUDA 12.1), {MAMF}; "
+        f"108 SMs (A100 whitepaper, 2020); {K_HALF_NOTE}; {MEMORY_NOTE}",
+        "2024",
+    ),
     267.9 / 312,
-    108,
-    (128, 128),
-    64,
-    0.8,
-    5e-6,
-    "GEMM: 267.9 TFLOP/s bf16 matmul (maximum achievable matmul FLOPS, CUDA 12.1) of 312 peak, "
-    "S. Bekman, ml-engineering, compute/accelerator/README.md (2024); 108 SMs (A100 whitepaper, 2020); "
-    f"{K_HALF_NOTE}; {MEMORY_NOTE}",
-    "2024",
+    (6912, 16384, 2048),
 )
-H100 = Efficiency(
-    "h100",
+H100 = anchored(
+    Efficiency(
+        "h100",
+        1.0,
+        132,
+        (128, 256),
+        64,
+        0.8,
+        5e-6,
+        f"GEMM: 792.1 TFLOP/s bf16 of 989 peak at m, n, k = 6144, 17920, 2816 (CUDA 12.1), {MAMF}; "
+        f"132 SMs (H100 whitepaper, 2022); {K_HALF_NOTE}; {MEMORY_NOTE}",
+        "2024",
+    ),
     792.1 / 989.4,
-    132,
-    (128, 256),
-    64,
-    0.8,
-    5e-6,
-    "GEMM: 792.1 TFLOP/s bf16 matmul (maximum achievable matmul FLOPS, CUDA 12.1) of 989 peak, "
-    "S. Bekman, ml-engineering, compute/accelerator/README.md (2024); 132 SMs (H100 whitepaper, 2022); "
-    f"{K_HALF_NOTE}; {MEMORY_NOTE}",
-    "2024",
+    (6144, 17920, 2816),
 )
-H200 = H100.with_(
-    device="h200",
-    gemm_fraction=821.0 / 989.4,
-    source="GEMM: 821.0 TFLOP/s bf16 on a GH200 (the H200's chip), maximum achievable matmul FLOPS "
-    "(CUDA 12.5), S. Bekman, ml-engineering (2024); otherwise as the H100",
+H200 = anchored(
+    H100.with_(
+        device="h200",
+        source=f"GEMM: 821.0 TFLOP/s bf16 of 989 peak on a GH200 (the H200's GH100 chip) at m, n, k = 11264, "
+        f"19712, 1536 (CUDA 12.5), {MAMF}; otherwise as the H100",
+    ),
+    821.0 / 989.4,
+    (11264, 19712, 1536),
 )
+# published GEMM figures with their shapes, for the test that the curve passes through them
+PUBLISHED = {"a100": (267.9 / 312, (6912, 16384, 2048)), "h100": (792.1 / 989.4, (6144, 17920, 2816))}
+PUBLISHED["h200"] = (821.0 / 989.4, (11264, 19712, 1536))
+
 EFFICIENCIES = {e.device: e for e in (V100, A100, H100, H200)}
 
 

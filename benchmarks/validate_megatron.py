@@ -45,7 +45,8 @@ def markdown(doc: dict) -> str:
         "Rows marked derived multiply two published figures. See tpsim/plan/validate.py.",
         "",
     ]
-    for mode, what in (("realistic", "efficiency model"), ("peak", "datasheet roofline, the old model")):
+    modes = (("realistic", "efficiency model"), ("peak", "the same kernels at the datasheet roofline"))
+    for mode, what in modes:
         part = doc[mode]
         s = part["summary"]
         lines += [

@@ -47,3 +47,29 @@ def test_fit_gemm_needs_a_source(capsys):
         main(["fit-gemm"])
     assert e.value.code == 2
     assert "one of the arguments --numpy --gpu-report --table is required" in capsys.readouterr().err
+
+
+def test_fit_gemm_reads_a_gpu_reports_compute_section(tmp_path, capsys):
+    true = EFFICIENCIES["h100"].with_(gemm_fraction=0.8, k_half=70.0, launch=5e-6)
+    peak = 989.4e12
+    shapes = [(8192, 8192, 8192), (16384, 6144, 1536), (16384, 1536, 6144), (6144, 1536, 16384)]
+    records = [
+        dict(
+            kind="gemm",
+            m=m,
+            n=n,
+            k=k,
+            dtype="bfloat16",
+            tf32=False,
+            seconds=true.launch + 2 * m * n * k / (true.gemm(m, n, k) * peak),
+        )
+        for m, n, k in shapes
+    ]
+    records.append(dict(kind="copy", bytes=1 << 30, seconds=1e-3, read_write_bytes_per_s=2e12))
+    report = tmp_path / "h100.json"
+    report.write_text(json.dumps({"meta": {}, "sections": [{"name": "compute", "records": records}]}))
+    assert main(["fit-gemm", "--gpu-report", str(report), "--device", "h100", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["fitted"]["gemm_fraction"] == pytest.approx(0.8, rel=1e-9)
+    assert doc["fitted"]["sms"] == 132 and doc["fitted"]["tile"] == [128, 256]
+    assert len(doc["rows"]) == len(shapes)

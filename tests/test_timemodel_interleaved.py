@@ -7,7 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tpsim.nn.config import GPTConfig
+from tpsim.plan.cluster import DGXH100
 from tpsim.plan.interleaved import device_ops, interleaved_bubble, simulate_interleaved
+from tpsim.plan.iteration import iteration
+from tpsim.plan.layout import Layout
 from tpsim.plan.pipeline import PipelineError, simulate
 
 shapes = st.tuples(st.integers(1, 6), st.integers(1, 4), st.integers(1, 4)).map(
@@ -59,3 +63,13 @@ def test_more_chunks_and_more_microbatches_shrink_the_bubble():
 def test_microbatches_must_be_a_multiple_of_stages():
     with pytest.raises(PipelineError, match="multiple of stages"):
         simulate_interleaved(4, 2, 6, 1.0, 2.0)
+
+
+def test_interleaving_the_iteration_trades_bubble_for_activations():
+    cfg = GPTConfig(51200, 2048, 24, 16, 1024)
+    kw = dict(cluster=DGXH100, device="h100", global_batch=16, micro_batch=1)
+    plain = iteration(cfg, Layout(1, 1, 4), schedule="1f1b", **kw)
+    inter = iteration(cfg, Layout(1, 1, 4), schedule="interleaved", chunks=3, **kw)
+    assert inter["time"]["pp_bubble"] < plain["time"]["pp_bubble"]
+    held = inter["memory"]["microbatches_held"]
+    assert held == (2 * 3 + 2 * 4 + 1) / 3 > plain["memory"]["microbatches_held"]

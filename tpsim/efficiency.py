@@ -14,9 +14,9 @@ A GEMM (m, n, k), cuBLAS-style, cuts C (m, n) into tiles of `tile` that the SMs 
 
 `gemm_fraction` is the curve's limit (q = 1, k >> k_half), set from a published GEMM figure, never an
 end-to-end training figure: where the figure's shape is published, the curve passes through it there
-(`anchored`); where not (V100), the figure is taken as the limit.  A memory-bound op (norm, softmax, GeLU, dropout,
-residual add) takes launch + bytes / (memory_fraction bandwidth).  `tpsim fit-gemm` fits
-gemm_fraction, k_half and launch of a measured table (tpsim/efficiency_fit.py).
+(`anchored`); where not (V100), the figure is taken as the limit.  A memory-bound op (norm, softmax,
+GeLU, dropout, residual add) takes launch + bytes / (memory_fraction bandwidth).  `tpsim fit-gemm`
+fits gemm_fraction, k_half and launch of a measured table (tpsim/efficiency_fit.py).
 """
 
 from __future__ import annotations

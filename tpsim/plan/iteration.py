@@ -8,7 +8,8 @@ Per microbatch, on the heaviest stage (L / pp layers, plus the logit layer):
     backward   two GEMMs per forward GEMM, twice the memory passes, the same TP collectives, and the
                recomputation: a whole forward (full, with its collectives) or the attention core
                (selective), as Megatron reruns it just before the backward
-    pipeline   pipeline.simulate runs the schedule with those times and the stage-boundary send;
+    pipeline   pipeline.simulate (or interleaved.py, schedule "interleaved" with `chunks` per device)
+               runs the schedule with those times and the stage-boundary send;
                rerun with free sends, its makespan minus m (t_f + t_b) is the bubble, and what the
                sends add to it is the exposed PP communication
     dp         the gradient all-reduce (ZeRO-1: reduce-scatter + all-gather, the same ring time),
@@ -26,6 +27,7 @@ from __future__ import annotations
 from tpsim.efficiency import efficiency_for, gemm_time, memory_time
 from tpsim.hardware import device_spec
 from tpsim.plan import flops as fl
+from tpsim.plan.interleaved import simulate_interleaved
 from tpsim.plan.kernels import CORE, backward_gemms, layer_gemms, layer_passes
 from tpsim.plan.memory_train import training_memory
 from tpsim.plan.pipeline import simulate
@@ -98,6 +100,7 @@ def iteration(
     recompute: str = "none",
     kernels: str = "fused",
     schedule: str = "1f1b",
+    chunks: int = 1,
     zero1: bool = False,
     dp_overlap: bool = False,
     efficiency=None,
@@ -124,8 +127,8 @@ def iteration(
     )
     boundary = 2 * micro_batch * cfg.seq_len * cfg.hidden / (t if layout.sp else 1)
     send = cluster.send(boundary, across_nodes=t * dp >= cluster.gpus_per_node) if pp > 1 else 0.0
-    run = simulate(schedule, pp, m, t_f, t_b, send)
-    free = simulate(schedule, pp, m, t_f, t_b).makespan if pp > 1 else m * (t_f + t_b)  # sends free
+    run = _pipeline(schedule, chunks, pp, m, t_f, t_b, send)
+    free = _pipeline(schedule, chunks, pp, m, t_f, t_b, 0.0).makespan if pp > 1 else m * (t_f + t_b)
     mem = training_memory(
         cfg,
         layout,
@@ -135,6 +138,7 @@ def iteration(
         recompute=recompute,
         zero1=zero1,
         schedule=schedule,
+        chunks=chunks,
         kernels=kernels,
     )
     params = mem["parameters"]
@@ -181,6 +185,13 @@ def iteration(
         "hfu": hardware / (step * devices * peak),
         "memory": mem,
     }
+
+
+def _pipeline(schedule: str, chunks: int, pp: int, m: int, t_f: float, t_b: float, send: float):
+    """pipeline.simulate, or interleaved.simulate_interleaved with `chunks` model chunks per device."""
+    if schedule == "interleaved":
+        return simulate_interleaved(pp, chunks, m, t_f, t_b, send)
+    return simulate(schedule, pp, m, t_f, t_b, send)
 
 
 def _key(device) -> str:

@@ -38,10 +38,13 @@ def stage_parameters(cfg, t: int, pp: int) -> float:
     return cfg.num_layers // pp * layer_parameters(h, t, cfg.ffn) + cfg.vocab_size * h / t + cfg.seq_len * h
 
 
-def in_flight(schedule: str, pp: int, m: int) -> int:
-    """Microbatches whose activations the first stage holds at once."""
+def in_flight(schedule: str, pp: int, m: int, chunks: int = 1) -> float:
+    """Microbatches' worth of a stage's activations the first stage holds at once.  Interleaved 1F1B
+    holds 2(p - 1) + (v - 1) p + 1 chunks of 1 / v stage each (interleaved.py's warm-up, plus one)."""
     if pp == 1:
         return 1
+    if schedule == "interleaved":
+        return min(2 * (pp - 1) + (chunks - 1) * pp + 1, m * chunks) / chunks
     return m if schedule == "gpipe" else min(pp, m)
 
 
@@ -56,6 +59,7 @@ def training_memory(
     zero1: bool = False,
     schedule: str = "1f1b",
     kernels: str = "fused",
+    chunks: int = 1,
 ) -> dict:
     """Bytes per device of the heaviest stage, by kind, and whether they fit `capacity`."""
     t, pp = layout.tp, layout.pp
@@ -63,7 +67,7 @@ def training_memory(
     s, b, h, a = cfg.seq_len, micro_batch, cfg.hidden, cfg.num_heads
     saved = "selective" if kernels == "flash" and recompute == "none" else recompute  # flash keeps no s^2
     per_layer = layer_activation_bytes(s, b, h, a, t, layout.sp, saved, cfg.ffn)
-    held = in_flight(schedule, pp, microbatches)
+    held = in_flight(schedule, pp, microbatches, chunks)
     activations = cfg.num_layers // pp * per_layer * held
     logits = 4 * s * b * cfg.vocab_size / t if pp == 1 else 0.0
     out = {

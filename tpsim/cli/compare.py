@@ -89,7 +89,8 @@ def text(r: dict) -> str:
         )
     title = (
         f"{r['model']} on {r['devices']} devices ({r['topology']}), global batch {r['global_batch']}, "
-        f"{r['schedule']}{', ZeRO-1' if r['zero1'] else ''}: per device, per step"
+        f"{r['schedule']}{', ZeRO-1' if r['zero1'] else ''}: per device, per step "
+        "(mode peak: datasheet roofline)"
     )
     head = (
         "#",

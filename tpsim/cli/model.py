@@ -201,7 +201,7 @@ def text(r: dict) -> str:
             ),
         ],
         ("", "time"),
-        "Time per step (no overlap of compute and communication)",
+        "Time per step, simulated (mode peak: datasheet roofline; no overlap of compute and communication)",
     )
     parts = [head, traffic, memory, time]
     st = r["stage"]

@@ -73,3 +73,27 @@ def test_fit_gemm_reads_a_gpu_reports_compute_section(tmp_path, capsys):
     assert doc["fitted"]["gemm_fraction"] == pytest.approx(0.8, rel=1e-9)
     assert doc["fitted"]["sms"] == 132 and doc["fitted"]["tile"] == [128, 256]
     assert len(doc["rows"]) == len(shapes)
+
+
+def test_a_fit_file_drives_the_realistic_model(table, tmp_path, capsys):
+    out = tmp_path / "fit.json"
+    main(["fit-gemm", "--table", str(table), "--device", "a100", "--out", str(out), "--quiet"])
+    capsys.readouterr()
+    argv = [
+        "model",
+        "gpt3-1.3b",
+        "--tp",
+        "8",
+        "--global-batch",
+        "8",
+        "--fast",
+        "--device",
+        "a100",
+        "--realistic",
+    ]
+    main([*argv, "--json"])
+    preset = json.loads(capsys.readouterr().out)["realistic"]
+    main([*argv, "--efficiency", str(out), "--json"])
+    fitted = json.loads(capsys.readouterr().out)["realistic"]
+    assert "given efficiency: a100" in fitted["mode"]
+    assert fitted["time"]["iteration"] != preset["time"]["iteration"]  # 0.75 of peak, not the preset's

@@ -11,6 +11,7 @@ and beta) gives them; negative solutions are clipped to 0 and the rest refitted.
     measure_numpy(shapes)       this machine's NumPy GEMMs: [{m, n, k, dtype, seconds}]
     gpu_report_table(path)      the GEMM records of a GPU report's compute section (reference.gpu_check)
     fit(table, base, peak)      an Efficiency with gemm_fraction, k_half, launch fitted; and the errors
+    load(path)                  the Efficiency a `tpsim fit-gemm --out FILE` wrote, for --efficiency FILE
 """
 
 from __future__ import annotations
@@ -141,3 +142,12 @@ def _nonnegative_lstsq(A: np.ndarray, y: np.ndarray) -> np.ndarray:
             return sol
         others = [i for i in negative if i != 1] or [i for i in keep if i != 1]
         keep.remove(min(others, key=lambda i: sol[i]))
+
+
+def load(path) -> Efficiency:
+    """The fitted Efficiency in a file `tpsim fit-gemm --out` wrote."""
+    try:
+        doc = json.loads(Path(path).read_text())["fitted"]
+        return Efficiency(**dict(doc, tile=tuple(doc["tile"])))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FitError(f"{path}: not a `tpsim fit-gemm --out` file ({e})") from None

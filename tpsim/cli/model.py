@@ -56,6 +56,9 @@ def register(sub) -> None:
     )
     p.add_argument("--dp-overlap", action="store_true", help="for --realistic: hide DP behind backward")
     p.add_argument(
+        "--efficiency", help="for --realistic: a `tpsim fit-gemm --out` file instead of the preset's"
+    )
+    p.add_argument(
         "--fast",
         action="store_true",
         help="simulate 2 layers per stage and extend linearly (see tpsim.plan.layout)",

@@ -4,6 +4,7 @@ simulated step: kernels priced by the device's efficiency parameters, on the dev
 
 from __future__ import annotations
 
+from tpsim.efficiency_fit import load
 from tpsim.errors import TopologyError
 from tpsim.plan.cluster import CLUSTERS
 from tpsim.plan.iteration import iteration
@@ -29,6 +30,7 @@ def analyse(cfg, layout, args) -> dict:
         schedule=args.schedule,
         zero1=args.zero1,
         dp_overlap=args.dp_overlap,
+        efficiency=load(args.efficiency) if args.efficiency else None,
     )
 
 

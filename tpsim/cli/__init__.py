@@ -6,6 +6,7 @@
     tpsim compare --model gpt3-175b --devices 64             every TP x DP x PP layout, ranked
     tpsim calibrate                                          measure gloo/NCCL, fit alpha and beta
     tpsim fit-gemm --numpy                                   measure GEMMs, fit compute efficiency
+    tpsim fit-nccl all_reduce.log                            fit alpha and beta to an nccl-tests run
     tpsim bench                                              every benchmark, one results file
     tpsim demo  (or no arguments, or python -m tpsim)        the demo
 
@@ -20,10 +21,10 @@ import json
 import math
 import sys
 
-from tpsim.cli import bench, calibrate, collective, compare, fit_gemm, layer, model
+from tpsim.cli import bench, calibrate, collective, compare, fit_gemm, fit_nccl, layer, model
 from tpsim.errors import TpsimError
 
-SUBCOMMANDS = (collective, layer, model, compare, calibrate, fit_gemm, bench)
+SUBCOMMANDS = (collective, layer, model, compare, calibrate, fit_gemm, fit_nccl, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,8 @@ Per microbatch, on the heaviest stage (L / pp layers, plus the logit layer):
                32 B per parameter (16-bit grad read twice for the norm and unscale, fp32 master,
                m and v read and written, the 16-bit weight written)
 
+Not counted: the embedding's lookup and gradient, the final LayerNorm, data loading, host overheads.
+
 mode "realistic" prices kernels with the device's efficiency parameters, "peak" at the datasheet
 roofline; every result names its mode.  FLOPs, MFU and HFU: flops.py.
 """

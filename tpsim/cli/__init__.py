@@ -5,6 +5,8 @@
     tpsim model gpt3-175b --tp 8 --dp 4 --pp 8               a training step: traffic, memory, time
     tpsim compare --model gpt3-175b --devices 64             every TP x DP x PP layout, ranked
     tpsim calibrate                                          measure gloo/NCCL, fit alpha and beta
+    tpsim fit-gemm --numpy                                   measure GEMMs, fit compute efficiency
+    tpsim fit-nccl all_reduce.log                            fit alpha and beta to an nccl-tests run
     tpsim bench                                              every benchmark, one results file
     tpsim demo  (or no arguments, or python -m tpsim)        the demo
 
@@ -21,10 +23,10 @@ import json
 import math
 import sys
 
-from tpsim.cli import bench, calibrate, collective, compare, layer, model
+from tpsim.cli import bench, calibrate, collective, compare, fit_gemm, fit_nccl, layer, model
 from tpsim.errors import TpsimError
 
-SUBCOMMANDS = (collective, layer, model, compare, calibrate, bench)
+SUBCOMMANDS = (collective, layer, model, compare, calibrate, fit_gemm, fit_nccl, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

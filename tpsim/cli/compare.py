@@ -39,6 +39,7 @@ def register(sub) -> None:
     )
     p.add_argument("--exact", action="store_true", help="simulate every layer of every stage")
     p.add_argument("--top", type=positive_int, help="show only the first N rows")
+    p.add_argument("--keep-unfit", action="store_true", help="rank layouts that do not fit memory too")
     p.set_defaults(func=run)
 
 
@@ -59,6 +60,8 @@ def run(args) -> tuple[dict, str]:
             tp_across_nodes=args.tp_across_nodes,
             exact=args.exact,
             progress=update,
+            recompute=args.recompute,
+            drop_unfit=not args.keep_unfit,
         )
     result["topology_note"] = machine.note
     result["machine"] = machine.record()
@@ -84,11 +87,13 @@ def text(r: dict) -> str:
                 fmt_time(t["step"]),
                 f"{t['bubble']:.1%}",
                 f"{t['tokens_per_s']:,.0f}",
+                f"{x['utilisation']['mfu']:.1%}",
             )
         )
     title = (
         f"{r['model']} on {r['devices']} devices ({r['topology']}), global batch {r['global_batch']}, "
-        f"{r['schedule']}{', ZeRO-1' if r['zero1'] else ''}: per device, per step"
+        f"{r['schedule']}{', ZeRO-1' if r['zero1'] else ''}: per device, per step "
+        "(mode peak: datasheet roofline)"
     )
     head = (
         "#",
@@ -102,12 +107,29 @@ def text(r: dict) -> str:
         "step",
         "bubble",
         "tokens/s",
+        "MFU",
     )
     parts = [r["machine"]["line"], table(body, head, title)]
     if r["skipped"]:
         parts.append(
             f"{len(r['skipped'])} layouts skipped, e.g. {r['skipped'][0]['layout']}: "
             f"{r['skipped'][0]['reason']} (all of them in --json)"
+        )
+    if r.get("why"):
+        w = r["why"]
+        parts_text = ", ".join(
+            f"{k.replace('_', ' ')} {fmt_time(abs(v))} {'less' if v > 0 else 'more'}"
+            for k, v in w["saved_by_part"].items()
+            if v
+        )
+        parts.append(
+            f"why {w['winner']} wins: {fmt_time(w['margin'])} ahead of {w['runner_up']}; "
+            f"it spends {parts_text}"
+        )
+    if r.get("dropped"):
+        parts.append(
+            f"{len(r['dropped'])} layouts dropped: they do not fit device memory, e.g. "
+            f"{r['dropped'][0]['layout']} {r['dropped'][0]['reason']} (--keep-unfit ranks them)"
         )
     for key in ("topology_note", "notes"):
         if r.get(key):

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import argparse
 
+from tpsim.cli import realistic
 from tpsim.cli.args import add_device_flags, add_output_flags, choice, model_name, positive_int
 from tpsim.cli.node import choose
 from tpsim.cli.progress import bar
 from tpsim.nn.config import resolve
 from tpsim.plan import Layout, analyse_layout
+from tpsim.plan.activations import RECOMPUTE
+from tpsim.plan.kernels import KERNELS
 from tpsim.plan.pipeline import SCHEDULES
 from tpsim.report import fmt_bytes, fmt_time, table
 
@@ -40,6 +43,21 @@ def register(sub) -> None:
     p.add_argument("--pp", type=positive_int, default=1, help="pipeline-parallel degree (default 1)")
     p.add_argument("--sp", action="store_true", help="sequence parallelism (needs --tp > 1)")
     p.add_argument("--devices", type=positive_int, help="must equal tp * dp * pp (a check)")
+    p.add_argument(
+        "--realistic",
+        action="store_true",
+        help="also the closed-form iteration model with GEMM efficiency (tpsim/plan/iteration.py)",
+    )
+    p.add_argument(
+        "--kernels",
+        default="fused",
+        choices=KERNELS,
+        help="for --realistic: unfused, fused or flash (FlashAttention) (default fused)",
+    )
+    p.add_argument("--dp-overlap", action="store_true", help="for --realistic: hide DP behind backward")
+    p.add_argument(
+        "--efficiency", help="for --realistic: a `tpsim fit-gemm --out` file instead of the preset's"
+    )
     p.add_argument(
         "--fast",
         action="store_true",
@@ -63,6 +81,12 @@ def add_layout_flags(p) -> None:
         help="shard the optimizer state by dp (Megatron's distributed optimizer, ZeRO-1)",
     )
     p.add_argument("--tp-across-nodes", action="store_true", help="allow a TP group to span nodes")
+    p.add_argument(
+        "--recompute",
+        default="none",
+        type=choice(RECOMPUTE, "recompute mode"),
+        help="activation recomputation: none, selective (attention core) or full (default none)",
+    )
     add_device_flags(p)
     add_output_flags(p)
 
@@ -86,11 +110,15 @@ def run(args) -> tuple[dict, str]:
             zero1=args.zero1,
             tp_across_nodes=args.tp_across_nodes,
             exact=not args.fast,
+            recompute=args.recompute,
         )
         update(1, 1)
     result["topology_note"] = machine.note
     result["machine"] = machine.record()
-    return result, text(result)
+    if not args.realistic:
+        return result, text(result)
+    result["realistic"] = realistic.analyse(cfg, layout, args)
+    return result, text(result) + "\n\n" + realistic.text(result["realistic"])
 
 
 def text(r: dict) -> str:
@@ -128,7 +156,10 @@ def text(r: dict) -> str:
             ("weights", fmt_bytes(m["weights"])),
             ("grads", fmt_bytes(m["grads"])),
             ("optimizer (fp32 master + Adam m, v)", fmt_bytes(m["optimizer"])),
-            (f"activations ({m['microbatches_held']} microbatch(es) held)", fmt_bytes(m["activations"])),
+            (
+                f"activations ({m['microbatches_held']} microbatch(es) held, recompute {r['recompute']})",
+                fmt_bytes(m["activations"]),
+            ),
             ("total", fmt_bytes(m["total"])),
             ("capacity", f"{fmt_bytes(m['capacity'])} ({'fits' if m['fits'] else 'does NOT fit'})"),
         ],
@@ -152,9 +183,15 @@ def text(r: dict) -> str:
             ("DP gradient sync", fmt_time(t["dp"])),
             ("step", fmt_time(t["step"])),
             ("tokens per second", f"{t['tokens_per_s']:,.0f}"),
+            ("step, broken down:", ""),
+            *[(f"  {k.replace('_', ' ')}", fmt_time(v)) for k, v in t["breakdown"].items()],
+            (
+                "MFU / HFU (Megatron's FLOPs, flops.py)",
+                f"{r['utilisation']['mfu']:.1%} / {r['utilisation']['hfu']:.1%}",
+            ),
         ],
         ("", "time"),
-        "Time per step (no overlap of compute and communication)",
+        "Time per step, simulated (mode peak: datasheet roofline; no overlap of compute and communication)",
     )
     parts = [r["machine"]["line"], head, traffic, memory, time]
     st = r["stage"]

@@ -5,6 +5,17 @@ dp.py        the data-parallel gradient all-reduce, on the mesh's "dp" dim, thro
 pp.py        the pipeline's activation sends, stage boundary by boundary, through the engine
 layout.py    one TP x DP x PP layout: traffic, memory and time per device of a training step
 compare.py   every layout of a model on n devices, ranked by predicted step time
+recompute.py activation recomputation in the simulated step and memory; the breakdown; MFU / HFU
+
+The closed-form time model (issue 14), beside the simulation:
+
+activations.py  activation bytes per layer, tensor by tensor (Korthikanti et al. 2022)
+memory_train.py parameters, 16 B/param mixed-precision Adam, ZeRO-1, activations held
+kernels.py      one layer's GEMMs (m, n, k) and memory-bound passes, unfused or fused
+flops.py        Megatron's FLOP counts (Narayanan et al. 2021), MFU and HFU
+cluster.py      DGX nodes: NVSwitch and NICs, the rings' alpha and bandwidth
+iteration.py    one iteration priced by tpsim.efficiency: time broken down, tokens/s, MFU, memory
+validate.py     predictions against Megatron-LM's published runs (benchmarks/validate_megatron.py)
 """
 
 from tpsim.plan.compare import compare, enumerate_layouts

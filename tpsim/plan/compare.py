@@ -63,10 +63,13 @@ def compare(
     tp_across_nodes: bool = False,
     exact: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
+    recompute: str = "none",
+    drop_unfit: bool = False,
 ) -> dict:
     """Analyse every layout; rows ranked (rank 1 = fastest that fits), plus the layouts left out.
 
     exact=False simulates 1 and 2 layers per stage and extends linearly (see layout.analyse_stage).
+    drop_unfit moves the layouts that do not fit device memory from rows to "dropped", with why.
     """
     cfg = resolve(config)
     if micro_batch is not None:
@@ -94,11 +97,18 @@ def compare(
                 tp_across_nodes=tp_across_nodes,
                 exact=exact,
                 cache=cache,
+                recompute=recompute,
             )
         )
     if progress:
         progress(len(layouts), len(layouts), "")
     rows.sort(key=lambda r: (not r["memory_per_device"]["fits"], r["time"]["step"]))
+    dropped = [_unfit(r) for r in rows if drop_unfit and not r["memory_per_device"]["fits"]]
+    if dropped and len(dropped) == len(rows):
+        raise LayoutError(
+            f"no layout of {cfg.name} fits device memory on {devices} devices: {dropped[0]['reason']}"
+        )
+    rows = rows[: len(rows) - len(dropped)]
     for rank, r in enumerate(rows, 1):
         r["rank"] = rank
     return {
@@ -111,4 +121,28 @@ def compare(
         "notes": cfg.notes,
         "rows": rows,
         "skipped": [{"layout": name, "reason": why} for name, why in skipped],
+        "dropped": dropped,
+        "why": explain(rows),
+        "recompute": recompute,
     }
+
+
+def explain(rows: list[dict]) -> dict | None:
+    """Why rank 1 beats rank 2: the step's parts (recompute.breakdown), second minus first, largest first."""
+    if len(rows) < 2:
+        return None
+    first, second = rows[0], rows[1]
+    a, b = first["time"]["breakdown"], second["time"]["breakdown"]
+    gaps = sorted(((k, b[k] - a[k]) for k in a), key=lambda kv: -abs(kv[1]))
+    return {
+        "winner": first["layout"],
+        "runner_up": second["layout"],
+        "margin": second["time"]["step"] - first["time"]["step"],
+        "saved_by_part": dict(gaps),
+    }
+
+
+def _unfit(row: dict) -> dict:
+    m = row["memory_per_device"]
+    need, have = m["total"] / 2**30, m["capacity"] / 2**30
+    return {"layout": row["layout"], "reason": f"needs {need:.1f} GiB per device, {have:.1f} GiB available"}

@@ -11,6 +11,7 @@ topology, unless told otherwise), DP's stride is tp and PP's tp * dp: Megatron's
                 times and the send time of pp.py, for m = global batch / (dp b) microbatches
     dp          the gradient all-reduce (dp.py) after the last backward, not overlapped
     step time   pipeline makespan + DP time; compute and TP collectives never overlap (timeline.py)
+    recompute   none / selective / full: recompute.py adds its forward rerun and shrinks activations
 
 Memory per device, of that heaviest stage: weights and grads in the model's dtype (analyse),
 the optimizer's state at OPTIMIZER_BYTES per parameter (divided by dp under ZeRO-1), and the
@@ -33,6 +34,7 @@ from tpsim.nn.config import GPTConfig, resolve
 from tpsim.nn.gpt import UNBOUNDED, analyse
 from tpsim.plan import dp as dp_mod
 from tpsim.plan import pp as pp_mod
+from tpsim.plan import recompute as rc
 from tpsim.plan.pipeline import SCHEDULES, PipelineError, bubble_fraction, simulate
 
 OPTIMIZER_BYTES = 12  # fp32 master weights + Adam's two moments, 4 bytes each (ZeRO's K = 12)
@@ -187,6 +189,7 @@ def analyse_layout(
     tp_across_nodes: bool = False,
     exact: bool = True,
     cache: dict | None = None,
+    recompute: str = "none",
 ) -> dict:
     """Traffic, memory and time per device of one training step of `config` laid out as `layout`.
 
@@ -221,14 +224,16 @@ def analyse_layout(
     sends = pp_mod.stage_sends(mesh, (s, cfg.micro_batch, cfg.hidden), cfg.dtype)
 
     t = stage["time"]
-    run = simulate(schedule, layout.pp, m, t["forward"], t["backward"], sends["send_time"])
+    extra = rc.extra_backward(cfg, t, recompute)  # recompute.py: the forward rerun before backward
+    runs = 2 if recompute == "full" else 1  # full recomputation reruns the forward's collectives
+    run = simulate(schedule, layout.pp, m, t["forward"], t["backward"] + extra, sends["send_time"])
     in_flight = run.peak_in_flight[0] if layout.pp > 1 else 1
     mem = stage["memory"]
     optimizer = OPTIMIZER_BYTES * params // (layout.dp if zero1 else 1)
-    activations = mem["activations"] * in_flight
+    activations = rc.held(mem["activations"] * in_flight, cfg, layout, recompute)
     total = mem["weights"] + mem["grads"] + optimizer + activations
     traffic = {
-        "tp": m * (stage["bytes_sent"]["forward"] + stage["bytes_sent"]["backward"]),
+        "tp": m * (stage["bytes_sent"]["forward"] * runs + stage["bytes_sent"]["backward"]),
         "dp": grads["sent_per_device"],
         "pp": m * sends["sent_per_device_per_microbatch"],
     }
@@ -250,6 +255,7 @@ def analyse_layout(
         "microbatches": m,
         "schedule": schedule,
         "zero1": zero1,
+        "recompute": recompute,
         "notes": cfg.notes,
         "parameters_per_device": params,
         "stage": {
@@ -286,7 +292,11 @@ def analyse_layout(
             "bubble": run.bubble,
             "bubble_formula": bubble_fraction(layout.pp, m),
             "tokens_per_s": tokens / step if step else math.inf,
+            "breakdown": rc.breakdown(m, t, extra, run, grads["time"]),
         },
+        "utilisation": rc.utilisation(
+            cfg, global_batch, step, layout.devices, spec.peak(cfg.dtype), recompute
+        ),
     }
 
 

@@ -1,0 +1,173 @@
+"""Compute efficiency: how much of a device's datasheet peak a GEMM or a memory-bound op achieves.
+
+Two modes, named in every output that uses them:
+
+    peak        the datasheet roofline: time = max(F / peak, B / bandwidth) (hardware.DeviceSpec.time)
+    realistic   this file's model, below
+
+A GEMM (m, n, k), cuBLAS-style, cuts C (m, n) into tiles of `tile` that the SMs run in waves:
+
+    quantization q = m n / (waves * sms * tile_m * tile_n),  waves = ceil(tiles / sms)
+    k-loop       k / (k + k_half)          the C tile's epilogue and pipeline fill, as k_half of k
+    efficiency   e = gemm_fraction * q * k / (k + k_half)
+    time         launch + max(2 m n k / (e peak), bytes / (memory_fraction bandwidth))
+
+`gemm_fraction` is the curve's limit (q = 1, k >> k_half), set from a published GEMM figure, never an
+end-to-end training figure: where the figure's shape is published, the curve passes through it there
+(`anchored`); where not (V100), the figure is taken as the limit.  A memory-bound op (norm, softmax,
+GeLU, dropout, residual add) takes launch + bytes / (memory_fraction bandwidth).  `tpsim fit-gemm`
+fits gemm_fraction, k_half and launch of a measured table (tpsim/efficiency_fit.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from tpsim.errors import TopologyError
+
+MODES = ("realistic", "peak")
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """One device's efficiency parameters, with where each came from."""
+
+    device: str  # a hardware.DEVICES key, or a name for a device outside it
+    gemm_fraction: float  # of the datasheet peak, reached by large well-shaped GEMMs
+    sms: int  # streaming multiprocessors the tiles are spread over
+    tile: tuple[int, int]  # (tile_m, tile_n) of C one SM computes per wave
+    k_half: float  # k at which the k-loop runs at half of gemm_fraction
+    memory_fraction: float  # of the datasheet memory bandwidth, reached by streaming kernels
+    launch: float  # seconds per kernel, launch and tail
+    source: str
+    date: str
+
+    def quantization(self, m: int, n: int, batch: int = 1) -> float:
+        """Useful share of the tiles' work: 1 when m, n fill whole tiles and whole waves."""
+        tm, tn = self.tile
+        tiles = batch * math.ceil(m / tm) * math.ceil(n / tn)
+        waves = math.ceil(tiles / self.sms)
+        return batch * m * n / (waves * self.sms * tm * tn)
+
+    def gemm(self, m: int, n: int, k: int, batch: int = 1) -> float:
+        """Achieved share of the datasheet peak for `batch` GEMMs (m, k) @ (k, n)."""
+        return self.gemm_fraction * self.quantization(m, n, batch) * k / (k + self.k_half)
+
+    def with_(self, **changes) -> Efficiency:
+        return replace(self, **changes)
+
+
+def gemm_time(spec, eff: Efficiency | None, m: int, n: int, k: int, dtype, batch: int = 1) -> float:
+    """Seconds of `batch` GEMMs (m, k) @ (k, n) in `dtype`; eff None is the peak mode (the roofline)."""
+    flops = 2 * batch * m * n * k
+    nbytes = batch * (m * k + k * n + m * n) * _itemsize(dtype)
+    if eff is None:
+        return spec.time(flops, nbytes, dtype)
+    compute = flops / (eff.gemm(m, n, k, batch) * spec.peak(dtype))
+    return eff.launch + max(compute, nbytes / (eff.memory_fraction * spec.memory_bandwidth))
+
+
+def memory_time(spec, eff: Efficiency | None, nbytes: float) -> float:
+    """Seconds of a memory-bound op that reads and writes `nbytes` in all."""
+    if eff is None:
+        return nbytes / spec.memory_bandwidth
+    return eff.launch + nbytes / (eff.memory_fraction * spec.memory_bandwidth)
+
+
+def _itemsize(dtype) -> int:
+    name = str(dtype)
+    return {"float16": 2, "bfloat16": 2, "float32": 4, "tf32": 4, "float64": 8}.get(name, 2)
+
+
+MEMORY_NOTE = (
+    "memory_fraction 0.8 and launch 5 us are assumptions, not measurements: streaming copies "
+    "typically reach 80-90% of HBM peak; the GPU report's copy record measures it"
+)
+K_HALF_NOTE = "k_half 64 is an assumption (the C tile's write and pipeline fill cost about 64 of k)"
+
+V100 = Efficiency(
+    "v100",
+    83 / 125,
+    80,
+    (128, 128),
+    64,
+    0.8,
+    5e-6,
+    "GEMM: 83 TFLOP/s fp16 with cuBLAS on a Tesla V100 of 125 peak (Markidis et al., 'NVIDIA Tensor "
+    "Core Programmability, Performance & Precision', IPDPSW 2018), taken as the large-GEMM limit (the "
+    "abstract gives no shape); 80 SMs (V100 whitepaper, 2017); "
+    f"{K_HALF_NOTE}; {MEMORY_NOTE}",
+    "2018-05",
+)
+
+
+def anchored(e: Efficiency, fraction: float, shape: tuple[int, int, int]) -> Efficiency:
+    """e with gemm_fraction set so that a GEMM of the published `shape` (m, n, k) reaches the published
+    `fraction` of peak: the figure is a point on the curve, not its limit."""
+    m, n, k = shape
+    return e.with_(gemm_fraction=fraction / (e.quantization(m, n) * k / (k + e.k_half)))
+
+
+MAMF = "maximum achievable matmul FLOPS, S. Bekman, ml-engineering, compute/accelerator/README.md (2024)"
+A100 = anchored(
+    Efficiency(
+        "a100",
+        1.0,
+        108,
+        (128, 128),
+        64,
+        0.8,
+        5e-6,
+        f"GEMM: 267.9 TFLOP/s bf16 of 312 peak at m, n, k = 6912, 16384, 2048 (CUDA 12.1), {MAMF}; "
+        f"108 SMs (A100 whitepaper, 2020); {K_HALF_NOTE}; {MEMORY_NOTE}",
+        "2024",
+    ),
+    267.9 / 312,
+    (6912, 16384, 2048),
+)
+H100 = anchored(
+    Efficiency(
+        "h100",
+        1.0,
+        132,
+        (128, 256),
+        64,
+        0.8,
+        5e-6,
+        f"GEMM: 792.1 TFLOP/s bf16 of 989 peak at m, n, k = 6144, 17920, 2816 (CUDA 12.1), {MAMF}; "
+        f"132 SMs (H100 whitepaper, 2022); {K_HALF_NOTE}; {MEMORY_NOTE}",
+        "2024",
+    ),
+    792.1 / 989.4,
+    (6144, 17920, 2816),
+)
+H200 = anchored(
+    H100.with_(
+        device="h200",
+        source=f"GEMM: 821.0 TFLOP/s bf16 of 989 peak on a GH200 (the H200's GH100 chip) at m, n, k = 11264, "
+        f"19712, 1536 (CUDA 12.5), {MAMF}; otherwise as the H100",
+    ),
+    821.0 / 989.4,
+    (11264, 19712, 1536),
+)
+# published GEMM figures with their shapes, for the test that the curve passes through them
+PUBLISHED = {"a100": (267.9 / 312, (6912, 16384, 2048)), "h100": (792.1 / 989.4, (6144, 17920, 2816))}
+PUBLISHED["h200"] = (821.0 / 989.4, (11264, 19712, 1536))
+
+EFFICIENCIES = {e.device: e for e in (V100, A100, H100, H200)}
+
+
+def efficiency_for(device: str, mode: str = "realistic") -> Efficiency | None:
+    """The efficiency model of `device` (a hardware.DEVICES key) in `mode`; None is the peak mode."""
+    if mode not in MODES:
+        raise TopologyError(f"unknown efficiency mode {mode!r}; valid: {', '.join(MODES)}")
+    if mode == "peak":
+        return None
+    key = str(device).lower()
+    if key not in EFFICIENCIES:
+        raise TopologyError(
+            f"no efficiency parameters for device {device!r}; known: {', '.join(EFFICIENCIES)} "
+            "(fit some with `tpsim fit-gemm`, or use mode 'peak')"
+        )
+    return EFFICIENCIES[key]

@@ -1,0 +1,62 @@
+"""Read the output of NVIDIA's nccl-tests (all_reduce_perf, all_gather_perf, ...) into a table.
+
+A data line of nccl-tests holds, after size, count, type, redop and root, the out-of-place time (us),
+algbw and busbw, #wrong, then the same four in-place:
+
+    #       size         count      type   redop    root     time   algbw   busbw #wrong     time ...
+       1048576        262144     float     sum      -1    45.10   23.25   40.69      0    44.87 ...
+
+`size` is the whole buffer in bytes (the output for all_gather, the input for reduce_scatter), which
+is the S of tpsim.collectives.costs.  The collective comes from the "Collective test starting" line
+or the binary's name; the ranks from the "#  Rank  i ..." lines (one per GPU).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tpsim.errors import TpsimError
+
+COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "reduce", "all_to_all")
+
+
+class NcclTestsError(TpsimError, ValueError):
+    """A file that is not nccl-tests output, or lacks what a fit needs."""
+
+
+def parse(text: str, where: str = "nccl-tests output") -> dict:
+    """{collective, ranks, rows: [{size, count, type, time_s, algbw, busbw, in_place_time_s}]}."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 13 or line.lstrip().startswith("#") or not parts[0].isdigit():
+            continue
+        try:
+            rows.append(
+                dict(
+                    size=int(parts[0]),
+                    count=int(parts[1]),
+                    type=parts[2],
+                    time_s=float(parts[5]) * 1e-6,
+                    algbw=float(parts[6]) * 1e9,
+                    busbw=float(parts[7]) * 1e9,
+                    in_place_time_s=float(parts[9]) * 1e-6,
+                )
+            )
+        except ValueError:
+            continue
+    if not rows:
+        raise NcclTestsError(f"{where}: no nccl-tests data lines (size count type redop root time ...)")
+    named = re.search(r"Collective test starting:\s*(\w+?)_perf", text) or re.search(r"(\w+?)_perf", text)
+    collective = named.group(1) if named and named.group(1) in COLLECTIVES else None
+    ranks = len(re.findall(r"^#\s+Rank\s+\d+", text, flags=re.MULTILINE)) or None
+    return {"collective": collective, "ranks": ranks, "rows": rows}
+
+
+def read(path) -> dict:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise NcclTestsError(f"cannot read {path}: {e}") from None
+    return parse(text, str(path))

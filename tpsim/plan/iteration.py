@@ -1,0 +1,208 @@
+"""One training iteration of a GPT laid out TP x DP x PP, in closed form: time, broken down, and memory.
+
+Per microbatch, on the heaviest stage (L / pp layers, plus the logit layer):
+
+    forward    every layer's GEMMs (kernels.py, priced by efficiency.py) and memory-bound ops, and
+               TP's collectives: 2 all-reduces of (s, b, h) per layer, or under SP 2 all-gathers and
+               2 reduce-scatters (the same bytes); they block the compute stream (no TP overlap)
+    backward   two GEMMs per forward GEMM, twice the memory passes, the same TP collectives, and the
+               recomputation: a whole forward (full, with its collectives) or the attention core
+               (selective), as Megatron reruns it just before the backward
+    pipeline   pipeline.simulate (or interleaved.py, schedule "interleaved" with `chunks` per device)
+               runs the schedule with those times and the stage-boundary send;
+               rerun with free sends, its makespan minus m (t_f + t_b) is the bubble, and what the
+               sends add to it is the exposed PP communication
+    dp         the gradient all-reduce (ZeRO-1: reduce-scatter + all-gather, the same ring time),
+               after the backward; with dp_overlap it hides behind the last microbatch's backward
+    optimizer  Adam over this device's parameters (its 1 / dp share under ZeRO-1), memory-bound:
+               32 B per parameter (16-bit grad read twice for the norm and unscale, fp32 master,
+               m and v read and written, the 16-bit weight written)
+
+Not counted: the embedding's lookup and gradient, the final LayerNorm, data loading, host overheads.
+
+mode "realistic" prices kernels with the device's efficiency parameters, "peak" at the datasheet
+roofline; every result names its mode.  FLOPs, MFU and HFU: flops.py.
+"""
+
+from __future__ import annotations
+
+from tpsim.efficiency import efficiency_for, gemm_time, memory_time
+from tpsim.hardware import device_spec
+from tpsim.plan import flops as fl
+from tpsim.plan.interleaved import simulate_interleaved
+from tpsim.plan.kernels import CORE, backward_gemms, layer_gemms, layer_passes
+from tpsim.plan.memory_train import training_memory
+from tpsim.plan.pipeline import simulate
+
+ADAM_BYTES = 32
+
+
+def _gemms(spec, eff, gemms, dtype) -> float:
+    return sum(gemm_time(spec, eff, m, n, k, dtype, batch) for _, batch, m, n, k in gemms)
+
+
+def _passes(spec, eff, passes: dict, scale: float) -> float:
+    return sum(memory_time(spec, eff, 2 * scale * v) for v in passes.values() if v)
+
+
+def layer_times(cfg, t: int, sp: bool, b: int, spec, eff, cluster, kernels: str, recompute: str) -> dict:
+    """Seconds of one layer's pieces for one microbatch on one TP rank."""
+    s, h, a, dt = cfg.seq_len, cfg.hidden, cfg.num_heads, cfg.dtype
+    fwd = layer_gemms(s, b, h, a, t, cfg.ffn)
+    passes = layer_passes(s, b, h, a, t, sp, kernels, cfg.ffn)
+    core_passes = {k: passes[k] for k in ("mask", "softmax", "attention dropout")}
+    nbytes = 2 * b * s * h
+    if t == 1:
+        tp = 0.0
+    elif sp:
+        tp = 4 * cluster.reduce_scatter(t, 1, nbytes)  # 2 all-gathers + 2 reduce-scatters
+    else:
+        tp = 2 * cluster.all_reduce(t, 1, nbytes)
+    out = {
+        "forward_gemm": _gemms(spec, eff, fwd, dt),
+        "forward_memory": _passes(spec, eff, passes, 1),
+        "backward_gemm": _gemms(spec, eff, backward_gemms(fwd) + _flash_rerun(fwd, kernels), dt),
+        "backward_memory": _passes(spec, eff, passes, 2),
+        "tp_forward": tp,
+        "tp_backward": tp,
+    }
+    core = _gemms(spec, eff, [g for g in fwd if g[0] in CORE], dt) + _passes(spec, eff, core_passes, 1)
+    out["recompute_compute"] = {
+        "none": 0.0,
+        "selective": core,
+        "full": out["forward_gemm"] + out["forward_memory"],
+    }[recompute]
+    out["recompute_tp"] = tp if recompute == "full" else 0.0
+    return out
+
+
+def _flash_rerun(fwd, kernels: str) -> list:
+    """FlashAttention's backward recomputes the scores: one more `scores` GEMM."""
+    return [g for g in fwd if g[0] == "scores"] if kernels == "flash" else []
+
+
+def logit_times(cfg, t: int, b: int, spec, eff) -> tuple[float, float]:
+    """(forward, backward) seconds of the logit GEMM and the fp32 cross-entropy over V / t columns."""
+    T, v, h = b * cfg.seq_len, cfg.vocab_size // t, cfg.hidden
+    g = [("logits", 1, T, v, h)]
+    ce = memory_time(spec, eff, 2 * 4 * T * v)  # read the logits, write fp32 probabilities
+    f = _gemms(spec, eff, g, cfg.dtype) + ce
+    return f, _gemms(spec, eff, backward_gemms(g), cfg.dtype) + ce
+
+
+def iteration(
+    cfg,
+    layout,
+    *,
+    cluster,
+    device="h100",
+    global_batch: int,
+    micro_batch: int,
+    mode: str = "realistic",
+    recompute: str = "none",
+    kernels: str = "fused",
+    schedule: str = "1f1b",
+    chunks: int = 1,
+    zero1: bool = False,
+    dp_overlap: bool = False,
+    efficiency=None,
+) -> dict:
+    """Time, FLOPs, MFU / HFU and memory of one iteration. `efficiency` overrides the device's own."""
+    spec = device_spec(device)
+    eff = efficiency if efficiency is not None or mode == "peak" else efficiency_for(_key(device), mode)
+    t, dp, pp = layout.tp, layout.dp, layout.pp
+    m = global_batch // (dp * micro_batch)
+    layers = cfg.num_layers // pp
+    lt = layer_times(cfg, t, layout.sp, micro_batch, spec, eff, cluster, kernels, recompute)
+    lf, lb = logit_times(cfg, t, micro_batch, spec, eff)
+    t_f = layers * (lt["forward_gemm"] + lt["forward_memory"] + lt["tp_forward"]) + lf
+    t_b = (
+        layers
+        * (
+            lt["backward_gemm"]
+            + lt["backward_memory"]
+            + lt["tp_backward"]
+            + lt["recompute_compute"]
+            + lt["recompute_tp"]
+        )
+        + lb
+    )
+    boundary = 2 * micro_batch * cfg.seq_len * cfg.hidden / (t if layout.sp else 1)
+    send = cluster.send(boundary, across_nodes=t * dp >= cluster.gpus_per_node) if pp > 1 else 0.0
+    run = _pipeline(schedule, chunks, pp, m, t_f, t_b, send)
+    free = _pipeline(schedule, chunks, pp, m, t_f, t_b, 0.0).makespan if pp > 1 else m * (t_f + t_b)
+    mem = training_memory(
+        cfg,
+        layout,
+        micro_batch,
+        m,
+        spec.memory,
+        recompute=recompute,
+        zero1=zero1,
+        schedule=schedule,
+        chunks=chunks,
+        kernels=kernels,
+    )
+    params = mem["parameters"]
+    dp_time = cluster.all_reduce(dp, t, 2 * params) if dp > 1 else 0.0
+    dp_exposed = max(0.0, dp_time - t_b) if dp_overlap else dp_time
+    optimizer = memory_time(spec, eff, ADAM_BYTES * params / (dp if zero1 else 1))
+    tp = m * layers * (lt["tp_forward"] + lt["tp_backward"] + lt["recompute_tp"])
+    busy = m * (t_f + t_b)
+    breakdown = {
+        "compute": busy - tp - m * layers * lt["recompute_compute"],
+        "recompute": m * layers * lt["recompute_compute"],
+        "tp_comm": tp,
+        "pp_comm": max(0.0, run.makespan - free) if pp > 1 else 0.0,  # at pp = 1: rounding noise only
+        "pp_bubble": max(0.0, free - busy) if pp > 1 else 0.0,
+        "dp_comm": dp_exposed,
+        "optimizer": optimizer,
+    }
+    step = sum(breakdown.values())
+    devices = t * dp * pp
+    s, L, h, V = cfg.seq_len, cfg.num_layers, cfg.hidden, cfg.vocab_size
+    model = fl.model_flops(global_batch, s, L, h, V)
+    hardware = fl.hardware_flops(global_batch, s, L, h, V, recompute)
+    peak = spec.peak(cfg.dtype)
+    return {
+        "model": cfg.name,
+        "layout": str(layout),
+        "devices": devices,
+        "device": spec.name,
+        "cluster": cluster.name,
+        "mode": mode if efficiency is None else f"{mode} (given efficiency: {efficiency.device})",
+        "recompute": recompute,
+        "kernels": kernels,
+        "global_batch": global_batch,
+        "micro_batch": micro_batch,
+        "microbatches": m,
+        "time": {"iteration": step, **breakdown, "microbatch_forward": t_f, "microbatch_backward": t_b},
+        "tokens_per_s": global_batch * s / step,
+        "flops": {"model": model, "hardware": hardware},
+        "tflops_per_device": {
+            "model": model / step / devices / 1e12,
+            "hardware": hardware / step / devices / 1e12,
+        },
+        "mfu": model / (step * devices * peak),
+        "hfu": hardware / (step * devices * peak),
+        "memory": mem,
+    }
+
+
+def _pipeline(schedule: str, chunks: int, pp: int, m: int, t_f: float, t_b: float, send: float):
+    """pipeline.simulate, or interleaved.simulate_interleaved with `chunks` model chunks per device."""
+    if schedule == "interleaved":
+        return simulate_interleaved(pp, chunks, m, t_f, t_b, send)
+    return simulate(schedule, pp, m, t_f, t_b, send)
+
+
+def _key(device) -> str:
+    """The DEVICES key of `device` (a key or a DeviceSpec of one), for its efficiency parameters."""
+    if isinstance(device, str):
+        return device
+    from tpsim.hardware import DEVICES
+
+    for key, spec in DEVICES.items():
+        if spec.name == device.name:
+            return key
+    return getattr(device, "efficiency_key", device.name)

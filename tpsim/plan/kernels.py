@@ -1,0 +1,78 @@
+"""The kernels of one Megatron GPT layer on one TP rank: its GEMMs and its memory-bound ops.
+
+GEMMs, forward, per TP rank (T = b s tokens, d = h / a, t = TP degree); `batch` GEMMs (m, k) @ (k, n):
+
+    qkv      T x h   @ h x 3h/t
+    scores   (b a/t) x [s x d @ d x s]           the attention core
+    context  (b a/t) x [s x s @ s x d]           the attention core
+    proj     T x h/t @ h/t x h
+    fc1      T x h   @ h x f/t
+    fc2      T x f/t @ f/t x h
+
+Backward runs two GEMMs per forward GEMM: dX = dY W^T (m, k, n) and dW = X^T dY (k, n, m).
+
+Memory-bound ops are counted in element passes (each element read or written once is one pass) and
+priced at 2 bytes per element.  `kernels` picks the software: "unfused" is Megatron-LM 2019 (mask
+as a multiply and a subtract, softmax, dropout and bias adds as separate PyTorch ops); "fused" is
+Megatron 2020+ (fused scale-mask-softmax, bias-GeLU and bias-dropout-add); "flash" is fused plus
+FlashAttention (Dao et al. 2022): the attention core's (b a s^2) scores never reach memory, the kernel
+reads Q, K, V and writes the output, and its backward recomputes the scores (one more `scores` GEMM).
+Backward moves twice the forward's passes (it reads the saved input and the incoming gradient, and
+writes a gradient).
+"""
+
+from __future__ import annotations
+
+from tpsim.errors import TpsimError
+
+KERNELS = ("unfused", "fused", "flash")
+CORE = ("scores", "context")
+
+
+class KernelsError(TpsimError, ValueError):
+    """An unknown kernel set."""
+
+
+def layer_gemms(
+    s: int, b: int, h: int, a: int, t: int, ffn: int | None = None
+) -> list[tuple[str, int, int, int, int]]:
+    """[(name, batch, m, n, k)] of one layer's forward on one TP rank."""
+    f, T, d = ffn or 4 * h, b * s, h // a
+    return [
+        ("qkv", 1, T, 3 * h // t, h),
+        ("scores", b * a // t, s, s, d),
+        ("context", b * a // t, s, d, s),
+        ("proj", 1, T, h, h // t),
+        ("fc1", 1, T, f // t, h),
+        ("fc2", 1, T, h, f // t),
+    ]
+
+
+def backward_gemms(gemms):
+    """dX (m, k, n) and dW (k, n, m) of each forward GEMM (name, batch, m, n, k)."""
+    out = []
+    for name, batch, m, n, k in gemms:
+        out += [(f"{name}.dx", batch, m, k, n), (f"{name}.dw", batch, k, n, m)]
+    return out
+
+
+def layer_passes(
+    s: int, b: int, h: int, a: int, t: int, sp: bool, kernels: str, ffn=None
+) -> dict[str, float]:
+    """Element passes of one layer's forward memory-bound ops on one TP rank, by op."""
+    if kernels not in KERNELS:
+        raise KernelsError(f"unknown kernel set {kernels!r}; valid: {', '.join(KERNELS)}")
+    f, T = ffn or 4 * h, b * s
+    rep = T * h / (t if sp else 1)  # the replicated regions' tensors (split by t under SP)
+    core = 0.0 if kernels == "flash" else b * a * s * s / t  # flash: the scores stay on chip
+    unfused = kernels == "unfused"
+    return {
+        "layernorm x2": 2 * 2 * rep,  # read x, write y
+        "bias-dropout-add x2": 2 * (7.5 if unfused else 3.5) * rep,  # fused: read x and residual, write, mask
+        "mask": 4 * core if unfused else 0.0,  # x * mask, then - 10000 (1 - mask): two read-write passes
+        "softmax": 2 * core,
+        "attention dropout": 2.5 * core,  # read, write, a 1-byte mask (half a 2-byte pass)
+        "context transpose": 2 * T * h / t,  # (b a, s, d) back to (s, b, h) before proj
+        "flash attention io": 4 * T * h / t if kernels == "flash" else 0.0,  # read Q, K, V, write O
+        "bias-gelu": (4 if unfused else 2) * T * f / t,
+    }

@@ -112,7 +112,8 @@ CATALOGUE: tuple[Mutation, ...] = (
         ("out", "mean", "dx"),
     ),
     Mutation(
-        "uneven_shard_padding", _ce(loss.UnevenShardPadding), _ce(), Inputs("logits", (S, B, VOCAB), Shard(2)),
+        "uneven_shard_padding", _ce(loss.UnevenShardPadding), _ce(),
+        Inputs("logits", (S, B, VOCAB), Shard(2)),
         "an uneven vocab split is zero-padded to equal widths and the zeros enter the sum of exps",
         "none verified (constructed: the padding equal-size collectives need, leaking into a reduction)",
         "loss depends on t: the zero columns add exp(-m) each to the softmax denominator",

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tpsim.bugs.grad_norm import grad_norm
 from tpsim.darray import DArray, distribute
 from tpsim.mesh import Mesh
 from tpsim.placement import Partial, Replicate
-from tpsim.bugs.grad_norm import grad_norm
 
 U64 = np.finfo(np.float64).eps / 2
 
@@ -119,7 +119,8 @@ def detect(build, truth, inputs: Inputs, *, world_size: int = 2, seed: int = 0, 
 
 def rel_tol(named: dict, inputs: Inputs) -> float:
     """n^2 u with n the numbers the layer reads: its input and every parameter (see the docstring)."""
-    n = int(np.prod(inputs.shape)) + sum(int(np.prod(g.shape)) for k, g in named.items() if k.startswith("grad."))
+    params = sum(int(np.prod(g.shape)) for k, g in named.items() if k.startswith("grad."))
+    n = int(np.prod(inputs.shape)) + params
     return n * n * U64
 
 
@@ -134,14 +135,15 @@ def compare(got: dict, want: dict, tol: float) -> Report:
             err = abs(g - w) / max(abs(w), np.finfo(np.float64).tiny)
             errors[name] = err
             if err > tol:
-                findings.append(Finding(name, 0, err, f"differs from the truth ({g:.6g} vs {w:.6g}, x{g / w:.4g})"))
+                why = f"differs from the truth ({g:.6g} vs {w:.6g}, x{g / w:.4g})"
+                findings.append(Finding(name, 0, err, why))
             continue
         full_w = _full(w)
         scale = max(float(np.max(np.abs(full_w), initial=0.0)), np.finfo(np.float64).tiny)
-        pl = [Replicate() if isinstance(p, Partial) else p for p in g.placements]
-        pieces = distribute(full_w, g.mesh, pl).shards if not any(isinstance(p, Partial) for p in g.placements) \
-            else [_full(g)] * g.mesh.size
-        got_pieces = g.shards if not any(isinstance(p, Partial) for p in g.placements) else [_full(g)] * g.mesh.size
+        if any(isinstance(p, Partial) for p in g.placements):  # a partial sum: judge what it sums to
+            got_pieces, pieces = [_full(g)], [full_w]
+        else:
+            got_pieces, pieces = g.shards, distribute(full_w, g.mesh, list(g.placements)).shards
         worst = (0.0, 0)
         for d, (a, b) in enumerate(zip(got_pieces, pieces, strict=True)):
             err = float(np.max(np.abs(np.asarray(a, np.float64) - b), initial=0.0)) / scale
@@ -150,10 +152,10 @@ def compare(got: dict, want: dict, tol: float) -> Report:
         if worst[0] > tol:
             findings.append(Finding(name, worst[1], worst[0], "differs from the truth"))
         if all(isinstance(p, Replicate) for p in g.placements) and g.mesh.size > 1:
-            spread = max(float(np.max(np.abs(np.asarray(s, np.float64) - g.shards[0]), initial=0.0))
-                         for s in g.shards[1:]) / scale
-            if spread > 0:
-                findings.append(Finding(name, 1, spread, "replicas differ"))
+            spread = [float(np.max(np.abs(np.asarray(s, np.float64) - g.shards[0]), initial=0.0)) / scale
+                      for s in g.shards]
+            if max(spread) > 0:
+                findings.append(Finding(name, int(np.argmax(spread)), max(spread), "replicas differ"))
     return Report(findings, tol, errors)
 
 

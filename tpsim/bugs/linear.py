@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from tpsim.bugs.patch import swap
 from tpsim.darray import DArray, from_local
 from tpsim.nn import ops, regions
 from tpsim.nn.linear import RowParallelLinear
 from tpsim.placement import Replicate, Shard
-from tpsim.bugs.patch import swap
 
 
 def _add(a, b):
@@ -51,7 +51,8 @@ class ReduceScatterMean(RowParallelLinear):
         def mean_reduce_scatter(partial: DArray, tp: int, seq_dim: int) -> DArray:
             y = rs(partial, tp, seq_dim)
             t = self.tp_size
-            return self.local("rs_avg", lambda a: ops.elementwise(lambda u: u / t, a), y, placements=y.placements)
+            return self.local("rs_avg", lambda a: ops.elementwise(lambda u: u / t, a), y,
+                              placements=y.placements)
 
         with swap(regions, "sequence_reduce_scatter", mean_reduce_scatter):
             return super().forward(x)

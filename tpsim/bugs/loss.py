@@ -34,8 +34,8 @@ class UnevenShardPadding(VocabParallelCrossEntropy):
         v, t = logits.shape[-1], self.tp_size
         width = -(-v // t)
         self._sizes = [s.shape[-1] for s in logits.shards]
-        padded = [np.concatenate([s, np.zeros((*s.shape[:-1], width - s.shape[-1]), s.dtype)], axis=-1)
-                  for s in logits.shards]
+        padded = [np.concatenate([s, np.zeros((*s.shape[:-1], width - s.shape[-1]), s.dtype)], -1)
+                  for s in logits.shards]  # (s, b, ceil(V/t)) on every rank
         shape = (*logits.shape[:-1], width * t)
         return super().forward(from_local(padded, self.mesh, list(logits.placements), shape=shape), targets)
 
@@ -43,7 +43,8 @@ class UnevenShardPadding(VocabParallelCrossEntropy):
         g = super().backward(dloss)
         sizes = iter(self._sizes)
         shape = (*g.shape[:-1], sum(self._sizes))
-        return from_local([s[..., : next(sizes)] for s in g.shards], self.mesh, list(g.placements), shape=shape)
+        pieces = [s[..., : next(sizes)] for s in g.shards]
+        return from_local(pieces, self.mesh, list(g.placements), shape=shape)
 
 
 class LabelSmoothingPerRank(VocabParallelCrossEntropy):

@@ -8,9 +8,9 @@ replicas then step apart and the norm's weights differ across TP ranks (NVIDIA/M
 
 from __future__ import annotations
 
+from tpsim.bugs.patch import relabel
 from tpsim.darray import DArray
 from tpsim.nn.norm import LayerNorm
-from tpsim.bugs.patch import relabel
 
 
 class SPNormGradUnreduced(LayerNorm):

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("torch")
 
 from reference.bugs.catalogue import MIRROR
-from reference.bugs.check import check, main
+from reference.bugs.check import check
 from tpsim.bugs import CATALOGUE
 
 NAMES = [m.name for m in CATALOGUE]

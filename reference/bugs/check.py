@@ -51,7 +51,8 @@ def rank_main(ctx: RankContext, jobs: list[dict]) -> list[dict]:
             res["mean"] = to_numpy(mean)
         for name, p in module.named_parameters():
             res["grad." + name] = to_numpy(p.grad if p.grad is not None else torch.zeros_like(p))
-        res["grad_norm"] = grad_norm(module, comm, job["replicated"], double_count=double and job["which"] == "bug")
+        double_count = double and job["which"] == "bug"
+        res["grad_norm"] = grad_norm(module, comm, job["replicated"], double_count=double_count)
         out.append(res)
     return out
 
@@ -130,7 +131,8 @@ def main(argv=None) -> int:
     print(f"{'mutation':<36} {'caught':>6} {'mirror':>8} {'correct':>7}  flagged (worst rel. error)")
     for r in rows:
         flagged = ", ".join(f"{k} {r['errors'][k]:.3g}" for k in r["flagged"])
-        print(f"{r['name']:<36} {r['caught']!s:>6} {r['mirror_error']:>8.1e} {r['correct_ok']!s:>7}  {flagged}")
+        line = f"{r['name']:<36} {r['caught']!s:>6} {r['mirror_error']:>8.1e} {r['correct_ok']!s:>7}"
+        print(f"{line}  {flagged}")
     return 0 if all(r["ok"] for r in rows) else 1
 
 

@@ -1,0 +1,40 @@
+"""Models and plans to try `python -m reference.audit` on: two correct, one with a catalogue bug.
+
+    mlp / mlp_plan                       fc1 ColwiseParallel, fc2 RowwiseParallel: correct
+    block / block_sp_plan                a pre-LN GPT layer under sequence parallelism: correct
+    block / block_sp_plan_missing_norm   the same plan without SequenceParallel on
+                                         post_attention_layernorm: tpsim.bugs' sp_norm_grad_unreduced
+                                         (NVIDIA/Megatron-LM#1446) written as a DTensor plan
+
+    python -m reference.audit --builder reference.audit_examples:block \\
+        --plan reference.audit_examples:block_sp_plan_missing_norm \\
+        --input-layout shard0 --output-layout shard0
+"""
+
+from __future__ import annotations
+
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+
+from reference import dtensor_plan
+
+
+def mlp():
+    return dtensor_plan.MLP(8, 16)
+
+
+def mlp_plan() -> dict:
+    return {"fc1": ColwiseParallel(), "fc2": RowwiseParallel()}
+
+
+def block():
+    return dtensor_plan.Block(8, 2, 16)
+
+
+def block_sp_plan() -> dict:
+    return dtensor_plan.plan("block", sp=True)
+
+
+def block_sp_plan_missing_norm() -> dict:
+    plan = dtensor_plan.plan("block", sp=True)
+    del plan["post_attention_layernorm"]
+    return plan

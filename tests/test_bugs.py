@@ -71,7 +71,7 @@ def test_double_counted_norm_counts_replicated_squares_t_times(t):
     """||g||_bug^2 = ||g_sharded||^2 + t ||g_replicated||^2, exactly as the bug predicts."""
     m = BY_NAME["grad_norm_double_counted"]
     got, _ = run(m.build, Mesh(t), m.inputs, norm=grad_norm)
-    replicated = ["grad.fc2.bias"]  # the only param R on TP in the MLP
+    replicated = ["grad.bias"]  # the only param R on TP in the row-parallel layer
     rep = sum(float(np.square(got[k].full()).sum()) for k in replicated)
     bugged = run(m.build, Mesh(t), m.inputs, norm=m.norm)[0]["grad_norm"]
     np.testing.assert_allclose(bugged**2, got["grad_norm"] ** 2 + (t - 1) * rep, rtol=1e-12)

@@ -88,3 +88,23 @@ def test_dropout_masks_across_shards(name, same):
         y = build(mesh)(distribute(np.ones((5, 2, 8)), mesh, [m.inputs.placement]))
         a, b = y.shards
         assert np.array_equal(a[: b.shape[0]], b) == want_same
+
+
+def test_bad_arguments_are_refused_before_anything_runs():
+    from tpsim.bugs import Inputs
+    from tpsim.errors import TpsimError, WorldSizeError
+
+    m = BY_NAME["row_bias_every_rank"]
+    with pytest.raises(TpsimError, match="valid kinds"):
+        Inputs("ids", (5, 2))
+    with pytest.raises(WorldSizeError, match="int >= 1"):
+        detect(m.build, m.truth, m.inputs, world_size=0)
+
+
+def test_cli_prints_every_mutation_caught(capsys):
+    from tpsim.bugs.__main__ import main
+
+    assert main(["--world-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{n:<36} True" in out for n in NAMES)
+    assert "tied_embedding_grads_unreduced" in out

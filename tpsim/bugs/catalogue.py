@@ -66,7 +66,7 @@ CATALOGUE: tuple[Mutation, ...] = (
         "SP LayerNorm: each rank's dw, db sum only its own sequence rows and are never all-reduced",
         "NVIDIA/Megatron-LM#1446 (final_layernorm main_grad differs across TP ranks with TP+SP); "
         "NVIDIA/TransformerEngine#435 (the all-reduce is left to the framework)",
-        "norm weights drift apart across TP ranks; each rank's grad is about 1/t of the true one",
+        "norm weights drift apart across TP ranks: each rank's grad sums only its own s/t rows",
         ("grad.weight", "grad.bias", "grad_norm"),
     ),
     Mutation(

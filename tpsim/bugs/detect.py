@@ -27,6 +27,7 @@ import numpy as np
 
 from tpsim.bugs.grad_norm import grad_norm
 from tpsim.darray import DArray, distribute
+from tpsim.errors import TpsimError, WorldSizeError
 from tpsim.mesh import Mesh
 from tpsim.placement import Partial, Replicate
 
@@ -41,6 +42,11 @@ class Inputs:
     shape: tuple[int, ...]
     placement: object = Replicate()
     vocab: int | None = None  # targets are drawn below it
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("x", "logits") or len(self.shape) < 1:
+            raise TpsimError(f"Inputs: kind {self.kind!r} with shape {self.shape}; valid kinds: 'x', "
+                             "'logits', with a shape of at least one dim")
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,8 @@ def run(build, mesh, inputs: Inputs, seed: int = 0, norm=grad_norm) -> tuple[dic
 def detect(build, truth, inputs: Inputs, *, world_size: int = 2, seed: int = 0, norm=grad_norm,
            truth_norm=grad_norm, truth_on_same_mesh: bool = False) -> Report:
     """Compare `build` on Mesh(world_size) with `truth` unsharded; see the module docstring."""
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise WorldSizeError(f"detect: world_size must be an int >= 1, got {world_size!r}")
     got, _ = run(build, Mesh(world_size), inputs, seed, norm)
     want, _ = run(truth, Mesh(world_size if truth_on_same_mesh else 1), inputs, seed, truth_norm)
     tol = rel_tol(got, inputs)

@@ -1,6 +1,7 @@
 """Models and plans to try `python -m reference.audit` on: two correct, one with a catalogue bug.
 
     mlp / mlp_plan                       fc1 ColwiseParallel, fc2 RowwiseParallel: correct
+    mlp / mlp_own_tp                     the same, in the form of a function (module, mesh) -> TP module
     block / block_sp_plan                a pre-LN GPT layer under sequence parallelism: correct
     block / block_sp_plan_missing_norm   the same plan without SequenceParallel on
                                          post_attention_layernorm: tpsim.bugs' sp_norm_grad_unreduced
@@ -38,3 +39,12 @@ def block_sp_plan_missing_norm() -> dict:
     plan = dtensor_plan.plan("block", sp=True)
     del plan["post_attention_layernorm"]
     return plan
+
+
+def mlp_own_tp(module, mesh):
+    """The form for a user's own TP code: take the unsharded module and the mesh, return the TP module.
+    (Here it is the DTensor plan again; its collectives are then not predicted, as tpsim cannot see
+    inside arbitrary code.)"""
+    from torch.distributed.tensor.parallel import parallelize_module
+
+    return parallelize_module(module, mesh, mlp_plan())

@@ -8,7 +8,9 @@ read and verified are cited), the symptom a user sees, and which tensors the det
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from tpsim.bugs import linear, loss, norm
 from tpsim.bugs.detect import Inputs, Report, detect
@@ -24,14 +26,14 @@ EXACT = dict(init="exact", dtype="float64")
 @dataclass(frozen=True)
 class Mutation:
     name: str
-    build: object  # mesh -> the buggy layer
-    truth: object  # mesh -> the correct layer
+    build: Callable[..., Any]  # mesh -> the buggy layer
+    truth: Callable[..., Any]  # mesh -> the correct layer
     inputs: Inputs
     what: str
     source: str
     symptom: str
     caught_by: tuple[str, ...]  # tensors the detector must flag
-    norm: object = grad_norm
+    norm: Callable[..., float] = grad_norm
     stochastic: bool = False  # dropout: the truth runs on the same mesh
     reference_options: dict = field(default_factory=dict)
 

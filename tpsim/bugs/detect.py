@@ -82,7 +82,7 @@ class Report:
 def draw(inputs: Inputs, seed: int) -> dict[str, np.ndarray]:
     """The global inputs: small integers as float64 (exact sums), and targets if the layer is a loss."""
     rng = np.random.default_rng(seed)
-    out = {inputs.kind: rng.integers(-2, 3, size=inputs.shape).astype(np.float64)}
+    out: dict[str, np.ndarray] = {inputs.kind: rng.integers(-2, 3, size=inputs.shape).astype(np.float64)}
     if inputs.kind == "logits":
         out["targets"] = rng.integers(0, inputs.vocab or inputs.shape[-1], size=inputs.shape[:-1])
     return out

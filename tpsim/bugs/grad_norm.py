@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from tpsim.darray import from_local
-from tpsim.placement import Partial, Replicate, Shard
+from tpsim.placement import Partial, Placement, Replicate, Shard
 
 
 def grad_norm(module, *, double_count: bool = False) -> float:
@@ -28,7 +28,7 @@ def grad_norm(module, *, double_count: bool = False) -> float:
         for d in range(mesh.size):
             if sharded or double_count or mesh.group_rank(d, tp) == 0:
                 per_device[d] = per_device[d] + np.square(np.asarray(g.shards[d], np.float64)).sum()
-    placements = [Replicate()] * mesh.ndim
+    placements: list[Placement] = [Replicate()] * mesh.ndim
     placements[tp] = Partial()
     squares = from_local(per_device, mesh, placements, shape=())
     total = squares.redistribute([Replicate()] * mesh.ndim, label="grad_norm")  # the all-reduce

@@ -30,7 +30,7 @@ class RowBiasEveryRank(RowParallelLinear):
         bias, reduce = self.params["bias"], regions.reduce_from
 
         def reduce_with_bias(partial: DArray, tp: int) -> DArray:
-            partial = self.local("bias_add", _add, partial, bias, placements=partial.placements)
+            partial = self.local("bias_add", _add, partial, bias, placements=list(partial.placements))
             return reduce(partial, tp)
 
         self.has_bias = False  # the correct add after the reduction is skipped ...
@@ -52,7 +52,7 @@ class ReduceScatterMean(RowParallelLinear):
             y = rs(partial, tp, seq_dim)
             t = self.tp_size
             return self.local("rs_avg", lambda a: ops.elementwise(lambda u: u / t, a), y,
-                              placements=y.placements)
+                              placements=list(y.placements))
 
         with swap(regions, "sequence_reduce_scatter", mean_reduce_scatter):
             return super().forward(x)

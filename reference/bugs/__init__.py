@@ -1,6 +1,7 @@
 """reference.bugs: tpsim.bugs's mutations on real torch.distributed ranks, file for file.
 
-    linear.py     RowBiasEveryRank, ReduceScatterMean, InputIsParallelFullInput
+    linear.py     RowBiasEveryRank, ReduceScatterMean, InputIsParallelFullInput, SPRowBiasGradUnreduced,
+                  ColumnInputGradUnreduced
     norm.py       SPNormGradUnreduced (no copy_to_params: the [dw; db] all-reduce is gone)
     loss.py       VocabPaddingUnmasked, UnevenShardPadding, LabelSmoothingPerRank
     grad_norm.py  the global grad norm on one rank, and its double-counting twin

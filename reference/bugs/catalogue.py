@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from reference.bugs import linear, loss, norm
 from reference.dropout import Dropout, RNGTracker
-from reference.linear import RowParallelLinear
+from reference.linear import ColumnParallelLinear, RowParallelLinear
 from reference.loss import VocabParallelCrossEntropy
 from reference.norm import LayerNorm
 from tpsim.bugs.catalogue import PADDED, VOCAB, H
@@ -18,6 +18,10 @@ EXACT = dict(init="exact", dtype="float64")
 
 def _row(cls=RowParallelLinear, **o):
     return lambda comm: cls(comm, H, 6, seed=3, **EXACT, **o)
+
+
+def _col(cls=ColumnParallelLinear, **o):
+    return lambda comm: cls(comm, H, 6, seed=4, **EXACT, **o)
 
 
 def _norm(cls=LayerNorm):
@@ -54,4 +58,8 @@ MIRROR = {
     "input_is_parallel_full_input": (
         _row(linear.InputIsParallelFullInput), _row(input_is_parallel=False), False,
     ),
+    "sp_row_bias_grad_unreduced": (
+        _row(linear.SPRowBiasGradUnreduced, sequence_parallel=True), _row(sequence_parallel=True), False,
+    ),
+    "column_input_grad_unreduced": (_col(linear.ColumnInputGradUnreduced), _col(), False),
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from reference import regions
-from reference.linear import RowParallelLinear
+from reference.linear import ColumnParallelLinear, RowParallelLinear
 
 
 class RowBiasEveryRank(RowParallelLinear):
@@ -33,3 +33,19 @@ class InputIsParallelFullInput(RowParallelLinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x[..., : self.weight.shape[1]])
+
+
+class SPRowBiasGradUnreduced(RowParallelLinear):
+    """SP: y = reduce_scatter(partial) + b with plain autograd: db sums this rank's rows only."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        partial = torch.matmul(x, self.weight.t())
+        return regions.sequence_reduce_scatter(partial, self.comm, self.seq_dim) + self.bias
+
+
+class ColumnInputGradUnreduced(ColumnParallelLinear):
+    """No copy_to: the input enters the matmul directly, so dx is this rank's partial sum."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.matmul(x, self.weight.t())  # (..., in) @ (in, out/t)
+        return y if self.bias is None else y + self.bias

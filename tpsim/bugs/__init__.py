@@ -5,7 +5,8 @@ correct layer of tpsim.nn and overrides one method or swaps one region; `detect`
 against the unsharded truth and names every tensor that differs.
 
     patch.py      swap (one region for a call) and relabel (claim a placement, move nothing)
-    linear.py     row bias on every rank, mean in the SP reduce-scatter, input_is_parallel fed a full x
+    linear.py     row bias on every rank, mean in the SP reduce-scatter, input_is_parallel fed a full x,
+                  SP row bias grad unreduced, column-parallel dx unreduced (f without its backward)
     norm.py       SP LayerNorm grads never all-reduced
     loss.py       vocab padding unmasked, uneven shard padding, label smoothing averaged per rank
     grad_norm.py  the global grad norm, and the one that counts replicated grads t times

@@ -15,7 +15,14 @@ from typing import Any
 from tpsim.bugs import linear, loss, norm
 from tpsim.bugs.detect import Inputs, Report, detect
 from tpsim.bugs.grad_norm import double_counted_grad_norm, grad_norm
-from tpsim.nn import Dropout, LayerNorm, RNGTracker, RowParallelLinear, VocabParallelCrossEntropy
+from tpsim.nn import (
+    ColumnParallelLinear,
+    Dropout,
+    LayerNorm,
+    RNGTracker,
+    RowParallelLinear,
+    VocabParallelCrossEntropy,
+)
 from tpsim.nn.dropout import DEFAULT, MODEL_PARALLEL
 from tpsim.placement import Replicate, Shard
 
@@ -44,6 +51,10 @@ class Mutation:
 
 def _row(cls=RowParallelLinear, **o):
     return lambda mesh: cls(mesh, H, 6, seed=3, **EXACT, **o)
+
+
+def _col(cls=ColumnParallelLinear, **o):
+    return lambda mesh: cls(mesh, H, 6, seed=4, **EXACT, **o)
 
 
 def _norm(cls=LayerNorm):
@@ -141,6 +152,22 @@ CATALOGUE: tuple[Mutation, ...] = (
         "none verified (constructed)",
         "y = x_0 (sum_r W_r)^T: wrong output and weight grads; the shapes fit, nothing crashes",
         ("out", "dx", "grad.weight"),
+    ),
+    Mutation(
+        "sp_row_bias_grad_unreduced", _row(linear.SPRowBiasGradUnreduced, sequence_parallel=True),
+        _row(sequence_parallel=True), x_feat,
+        "SP row-parallel bias: each rank's db sums only its own sequence rows and is never all-reduced",
+        "NVIDIA/Megatron-LM#236 (the maintainers: the SP bias grads are all-reduced with the other "
+        "sequence-parallel grads, outside the layer)",
+        "the replicated bias drifts apart across TP ranks; each rank steps on its own rows' gradient",
+        ("grad.bias",),
+    ),
+    Mutation(
+        "column_input_grad_unreduced", _col(linear.ColumnInputGradUnreduced), _col(), x_rep,
+        "copy_to (Megatron's f) loses its backward all-reduce: each rank's dx is a partial sum",
+        "none verified (constructed: the conjugate of f, as in the Megatron paper's f/g pair)",
+        "the layers before it get partial input gradients that differ across ranks",
+        ("dx",),
     ),
 )
 

@@ -4,16 +4,18 @@
     ReduceScatterMean         the SP reduce-scatter averages (ReduceOp.AVG) where it must sum
     InputIsParallelFullInput  input_is_parallel=True handed the whole, replicated input: every rank
                               cuts the same first in/t features instead of its own piece
+    SPRowBiasGradUnreduced    SP: the bias gradient sums only this rank's sequence rows, never all-reduced
+    ColumnInputGradUnreduced  copy_to's backward all-reduce is missing: dx stays a partial sum per rank
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tpsim.bugs.patch import swap
+from tpsim.bugs.patch import relabel, swap
 from tpsim.darray import DArray, from_local
 from tpsim.nn import ops, regions
-from tpsim.nn.linear import RowParallelLinear
+from tpsim.nn.linear import ColumnParallelLinear, RowParallelLinear
 from tpsim.placement import Replicate, Shard
 
 
@@ -84,3 +86,25 @@ class InputIsParallelFullInput(RowParallelLinear):
         placements = list(dx.placements)
         placements[self.tp] = Replicate()  # claimed whole; each rank's differs
         return self.local("dx_widen", widen_to_full, dx, placements=placements, shape=self._full_shape)
+
+
+class SPRowBiasGradUnreduced(RowParallelLinear):
+    """SP: db = the sum of dy over this rank's own s/t rows, kept as the gradient (claimed R).  Megatron
+    computes db that way and all-reduces it with the other sequence-parallel grads; this one does not."""
+
+    def backward(self, dy: DArray) -> DArray:
+        dx = super().backward(dy)
+        if self.has_bias and self.sequence_parallel:
+            rows = [Replicate() if isinstance(p, Shard) else p for p in dy.placements]
+            db = self.local("linear_dbias", lambda g: ops.sum_to(g, g.shape[-1:]), dy,
+                            placements=rows, shape=dy.shape[-1:])  # each rank: its own rows only
+            self.grads["bias"] = relabel(db, self.tp, category="grads")
+        return dx
+
+
+class ColumnInputGradUnreduced(ColumnParallelLinear):
+    """f without its backward: dx = dy_r W_r on each rank, a partial sum, handed on as the whole dx."""
+
+    def backward(self, dy: DArray) -> DArray:
+        with swap(regions, "copy_to_backward", lambda dx, tp: relabel(dx, tp)):
+            return super().backward(dy)

@@ -16,6 +16,7 @@ def table(world_size: int) -> str:
         lines.append(f"{m.name:<36} {caught!s:<6}  " + ", ".join(f"{k} {r.errors[k]:.3g}" for k in r.flagged))
         lines.append(f"{'':<36} source: {m.source}")
         lines.append(f"{'':<36} symptom: {m.symptom}")
+        lines.append(f"{'':<36} check: {m.check}")
     lines += [f"{name:<36} skipped: {why}" for name, why in SKIPPED.items()]
     return "\n".join(lines)
 

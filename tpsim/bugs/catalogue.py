@@ -9,7 +9,7 @@ read and verified are cited), the symptom a user sees, and which tensors the det
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tpsim.bugs import linear, loss, norm
@@ -42,7 +42,12 @@ class Mutation:
     caught_by: tuple[str, ...]  # tensors the detector must flag
     norm: Callable[..., float] = grad_norm
     stochastic: bool = False  # dropout: the truth runs on the same mesh
-    reference_options: dict = field(default_factory=dict)
+
+    @property
+    def check(self) -> str:
+        """Which check finds it: the tier of its data, what it is compared with, and the tensors."""
+        truth = "the correct RNG streams on the same mesh" if self.stochastic else "the unsharded truth"
+        return f"exact data (tier 1) against {truth}: {', '.join(self.caught_by)}"
 
     def detect(self, world_size: int = 2, seed: int = 0) -> Report:
         return detect(self.build, self.truth, self.inputs, world_size=world_size, seed=seed, norm=self.norm,

@@ -16,7 +16,7 @@ Tolerance, derived: inputs and weights are small integers in float64, so the lin
 and the others (exp, log, sqrt) err by rounding only.  A sum of n terms errs by at most gamma_n =
 n u / (1 - n u) times the sum of |terms| (Higham eq. 3.4, u = 2^-53); n is bounded by the number of
 numbers the layer reads (inputs plus weights), and the |terms| by max|T| times that same n, for the
-small-integer data.  So rel_tol = n^2 u, about 1e-11 here; every bug in the catalogue errs by 1e-2 or more.
+small-integer data.  So rel_tol = n^2 u, about 1e-12 here; every bug in the catalogue errs by 1e-3 or more.
 """
 
 from __future__ import annotations

@@ -122,7 +122,8 @@ CATALOGUE: tuple[Mutation, ...] = (
         _ce(vocab_size=VOCAB), Inputs("logits", (S, B, PADDED), Shard(2), VOCAB),
         "the padded vocab columns enter the softmax's max and sum and get a gradient",
         "NVIDIA/Megatron-LM#1754 (vocab not divisible by TP: TP=2 loss diverges from TP=1; "
-        "root cause not stated in the thread)",
+        "root cause not stated in the thread); #1736 (the same reporter asks how to tell rounding "
+        "from a silent TP failure)",
         "loss too large by log(1 + sum of the padding's exps / sumexp); depends on the padding",
         ("out", "mean", "dx"),
     ),
@@ -130,7 +131,8 @@ CATALOGUE: tuple[Mutation, ...] = (
         "uneven_shard_padding", _ce(loss.UnevenShardPadding), _ce(),
         Inputs("logits", (S, B, VOCAB), Shard(2)),
         "an uneven vocab split is zero-padded to equal widths and the zeros enter the sum of exps",
-        "none verified (constructed: the padding equal-size collectives need, leaking into a reduction)",
+        "NVIDIA/Megatron-LM#1754 reports the symptom for a vocab that does not divide by t (root cause "
+        "not stated there); the zero padding of equal-size collectives is constructed",
         "loss depends on t: the zero columns add exp(-m) each to the softmax denominator",
         ("out", "mean", "dx"),
     ),

@@ -108,3 +108,15 @@ def test_cli_prints_every_mutation_caught(capsys):
     out = capsys.readouterr().out
     assert all(f"{n:<36} True" in out for n in NAMES)
     assert "tied_embedding_grads_unreduced" in out
+
+
+def test_a_gradient_the_layer_never_produced_is_flagged():
+    """A bug that drops a gradient altogether is named too, not skipped."""
+    from tpsim.bugs import compare
+
+    m = BY_NAME["row_bias_every_rank"]
+    got, _ = run(m.truth, Mesh(2), m.inputs)
+    want, _ = run(m.truth, Mesh(1), m.inputs)
+    del got["grad.bias"]
+    report = compare(got, want, 1e-12)
+    assert report.flagged == ["grad.bias"] and report.findings[0].why.startswith("missing")

@@ -134,7 +134,8 @@ def rel_tol(named: dict, inputs: Inputs) -> float:
 
 def compare(got: dict, want: dict, tol: float) -> Report:
     """Every tensor of `got` against the piece of `want` its placement claims, and R replicas' agreement."""
-    findings = [Finding(name, 0, float("inf"), "missing: the truth has it") for name in want if name not in got]
+    missing = [name for name in want if name not in got]
+    findings = [Finding(name, 0, float("inf"), "missing: the truth has it") for name in missing]
     errors = {f.tensor: f.rel_error for f in findings}
     for name, g in got.items():
         w = want.get(name)

@@ -1,6 +1,7 @@
 """Audit the user's own tensor-parallel model against its unsharded self, on real gloo ranks.
 
     python -m reference.audit --builder mypkg.model:build --plan mypkg.model:tp_plan [--world-size 2]
+        [--grad-norm mypkg.train:grad_norm]
         [--input-layout replicate|shard0] [--output-layout replicate|shard0] [--dtype float64]
 
 `builder()` returns the unsharded torch module; `plan()` returns a `parallelize_module` plan (a dict of
@@ -12,7 +13,8 @@ on x and dy, then on `world_size` gloo ranks through the plan (reference/audit_r
   grad.<param>   every rank's full gradient (a sharded DTensor gathered, a Partial one reduced as an
                  optimizer step would; a plain tensor as it is) with the unsharded gradient, and the
                  ranks with each other;
-  grad_norm      each rank's sqrt(sum of squares) of those gradients with the unsharded norm;
+  grad_norm      each rank's sqrt(sum of squares) of those gradients with the unsharded norm, and
+                 with --grad-norm module:function, the norm your own code computes on each rank;
   collectives    CommDebugMode's counts by kind with tpsim's prediction for the plan
                  (reference/audit_predict.py), where tpsim models every entry; and norms the plan
                  leaves out of a sequence-sharded region, named before anything runs.
@@ -90,12 +92,17 @@ def compare(truth: dict, ranks: list[dict], tol: float, input_layout: str) -> li
     norm = truth["grad_norm"]
     rows.append(_row("grad_norm", [abs(r["grad_norm"] - norm) / max(norm, 1e-300) for r in ranks], tol,
                      f"truth {norm:.6g}, rank 0 {ranks[0]['grad_norm']:.6g}"))
+    if ranks[0].get("your_grad_norm") is not None:
+        yours = ranks[0]["your_grad_norm"]
+        errs = [abs(r["your_grad_norm"] - norm) / max(norm, 1e-300) for r in ranks]
+        note = f"truth {norm:.6g}, rank 0 {yours:.6g} (x{yours / norm:.4g})"
+        rows.append(_row("grad_norm (yours)", errs, tol, note))
     return rows
 
 
 def audit(builder: str, plan: str, world_size: int = 2, *, shape=None, input_layout: str = "replicate",
           output_layout: str = "replicate", dtype: str = "float64", seed: int = 0,
-          timeout: float = 180.0) -> dict:
+          grad_norm: str | None = None, timeout: float = 180.0) -> dict:
     """Run the audit; {"rows", "comm", "unplanned_norms", "tol", "ok"} (see the module docstring)."""
     dt = DTYPES[dtype]
     torch.manual_seed(seed)
@@ -112,7 +119,7 @@ def audit(builder: str, plan: str, world_size: int = 2, *, shape=None, input_lay
     truth = dict(out=y.detach(), dx=xt.grad.detach(), grads=grads,
                  grad_norm=float(torch.sqrt(sum(g.double().square().sum() for g in grads.values()))))
     job = dict(builder=builder, plan=plan, dtype=dt, state=state, x=x, dy=dy, input_layout=input_layout,
-               output_layout=output_layout)
+               output_layout=output_layout, grad_norm=grad_norm)
     ranks = spawn(audit_rank, world_size, job, device="cpu", backend="gloo", timeout=timeout)
     tol = tolerance(module, shape, dt)
     rows = compare(truth, ranks, tol, input_layout)
@@ -162,10 +169,12 @@ def main(argv=None) -> int:
     p.add_argument("--input-layout", default="replicate", choices=("replicate", "shard0"))
     p.add_argument("--output-layout", default="replicate", choices=("replicate", "shard0"))
     p.add_argument("--dtype", default="float64", choices=tuple(DTYPES))
+    p.add_argument("--grad-norm", default=None, help="module:function(tp_module) -> float: your grad-norm "
+                   "code, run on every rank after backward and compared with the unsharded norm")
     a = p.parse_args(argv)
     shape = tuple(int(v) for v in a.shape.split(",")) if a.shape else None
     result = audit(a.builder, a.plan, a.world_size, shape=shape, input_layout=a.input_layout,
-                   output_layout=a.output_layout, dtype=a.dtype)
+                   output_layout=a.output_layout, dtype=a.dtype, grad_norm=a.grad_norm)
     print(format_report(result))
     return 0 if result["ok"] else 1
 

@@ -6,6 +6,8 @@
     block / block_sp_plan_missing_norm   the same plan without SequenceParallel on
                                          post_attention_layernorm: tpsim.bugs' sp_norm_grad_unreduced
                                          (NVIDIA/Megatron-LM#1446) written as a DTensor plan
+    grad_norm_double_counted             a grad-norm function (--grad-norm) that sums every rank's local
+                                         squares: tpsim.bugs' grad_norm_double_counted (NVIDIA-NeMo/RL#3788)
 
     python -m reference.audit --builder reference.audit_examples:block \\
         --plan reference.audit_examples:block_sp_plan_missing_norm \\
@@ -48,3 +50,20 @@ def mlp_own_tp(module, mesh):
     from torch.distributed.tensor.parallel import parallelize_module
 
     return parallelize_module(module, mesh, mlp_plan())
+
+
+def grad_norm_double_counted(module) -> float:
+    """sqrt(all_reduce(sum of each rank's local squares)): right for sharded grads, but a replicated
+    grad (a Rowwise bias) is added once per rank, t times in all."""
+    import torch
+    import torch.distributed as dist
+
+    from reference.compat import dtensor_names
+
+    dtensor = dtensor_names()[0]
+    sq = torch.zeros(1, dtype=torch.float64)
+    for p in module.parameters():
+        g = p.grad.to_local() if isinstance(p.grad, dtensor) else p.grad
+        sq += g.double().square().sum()
+    dist.all_reduce(sq)
+    return float(sq.sqrt())

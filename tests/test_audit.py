@@ -16,7 +16,9 @@ WS = 2
 
 @pytest.fixture(scope="module")
 def correct_mlp():
-    return audit("reference.audit_examples:mlp", "reference.audit_examples:mlp_plan", WS)
+    """The correct MLP plan, audited together with a double-counting grad-norm function (one spawn)."""
+    return audit("reference.audit_examples:mlp", "reference.audit_examples:mlp_plan", WS,
+                 grad_norm="reference.audit_examples:grad_norm_double_counted")
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,8 @@ def missing_norm():
 
 
 def test_correct_mlp_plan_passes(correct_mlp):
-    assert correct_mlp["ok"], format_report(correct_mlp)
+    plan_rows = [r for r in correct_mlp["rows"] if r["tensor"] != "grad_norm (yours)"]
+    assert all(r["ok"] for r in plan_rows), format_report(correct_mlp)
     names = {r["tensor"] for r in correct_mlp["rows"]}
     assert {"out", "dx", "grad.fc1.weight", "grad.fc2.bias", "grad_norm"} <= names
     assert correct_mlp["comm"]["dtensor"] == correct_mlp["comm"]["tpsim"] == {"all_reduce": 2}
@@ -57,3 +60,18 @@ def test_tolerance_is_derived_from_the_model():
     m = ex.block()
     assert tolerance(m, (4, 2, 8), torch.float64) == 2 * 6 * 24 * torch.finfo(torch.float64).eps / 2
     assert tolerance(m, (4, 2, 8), torch.float32) > 1e8 * tolerance(m, (4, 2, 8), torch.float64)
+
+
+def test_your_double_counting_grad_norm_is_named_with_its_factor(correct_mlp):
+    """--grad-norm: a norm that all-reduces every rank's local squares counts the Rowwise bias t = 2 times:
+    sqrt(1 + r) times the truth, r the bias's share of ||g||^2 in the unsharded run."""
+    bad = {r["tensor"]: r for r in correct_mlp["rows"] if not r["ok"]}
+    assert set(bad) == {"grad_norm (yours)"}
+    torch.manual_seed(0)
+    m = ex.mlp().double()
+    gen = torch.Generator().manual_seed(0)
+    y = m(torch.randn((4, 2, 8), generator=gen, dtype=torch.float64))
+    y.backward(torch.randn(y.shape, generator=gen, dtype=torch.float64))
+    total = sum(float(p.grad.square().sum()) for p in m.parameters())
+    r = float(m.fc2.bias.grad.square().sum()) / total
+    assert bad["grad_norm (yours)"]["rel_error"] == pytest.approx((1 + r) ** 0.5 - 1, rel=1e-9)

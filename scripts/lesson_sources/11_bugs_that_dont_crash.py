@@ -123,7 +123,8 @@ print(f"TransformerEngine's 1.36x-1.52x at t = 8 means replicated grads carried 
 # For your own model, `python -m reference.audit --builder mypkg:build --plan mypkg:plan` runs your
 # `parallelize_module` plan on gloo ranks against the unsharded module, names every parameter whose
 # gradient is off, compares CommDebugMode's collectives with tpsim's prediction, and warns about a norm
-# left out of a sequence-parallel plan (`reference/audit_examples.py` has one).
+# left out of a sequence-parallel plan (`reference/audit_examples.py` has one).  `--grad-norm
+# mypkg:grad_norm` checks your own grad-norm code against the unsharded norm as well.
 #
 # ## Takeaways
 #

@@ -8,26 +8,19 @@ replicas then step apart and the norm's weights differ across TP ranks (NVIDIA/M
 
 from __future__ import annotations
 
-from tpsim.bugs.patch import relabel
+from tpsim.bugs.patch import relabel, swap
 from tpsim.darray import DArray
 from tpsim.nn.norm import LayerNorm
 
 
 class SPNormGradUnreduced(LayerNorm):
-    """backward without the all-reduce of [dw; db]: each rank keeps its partial sums, claimed R."""
-
-    _skip_check = False
-
-    def _check(self, x: DArray, what: str) -> None:
-        if not self._skip_check:
-            super()._check(x, what)
+    """backward with its one collective, the all-reduce of [dw; db], replaced by a relabel: each rank
+    keeps its partial sums and claims them R.  (LayerNorm's backward moves data only through
+    `redistribute`, the one door, and only for that all-reduce, so the swap catches exactly it.)"""
 
     def backward(self, dy: DArray) -> DArray:
-        sp, self.sequence_parallel, self._skip_check = self.sequence_parallel, False, True
-        try:
-            dx = super().backward(dy)  # with SP off, dw and db stay partial sums (P on TP)
-        finally:
-            self.sequence_parallel, self._skip_check = sp, False
-        for key in ("weight", "bias"):
-            self.grads[key] = relabel(self.grads[key], self.tp, category="grads")
-        return dx
+        def keep_partial(x: DArray, placements, **kw) -> DArray:
+            return relabel(x, self.tp)
+
+        with swap(DArray, "redistribute", keep_partial):
+            return super().backward(dy)

@@ -1,0 +1,10 @@
+"""reference.bugs: tpsim.bugs's mutations on real torch.distributed ranks, file for file.
+
+    linear.py     RowBiasEveryRank, ReduceScatterMean, InputIsParallelFullInput, SPRowBiasGradUnreduced,
+                  ColumnInputGradUnreduced
+    norm.py       SPNormGradUnreduced (no copy_to_params: the [dw; db] all-reduce is gone)
+    loss.py       VocabPaddingUnmasked, UnevenShardPadding, LabelSmoothingPerRank
+    grad_norm.py  the global grad norm on one rank, and its double-counting twin
+    catalogue.py  MIRROR: name -> (buggy layer, correct layer) with tpsim's dims and seeds
+    check.py      python -m reference.bugs.check: every mutation caught on gloo, mirroring tpsim
+"""

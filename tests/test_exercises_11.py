@@ -1,4 +1,4 @@
-"""Lesson 11's exercises: the right answer, worked out from what each bug does, passes; a wrong one fails."""
+"""Lesson 11's exercises: the right answer passes; two wrong ones get the hint, never the answer."""
 
 from __future__ import annotations
 
@@ -6,17 +6,31 @@ import math
 
 import pytest
 
-from tpsim.exercises import check, lesson11  # noqa: F401 -- importing registers the exercises
+from tpsim.exercises import lesson11
+from tpsim.exercises.core import Prediction
 
-RIGHT_WRONG = [
-    ("11.1", "out", "grad.bias"),  # the bias is added t times in forward; backward is the correct one
-    ("11.2", 4 - 1, 4),  # t b instead of b: (t - 1) b too much
-    ("11.3", math.sqrt(8), 8),  # every param replicated: 8 ||g||^2 under the root
+CASES = [  # (exercise, right, two wrong answers)
+    (lesson11.mystery_tensor, "out", ("grad.bias", "dx")),  # the bias is added t times in forward only
+    (lesson11.mystery_factor, 4 - 1, (4, 0)),  # t b instead of b: (t - 1) b too much
+    (lesson11.norm_inflation, math.sqrt(8), (8, 1)),  # every param replicated: 8 ||g||^2 under the root
 ]
 
 
-@pytest.mark.parametrize(("key", "right", "wrong"), RIGHT_WRONG, ids=[k for k, _, _ in RIGHT_WRONG])
-def test_right_answer_passes_and_wrong_fails(key, right, wrong):
-    assert check(key, right).ok, check(key, right).message
-    bad = check(key, wrong)
-    assert not bad.ok and "the simulator measured" in bad.message
+def answer(exercise, value):
+    result = exercise(value)
+    return exercise.run() if isinstance(exercise, Prediction) else result
+
+
+@pytest.mark.parametrize(("exercise", "right", "wrongs"), CASES, ids=[c[0].key for c in CASES])
+def test_right_answer_passes_and_wrong_ones_get_a_hint(exercise, right, wrongs):
+    ok = answer(exercise, right)
+    assert ok.ok and ok.message.startswith("Right: "), ok.message
+    for wrong in wrongs:
+        bad = answer(exercise, wrong)
+        assert not bad.ok and bad.message.startswith("Not quite: you "), bad.message
+        assert exercise.hint in bad.message
+    assert exercise.show(exercise.parse(exercise.measured().value)) in exercise.solution()
+
+
+def test_lesson_11_has_a_predict_then_run_exercise():
+    assert lesson11.EXERCISES and any(isinstance(e, Prediction) for e in lesson11.EXERCISES)

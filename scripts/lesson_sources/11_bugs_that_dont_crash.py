@@ -148,16 +148,16 @@ mystery_inputs = Inputs("x", (5, 2, 8), Shard(2))
 ex.mystery_tensor
 
 # %%
-ex.mystery_tensor(None)
+ex.mystery_tensor()  # your prediction here (a tensor's name), then run: ex.mystery_tensor.run()
 
 # %%
 ex.mystery_factor
 
 # %%
-ex.mystery_factor(None)
+ex.mystery_factor()  # your answer here; ex.mystery_factor.solution() shows the worked answer
 
 # %%
 ex.norm_inflation
 
 # %%
-ex.norm_inflation(None)
+ex.norm_inflation()  # your answer here; ex.norm_inflation.solution() shows the worked answer

@@ -13,7 +13,7 @@ import tpsim
 from tpsim.bugs import BY_NAME, detect, run
 from tpsim.bugs.detect import Inputs
 from tpsim.bugs.grad_norm import double_counted_grad_norm
-from tpsim.exercises.core import Exercise, Measured
+from tpsim.exercises.core import Exercise, Measured, Prediction
 from tpsim.nn import LayerNorm
 
 MYSTERY = BY_NAME["row_bias_every_rank"]
@@ -76,19 +76,21 @@ def _norm_inflation() -> Measured:
     )
 
 
-mystery_tensor = Exercise(
+mystery_tensor = Prediction(
     "11.1",
-    "Run tpsim.bugs.detect(mystery_layer, correct_layer, Inputs('x', (5, 2, 8), Shard(2)), world_size=2). "
-    "Which tensor does it flag?",
-    measure=_mystery_tensor,
+    "Predict, then run: tpsim.bugs.detect(mystery_layer, correct_layer, Inputs('x', (5, 2, 8), Shard(2)), "
+    "world_size=2) compares every tensor with the truth. Which one does it flag?",
+    _mystery_tensor,
     kind="choice",
     choices=TENSORS,
+    hint="a bias added on every rank before the all-reduce changes a value; ask which gradients depend on it",
 )
 mystery_factor = Exercise(
     "11.2",
     "At t = 4, the mystery layer's output minus the true output, divided by the bias b: what number is it?",
     measure=_mystery_factor,
     rel_tol=1e-9,
+    hint="count how many ranks add b before the all-reduce sums their partial outputs, and how many should",
 )
 norm_inflation = Exercise(
     "11.3",
@@ -96,4 +98,7 @@ norm_inflation = Exercise(
     "squares is how many times the true one?",
     measure=_norm_inflation,
     rel_tol=1e-6,
+    hint="each rank holds the whole ||g||^2 of a replicated parameter; the norm is a square root of the sum",
 )
+
+EXERCISES = [mystery_tensor, mystery_factor, norm_inflation]

@@ -31,6 +31,7 @@ from tpsim.errors import DTypeError, PlacementError, ShapeError, TokenIdError
 from tpsim.meta import MetaArray
 from tpsim.nn import ops, regions
 from tpsim.nn.init import global_weight
+from tpsim.nn.layout import grad_placements, on_tp
 from tpsim.nn.module import Module
 from tpsim.placement import Partial, Replicate, Shard
 
@@ -82,7 +83,7 @@ class VocabParallelEmbedding(Module):
             vocab_ranges(table, 0),
             ids,
             table,
-            placements=_on(ids, self.tp, Partial()),
+            placements=on_tp(ids, self.tp, Partial()),
             shape=(*ids.shape, self.hidden),
         )
         if self.sequence_parallel:
@@ -104,7 +105,7 @@ class VocabParallelEmbedding(Module):
             vocab_ranges(table, 0),
             ids,
             dy,
-            placements=_grad_placements(ids, self.tp),
+            placements=grad_placements(ids, self.tp, Shard(0)),
             shape=table.shape,
         )
         self.accumulate("weight", dw)
@@ -139,7 +140,7 @@ class VocabParallelLogits(Module):
             lambda a, e: ops.matmul(a, ops.transpose(e)[0]),  # (s, b, h) @ (h, V'/t)
             full,
             self.embedding.params["weight"],
-            placements=_on(full, self.tp, Shard(full.ndim - 1)),
+            placements=on_tp(full, self.tp, Shard(full.ndim - 1)),
         )
 
     def backward(self, dlogits: DArray) -> DArray:
@@ -150,14 +151,15 @@ class VocabParallelLogits(Module):
             n = math.prod(g.shape[:-1])
             return ops.matmul(ops.transpose(g.reshape(n, g.shape[-1]))[0], a.reshape(n, a.shape[-1]))
 
-        dw = self.local("logits_dweight", dweight, dlogits, full, placements=_grad_placements(full, self.tp))
+        grad = grad_placements(full, self.tp, Shard(0))
+        dw = self.local("logits_dweight", dweight, dlogits, full, placements=grad)
         self.embedding.accumulate("weight", dw)
         dx = self.local(
             "logits_dinput",
             lambda g, e: ops.matmul(g, e),  # (s, b, V'/t) @ (V'/t, h), a partial sum
             dlogits,
             self.embedding.params["weight"],
-            placements=_on(full, self.tp, Partial()),
+            placements=on_tp(full, self.tp, Partial()),
         )
         if self.sequence_parallel:
             return regions.sequence_gather_backward(dx, self.tp, 0)
@@ -232,17 +234,3 @@ def _lookup_grad(lo: int, hi: int, ids, dy):
         out = np.zeros(shape, dy.dtype)
         np.add.at(out, ids[mine] - lo, dy[mine])
     return out, dy.size, ids.nbytes + dy.nbytes + out.nbytes  # counts every dy element: shapes only
-
-
-def _on(x: DArray, tp: int, p) -> list:
-    out = list(x.placements)
-    out[tp] = p
-    return out
-
-
-def _grad_placements(x: DArray, tp: int) -> list:
-    """dE: S(0) on TP; a partial sum on the mesh dims that split x's tokens (the batch), else R."""
-    return [
-        Shard(0) if i == tp else Partial() if isinstance(p, Shard) else Replicate()
-        for i, p in enumerate(x.placements)
-    ]

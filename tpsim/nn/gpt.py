@@ -40,11 +40,12 @@ from tpsim.nn.config import GPTConfig, preset
 from tpsim.nn.dropout import Dropout, RNGTracker, hidden_stream
 from tpsim.nn.embedding import VocabParallelEmbedding, VocabParallelLogits
 from tpsim.nn.init import global_weight
+from tpsim.nn.layout import grad_placements, on_tp
 from tpsim.nn.linear import ColumnParallelLinear
 from tpsim.nn.loss import VocabParallelCrossEntropy
 from tpsim.nn.module import Module
 from tpsim.nn.norm import LayerNorm
-from tpsim.placement import Partial, Replicate, Shard
+from tpsim.placement import Replicate, Shard
 
 UNBOUNDED = 1 << 62  # device memory for analyse(): report what a model needs, even past the capacity
 LAYER_SEED = 100  # layer i draws its weights from seed + LAYER_SEED * (i + 1) onwards
@@ -74,15 +75,15 @@ class GPTEmbedding(Module):
         x = self.local("position_embedding_add", _add_positions, words, pos, placements=words.placements)
         del words
         if self.sequence_parallel:  # each rank keeps its rows of the sequence: local, no bytes move
-            x = x.redistribute(_on(x, self.tp, Shard(0)))
+            x = x.redistribute(on_tp(x, self.tp, Shard(0)))
         return self.embedding_dropout(x)
 
     def backward(self, dy: DArray) -> None:
         dx = self.embedding_dropout.backprop(dy)
         if self.sequence_parallel:
-            dx = dx.redistribute(_on(dx, self.tp, Replicate()))  # all-gather the sequence
+            dx = dx.redistribute(on_tp(dx, self.tp, Replicate()))  # all-gather the sequence
         shape = self.params["position_embeddings"].shape
-        grad = [Partial() if isinstance(p, Shard) else Replicate() for p in dx.placements]  # DP: partial
+        grad = grad_placements(dx)  # R on TP: dx is whole there; P on a DP mesh dim
         dpos = self.local(
             "position_embedding_dweight", _position_grad, dx, shape, placements=grad, shape=shape
         )
@@ -253,12 +254,6 @@ def _with_mask_peak(spec):
     if "bool" in spec.flops:
         return spec
     return dataclasses.replace(spec, flops={**spec.flops, "bool": spec.flops["float32"]})
-
-
-def _on(x: DArray, tp: int, p) -> list:
-    out = list(x.placements)
-    out[tp] = p
-    return out
 
 
 def _add_positions(x, pos):

@@ -24,6 +24,7 @@ from tpsim.darray import DArray, distribute
 from tpsim.errors import PlacementError, ShapeError
 from tpsim.nn import ops, regions
 from tpsim.nn.init import global_weight
+from tpsim.nn.layout import grad_placements, on_tp
 from tpsim.nn.module import Module
 from tpsim.placement import Partial, Replicate, Shard
 
@@ -66,13 +67,6 @@ class _Linear(Module):
             raise PlacementError(f"{self.name}: input placement {x.placements[self.tp]!r} on the TP mesh dim "
                                  f"{self.mesh.names[self.tp]}; this layer takes {on_tp!r}")
 
-    def grad_placements(self, x: DArray, tp) -> list:
-        """A weight gradient: `tp` on the TP dim; a partial sum over mesh dims that split the batch."""
-        return [
-            tp if i == self.tp else Partial() if isinstance(p, Shard) else Replicate()
-            for i, p in enumerate(x.placements)
-        ]
-
     def weight_grads(self, x: DArray, dy: DArray, w_tp) -> None:
         """dW = dy^T x over all leading dims; db = sum of dy over them.
 
@@ -86,7 +80,7 @@ class _Linear(Module):
             return ops.matmul(ops.transpose(g2)[0], a2)
 
         self.accumulate(
-            "weight", self.local("linear_dweight", dw, dy, x, placements=self.grad_placements(x, w_tp))
+            "weight", self.local("linear_dweight", dw, dy, x, placements=grad_placements(x, self.tp, w_tp))
         )
         if self.has_bias:
             on_tp = dy.placements[self.tp]
@@ -101,10 +95,10 @@ class _Linear(Module):
                 "linear_dbias",
                 lambda g: ops.sum_to(g, g.shape[-1:]),
                 dy,
-                placements=self.grad_placements(dy, b_tp),
+                placements=grad_placements(dy, self.tp, b_tp),
             )
             if isinstance(b_tp, Partial):
-                db = db.redistribute(_on(db, self.tp, Replicate()))
+                db = db.redistribute(on_tp(db, self.tp, Replicate()))
             self.accumulate("bias", db)
 
 
@@ -141,7 +135,7 @@ class ColumnParallelLinear(_Linear):
             lambda a, wl: ops.matmul(a, ops.transpose(wl)[0]),
             full,
             w,
-            placements=_on(full, self.tp, Shard(full.ndim - 1)),
+            placements=on_tp(full, self.tp, Shard(full.ndim - 1)),
         )
         bias = self.params.get("bias")
         if bias is not None and not self.skip_bias_add:
@@ -167,7 +161,7 @@ class ColumnParallelLinear(_Linear):
             lambda g, wl: ops.matmul(g, wl),
             dy,
             self.params["weight"],
-            placements=_on(full, self.tp, Partial()),
+            placements=on_tp(full, self.tp, Partial()),
         )
         if self.sequence_parallel:
             return regions.sequence_gather_backward(dx, self.tp, self.seq_dim)
@@ -192,7 +186,7 @@ class RowParallelLinear(_Linear):
             lambda a, wl: ops.matmul(a, ops.transpose(wl)[0]),
             x,
             self.params["weight"],
-            placements=_on(x, self.tp, Partial()),
+            placements=on_tp(x, self.tp, Partial()),
         )
         if self.sequence_parallel:
             y = regions.sequence_reduce_scatter(partial, self.tp, self.seq_dim)
@@ -220,14 +214,8 @@ class RowParallelLinear(_Linear):
             lambda g, wl: ops.matmul(g, wl),
             dy_full,
             self.params["weight"],
-            placements=_on(x, self.tp, Shard(x.ndim - 1)),
+            placements=on_tp(x, self.tp, Shard(x.ndim - 1)),
         )
         if not self.input_is_parallel:
             dx = regions.scatter_to_backward(dx, self.tp)
         return dx
-
-
-def _on(x: DArray, tp: int, p) -> list:
-    out = list(x.placements)
-    out[tp] = p
-    return out

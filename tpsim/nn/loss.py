@@ -31,6 +31,7 @@ from tpsim.errors import PlacementError, ShapeError, TpsimError
 from tpsim.meta import MetaArray
 from tpsim.nn import ops, regions
 from tpsim.nn.embedding import token_ids, vocab_local, vocab_ranges
+from tpsim.nn.layout import grad_placements, on_tp
 from tpsim.nn.module import Module
 from tpsim.placement import Partial, Replicate, Shard
 
@@ -72,7 +73,7 @@ class VocabParallelCrossEntropy(Module):
         targets = targets if isinstance(targets, DArray | MetaArray) else np.asarray(targets)  # (s, b)
         if tuple(targets.shape) != tuple(lead):
             raise ShapeError(f"{self.name}: targets have shape {tuple(targets.shape)}, logits {logits.shape}")
-        row = _on(logits, self.tp, Replicate())  # placements of a per-token (s, b) array
+        row = on_tp(logits, self.tp, Replicate())  # placements of a per-token (s, b) array
         targets = token_ids(self, targets, vocab, "target", row)
         ranges, eps = vocab_ranges(logits, -1), self.eps
         p_max = vocab_local(
@@ -81,7 +82,7 @@ class VocabParallelCrossEntropy(Module):
             lambda lo, hi, z: _row_max(z, _real(lo, hi, vocab)),
             ranges,
             logits,
-            placements=_on(logits, self.tp, Partial("max")),
+            placements=on_tp(logits, self.tp, Partial("max")),
             shape=tuple(lead),
         )
         m = regions.reduce_from(p_max, self.tp)  # all-reduce MAX, (s, b)
@@ -97,7 +98,7 @@ class VocabParallelCrossEntropy(Module):
             logits,
             m,
             targets,
-            placements=_on(logits, self.tp, Partial()),
+            placements=on_tp(logits, self.tp, Partial()),
             shape=(*lead, 2) if eps else tuple(lead),
         )
         z_tgt = regions.reduce_from(p_tgt, self.tp)  # all-reduce SUM (with eps: and the sum of Z - m)
@@ -114,7 +115,7 @@ class VocabParallelCrossEntropy(Module):
             "ce_sum_exp",
             lambda a: ops.reduce_last(np.sum, a, keepdims=False),
             e,
-            placements=_on(logits, self.tp, Partial()),
+            placements=on_tp(logits, self.tp, Partial()),
             shape=tuple(lead),
         )
         sumexp = regions.reduce_from(p_sum, self.tp)  # all-reduce SUM
@@ -129,8 +130,9 @@ class VocabParallelCrossEntropy(Module):
         )
         count = int(np.prod(lead, dtype=np.int64))
         self.save(probs=probs, targets=targets, ctx=(vocab, row, count))
-        mean_placements = [Partial() if isinstance(p, Shard) else Replicate() for p in row]
-        mean = self.local("ce_mean", lambda a: _mean(a, count), loss, placements=mean_placements)
+        mean = self.local(  # a sum over the tokens, as a gradient is: P where a mesh dim splits them
+            "ce_mean", lambda a: _mean(a, count), loss, placements=grad_placements(loss)
+        )
         return loss, mean
 
     def backward(self, dloss=None) -> DArray:
@@ -232,9 +234,3 @@ def _grad(p, target, g, lo: int, n: int, eps: float, vocab: int):
         out *= ops.widen(np.asarray(g, dtype=p.dtype))[..., None]
         out = ops.narrow(out, p.dtype)
     return out, 3 * p.size, p.nbytes + target.nbytes + out.nbytes
-
-
-def _on(x: DArray, tp: int, p) -> list:
-    out = list(x.placements)
-    out[tp] = p
-    return out

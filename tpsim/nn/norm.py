@@ -32,6 +32,7 @@ from tpsim.darray import DArray, distribute
 from tpsim.errors import PlacementError, ShapeError
 from tpsim.meta import MetaArray, is_meta
 from tpsim.nn.init import global_weight
+from tpsim.nn.layout import grad_placements, on_tp
 from tpsim.nn.module import Module
 from tpsim.placement import Partial, Replicate, Shard
 
@@ -83,15 +84,12 @@ class LayerNorm(Module):
                 f"{self.name} backward: dy {dy.shape} {list(dy.placements)} must match "
                 f"x {x.shape} {list(x.placements)}"
             )
-        # dw, db are partial sums wherever x's rows are split: over TP under SP, over DP always
-        grad_pl = [Partial() if isinstance(p, Shard) else Replicate() for p in x.placements]
+        grad = grad_placements(x)  # P wherever x's rows are split: over TP under SP, over DP always
         dparams = self.local(
-            "layernorm_dparams", _dparams, x, stats, dy, placements=grad_pl, shape=(2, self.hidden)
+            "layernorm_dparams", _dparams, x, stats, dy, placements=grad, shape=(2, self.hidden)
         )
-        if self.sequence_parallel:
-            on_tp = list(dparams.placements)
-            on_tp[self.tp] = Replicate()
-            dparams = dparams.redistribute(on_tp)  # the all-reduce of Megatron's SP param grads
+        if self.sequence_parallel:  # the all-reduce of Megatron's SP param grads
+            dparams = dparams.redistribute(on_tp(dparams, self.tp, Replicate()))
         for i, key in enumerate(("weight", "bias")):
             g = self.local(
                 f"layernorm_d{key}", lambda d, i=i: _row(d, i), dparams, placements=dparams.placements

@@ -105,7 +105,7 @@ class VocabParallelEmbedding(Module):
             vocab_ranges(table, 0),
             ids,
             dy,
-            placements=grad_placements(ids, self.tp, Shard(0)),
+            placements=grad_placements(ids, table),
             shape=table.shape,
         )
         self.accumulate("weight", dw)
@@ -151,7 +151,7 @@ class VocabParallelLogits(Module):
             n = math.prod(g.shape[:-1])
             return ops.matmul(ops.transpose(g.reshape(n, g.shape[-1]))[0], a.reshape(n, a.shape[-1]))
 
-        grad = grad_placements(full, self.tp, Shard(0))
+        grad = grad_placements(full, self.embedding.params["weight"])
         dw = self.local("logits_dweight", dweight, dlogits, full, placements=grad)
         self.embedding.accumulate("weight", dw)
         dx = self.local(

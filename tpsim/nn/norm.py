@@ -15,9 +15,9 @@ are partial sums over its rows only (P on TP).
 
 Megatron flattens the grads of every sequence-parallel param of the whole model into
 one buffer and all-reduces it once per step (finalize_model_grads); here each
-LayerNorm all-reduces its own two grads, fused, once per backward (as linear.py does
-for an SP bias).  Mesh dims other than TP that shard x (e.g. data parallel over the
-batch) leave dw, db partial there: that reduction belongs to the data-parallel step.
+LayerNorm all-reduces its own two grads, fused, once per backward.  Mesh dims other than
+TP that shard x (e.g. data parallel over the batch) leave dw, db partial there: that
+reduction belongs to the data-parallel step.
 
 Saved for backward, as apex's fused LayerNorm (which Megatron uses) saves them: the
 input x and the per-row mean and rstd = 1/sqrt(var + eps), computed in float32 for

@@ -20,7 +20,17 @@ from tpsim.collectives import all_gather, all_reduce, all_to_all, reduce_scatter
 from tpsim.device import allocate_all, free_all
 from tpsim.errors import PlacementError
 from tpsim.meta import MetaArray
-from tpsim.placement import Partial, Placement, Replicate, Shard, chunk_offsets, chunk_sizes
+from tpsim.placement import (
+    Partial,
+    Placement,
+    Replicate,
+    Shard,
+    check_placements,
+    chunk_offsets,
+    chunk_sizes,
+    local_shapes,
+    partial_identity,
+)
 
 
 def plan(src: list[Placement], dst: list[Placement], names: tuple[str, ...]) -> list[tuple[int, Placement]]:
@@ -51,8 +61,6 @@ def plan(src: list[Placement], dst: list[Placement], names: tuple[str, ...]) -> 
 
 
 def redistribute(x, placements: list[Placement], *, algorithm: str | None = None, label: str | None = None):
-    from tpsim.darray import DArray, check_placements
-
     placements = check_placements(placements, x.shape, x.mesh)
     steps = plan(list(x.placements), placements, x.mesh.names)
     # a dry run on shapes, on a scratch copy of the mesh: any error (shapes, memory) raises here,
@@ -61,14 +69,12 @@ def redistribute(x, placements: list[Placement], *, algorithm: str | None = None
         dry = [MetaArray(s.shape, s.dtype) for s in x.shards]
         _run_chain(x.mesh.scratch_copy(), dry, list(x.placements), steps, algorithm, label, x.category)
     elif steps:  # one collective checks all it needs before it moves a byte, but for the result's memory
-        from tpsim.darray import local_shapes
-
         for d, shape in enumerate(local_shapes(tuple(x.shape), x.mesh.shape, tuple(placements))):
             x.mesh.devices[d].check(int(np.prod(shape, dtype=np.int64)) * x.dtype.itemsize)
     shards, current = _run_chain(
         x.mesh, list(x.shards), list(x.placements), steps, algorithm, label, x.category
     )
-    return DArray(shards, x.mesh, current, x.shape, x.category)
+    return type(x)(shards, x.mesh, current, x.shape, x.category)  # a DArray: darray.py imports this module
 
 
 def _run_chain(mesh, shards, current, steps, algorithm, label, category):
@@ -194,9 +200,7 @@ def _local_piece(mesh, device, s, i, dim):
 def _keep_on_rank0(mesh, device, s, i, op):
     if isinstance(s, MetaArray) or op not in ("sum", "prod") or mesh.group_rank(device, i) == 0:
         return s.copy() if not isinstance(s, MetaArray) else s
-    from tpsim.darray import _identity
-
-    return np.full_like(s, _identity(op, s.dtype))
+    return np.full_like(s, partial_identity(op, s.dtype))
 
 
 __all__ = ["plan", "redistribute"]

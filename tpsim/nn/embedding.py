@@ -26,14 +26,14 @@ import math
 
 import numpy as np
 
-from tpsim.darray import DArray, distribute, from_local, local_slices
+from tpsim.darray import DArray, distribute, from_local
 from tpsim.errors import DTypeError, PlacementError, ShapeError, TokenIdError
 from tpsim.meta import MetaArray
 from tpsim.nn import ops, regions
 from tpsim.nn.init import global_weight
 from tpsim.nn.layout import grad_placements, on_tp
 from tpsim.nn.module import Module
-from tpsim.placement import Partial, Replicate, Shard
+from tpsim.placement import Partial, Replicate, Shard, local_slices
 
 
 def padded_vocab_size(vocab_size: int, tp_size: int, pad_to_multiple_of: int | None = None) -> int:

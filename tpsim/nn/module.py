@@ -17,7 +17,7 @@ import numpy as np
 from tpsim.darray import DArray, from_local
 from tpsim.errors import ShapeError
 from tpsim.meta import MetaArray
-from tpsim.placement import Placement
+from tpsim.placement import Placement, Replicate
 
 
 class Module:
@@ -51,8 +51,6 @@ class Module:
 
     def placements(self, tp: Placement, other: Placement | None = None) -> list[Placement]:
         """Placements with `tp` on the tensor-parallel mesh dim and `other` (default R) elsewhere."""
-        from tpsim.placement import Replicate
-
         return [tp if i == self.tp else (other or Replicate()) for i in range(self.mesh.ndim)]
 
     def param(self, name: str, value: DArray) -> DArray:

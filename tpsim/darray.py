@@ -21,7 +21,7 @@ import numpy as np
 from tpsim.device import allocate_all, free_all
 from tpsim.dtypes import resolve_dtype
 from tpsim.errors import PlacementError, ShapeError, WorldSizeError
-from tpsim.meta import MetaArray
+from tpsim.meta import asarray, is_meta
 from tpsim.placement import (
     Partial,
     Placement,
@@ -72,7 +72,7 @@ class DArray:
 
     @property
     def is_meta(self) -> bool:
-        return isinstance(self.shards[0], MetaArray)
+        return is_meta(self.shards[0])
 
     def local(self, device: int):
         """The shard device `device` holds."""
@@ -83,9 +83,7 @@ class DArray:
 
         Partial mesh dims are reduced in rank order; use `redistribute` to see what that costs.
         """
-        if self.is_meta:
-            return MetaArray(self.shape, self.dtype)
-        out = np.empty(self.shape, dtype=self.dtype)
+        out = np.empty(self.shape, dtype=self.dtype, like=self.shards[0])  # shape-only shards: a MetaArray
         for d in range(self.mesh.size):
             coord = self.mesh.coordinate(d)
             if any(coord[i] for i, p in enumerate(self.placements) if not isinstance(p, Shard)):
@@ -131,17 +129,11 @@ def distribute(array, mesh, placements: Sequence[Placement] | Placement, categor
     this is how data starts out on the devices.
     """
     placements = check_placements(_as_list(placements, mesh), array.shape, mesh)
-    meta = isinstance(array, MetaArray)
-    array = array if meta else np.asarray(array)
-    if not meta:
-        resolve_dtype(array.dtype)
+    array = asarray(array)
+    resolve_dtype(array.dtype)
     shards = []
     for d in range(mesh.size):
-        sl = local_slices(array.shape, mesh, placements, d)
-        if meta:
-            shards.append(MetaArray(tuple(s.stop - s.start for s in sl), array.dtype))
-            continue
-        shard = array[sl].copy()
+        shard = array[local_slices(array.shape, mesh, placements, d)].copy()
         coord = mesh.coordinate(d)
         for i, p in enumerate(placements):
             if isinstance(p, Partial) and p.op in ("sum", "prod") and coord[i] != 0:
@@ -161,7 +153,7 @@ def from_local(
     placements = _as_list(placements, mesh)
     if len(shards) != mesh.size:
         raise WorldSizeError(f"from_local got {len(shards)} shards for a mesh of {mesh.size} devices")
-    shards = [s if isinstance(s, MetaArray) else np.asarray(s) for s in shards]
+    shards = [asarray(s) for s in shards]
     if shape is None:
         shape = infer_shape([s.shape for s in shards], mesh, placements)
     placements = check_placements(placements, shape, mesh)

@@ -3,20 +3,42 @@
 Layers and collectives accept them wherever they accept NumPy arrays and then
 compute bytes, time and memory without allocating, so a 175B-parameter model
 costs milliseconds to analyse.
+
+A MetaArray answers NumPy for itself, through NumPy's own override protocols, so
+one kernel serves both: ufuncs and operators (`x * w + b`, `np.exp`, `np.matmul`)
+broadcast shapes and resolve dtypes as NumPy would; basic indexing, `reshape`,
+`astype`, `transpose` and reductions give the shape of their result; writes are
+dropped; and the NumPy functions in `_HANDLED` (moveaxis, concatenate, stack, pad,
+take, split, full_like, zeros/empty/full with `like=`, sum/max/min/mean) return
+MetaArrays.  Anything else raises NumPy's TypeError, naming the function.
+`asarray` is the one coercion NumPy cannot dispatch: use `tpsim.meta.asarray`.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
+from collections.abc import Callable
 
 import numpy as np
 
+_HANDLED: dict[Callable, Callable] = {}
 
-class MetaArray:
+
+def _implements(*funcs: Callable):
+    def register(impl: Callable) -> Callable:
+        for f in funcs:
+            _HANDLED[f] = impl
+        return impl
+
+    return register
+
+
+class MetaArray(np.lib.mixins.NDArrayOperatorsMixin):
     """An array that has a shape and a dtype but holds no data."""
 
     __slots__ = ("dtype", "shape")
-    __array_priority__ = 1000
 
     def __init__(self, shape: tuple[int, ...] | int, dtype="float32"):
         self.shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
@@ -43,11 +65,55 @@ class MetaArray:
             raise ValueError(f"cannot reshape a meta array of size {self.size} into shape {tuple(shape)}")
         return MetaArray(shape, self.dtype)
 
-    def astype(self, dtype) -> MetaArray:
+    def astype(self, dtype, copy: bool = True) -> MetaArray:
         return MetaArray(self.shape, dtype)
 
-    def __eq__(self, other) -> bool:
+    def copy(self) -> MetaArray:
+        return MetaArray(self.shape, self.dtype)
+
+    def transpose(self, *axes) -> MetaArray:
+        axes = axes[0] if len(axes) == 1 and isinstance(axes[0], tuple | list) else axes
+        return _view(np.transpose, self, axes or None)
+
+    def sum(self, axis=None, keepdims: bool = False, **kw) -> MetaArray:
+        return _reduce(self, "sum", axis, keepdims)
+
+    def mean(self, axis=None, keepdims: bool = False, **kw) -> MetaArray:
+        return _reduce(self, "mean", axis, keepdims)
+
+    def max(self, axis=None, keepdims: bool = False, **kw) -> MetaArray:
+        return _reduce(self, "max", axis, keepdims)
+
+    def min(self, axis=None, keepdims: bool = False, **kw) -> MetaArray:
+        return _reduce(self, "min", axis, keepdims)
+
+    def __getitem__(self, key) -> MetaArray:
+        return MetaArray(_shape_view(self.shape)[key].shape, self.dtype)  # basic indexing: no data touched
+
+    def __setitem__(self, key, value) -> None:
+        """Writes into a shape-only array are dropped: there is nothing to hold them."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method != "__call__" or "out" in kwargs:
+            return NotImplemented
+        shapes = [getattr(x, "shape", ()) for x in inputs]
+        if ufunc is np.matmul:  # (..., m, k) @ (..., k, n)
+            a, b = shapes
+            shape = (*np.broadcast_shapes(a[:-2], b[:-2]), a[-2], b[-1])
+        else:
+            shape = np.broadcast_shapes(*shapes)
+        dtypes = tuple(getattr(x, "dtype", type(x)) for x in inputs)
+        return MetaArray(shape, kwargs.get("dtype") or _ufunc_dtype(ufunc, dtypes))
+
+    def __array_function__(self, func, types, args, kwargs):
+        impl = _HANDLED.get(func)
+        return NotImplemented if impl is None else impl(*args, **kwargs)
+
+    def __eq__(self, other) -> bool:  # type: ignore[override]
         return isinstance(other, MetaArray) and other.shape == self.shape and other.dtype == self.dtype
+
+    def __ne__(self, other) -> bool:  # type: ignore[override]
+        return not self == other
 
     def __hash__(self) -> int:
         return hash((self.shape, self.dtype))
@@ -65,3 +131,112 @@ def meta(shape: tuple[int, ...] | int, dtype="float32") -> MetaArray:
 
 def is_meta(x) -> bool:
     return isinstance(x, MetaArray)
+
+
+def asarray(x):
+    """np.asarray, but a shape-only array stays one (NumPy dispatches every function but this)."""
+    return x if is_meta(x) else np.asarray(x)
+
+
+def _shape_view(shape: tuple[int, ...]) -> np.ndarray:
+    """A read-only array of `shape` over one byte (stride 0): NumPy's own indexing rules, no memory."""
+    return np.broadcast_to(np.empty((), np.int8), shape)
+
+
+def _view(func: Callable, a: MetaArray, *args, **kwargs) -> MetaArray:
+    return MetaArray(func(_shape_view(a.shape), *args, **kwargs).shape, a.dtype)
+
+
+@functools.lru_cache(maxsize=1024)
+def _ufunc_dtype(ufunc, dtypes: tuple) -> np.dtype:
+    """The dtype NumPy gives ufunc(*inputs): found on one-element stand-ins (Python scalars stay weak)."""
+    stand_ins = [d(1) if isinstance(d, type) else np.ones(1, d) for d in dtypes]
+    with np.errstate(all="ignore"):
+        if ufunc is np.matmul:
+            stand_ins = [s.reshape(1, 1) for s in stand_ins]
+        return np.asarray(ufunc(*stand_ins)).dtype
+
+
+@functools.lru_cache(maxsize=256)
+def _reduced_dtype(name: str, dtype: np.dtype) -> np.dtype:
+    return getattr(np.ones(1, dtype), name)().dtype
+
+
+def _reduce(a: MetaArray, name: str, axis, keepdims: bool) -> MetaArray:
+    axes = range(a.ndim) if axis is None else [axis] if isinstance(axis, int) else axis
+    axes = {ax % a.ndim for ax in axes}
+    shape = [1 if i in axes else n for i, n in enumerate(a.shape) if keepdims or i not in axes]
+    return MetaArray(tuple(shape), _reduced_dtype(name, a.dtype))
+
+
+for _f in (np.moveaxis, np.transpose, np.swapaxes, np.expand_dims, np.squeeze, np.broadcast_to):
+    _HANDLED[_f] = functools.partial(_view, _f)  # views: NumPy's own shape rules on a stride-0 array
+
+
+@_implements(np.ascontiguousarray, np.asarray)
+def _as_is(a, dtype=None, **kwargs):
+    return a if dtype is None else MetaArray(a.shape, dtype)
+
+
+def _reduction(name: str) -> Callable:
+    return lambda a, axis=None, keepdims=False, **kw: _reduce(a, name, axis, keepdims)
+
+
+for _f in (np.sum, np.mean, np.max, np.min):
+    _HANDLED[_f] = _reduction(_f.__name__)
+
+
+@_implements(np.concatenate)
+def _concatenate(arrays, axis=0, **kwargs):
+    shape = list(arrays[0].shape)
+    shape[axis] = sum(x.shape[axis] for x in arrays)
+    return MetaArray(tuple(shape), np.result_type(*(x.dtype for x in arrays)))
+
+
+@_implements(np.stack)
+def _stack(arrays, axis=0, **kwargs):
+    shape = list(arrays[0].shape)
+    shape.insert(axis % (len(shape) + 1), len(arrays))
+    return MetaArray(tuple(shape), np.result_type(*(x.dtype for x in arrays)))
+
+
+@_implements(np.split)
+def _split(a, indices_or_sections, axis=0):
+    n = a.shape[axis]
+    if isinstance(indices_or_sections, int):
+        bounds = [i * n // indices_or_sections for i in range(indices_or_sections + 1)]
+    else:
+        bounds = [0, *(min(int(i), n) for i in indices_or_sections), n]
+    lead = (slice(None),) * (axis % a.ndim)
+    return [a[(*lead, slice(lo, max(lo, hi)))] for lo, hi in itertools.pairwise(bounds)]
+
+
+@_implements(np.pad)
+def _pad(a, pad_width, mode="constant", **kwargs):
+    widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (a.ndim, 2))
+    shape = tuple(n + int(lo) + int(hi) for n, (lo, hi) in zip(a.shape, widths, strict=True))
+    return MetaArray(shape, a.dtype)
+
+
+@_implements(np.take)
+def _take(a, indices, axis=None, **kwargs):
+    picked = getattr(indices, "shape", np.shape(indices))
+    if axis is None:
+        return MetaArray(picked, a.dtype)
+    axis %= a.ndim
+    return MetaArray((*a.shape[:axis], *picked, *a.shape[axis + 1 :]), a.dtype)
+
+
+@_implements(np.full_like, np.zeros_like, np.ones_like, np.empty_like)
+def _like(a, *args, dtype=None, shape=None, **kwargs):
+    return MetaArray(a.shape if shape is None else shape, a.dtype if dtype is None else dtype)
+
+
+@_implements(np.zeros, np.empty, np.ones)
+def _new(shape, dtype=float, **kwargs):
+    return MetaArray(shape, dtype)
+
+
+@_implements(np.full)
+def _new_full(shape, fill_value, dtype=None, **kwargs):
+    return MetaArray(shape, np.result_type(fill_value) if dtype is None else dtype)

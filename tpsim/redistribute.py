@@ -137,69 +137,42 @@ def _pad(s, dim: int, n: int):
     """Zero-pad tensor dim `dim` to length n (local)."""
     if s.shape[dim] == n:
         return s
-    shape = list(s.shape)
-    shape[dim] = n
-    if isinstance(s, MetaArray):
-        return MetaArray(tuple(shape), s.dtype)
-    out = np.zeros(shape, dtype=s.dtype)
-    out[tuple(slice(0, k) for k in s.shape)] = s
-    return out
+    return np.pad(s, [(0, n - k if i == dim else 0) for i, k in enumerate(s.shape)])
 
 
 def _trim(s, dim: int, n: int):
     if s.shape[dim] == n:
         return s
-    if isinstance(s, MetaArray):
-        shape = list(s.shape)
-        shape[dim] = n
-        return MetaArray(tuple(shape), s.dtype)
     return np.take(s, np.arange(n), axis=dim)
 
 
 def _split_rows(s, counts):
-    if isinstance(s, MetaArray):
-        return [MetaArray((c, *s.shape[1:]), s.dtype) for c in counts]
     return np.split(s, np.cumsum(counts)[:-1])
 
 
 def _join(pieces, old: int):
     """Join pieces (already in their original dim order) along `old`."""
-    if isinstance(pieces[0], MetaArray):
-        shape = list(pieces[0].shape)
-        shape[old] = sum(b.shape[old] for b in pieces)
-        return MetaArray(tuple(shape), pieces[0].dtype)
     return np.concatenate(pieces, axis=old)
 
 
 def _front(s, dim: int):
     """Move tensor dim `dim` to the front (a local copy: collectives cut along dim 0)."""
-    if isinstance(s, MetaArray):
-        shape = list(s.shape)
-        return MetaArray((shape.pop(dim), *shape), s.dtype)
-    return np.ascontiguousarray(np.moveaxis(s, dim, 0))
+    return np.ascontiguousarray(np.moveaxis(s, dim, 0), like=s)  # like=s: a shape-only s stays one
 
 
 def _back(s, dim: int):
-    if isinstance(s, MetaArray):
-        shape = list(s.shape[1:])
-        shape.insert(dim, s.shape[0])
-        return MetaArray(tuple(shape), s.dtype)
-    return np.ascontiguousarray(np.moveaxis(s, 0, dim))
+    return np.ascontiguousarray(np.moveaxis(s, 0, dim), like=s)
 
 
 def _local_piece(mesh, device, s, i, dim):
     rank, p, n = mesh.group_rank(device, i), mesh.shape[i], s.shape[dim]
     lo, size = chunk_offsets(n, p)[rank], chunk_sizes(n, p)[rank]
-    if isinstance(s, MetaArray):
-        shape = list(s.shape)
-        shape[dim] = size
-        return MetaArray(tuple(shape), s.dtype)
     return np.take(s, np.arange(lo, lo + size), axis=dim)
 
 
 def _keep_on_rank0(mesh, device, s, i, op):
-    if isinstance(s, MetaArray) or op not in ("sum", "prod") or mesh.group_rank(device, i) == 0:
-        return s.copy() if not isinstance(s, MetaArray) else s
+    if op not in ("sum", "prod") or mesh.group_rank(device, i) == 0:
+        return s.copy()
     return np.full_like(s, partial_identity(op, s.dtype))
 
 

@@ -16,7 +16,6 @@ import numpy as np
 
 from tpsim.darray import DArray, from_local
 from tpsim.errors import ShapeError
-from tpsim.meta import MetaArray
 from tpsim.placement import Placement, Replicate
 
 
@@ -84,9 +83,7 @@ class Module:
         """Store (or add to) a parameter's gradient; its bytes count as "grads"."""
         if name in self.grads:
             old = self.grads[name]
-            grad = self.local(
-                "grad_accumulate", lambda a, b: _add(a, b), old, grad, placements=grad.placements
-            )
+            grad = self.local("grad_accumulate", np.add, old, grad, placements=grad.placements)
         grad.recategorize("grads")
         self.grads[name] = grad
 
@@ -171,9 +168,3 @@ def local(mesh, name: str, fn: Callable, *args, placements: list[Placement], sha
         mesh.compute(d, name, flops, nbytes, dtype)
         shards.append(out)
     return from_local(shards, mesh, placements, shape=shape)
-
-
-def _add(a, b):
-    if isinstance(a, MetaArray):
-        return a
-    return np.add(a, b)

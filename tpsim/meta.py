@@ -41,7 +41,7 @@ class MetaArray(np.lib.mixins.NDArrayOperatorsMixin):
     __slots__ = ("dtype", "shape")
 
     def __init__(self, shape: tuple[int, ...] | int, dtype="float32"):
-        self.shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
+        self.shape = (shape,) if isinstance(shape, int) else tuple(map(int, shape))
         self.dtype = np.dtype(dtype)
 
     @property
@@ -56,8 +56,15 @@ class MetaArray(np.lib.mixins.NDArrayOperatorsMixin):
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
 
-    def reshape(self, *shape) -> MetaArray:
-        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple | list) else shape
+    @classmethod
+    def _of(cls, shape: tuple[int, ...], dtype: np.dtype) -> MetaArray:
+        """A MetaArray from a tuple of ints and an np.dtype, unchecked (the hot path of shape-only runs)."""
+        out = object.__new__(cls)
+        out.shape, out.dtype = shape, dtype
+        return out
+
+    def reshape(self, *dims) -> MetaArray:
+        shape = tuple(dims[0] if len(dims) == 1 and isinstance(dims[0], tuple | list) else dims)
         if -1 in shape:
             known = math.prod(s for s in shape if s != -1)
             shape = tuple(self.size // known if s == -1 else s for s in shape)
@@ -69,11 +76,11 @@ class MetaArray(np.lib.mixins.NDArrayOperatorsMixin):
         return MetaArray(self.shape, dtype)
 
     def copy(self) -> MetaArray:
-        return MetaArray(self.shape, self.dtype)
+        return MetaArray._of(self.shape, self.dtype)
 
     def transpose(self, *axes) -> MetaArray:
-        axes = axes[0] if len(axes) == 1 and isinstance(axes[0], tuple | list) else axes
-        return _view(np.transpose, self, axes or None)
+        order = tuple(axes[0] if len(axes) == 1 and isinstance(axes[0], tuple | list) else axes)
+        return _view(np.transpose, self, order or None)
 
     def sum(self, axis=None, keepdims: bool = False, **kw) -> MetaArray:
         return _reduce(self, "sum", axis, keepdims)
@@ -88,7 +95,7 @@ class MetaArray(np.lib.mixins.NDArrayOperatorsMixin):
         return _reduce(self, "min", axis, keepdims)
 
     def __getitem__(self, key) -> MetaArray:
-        return MetaArray(_shape_view(self.shape)[key].shape, self.dtype)  # basic indexing: no data touched
+        return MetaArray._of(_shape_view(self.shape)[key].shape, self.dtype)  # basic indexing, no data
 
     def __setitem__(self, key, value) -> None:
         """Writes into a shape-only array are dropped: there is nothing to hold them."""
@@ -96,23 +103,24 @@ class MetaArray(np.lib.mixins.NDArrayOperatorsMixin):
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if method != "__call__" or "out" in kwargs:
             return NotImplemented
-        shapes = [getattr(x, "shape", ()) for x in inputs]
+        shapes: list[tuple[int, ...]] = [getattr(x, "shape", ()) for x in inputs]
         if ufunc is np.matmul:  # (..., m, k) @ (..., k, n)
-            a, b = shapes
-            shape = (*np.broadcast_shapes(a[:-2], b[:-2]), a[-2], b[-1])
+            a, b = shapes[0], shapes[1]
+            shape = (*_broadcast(a[:-2], b[:-2]), a[-2], b[-1])
         else:
-            shape = np.broadcast_shapes(*shapes)
+            shape = _broadcast(*shapes)
         dtypes = tuple(getattr(x, "dtype", type(x)) for x in inputs)
-        return MetaArray(shape, kwargs.get("dtype") or _ufunc_dtype(ufunc, dtypes))
+        dtype = kwargs.get("dtype")
+        return MetaArray._of(shape, _ufunc_dtype(ufunc, dtypes) if dtype is None else np.dtype(dtype))
 
     def __array_function__(self, func, types, args, kwargs):
         impl = _HANDLED.get(func)
         return NotImplemented if impl is None else impl(*args, **kwargs)
 
-    def __eq__(self, other) -> bool:  # type: ignore[override]
+    def __eq__(self, other) -> bool:
         return isinstance(other, MetaArray) and other.shape == self.shape and other.dtype == self.dtype
 
-    def __ne__(self, other) -> bool:  # type: ignore[override]
+    def __ne__(self, other) -> bool:
         return not self == other
 
     def __hash__(self) -> int:
@@ -138,13 +146,19 @@ def asarray(x):
     return x if is_meta(x) else np.asarray(x)
 
 
+@functools.lru_cache(maxsize=4096)
+def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    return np.broadcast_shapes(*shapes)
+
+
+@functools.lru_cache(maxsize=4096)
 def _shape_view(shape: tuple[int, ...]) -> np.ndarray:
     """A read-only array of `shape` over one byte (stride 0): NumPy's own indexing rules, no memory."""
     return np.broadcast_to(np.empty((), np.int8), shape)
 
 
 def _view(func: Callable, a: MetaArray, *args, **kwargs) -> MetaArray:
-    return MetaArray(func(_shape_view(a.shape), *args, **kwargs).shape, a.dtype)
+    return MetaArray._of(func(_shape_view(a.shape), *args, **kwargs).shape, a.dtype)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -169,8 +183,8 @@ def _reduce(a: MetaArray, name: str, axis, keepdims: bool) -> MetaArray:
     return MetaArray(tuple(shape), _reduced_dtype(name, a.dtype))
 
 
-for _f in (np.moveaxis, np.transpose, np.swapaxes, np.expand_dims, np.squeeze, np.broadcast_to):
-    _HANDLED[_f] = functools.partial(_view, _f)  # views: NumPy's own shape rules on a stride-0 array
+for _view_fn in (np.moveaxis, np.transpose, np.swapaxes, np.expand_dims, np.squeeze, np.broadcast_to):
+    _HANDLED[_view_fn] = functools.partial(_view, _view_fn)  # NumPy's own rules, on a stride-0 array
 
 
 @_implements(np.ascontiguousarray, np.asarray)
@@ -182,8 +196,8 @@ def _reduction(name: str) -> Callable:
     return lambda a, axis=None, keepdims=False, **kw: _reduce(a, name, axis, keepdims)
 
 
-for _f in (np.sum, np.mean, np.max, np.min):
-    _HANDLED[_f] = _reduction(_f.__name__)
+for _reduce_fn in (np.sum, np.mean, np.max, np.min):
+    _HANDLED[_reduce_fn] = _reduction(_reduce_fn.__name__)
 
 
 @_implements(np.concatenate)

@@ -28,7 +28,7 @@ import numpy as np
 
 from tpsim.darray import DArray, distribute, from_local
 from tpsim.errors import DTypeError, PlacementError, ShapeError, TokenIdError
-from tpsim.meta import MetaArray
+from tpsim.meta import MetaArray, asarray, is_meta
 from tpsim.nn import ops, regions
 from tpsim.nn.init import global_weight
 from tpsim.nn.layout import grad_placements, on_tp
@@ -168,7 +168,7 @@ class VocabParallelLogits(Module):
 
 def token_ids(module: Module, ids, vocab_size: int, what: str, placements=None) -> DArray:
     """Integer ids as a DArray replicated on TP, each checked to lie in [0, vocab_size)."""
-    ids = ids if isinstance(ids, DArray | MetaArray) else np.asarray(ids)
+    ids = ids if isinstance(ids, DArray) else asarray(ids)
     if ids.dtype.kind not in "iu":
         raise DTypeError(f"{module.name}: {what}s need an integer dtype, got {ids.dtype}")
     if not isinstance(ids, DArray):
@@ -184,7 +184,7 @@ def token_ids(module: Module, ids, vocab_size: int, what: str, placements=None) 
 
 
 def _check_range(module, ids, vocab_size: int, what: str) -> None:
-    if isinstance(ids, MetaArray):
+    if is_meta(ids):  # shape-only ids have no values to check
         return
     bad = np.argwhere((ids < 0) | (ids >= vocab_size))
     if len(bad):
@@ -215,7 +215,7 @@ def vocab_local(module: Module, name: str, fn, ranges, *args, placements, shape=
 def _lookup(lo: int, hi: int, ids, table):
     """Rows lo..hi-1 of the table for the ids among them, zeros for the others (a gather: no FLOPs)."""
     shape = (*ids.shape, table.shape[-1])
-    if isinstance(ids, MetaArray) or isinstance(table, MetaArray):
+    if is_meta(ids) or is_meta(table):  # which rows the ids pick is data
         out = MetaArray(shape, table.dtype)
     else:
         mine = (ids >= lo) & (ids < hi)
@@ -227,7 +227,7 @@ def _lookup(lo: int, hi: int, ids, table):
 def _lookup_grad(lo: int, hi: int, ids, dy):
     """dE rows lo..hi-1: each dy row added into the row of its id, in token order (np.add.at)."""
     shape = (hi - lo, dy.shape[-1])
-    if isinstance(ids, MetaArray) or isinstance(dy, MetaArray):
+    if is_meta(ids) or is_meta(dy):  # which rows the ids pick is data
         out = MetaArray(shape, dy.dtype)
     else:
         mine = (ids >= lo) & (ids < hi)

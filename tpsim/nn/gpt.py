@@ -33,7 +33,7 @@ import numpy as np
 from tpsim.darray import DArray, distribute
 from tpsim.hardware import device_spec
 from tpsim.mesh import Mesh
-from tpsim.meta import MetaArray, meta
+from tpsim.meta import meta
 from tpsim.nn import ops
 from tpsim.nn.block import TransformerBlock
 from tpsim.nn.config import GPTConfig, preset
@@ -259,15 +259,12 @@ def _with_mask_peak(spec):
 def _add_positions(x, pos):
     """(s, b, h) + pos[:s] broadcast over the batch: read x and s rows of pos, write the sum."""
     nbytes = 2 * x.nbytes + x.shape[0] * x.shape[-1] * x.dtype.itemsize
-    out = MetaArray(x.shape, x.dtype) if isinstance(x, MetaArray) else x + pos[: x.shape[0], None, :]
-    return out, x.size, nbytes
+    return x + pos[: x.shape[0], None, :], x.size, nbytes
 
 
 def _position_grad(g, shape):
     """dpos[:s] = dy summed over the batch; rows past s get zero."""
     nbytes = g.nbytes + math.prod(shape) * g.dtype.itemsize
-    if isinstance(g, MetaArray):
-        return MetaArray(shape, g.dtype), g.size, nbytes
-    out = np.zeros(shape, g.dtype)
+    out = np.zeros(shape, g.dtype, like=g)
     out[: g.shape[0]] = ops.narrow(ops.widen(g).sum(axis=1), g.dtype)  # float32 accumulator (ops.py)
     return out, g.size, nbytes

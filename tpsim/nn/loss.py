@@ -28,7 +28,7 @@ import numpy as np
 
 from tpsim.darray import DArray, distribute
 from tpsim.errors import PlacementError, ShapeError, TpsimError
-from tpsim.meta import MetaArray
+from tpsim.meta import MetaArray, asarray, is_meta
 from tpsim.nn import ops, regions
 from tpsim.nn.embedding import token_ids, vocab_local, vocab_ranges
 from tpsim.nn.layout import grad_placements, on_tp
@@ -70,7 +70,7 @@ class VocabParallelCrossEntropy(Module):
                 f"{self.name}: vocab_size = {vocab} but the logits have {padded} columns (shape "
                 f"{logits.shape}); the real vocab must be 1..{padded} (the rest is padding)"
             )
-        targets = targets if isinstance(targets, DArray | MetaArray) else np.asarray(targets)  # (s, b)
+        targets = targets if isinstance(targets, DArray) else asarray(targets)  # (s, b)
         if tuple(targets.shape) != tuple(lead):
             raise ShapeError(f"{self.name}: targets have shape {tuple(targets.shape)}, logits {logits.shape}")
         row = on_tp(logits, self.tp, Replicate())  # placements of a per-token (s, b) array
@@ -162,19 +162,19 @@ def _real(lo: int, hi: int, vocab: int) -> int:
 
 
 def _meta(*xs) -> bool:
-    return any(isinstance(x, MetaArray) for x in xs)
+    return any(is_meta(x) for x in xs)
 
 
 def _row_max(z, n: int):
     """Max over the n real columns; -inf on a rank that holds none."""
-    out = MetaArray(z.shape[:-1], z.dtype) if _meta(z) else np.max(z[..., :n], axis=-1, initial=-np.inf)
+    out = np.max(z[..., :n], axis=-1, initial=-np.inf)
     return out, z.size, z.nbytes + out.nbytes
 
 
 def _target_logit(z, m, target, lo: int, n: int, with_sum: bool):
     """Z_target - m where this rank owns the target, else 0; with_sum: stacked with sum_j (Z_j - m)."""
     shape = (*z.shape[:-1], 2) if with_sum else z.shape[:-1]
-    if _meta(z, m, target):
+    if _meta(z, m, target):  # which rank owns each target is data
         out = MetaArray(shape, z.dtype)
     else:
         mine = (target >= lo) & (target < lo + n)
@@ -189,26 +189,21 @@ def _target_logit(z, m, target, lo: int, n: int, with_sum: bool):
 
 def _exp(z, m, n: int):
     """exp(Z - m) on the real columns, 0 on the padded ones (exp(-inf))."""
-    if _meta(z, m):
-        out = MetaArray(z.shape, z.dtype)
-    else:
-        shifted = ops.widen(z) - ops.widen(m)[..., None]
-        shifted[..., n:] = -np.inf
-        out = ops.narrow(np.exp(shifted), z.dtype)
+    shifted = ops.widen(z) - ops.widen(m)[..., None]
+    shifted[..., n:] = -np.inf
+    out = ops.narrow(np.exp(shifted), z.dtype)
     return out, 2 * z.size, z.nbytes + m.nbytes + out.nbytes
 
 
 def _divide_rows(e, s):
     """Softmax: each row of exp(Z - m) over its global sum, (s, b, V'/t) / (s, b)."""
-    out = MetaArray(e.shape, e.dtype) if _meta(e, s) else e / s[..., None]  # one op: rounds once as it is
+    out = e / s[..., None]  # one op: rounds once as it is
     return out, e.size, e.nbytes + s.nbytes + out.nbytes
 
 
 def _loss(sumexp, z_tgt, eps: float, vocab: int):
     """log(sumexp) - z_tgt, smoothed: (1 - eps) that + eps (log(sumexp) - sum_j (Z_j - m) / V)."""
-    if _meta(sumexp, z_tgt):
-        out = MetaArray(sumexp.shape, sumexp.dtype)
-    elif eps:
+    if eps:
         log_z, zt = np.log(ops.widen(sumexp)), ops.widen(z_tgt)
         out = ops.narrow((1 - eps) * (log_z - zt[..., 0]) + eps * (log_z - zt[..., 1] / vocab), sumexp.dtype)
     else:
@@ -218,13 +213,13 @@ def _loss(sumexp, z_tgt, eps: float, vocab: int):
 
 def _mean(loss, count: int):
     """This rank's part of the mean: the sum of its tokens' losses over all tokens (0-d)."""
-    out = MetaArray((), loss.dtype) if _meta(loss) else ops.narrow(ops.widen(loss).sum() / count, loss.dtype)
+    out = ops.narrow(ops.widen(loss).sum() / count, loss.dtype)
     return out, loss.size, loss.nbytes + out.nbytes
 
 
 def _grad(p, target, g, lo: int, n: int, eps: float, vocab: int):
     """dZ = dloss (p - (1 - eps) onehot - eps / V) on the real columns, 0 on the padded ones."""
-    if _meta(p, target, g):
+    if _meta(p, target, g):  # the one-hot of each target is data
         out = MetaArray(p.shape, p.dtype)
     else:
         out = ops.widen(p).copy()  # half precision: float32 inside, one rounding (ops.py)

@@ -196,8 +196,8 @@ def _reduction(name: str) -> Callable:
     return lambda a, axis=None, keepdims=False, **kw: _reduce(a, name, axis, keepdims)
 
 
-for _reduce_fn in (np.sum, np.mean, np.max, np.min):
-    _HANDLED[_reduce_fn] = _reduction(_reduce_fn.__name__)
+for _reduce_fn, _name in ((np.sum, "sum"), (np.mean, "mean"), (np.max, "max"), (np.min, "min")):
+    _HANDLED[_reduce_fn] = _reduction(_name)  # by name: NumPy 1.x calls np.max "amax"
 
 
 @_implements(np.concatenate)

@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tpsim.dtypes import resolve_dtype
+
 _HANDLED: dict[Callable, Callable] = {}
 
 
@@ -132,8 +134,6 @@ class MetaArray(np.lib.mixins.NDArrayOperatorsMixin):
 
 def meta(shape: tuple[int, ...] | int, dtype="float32") -> MetaArray:
     """A shape-only stand-in for an array: `tpsim.meta((4096, 4096), "bfloat16")`."""
-    from tpsim.dtypes import resolve_dtype
-
     return MetaArray(shape, resolve_dtype(dtype))
 
 

@@ -105,15 +105,34 @@ class MetaArray(np.lib.mixins.NDArrayOperatorsMixin):
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if method != "__call__" or "out" in kwargs:
             return NotImplemented
-        shapes: list[tuple[int, ...]] = [getattr(x, "shape", ()) for x in inputs]
-        if ufunc is np.matmul:  # (..., m, k) @ (..., k, n)
-            a, b = shapes[0], shapes[1]
-            shape = (*_broadcast(a[:-2], b[:-2]), a[-2], b[-1])
-        else:
-            shape = _broadcast(*shapes)
-        dtypes = tuple(getattr(x, "dtype", type(x)) for x in inputs)
         dtype = kwargs.get("dtype")
-        return MetaArray._of(shape, _ufunc_dtype(ufunc, dtypes) if dtype is None else np.dtype(dtype))
+        out = _apply(ufunc, *inputs)
+        return out if dtype is None else out.astype(dtype)
+
+    # + - * / straight to _apply, past NumPy's ufunc dispatch: the bulk of a shape-only run's calls
+    def __add__(self, other):
+        return _apply(np.add, self, other)
+
+    def __radd__(self, other):
+        return _apply(np.add, other, self)
+
+    def __sub__(self, other):
+        return _apply(np.subtract, self, other)
+
+    def __rsub__(self, other):
+        return _apply(np.subtract, other, self)
+
+    def __mul__(self, other):
+        return _apply(np.multiply, self, other)
+
+    def __rmul__(self, other):
+        return _apply(np.multiply, other, self)
+
+    def __truediv__(self, other):
+        return _apply(np.true_divide, self, other)
+
+    def __rtruediv__(self, other):
+        return _apply(np.true_divide, other, self)
 
     def __array_function__(self, func, types, args, kwargs):
         impl = _HANDLED.get(func)
@@ -144,6 +163,17 @@ def is_meta(x) -> bool:
 def asarray(x):
     """np.asarray, but a shape-only array stays one (NumPy dispatches every function but this)."""
     return x if is_meta(x) else np.asarray(x)
+
+
+def _apply(ufunc, *inputs) -> MetaArray:
+    """ufunc(*inputs) as NumPy would shape and type it; (..., m, k) @ (..., k, n) for matmul."""
+    shapes = tuple(getattr(x, "shape", ()) for x in inputs)
+    if ufunc is np.matmul:
+        a, b = shapes[0], shapes[1]
+        shape = (*_broadcast(a[:-2], b[:-2]), a[-2], b[-1])
+    else:
+        shape = shapes[0] if len(set(shapes)) == 1 else _broadcast(*shapes)
+    return MetaArray._of(shape, _ufunc_dtype(ufunc, tuple(getattr(x, "dtype", type(x)) for x in inputs)))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -167,7 +167,7 @@ def asarray(x):
 
 def _apply(ufunc, *inputs) -> MetaArray:
     """ufunc(*inputs) as NumPy would shape and type it; (..., m, k) @ (..., k, n) for matmul."""
-    shapes = tuple(getattr(x, "shape", ()) for x in inputs)
+    shapes: tuple[tuple[int, ...], ...] = tuple(getattr(x, "shape", ()) for x in inputs)
     if ufunc is np.matmul:
         a, b = shapes[0], shapes[1]
         shape = (*_broadcast(a[:-2], b[:-2]), a[-2], b[-1])

@@ -10,7 +10,7 @@ backward, each array once), and "comm" (the collectives' buffers).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -133,7 +133,7 @@ class Module:
     def backward(self, *args, **kwargs):
         raise NotImplementedError
 
-    def local(self, name: str, fn: Callable, *args, placements: list[Placement], shape=None) -> DArray:
+    def local(self, name: str, fn: Callable, *args, placements: Sequence[Placement], shape=None) -> DArray:
         """Run `fn` on each device's shards of the DArray `args` (other args pass as they are).
 
         `fn` returns (out, flops, bytes) from `tpsim.nn.ops`, or a plain array (then counted
@@ -152,7 +152,7 @@ class Module:
             )
 
 
-def local(mesh, name: str, fn: Callable, *args, placements: list[Placement], shape=None) -> DArray:
+def local(mesh, name: str, fn: Callable, *args, placements: Sequence[Placement], shape=None) -> DArray:
     shards = []
     dtype = None
     for d in range(mesh.size):

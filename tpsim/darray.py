@@ -13,7 +13,6 @@ DArray lives.
 
 from __future__ import annotations
 
-import functools
 import weakref
 from collections.abc import Sequence
 
@@ -22,8 +21,18 @@ import numpy as np
 from tpsim.device import allocate_all, free_all
 from tpsim.dtypes import resolve_dtype
 from tpsim.errors import PlacementError, ShapeError, WorldSizeError
-from tpsim.meta import MetaArray
-from tpsim.placement import Partial, Placement, Replicate, Shard, chunk_offsets, chunk_sizes, normalize_dim
+from tpsim.meta import asarray, is_meta
+from tpsim.placement import (
+    Partial,
+    Placement,
+    Replicate,
+    Shard,
+    check_placements,
+    local_shapes,
+    local_slices,
+    partial_identity,
+)
+from tpsim.redistribute import redistribute
 
 
 class DArray:
@@ -63,7 +72,7 @@ class DArray:
 
     @property
     def is_meta(self) -> bool:
-        return isinstance(self.shards[0], MetaArray)
+        return is_meta(self.shards[0])
 
     def local(self, device: int):
         """The shard device `device` holds."""
@@ -74,9 +83,7 @@ class DArray:
 
         Partial mesh dims are reduced in rank order; use `redistribute` to see what that costs.
         """
-        if self.is_meta:
-            return MetaArray(self.shape, self.dtype)
-        out = np.empty(self.shape, dtype=self.dtype)
+        out = np.empty(self.shape, dtype=self.dtype, like=self.shards[0])  # shape-only shards: a MetaArray
         for d in range(self.mesh.size):
             coord = self.mesh.coordinate(d)
             if any(coord[i] for i, p in enumerate(self.placements) if not isinstance(p, Shard)):
@@ -107,8 +114,6 @@ class DArray:
         label: str | None = None,
     ) -> DArray:
         """The same global array under new placements, moved by the collectives that change needs."""
-        from tpsim.redistribute import redistribute
-
         return redistribute(self, _as_list(placements, self.mesh), algorithm=algorithm, label=label)
 
     def __repr__(self) -> str:
@@ -124,21 +129,15 @@ def distribute(array, mesh, placements: Sequence[Placement] | Placement, categor
     this is how data starts out on the devices.
     """
     placements = check_placements(_as_list(placements, mesh), array.shape, mesh)
-    meta = isinstance(array, MetaArray)
-    array = array if meta else np.asarray(array)
-    if not meta:
-        resolve_dtype(array.dtype)
+    array = asarray(array)
+    resolve_dtype(array.dtype)
     shards = []
     for d in range(mesh.size):
-        sl = local_slices(array.shape, mesh, placements, d)
-        if meta:
-            shards.append(MetaArray(tuple(s.stop - s.start for s in sl), array.dtype))
-            continue
-        shard = array[sl].copy()
+        shard = array[local_slices(array.shape, mesh, placements, d)].copy()
         coord = mesh.coordinate(d)
         for i, p in enumerate(placements):
             if isinstance(p, Partial) and p.op in ("sum", "prod") and coord[i] != 0:
-                shard[...] = _identity(p.op, shard.dtype)
+                shard[...] = partial_identity(p.op, shard.dtype)
         shards.append(shard)
     return DArray(shards, mesh, placements, array.shape, category)
 
@@ -154,7 +153,7 @@ def from_local(
     placements = _as_list(placements, mesh)
     if len(shards) != mesh.size:
         raise WorldSizeError(f"from_local got {len(shards)} shards for a mesh of {mesh.size} devices")
-    shards = [s if isinstance(s, MetaArray) else np.asarray(s) for s in shards]
+    shards = [asarray(s) for s in shards]
     if shape is None:
         shape = infer_shape([s.shape for s in shards], mesh, placements)
     placements = check_placements(placements, shape, mesh)
@@ -173,57 +172,6 @@ def from_local(
     return DArray(shards, mesh, placements, shape, category)
 
 
-def local_slices(
-    shape: tuple[int, ...], mesh, placements: Sequence[Placement], device: int
-) -> tuple[slice, ...]:
-    """The block of the global array that `device` holds."""
-    return _slices(tuple(shape), mesh.shape, tuple(placements), device)
-
-
-@functools.lru_cache(maxsize=1 << 16)  # every layer op asks the same few questions, once per device
-def _slices(shape: tuple[int, ...], mesh_shape: tuple[int, ...], placements: tuple, device: int):
-    lo, hi = [0] * len(shape), list(shape)
-    coord = []
-    for size in reversed(mesh_shape):  # Mesh.coordinate, from the shape alone
-        coord.append(device % size)
-        device //= size
-    coord.reverse()
-    for i, p in enumerate(placements):
-        if isinstance(p, Shard):
-            n = hi[p.dim] - lo[p.dim]
-            start = lo[p.dim] + chunk_offsets(n, mesh_shape[i])[coord[i]]
-            lo[p.dim], hi[p.dim] = start, start + chunk_sizes(n, mesh_shape[i])[coord[i]]
-    return tuple(slice(a, b) for a, b in zip(lo, hi, strict=False))
-
-
-@functools.lru_cache(maxsize=1 << 14)
-def local_shapes(shape: tuple[int, ...], mesh_shape: tuple[int, ...], placements: tuple) -> list:
-    """The shape of every device's block, in device order."""
-    n = 1
-    for s in mesh_shape:
-        n *= s
-    return [tuple(x.stop - x.start for x in _slices(shape, mesh_shape, placements, d)) for d in range(n)]
-
-
-def check_placements(placements: list[Placement], shape: tuple[int, ...], mesh) -> list[Placement]:
-    if len(placements) != mesh.ndim:
-        raise PlacementError(
-            f"{len(placements)} placements {placements} for a {mesh.ndim}-d mesh {mesh.names}; "
-            "give one per mesh dim"
-        )
-    out = []
-    for i, p in enumerate(placements):
-        if not isinstance(p, Placement):
-            raise PlacementError(
-                f"placement {p!r} on mesh dim {mesh.names[i]} is not Shard, Replicate or Partial"
-            )
-        out.append(Shard(normalize_dim(p.dim, len(shape))) if isinstance(p, Shard) else p)
-    ops = {p.op for p in out if isinstance(p, Partial)}
-    if len(ops) > 1:
-        raise PlacementError(f"placements {out} mix Partial ops {sorted(ops)}; as in DTensor, use one op")
-    return out
-
-
 def infer_shape(shapes: list[tuple[int, ...]], mesh, placements: list[Placement]) -> tuple[int, ...]:
     """The global shape from the shards: sharded dims add up along their mesh dims."""
     shape = list(shapes[0])
@@ -236,13 +184,6 @@ def infer_shape(shapes: list[tuple[int, ...]], mesh, placements: list[Placement]
         ]
         shape[dim] = sum(shapes[d][dim] for d in devices)
     return tuple(shape)
-
-
-def _identity(op: str, dtype: np.dtype):
-    """The neutral term of a non-holding rank: -0.0 for float sums, since x + (-0.0) is x, sign and all."""
-    if op == "prod":
-        return 1
-    return -0.0 if np.dtype(dtype).kind == "f" or str(dtype) == "bfloat16" else 0
 
 
 def _free(devices, request, category: list[str]) -> None:

@@ -8,12 +8,17 @@
 Uneven shards follow DTensor's layout, the `torch.chunk` rule: pieces of
 ceil(n / p) elements, the last ones shorter or empty.  n = 5 over p = 4 gives
 [2, 2, 1, 0], so a tensor sharded here and by DTensor has the same pieces on the
-same ranks.
+same ranks.  On an n-d mesh the mesh dims that shard one tensor dim cut it in
+mesh-dim order, outer first (`local_slices`).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from tpsim.errors import PlacementError, ReduceOpError
 
@@ -85,3 +90,62 @@ def normalize_dim(dim: int, ndim: int, what: str = "Shard") -> int:
             else f"{what} dim {dim}: a 0-d array has no dims to shard"
         )
     return dim % ndim
+
+
+def partial_identity(op: str, dtype: np.dtype):
+    """The neutral term of a non-holding rank: -0.0 for float sums, since x + (-0.0) is x, sign and all."""
+    if op == "prod":
+        return 1
+    return -0.0 if np.dtype(dtype).kind == "f" or str(dtype) == "bfloat16" else 0
+
+
+def local_slices(
+    shape: tuple[int, ...], mesh, placements: Sequence[Placement], device: int
+) -> tuple[slice, ...]:
+    """The block of the global array that `device` holds."""
+    return _slices(tuple(shape), mesh.shape, tuple(placements), device)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # every layer op asks the same few questions, once per device
+def _slices(shape: tuple[int, ...], mesh_shape: tuple[int, ...], placements: tuple, device: int):
+    lo, hi = [0] * len(shape), list(shape)
+    coord = []
+    for size in reversed(mesh_shape):  # Mesh.coordinate, from the shape alone
+        coord.append(device % size)
+        device //= size
+    coord.reverse()
+    for i, p in enumerate(placements):
+        if isinstance(p, Shard):
+            n = hi[p.dim] - lo[p.dim]
+            start = lo[p.dim] + chunk_offsets(n, mesh_shape[i])[coord[i]]
+            lo[p.dim], hi[p.dim] = start, start + chunk_sizes(n, mesh_shape[i])[coord[i]]
+    return tuple(slice(a, b) for a, b in zip(lo, hi, strict=False))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def local_shapes(shape: tuple[int, ...], mesh_shape: tuple[int, ...], placements: tuple) -> list:
+    """The shape of every device's block, in device order."""
+    n = 1
+    for s in mesh_shape:
+        n *= s
+    return [tuple(x.stop - x.start for x in _slices(shape, mesh_shape, placements, d)) for d in range(n)]
+
+
+def check_placements(placements: list[Placement], shape: tuple[int, ...], mesh) -> list[Placement]:
+    """One Placement per mesh dim, Shard dims resolved against `shape`, at most one Partial op."""
+    if len(placements) != mesh.ndim:
+        raise PlacementError(
+            f"{len(placements)} placements {placements} for a {mesh.ndim}-d mesh {mesh.names}; "
+            "give one per mesh dim"
+        )
+    out = []
+    for i, p in enumerate(placements):
+        if not isinstance(p, Placement):
+            raise PlacementError(
+                f"placement {p!r} on mesh dim {mesh.names[i]} is not Shard, Replicate or Partial"
+            )
+        out.append(Shard(normalize_dim(p.dim, len(shape))) if isinstance(p, Shard) else p)
+    ops = {p.op for p in out if isinstance(p, Partial)}
+    if len(ops) > 1:
+        raise PlacementError(f"placements {out} mix Partial ops {sorted(ops)}; as in DTensor, use one op")
+    return out

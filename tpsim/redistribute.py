@@ -20,7 +20,17 @@ from tpsim.collectives import all_gather, all_reduce, all_to_all, reduce_scatter
 from tpsim.device import allocate_all, free_all
 from tpsim.errors import PlacementError
 from tpsim.meta import MetaArray
-from tpsim.placement import Partial, Placement, Replicate, Shard, chunk_offsets, chunk_sizes
+from tpsim.placement import (
+    Partial,
+    Placement,
+    Replicate,
+    Shard,
+    check_placements,
+    chunk_offsets,
+    chunk_sizes,
+    local_shapes,
+    partial_identity,
+)
 
 
 def plan(src: list[Placement], dst: list[Placement], names: tuple[str, ...]) -> list[tuple[int, Placement]]:
@@ -51,8 +61,6 @@ def plan(src: list[Placement], dst: list[Placement], names: tuple[str, ...]) -> 
 
 
 def redistribute(x, placements: list[Placement], *, algorithm: str | None = None, label: str | None = None):
-    from tpsim.darray import DArray, check_placements
-
     placements = check_placements(placements, x.shape, x.mesh)
     steps = plan(list(x.placements), placements, x.mesh.names)
     # a dry run on shapes, on a scratch copy of the mesh: any error (shapes, memory) raises here,
@@ -61,14 +69,12 @@ def redistribute(x, placements: list[Placement], *, algorithm: str | None = None
         dry = [MetaArray(s.shape, s.dtype) for s in x.shards]
         _run_chain(x.mesh.scratch_copy(), dry, list(x.placements), steps, algorithm, label, x.category)
     elif steps:  # one collective checks all it needs before it moves a byte, but for the result's memory
-        from tpsim.darray import local_shapes
-
         for d, shape in enumerate(local_shapes(tuple(x.shape), x.mesh.shape, tuple(placements))):
             x.mesh.devices[d].check(int(np.prod(shape, dtype=np.int64)) * x.dtype.itemsize)
     shards, current = _run_chain(
         x.mesh, list(x.shards), list(x.placements), steps, algorithm, label, x.category
     )
-    return DArray(shards, x.mesh, current, x.shape, x.category)
+    return type(x)(shards, x.mesh, current, x.shape, x.category)  # a DArray: darray.py imports this module
 
 
 def _run_chain(mesh, shards, current, steps, algorithm, label, category):
@@ -131,72 +137,43 @@ def _pad(s, dim: int, n: int):
     """Zero-pad tensor dim `dim` to length n (local)."""
     if s.shape[dim] == n:
         return s
-    shape = list(s.shape)
-    shape[dim] = n
-    if isinstance(s, MetaArray):
-        return MetaArray(tuple(shape), s.dtype)
-    out = np.zeros(shape, dtype=s.dtype)
-    out[tuple(slice(0, k) for k in s.shape)] = s
-    return out
+    return np.pad(s, [(0, n - k if i == dim else 0) for i, k in enumerate(s.shape)])
 
 
 def _trim(s, dim: int, n: int):
     if s.shape[dim] == n:
         return s
-    if isinstance(s, MetaArray):
-        shape = list(s.shape)
-        shape[dim] = n
-        return MetaArray(tuple(shape), s.dtype)
     return np.take(s, np.arange(n), axis=dim)
 
 
 def _split_rows(s, counts):
-    if isinstance(s, MetaArray):
-        return [MetaArray((c, *s.shape[1:]), s.dtype) for c in counts]
     return np.split(s, np.cumsum(counts)[:-1])
 
 
 def _join(pieces, old: int):
     """Join pieces (already in their original dim order) along `old`."""
-    if isinstance(pieces[0], MetaArray):
-        shape = list(pieces[0].shape)
-        shape[old] = sum(b.shape[old] for b in pieces)
-        return MetaArray(tuple(shape), pieces[0].dtype)
     return np.concatenate(pieces, axis=old)
 
 
 def _front(s, dim: int):
     """Move tensor dim `dim` to the front (a local copy: collectives cut along dim 0)."""
-    if isinstance(s, MetaArray):
-        shape = list(s.shape)
-        return MetaArray((shape.pop(dim), *shape), s.dtype)
-    return np.ascontiguousarray(np.moveaxis(s, dim, 0))
+    return np.ascontiguousarray(np.moveaxis(s, dim, 0), like=s)  # like=s: a shape-only s stays one
 
 
 def _back(s, dim: int):
-    if isinstance(s, MetaArray):
-        shape = list(s.shape[1:])
-        shape.insert(dim, s.shape[0])
-        return MetaArray(tuple(shape), s.dtype)
-    return np.ascontiguousarray(np.moveaxis(s, 0, dim))
+    return np.ascontiguousarray(np.moveaxis(s, 0, dim), like=s)
 
 
 def _local_piece(mesh, device, s, i, dim):
     rank, p, n = mesh.group_rank(device, i), mesh.shape[i], s.shape[dim]
     lo, size = chunk_offsets(n, p)[rank], chunk_sizes(n, p)[rank]
-    if isinstance(s, MetaArray):
-        shape = list(s.shape)
-        shape[dim] = size
-        return MetaArray(tuple(shape), s.dtype)
     return np.take(s, np.arange(lo, lo + size), axis=dim)
 
 
 def _keep_on_rank0(mesh, device, s, i, op):
-    if isinstance(s, MetaArray) or op not in ("sum", "prod") or mesh.group_rank(device, i) == 0:
-        return s.copy() if not isinstance(s, MetaArray) else s
-    from tpsim.darray import _identity
-
-    return np.full_like(s, _identity(op, s.dtype))
+    if op not in ("sum", "prod") or mesh.group_rank(device, i) == 0:
+        return s.copy()
+    return np.full_like(s, partial_identity(op, s.dtype))
 
 
 __all__ = ["plan", "redistribute"]

@@ -27,7 +27,7 @@ from tpsim.collectives.kinds import Collective
 from tpsim.collectives.schedule import COLLECTIVES, ROOTED
 from tpsim.dtypes import is_floating, resolve_dtype
 from tpsim.errors import AlgorithmError, DTypeError, ReduceOpError, RootError, ShapeError, WorldSizeError
-from tpsim.meta import MetaArray
+from tpsim.meta import MetaArray, asarray, is_meta
 from tpsim.placement import REDUCE_OPS, chunk_sizes
 
 REDUCING = (Collective.ALL_REDUCE, Collective.REDUCE, Collective.REDUCE_SCATTER)
@@ -93,9 +93,7 @@ def prepare(
         root = None
     schedule = build(collective, algorithm, p, root)
     rank_of = {d: r for devs in groups for r, d in enumerate(devs)}
-    arrays = {
-        d: b if isinstance(b, MetaArray) else np.asarray(b) for d, b in enumerate(buffers) if b is not None
-    }
+    arrays = {d: asarray(b) for d, b in enumerate(buffers) if b is not None}
     missing = [
         d
         for d in range(mesh.size)
@@ -182,7 +180,7 @@ def stepwise(collective: str, buffers: Sequence, mesh, **kwargs) -> Iterator[Sna
 
 
 def _check_kinds(collective: str, arrays: dict) -> bool:
-    meta = [d for d, a in arrays.items() if isinstance(a, MetaArray)]
+    meta = [d for d, a in arrays.items() if is_meta(a)]  # the engine's boundary: a run moves data or none
     data = [d for d in arrays if d not in meta]
     if meta and data:
         raise DTypeError(f"{collective}: device {meta[0]} passed a shape-only (meta) buffer but device "

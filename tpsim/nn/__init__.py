@@ -2,6 +2,7 @@
 
     module.py     Module: parameters as DArrays, explicit backward, memory by category
     regions.py    copy_to / reduce_from, gather_from / scatter_to, the sequence-parallel pair
+    layout.py     on_tp and grad_placements: where outputs and parameter gradients live
     ops.py        local ops on one shard, with FLOPs and bytes, on data or shapes only
     init.py       seeded global weights, so sharded and unsharded models hold the same numbers
     linear.py     ColumnParallelLinear, RowParallelLinear

@@ -38,7 +38,7 @@ import numpy as np
 
 from tpsim.darray import DArray
 from tpsim.errors import PlacementError, ShapeError
-from tpsim.meta import MetaArray
+from tpsim.meta import is_meta
 from tpsim.nn import ops
 from tpsim.nn.dropout import MODEL_PARALLEL, Dropout, RNGTracker
 from tpsim.nn.linear import ColumnParallelLinear, RowParallelLinear
@@ -176,13 +176,9 @@ def _split_heads(a, d: int, seq_dim: int, which: int | None):
     width = d if which is None else 3 * d
     n = a.shape[-1] // width
     axes = _to_heads_axes(seq_dim)
-    shape = tuple((*a.shape[:2], n, d)[i] for i in axes)
-    if isinstance(a, MetaArray):
-        out = MetaArray(shape, a.dtype)
-    else:
-        per_head = a.reshape(*a.shape[:2], n, width)  # (s, b, n, d) or (s, b, n, 3d): [q k v] per head
-        blocks = per_head if which is None else per_head[..., which * d : (which + 1) * d]
-        out = np.ascontiguousarray(blocks.transpose(axes))
+    per_head = a.reshape(*a.shape[:2], n, width)  # (s, b, n, d) or (s, b, n, 3d): [q k v] per head
+    blocks = per_head if which is None else per_head[..., which * d : (which + 1) * d]
+    out = np.ascontiguousarray(blocks.transpose(axes), like=a)
     return out, 0, 2 * out.nbytes
 
 
@@ -190,9 +186,8 @@ def _merge_heads(c, seq_dim: int):
     """(b, n, s, d) -> (s, b, n*d): the context in the S(-1) layout the row-parallel dense expects."""
     b, n, s, d = c.shape
     shape = (s, b, n * d) if seq_dim == 0 else (b, s, n * d)
-    if isinstance(c, MetaArray):
-        return MetaArray(shape, c.dtype), 0, 2 * c.nbytes
-    return np.ascontiguousarray(c.transpose(_from_heads_axes(seq_dim))).reshape(shape), 0, 2 * c.nbytes
+    out = np.ascontiguousarray(c.transpose(_from_heads_axes(seq_dim)), like=c).reshape(shape)
+    return out, 0, 2 * c.nbytes
 
 
 def _merge_qkv(dq, dk, dv, seq_dim: int):
@@ -200,11 +195,9 @@ def _merge_qkv(dq, dk, dv, seq_dim: int):
     b, n, s, d = dq.shape
     shape = (s, b, n * 3 * d) if seq_dim == 0 else (b, s, n * 3 * d)
     nbytes = 2 * (dq.nbytes + dk.nbytes + dv.nbytes)
-    if isinstance(dq, MetaArray):
-        return MetaArray(shape, dq.dtype), 0, nbytes
     stacked = np.stack([dq, dk, dv], axis=3)  # (b, n, s, 3, d)
     axes = (2, 0, 1, 3, 4) if seq_dim == 0 else (0, 2, 1, 3, 4)
-    return np.ascontiguousarray(stacked.transpose(axes)).reshape(shape), 0, nbytes
+    return np.ascontiguousarray(stacked.transpose(axes), like=dq).reshape(shape), 0, nbytes
 
 
 def _from_heads_axes(seq_dim: int) -> tuple[int, ...]:
@@ -229,8 +222,8 @@ def _softmax(scores, causal: bool):
 
     ~5 FLOPs per score: max, subtract, exp, sum, divide (the mask is a select).
     """
-    if isinstance(scores, MetaArray):
-        return MetaArray(scores.shape, scores.dtype), 5 * scores.size, 2 * scores.nbytes
+    if is_meta(scores):  # the causal mask is data: (s, s) booleans a shape-only run must not allocate
+        return scores.copy(), 5 * scores.size, 2 * scores.nbytes
     dtype, s = scores.dtype, ops.widen(scores)  # half precision: float32 inside, one rounding (as torch)
     if causal:
         sq, sk = s.shape[-2:]
@@ -242,8 +235,6 @@ def _softmax(scores, causal: bool):
 def _softmax_grad(p, dp, scale: float):
     """dS = P * (dP - sum(dP * P, keys)) * scale: ~5 FLOPs per score; masked scores have P = 0."""
     nbytes = p.nbytes + dp.nbytes + p.nbytes
-    if isinstance(p, MetaArray):
-        return MetaArray(p.shape, p.dtype), 5 * p.size, nbytes
     # torch's two kernels, each rounding once in half precision: softmax backward, then the scale's
     pw, dpw = ops.widen(p), ops.widen(dp)
     ds = ops.narrow(pw * (dpw - (dpw * pw).sum(axis=-1, keepdims=True)), p.dtype)

@@ -92,7 +92,7 @@ class RNGTracker:
         self.draws[stream] += 1
         out = []
         for d, s in enumerate(shards):
-            if is_meta(s):
+            if is_meta(s):  # a random draw is data: a shape-only run draws none
                 out.append(MetaArray(s.shape, np.bool_))
                 continue
             seq = np.random.SeedSequence(self.device_seed(stream, mesh, d, tp), spawn_key=(k,))

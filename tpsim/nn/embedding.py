@@ -26,13 +26,14 @@ import math
 
 import numpy as np
 
-from tpsim.darray import DArray, distribute, from_local, local_slices
+from tpsim.darray import DArray, distribute, from_local
 from tpsim.errors import DTypeError, PlacementError, ShapeError, TokenIdError
-from tpsim.meta import MetaArray
+from tpsim.meta import MetaArray, asarray, is_meta
 from tpsim.nn import ops, regions
 from tpsim.nn.init import global_weight
+from tpsim.nn.layout import grad_placements, on_tp
 from tpsim.nn.module import Module
-from tpsim.placement import Partial, Replicate, Shard
+from tpsim.placement import Partial, Replicate, Shard, local_slices
 
 
 def padded_vocab_size(vocab_size: int, tp_size: int, pad_to_multiple_of: int | None = None) -> int:
@@ -82,7 +83,7 @@ class VocabParallelEmbedding(Module):
             vocab_ranges(table, 0),
             ids,
             table,
-            placements=_on(ids, self.tp, Partial()),
+            placements=on_tp(ids, self.tp, Partial()),
             shape=(*ids.shape, self.hidden),
         )
         if self.sequence_parallel:
@@ -104,7 +105,7 @@ class VocabParallelEmbedding(Module):
             vocab_ranges(table, 0),
             ids,
             dy,
-            placements=_grad_placements(ids, self.tp),
+            placements=grad_placements(ids, table),
             shape=table.shape,
         )
         self.accumulate("weight", dw)
@@ -139,7 +140,7 @@ class VocabParallelLogits(Module):
             lambda a, e: ops.matmul(a, ops.transpose(e)[0]),  # (s, b, h) @ (h, V'/t)
             full,
             self.embedding.params["weight"],
-            placements=_on(full, self.tp, Shard(full.ndim - 1)),
+            placements=on_tp(full, self.tp, Shard(full.ndim - 1)),
         )
 
     def backward(self, dlogits: DArray) -> DArray:
@@ -150,14 +151,15 @@ class VocabParallelLogits(Module):
             n = math.prod(g.shape[:-1])
             return ops.matmul(ops.transpose(g.reshape(n, g.shape[-1]))[0], a.reshape(n, a.shape[-1]))
 
-        dw = self.local("logits_dweight", dweight, dlogits, full, placements=_grad_placements(full, self.tp))
+        grad = grad_placements(full, self.embedding.params["weight"])
+        dw = self.local("logits_dweight", dweight, dlogits, full, placements=grad)
         self.embedding.accumulate("weight", dw)
         dx = self.local(
             "logits_dinput",
             lambda g, e: ops.matmul(g, e),  # (s, b, V'/t) @ (V'/t, h), a partial sum
             dlogits,
             self.embedding.params["weight"],
-            placements=_on(full, self.tp, Partial()),
+            placements=on_tp(full, self.tp, Partial()),
         )
         if self.sequence_parallel:
             return regions.sequence_gather_backward(dx, self.tp, 0)
@@ -166,7 +168,7 @@ class VocabParallelLogits(Module):
 
 def token_ids(module: Module, ids, vocab_size: int, what: str, placements=None) -> DArray:
     """Integer ids as a DArray replicated on TP, each checked to lie in [0, vocab_size)."""
-    ids = ids if isinstance(ids, DArray | MetaArray) else np.asarray(ids)
+    ids = ids if isinstance(ids, DArray) else asarray(ids)
     if ids.dtype.kind not in "iu":
         raise DTypeError(f"{module.name}: {what}s need an integer dtype, got {ids.dtype}")
     if not isinstance(ids, DArray):
@@ -182,7 +184,7 @@ def token_ids(module: Module, ids, vocab_size: int, what: str, placements=None) 
 
 
 def _check_range(module, ids, vocab_size: int, what: str) -> None:
-    if isinstance(ids, MetaArray):
+    if is_meta(ids):  # shape-only ids have no values to check
         return
     bad = np.argwhere((ids < 0) | (ids >= vocab_size))
     if len(bad):
@@ -213,7 +215,7 @@ def vocab_local(module: Module, name: str, fn, ranges, *args, placements, shape=
 def _lookup(lo: int, hi: int, ids, table):
     """Rows lo..hi-1 of the table for the ids among them, zeros for the others (a gather: no FLOPs)."""
     shape = (*ids.shape, table.shape[-1])
-    if isinstance(ids, MetaArray) or isinstance(table, MetaArray):
+    if is_meta(ids) or is_meta(table):  # which rows the ids pick is data
         out = MetaArray(shape, table.dtype)
     else:
         mine = (ids >= lo) & (ids < hi)
@@ -225,24 +227,10 @@ def _lookup(lo: int, hi: int, ids, table):
 def _lookup_grad(lo: int, hi: int, ids, dy):
     """dE rows lo..hi-1: each dy row added into the row of its id, in token order (np.add.at)."""
     shape = (hi - lo, dy.shape[-1])
-    if isinstance(ids, MetaArray) or isinstance(dy, MetaArray):
+    if is_meta(ids) or is_meta(dy):  # which rows the ids pick is data
         out = MetaArray(shape, dy.dtype)
     else:
         mine = (ids >= lo) & (ids < hi)
         out = np.zeros(shape, dy.dtype)
         np.add.at(out, ids[mine] - lo, dy[mine])
     return out, dy.size, ids.nbytes + dy.nbytes + out.nbytes  # counts every dy element: shapes only
-
-
-def _on(x: DArray, tp: int, p) -> list:
-    out = list(x.placements)
-    out[tp] = p
-    return out
-
-
-def _grad_placements(x: DArray, tp: int) -> list:
-    """dE: S(0) on TP; a partial sum on the mesh dims that split x's tokens (the batch), else R."""
-    return [
-        Shard(0) if i == tp else Partial() if isinstance(p, Shard) else Replicate()
-        for i, p in enumerate(x.placements)
-    ]

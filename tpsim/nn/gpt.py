@@ -33,18 +33,19 @@ import numpy as np
 from tpsim.darray import DArray, distribute
 from tpsim.hardware import device_spec
 from tpsim.mesh import Mesh
-from tpsim.meta import MetaArray, meta
+from tpsim.meta import meta
 from tpsim.nn import ops
 from tpsim.nn.block import TransformerBlock
 from tpsim.nn.config import GPTConfig, preset
 from tpsim.nn.dropout import Dropout, RNGTracker, hidden_stream
 from tpsim.nn.embedding import VocabParallelEmbedding, VocabParallelLogits
 from tpsim.nn.init import global_weight
+from tpsim.nn.layout import grad_placements, on_tp
 from tpsim.nn.linear import ColumnParallelLinear
 from tpsim.nn.loss import VocabParallelCrossEntropy
 from tpsim.nn.module import Module
 from tpsim.nn.norm import LayerNorm
-from tpsim.placement import Partial, Replicate, Shard
+from tpsim.placement import Replicate, Shard
 
 UNBOUNDED = 1 << 62  # device memory for analyse(): report what a model needs, even past the capacity
 LAYER_SEED = 100  # layer i draws its weights from seed + LAYER_SEED * (i + 1) onwards
@@ -74,15 +75,15 @@ class GPTEmbedding(Module):
         x = self.local("position_embedding_add", _add_positions, words, pos, placements=words.placements)
         del words
         if self.sequence_parallel:  # each rank keeps its rows of the sequence: local, no bytes move
-            x = x.redistribute(_on(x, self.tp, Shard(0)))
+            x = x.redistribute(on_tp(x, self.tp, Shard(0)))
         return self.embedding_dropout(x)
 
     def backward(self, dy: DArray) -> None:
         dx = self.embedding_dropout.backprop(dy)
         if self.sequence_parallel:
-            dx = dx.redistribute(_on(dx, self.tp, Replicate()))  # all-gather the sequence
+            dx = dx.redistribute(on_tp(dx, self.tp, Replicate()))  # all-gather the sequence
         shape = self.params["position_embeddings"].shape
-        grad = [Partial() if isinstance(p, Shard) else Replicate() for p in dx.placements]  # DP: partial
+        grad = grad_placements(dx)  # R on TP: dx is whole there; P on a DP mesh dim
         dpos = self.local(
             "position_embedding_dweight", _position_grad, dx, shape, placements=grad, shape=shape
         )
@@ -255,24 +256,15 @@ def _with_mask_peak(spec):
     return dataclasses.replace(spec, flops={**spec.flops, "bool": spec.flops["float32"]})
 
 
-def _on(x: DArray, tp: int, p) -> list:
-    out = list(x.placements)
-    out[tp] = p
-    return out
-
-
 def _add_positions(x, pos):
     """(s, b, h) + pos[:s] broadcast over the batch: read x and s rows of pos, write the sum."""
     nbytes = 2 * x.nbytes + x.shape[0] * x.shape[-1] * x.dtype.itemsize
-    out = MetaArray(x.shape, x.dtype) if isinstance(x, MetaArray) else x + pos[: x.shape[0], None, :]
-    return out, x.size, nbytes
+    return x + pos[: x.shape[0], None, :], x.size, nbytes
 
 
 def _position_grad(g, shape):
     """dpos[:s] = dy summed over the batch; rows past s get zero."""
     nbytes = g.nbytes + math.prod(shape) * g.dtype.itemsize
-    if isinstance(g, MetaArray):
-        return MetaArray(shape, g.dtype), g.size, nbytes
-    out = np.zeros(shape, g.dtype)
+    out = np.zeros(shape, g.dtype, like=g)
     out[: g.shape[0]] = ops.narrow(ops.widen(g).sum(axis=1), g.dtype)  # float32 accumulator (ops.py)
     return out, g.size, nbytes

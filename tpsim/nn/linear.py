@@ -11,7 +11,7 @@ computes y_i = x W_i^T, its slice of the output features.
 RowParallelLinear: W = [W_1 ... W_t] split along in (columns of W), so rank i
 computes the partial sum x_i W_i^T; the bias is added once, after the reduction.
     forward:  all-reduce of y (reduce_from)   [SP: reduce-scatter along the sequence]
-    backward: identity                        [SP: all-gather of dy; all-reduce of db]
+    backward: identity                        [SP: all-gather of dy]
 
 x is (..., in); under SP its `seq_dim` is sharded across TP ranks.
 """
@@ -24,6 +24,7 @@ from tpsim.darray import DArray, distribute
 from tpsim.errors import PlacementError, ShapeError
 from tpsim.nn import ops, regions
 from tpsim.nn.init import global_weight
+from tpsim.nn.layout import grad_placements, on_tp
 from tpsim.nn.module import Module
 from tpsim.placement import Partial, Replicate, Shard
 
@@ -57,27 +58,21 @@ class _Linear(Module):
             )
         self.has_bias = bias
 
-    def check_input(self, x: DArray, on_tp) -> None:
+    def check_input(self, x: DArray, want) -> None:
         """Refuse a wrong input before anything is saved or computed."""
         if x.shape[-1] != self.in_features:
             raise ShapeError(f"{self.name}: input has {x.shape[-1]} features in its last dim "
                              f"(shape {x.shape}); this layer takes in_features = {self.in_features}")
-        if x.placements[self.tp] != on_tp and self.tp_size > 1:
+        if x.placements[self.tp] != want and self.tp_size > 1:
             raise PlacementError(f"{self.name}: input placement {x.placements[self.tp]!r} on the TP mesh dim "
-                                 f"{self.mesh.names[self.tp]}; this layer takes {on_tp!r}")
+                                 f"{self.mesh.names[self.tp]}; this layer takes {want!r}")
 
-    def grad_placements(self, x: DArray, tp) -> list:
-        """A weight gradient: `tp` on the TP dim; a partial sum over mesh dims that split the batch."""
-        return [
-            tp if i == self.tp else Partial() if isinstance(p, Shard) else Replicate()
-            for i, p in enumerate(x.placements)
-        ]
+    def weight_grads(self, x: DArray, dy: DArray) -> None:
+        """dW = dy^T x over all leading dims; db = sum of dy over them.  Each takes its parameter's
+        split: dW S(0) or S(1) on TP; db S(0) (column) or R (row).
 
-    def weight_grads(self, x: DArray, dy: DArray, w_tp) -> None:
-        """dW = dy^T x over all leading dims; db = sum of dy over them.
-
-        Under SP each TP rank sums only its sequence shard, so db is a partial sum:
-        it is all-reduced across TP (Megatron reduces such replicated params' grads too).
+        A row-parallel db under SP sums the whole dy, all-gathered for dx anyway, so it needs no
+        all-reduce (Megatron sums each rank's own rows and all-reduces db with the other SP grads).
         """
 
         def dw(g, a):
@@ -85,26 +80,15 @@ class _Linear(Module):
             g2, a2 = g.reshape(rows, g.shape[-1]), a.reshape(rows, a.shape[-1])
             return ops.matmul(ops.transpose(g2)[0], a2)
 
-        self.accumulate(
-            "weight", self.local("linear_dweight", dw, dy, x, placements=self.grad_placements(x, w_tp))
-        )
+        w = self.params["weight"]
+        self.accumulate("weight", self.local("linear_dweight", dw, dy, x, placements=grad_placements(x, w)))
         if self.has_bias:
-            on_tp = dy.placements[self.tp]
-            b_tp = (
-                Shard(0)
-                if on_tp == Shard(dy.ndim - 1)
-                else Partial()
-                if isinstance(on_tp, Shard)
-                else Replicate()
-            )
             db = self.local(
                 "linear_dbias",
                 lambda g: ops.sum_to(g, g.shape[-1:]),
                 dy,
-                placements=self.grad_placements(dy, b_tp),
+                placements=grad_placements(dy, self.params["bias"]),
             )
-            if isinstance(b_tp, Partial):
-                db = db.redistribute(_on(db, self.tp, Replicate()))
             self.accumulate("bias", db)
 
 
@@ -141,7 +125,7 @@ class ColumnParallelLinear(_Linear):
             lambda a, wl: ops.matmul(a, ops.transpose(wl)[0]),
             full,
             w,
-            placements=_on(full, self.tp, Shard(full.ndim - 1)),
+            placements=on_tp(full, self.tp, Shard(full.ndim - 1)),
         )
         bias = self.params.get("bias")
         if bias is not None and not self.skip_bias_add:
@@ -161,13 +145,13 @@ class ColumnParallelLinear(_Linear):
         if self.gather_output:
             dy = regions.gather_from_backward(dy, self.tp)
         full = regions.sequence_gather(x, self.tp, self.seq_dim) if self.sequence_parallel else x
-        self.weight_grads(full, dy, Shard(0))
+        self.weight_grads(full, dy)
         dx = self.local(
             "linear_dinput",
             lambda g, wl: ops.matmul(g, wl),
             dy,
             self.params["weight"],
-            placements=_on(full, self.tp, Partial()),
+            placements=on_tp(full, self.tp, Partial()),
         )
         if self.sequence_parallel:
             return regions.sequence_gather_backward(dx, self.tp, self.seq_dim)
@@ -192,7 +176,7 @@ class RowParallelLinear(_Linear):
             lambda a, wl: ops.matmul(a, ops.transpose(wl)[0]),
             x,
             self.params["weight"],
-            placements=_on(x, self.tp, Partial()),
+            placements=on_tp(x, self.tp, Partial()),
         )
         if self.sequence_parallel:
             y = regions.sequence_reduce_scatter(partial, self.tp, self.seq_dim)
@@ -214,20 +198,14 @@ class RowParallelLinear(_Linear):
             dy_full = regions.sequence_reduce_scatter_backward(dy, self.tp, self.seq_dim)
         else:
             dy_full = regions.reduce_from_backward(dy, self.tp)
-        self.weight_grads(x, dy_full, Shard(1))
+        self.weight_grads(x, dy_full)
         dx = self.local(
             "linear_dinput",
             lambda g, wl: ops.matmul(g, wl),
             dy_full,
             self.params["weight"],
-            placements=_on(x, self.tp, Shard(x.ndim - 1)),
+            placements=on_tp(x, self.tp, Shard(x.ndim - 1)),
         )
         if not self.input_is_parallel:
             dx = regions.scatter_to_backward(dx, self.tp)
         return dx
-
-
-def _on(x: DArray, tp: int, p) -> list:
-    out = list(x.placements)
-    out[tp] = p
-    return out

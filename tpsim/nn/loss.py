@@ -28,9 +28,10 @@ import numpy as np
 
 from tpsim.darray import DArray, distribute
 from tpsim.errors import PlacementError, ShapeError, TpsimError
-from tpsim.meta import MetaArray
+from tpsim.meta import MetaArray, asarray, is_meta
 from tpsim.nn import ops, regions
 from tpsim.nn.embedding import token_ids, vocab_local, vocab_ranges
+from tpsim.nn.layout import grad_placements, on_tp
 from tpsim.nn.module import Module
 from tpsim.placement import Partial, Replicate, Shard
 
@@ -69,10 +70,10 @@ class VocabParallelCrossEntropy(Module):
                 f"{self.name}: vocab_size = {vocab} but the logits have {padded} columns (shape "
                 f"{logits.shape}); the real vocab must be 1..{padded} (the rest is padding)"
             )
-        targets = targets if isinstance(targets, DArray | MetaArray) else np.asarray(targets)  # (s, b)
+        targets = targets if isinstance(targets, DArray) else asarray(targets)  # (s, b)
         if tuple(targets.shape) != tuple(lead):
             raise ShapeError(f"{self.name}: targets have shape {tuple(targets.shape)}, logits {logits.shape}")
-        row = _on(logits, self.tp, Replicate())  # placements of a per-token (s, b) array
+        row = on_tp(logits, self.tp, Replicate())  # placements of a per-token (s, b) array
         targets = token_ids(self, targets, vocab, "target", row)
         ranges, eps = vocab_ranges(logits, -1), self.eps
         p_max = vocab_local(
@@ -81,7 +82,7 @@ class VocabParallelCrossEntropy(Module):
             lambda lo, hi, z: _row_max(z, _real(lo, hi, vocab)),
             ranges,
             logits,
-            placements=_on(logits, self.tp, Partial("max")),
+            placements=on_tp(logits, self.tp, Partial("max")),
             shape=tuple(lead),
         )
         m = regions.reduce_from(p_max, self.tp)  # all-reduce MAX, (s, b)
@@ -97,7 +98,7 @@ class VocabParallelCrossEntropy(Module):
             logits,
             m,
             targets,
-            placements=_on(logits, self.tp, Partial()),
+            placements=on_tp(logits, self.tp, Partial()),
             shape=(*lead, 2) if eps else tuple(lead),
         )
         z_tgt = regions.reduce_from(p_tgt, self.tp)  # all-reduce SUM (with eps: and the sum of Z - m)
@@ -114,7 +115,7 @@ class VocabParallelCrossEntropy(Module):
             "ce_sum_exp",
             lambda a: ops.reduce_last(np.sum, a, keepdims=False),
             e,
-            placements=_on(logits, self.tp, Partial()),
+            placements=on_tp(logits, self.tp, Partial()),
             shape=tuple(lead),
         )
         sumexp = regions.reduce_from(p_sum, self.tp)  # all-reduce SUM
@@ -129,8 +130,9 @@ class VocabParallelCrossEntropy(Module):
         )
         count = int(np.prod(lead, dtype=np.int64))
         self.save(probs=probs, targets=targets, ctx=(vocab, row, count))
-        mean_placements = [Partial() if isinstance(p, Shard) else Replicate() for p in row]
-        mean = self.local("ce_mean", lambda a: _mean(a, count), loss, placements=mean_placements)
+        mean = self.local(  # a sum over the tokens, as a gradient is: P where a mesh dim splits them
+            "ce_mean", lambda a: _mean(a, count), loss, placements=grad_placements(loss)
+        )
         return loss, mean
 
     def backward(self, dloss=None) -> DArray:
@@ -160,19 +162,19 @@ def _real(lo: int, hi: int, vocab: int) -> int:
 
 
 def _meta(*xs) -> bool:
-    return any(isinstance(x, MetaArray) for x in xs)
+    return any(is_meta(x) for x in xs)
 
 
 def _row_max(z, n: int):
     """Max over the n real columns; -inf on a rank that holds none."""
-    out = MetaArray(z.shape[:-1], z.dtype) if _meta(z) else np.max(z[..., :n], axis=-1, initial=-np.inf)
+    out = np.max(z[..., :n], axis=-1, initial=-np.inf)
     return out, z.size, z.nbytes + out.nbytes
 
 
 def _target_logit(z, m, target, lo: int, n: int, with_sum: bool):
     """Z_target - m where this rank owns the target, else 0; with_sum: stacked with sum_j (Z_j - m)."""
     shape = (*z.shape[:-1], 2) if with_sum else z.shape[:-1]
-    if _meta(z, m, target):
+    if _meta(z, m, target):  # which rank owns each target is data
         out = MetaArray(shape, z.dtype)
     else:
         mine = (target >= lo) & (target < lo + n)
@@ -187,26 +189,21 @@ def _target_logit(z, m, target, lo: int, n: int, with_sum: bool):
 
 def _exp(z, m, n: int):
     """exp(Z - m) on the real columns, 0 on the padded ones (exp(-inf))."""
-    if _meta(z, m):
-        out = MetaArray(z.shape, z.dtype)
-    else:
-        shifted = ops.widen(z) - ops.widen(m)[..., None]
-        shifted[..., n:] = -np.inf
-        out = ops.narrow(np.exp(shifted), z.dtype)
+    shifted = ops.widen(z) - ops.widen(m)[..., None]
+    shifted[..., n:] = -np.inf
+    out = ops.narrow(np.exp(shifted), z.dtype)
     return out, 2 * z.size, z.nbytes + m.nbytes + out.nbytes
 
 
 def _divide_rows(e, s):
     """Softmax: each row of exp(Z - m) over its global sum, (s, b, V'/t) / (s, b)."""
-    out = MetaArray(e.shape, e.dtype) if _meta(e, s) else e / s[..., None]  # one op: rounds once as it is
+    out = e / s[..., None]  # one op: rounds once as it is
     return out, e.size, e.nbytes + s.nbytes + out.nbytes
 
 
 def _loss(sumexp, z_tgt, eps: float, vocab: int):
     """log(sumexp) - z_tgt, smoothed: (1 - eps) that + eps (log(sumexp) - sum_j (Z_j - m) / V)."""
-    if _meta(sumexp, z_tgt):
-        out = MetaArray(sumexp.shape, sumexp.dtype)
-    elif eps:
+    if eps:
         log_z, zt = np.log(ops.widen(sumexp)), ops.widen(z_tgt)
         out = ops.narrow((1 - eps) * (log_z - zt[..., 0]) + eps * (log_z - zt[..., 1] / vocab), sumexp.dtype)
     else:
@@ -216,13 +213,13 @@ def _loss(sumexp, z_tgt, eps: float, vocab: int):
 
 def _mean(loss, count: int):
     """This rank's part of the mean: the sum of its tokens' losses over all tokens (0-d)."""
-    out = MetaArray((), loss.dtype) if _meta(loss) else ops.narrow(ops.widen(loss).sum() / count, loss.dtype)
+    out = ops.narrow(ops.widen(loss).sum() / count, loss.dtype)
     return out, loss.size, loss.nbytes + out.nbytes
 
 
 def _grad(p, target, g, lo: int, n: int, eps: float, vocab: int):
     """dZ = dloss (p - (1 - eps) onehot - eps / V) on the real columns, 0 on the padded ones."""
-    if _meta(p, target, g):
+    if _meta(p, target, g):  # the one-hot of each target is data
         out = MetaArray(p.shape, p.dtype)
     else:
         out = ops.widen(p).copy()  # half precision: float32 inside, one rounding (ops.py)
@@ -232,9 +229,3 @@ def _grad(p, target, g, lo: int, n: int, eps: float, vocab: int):
         out *= ops.widen(np.asarray(g, dtype=p.dtype))[..., None]
         out = ops.narrow(out, p.dtype)
     return out, 3 * p.size, p.nbytes + target.nbytes + out.nbytes
-
-
-def _on(x: DArray, tp: int, p) -> list:
-    out = list(x.placements)
-    out[tp] = p
-    return out

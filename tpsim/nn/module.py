@@ -10,14 +10,13 @@ backward, each array once), and "comm" (the collectives' buffers).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
 from tpsim.darray import DArray, from_local
 from tpsim.errors import ShapeError
-from tpsim.meta import MetaArray
-from tpsim.placement import Placement
+from tpsim.placement import Placement, Replicate
 
 
 class Module:
@@ -51,8 +50,6 @@ class Module:
 
     def placements(self, tp: Placement, other: Placement | None = None) -> list[Placement]:
         """Placements with `tp` on the tensor-parallel mesh dim and `other` (default R) elsewhere."""
-        from tpsim.placement import Replicate
-
         return [tp if i == self.tp else (other or Replicate()) for i in range(self.mesh.ndim)]
 
     def param(self, name: str, value: DArray) -> DArray:
@@ -86,9 +83,7 @@ class Module:
         """Store (or add to) a parameter's gradient; its bytes count as "grads"."""
         if name in self.grads:
             old = self.grads[name]
-            grad = self.local(
-                "grad_accumulate", lambda a, b: _add(a, b), old, grad, placements=grad.placements
-            )
+            grad = self.local("grad_accumulate", np.add, old, grad, placements=grad.placements)
         grad.recategorize("grads")
         self.grads[name] = grad
 
@@ -138,7 +133,7 @@ class Module:
     def backward(self, *args, **kwargs):
         raise NotImplementedError
 
-    def local(self, name: str, fn: Callable, *args, placements: list[Placement], shape=None) -> DArray:
+    def local(self, name: str, fn: Callable, *args, placements: Sequence[Placement], shape=None) -> DArray:
         """Run `fn` on each device's shards of the DArray `args` (other args pass as they are).
 
         `fn` returns (out, flops, bytes) from `tpsim.nn.ops`, or a plain array (then counted
@@ -157,7 +152,7 @@ class Module:
             )
 
 
-def local(mesh, name: str, fn: Callable, *args, placements: list[Placement], shape=None) -> DArray:
+def local(mesh, name: str, fn: Callable, *args, placements: Sequence[Placement], shape=None) -> DArray:
     shards = []
     dtype = None
     for d in range(mesh.size):
@@ -173,9 +168,3 @@ def local(mesh, name: str, fn: Callable, *args, placements: list[Placement], sha
         mesh.compute(d, name, flops, nbytes, dtype)
         shards.append(out)
     return from_local(shards, mesh, placements, shape=shape)
-
-
-def _add(a, b):
-    if isinstance(a, MetaArray):
-        return a
-    return np.add(a, b)

@@ -15,9 +15,9 @@ are partial sums over its rows only (P on TP).
 
 Megatron flattens the grads of every sequence-parallel param of the whole model into
 one buffer and all-reduces it once per step (finalize_model_grads); here each
-LayerNorm all-reduces its own two grads, fused, once per backward (as linear.py does
-for an SP bias).  Mesh dims other than TP that shard x (e.g. data parallel over the
-batch) leave dw, db partial there: that reduction belongs to the data-parallel step.
+LayerNorm all-reduces its own two grads, fused, once per backward.  Mesh dims other than
+TP that shard x (e.g. data parallel over the batch) leave dw, db partial there: that
+reduction belongs to the data-parallel step.
 
 Saved for backward, as apex's fused LayerNorm (which Megatron uses) saves them: the
 input x and the per-row mean and rstd = 1/sqrt(var + eps), computed in float32 for
@@ -30,8 +30,8 @@ import numpy as np
 
 from tpsim.darray import DArray, distribute
 from tpsim.errors import PlacementError, ShapeError
-from tpsim.meta import MetaArray, is_meta
 from tpsim.nn.init import global_weight
+from tpsim.nn.layout import grad_placements, on_tp
 from tpsim.nn.module import Module
 from tpsim.placement import Partial, Replicate, Shard
 
@@ -83,15 +83,12 @@ class LayerNorm(Module):
                 f"{self.name} backward: dy {dy.shape} {list(dy.placements)} must match "
                 f"x {x.shape} {list(x.placements)}"
             )
-        # dw, db are partial sums wherever x's rows are split: over TP under SP, over DP always
-        grad_pl = [Partial() if isinstance(p, Shard) else Replicate() for p in x.placements]
+        grad = grad_placements(x)  # P wherever x's rows are split: over TP under SP, over DP always
         dparams = self.local(
-            "layernorm_dparams", _dparams, x, stats, dy, placements=grad_pl, shape=(2, self.hidden)
+            "layernorm_dparams", _dparams, x, stats, dy, placements=grad, shape=(2, self.hidden)
         )
-        if self.sequence_parallel:
-            on_tp = list(dparams.placements)
-            on_tp[self.tp] = Replicate()
-            dparams = dparams.redistribute(on_tp)  # the all-reduce of Megatron's SP param grads
+        if self.sequence_parallel:  # the all-reduce of Megatron's SP param grads
+            dparams = dparams.redistribute(on_tp(dparams, self.tp, Replicate()))
         for i, key in enumerate(("weight", "bias")):
             g = self.local(
                 f"layernorm_d{key}", lambda d, i=i: _row(d, i), dparams, placements=dparams.placements
@@ -131,14 +128,10 @@ def _acc(dtype) -> np.dtype:
 
 
 def _stats(x, eps: float):
-    shape = (*x.shape[:-1], 2)
-    if is_meta(x):
-        out = MetaArray(shape, _acc(x.dtype))
-    else:
-        v = x.astype(_acc(x.dtype))
-        mean = v.mean(axis=-1, keepdims=True)
-        var = np.square(v - mean).mean(axis=-1, keepdims=True)
-        out = np.concatenate([mean, 1.0 / np.sqrt(var + eps)], axis=-1)
+    v = x.astype(_acc(x.dtype))
+    mean = v.mean(axis=-1, keepdims=True)
+    var = np.square(v - mean).mean(axis=-1, keepdims=True)
+    out = np.concatenate([mean, 1.0 / np.sqrt(var + eps)], axis=-1)  # (..., 2)
     return out, 4 * x.size, x.nbytes + out.nbytes
 
 
@@ -147,34 +140,28 @@ def _xhat(x, stats):
 
 
 def _normalize(x, stats, w, b):
-    out = MetaArray(x.shape, x.dtype) if is_meta(x) else (_xhat(x, stats) * w + b).astype(x.dtype)
+    out = (_xhat(x, stats) * w + b).astype(x.dtype)
     return out, 4 * x.size, x.nbytes + stats.nbytes + w.nbytes + b.nbytes + out.nbytes
 
 
 def _dparams(x, stats, dy):
     """[dw; db] (2, h): dw = sum of dy * x-hat, db = sum of dy, over every row this shard holds."""
     h = x.shape[-1]
-    if is_meta(x):
-        out = MetaArray((2, h), dy.dtype)
-    else:
-        g = dy.astype(stats.dtype).reshape(-1, h)
-        xhat = _xhat(x, stats).reshape(-1, h)
-        out = np.stack([(g * xhat).sum(axis=0), g.sum(axis=0)]).astype(dy.dtype)
+    g = dy.astype(stats.dtype).reshape(-1, h)
+    xhat = _xhat(x, stats).reshape(-1, h)
+    out = np.stack([(g * xhat).sum(axis=0), g.sum(axis=0)]).astype(dy.dtype)
     return out, 5 * x.size, x.nbytes + stats.nbytes + dy.nbytes + out.nbytes
 
 
 def _row(d, i: int):
     """A view of row i of the fused (2, h) grads: no FLOPs, no bytes."""
-    return (MetaArray(d.shape[1:], d.dtype) if is_meta(d) else d[i]), 0, 0
+    return d[i], 0, 0
 
 
 def _dinput(x, stats, dy, w):
     """dx = rstd * (g - mean(g) - x-hat * mean(g * x-hat)) with g = dy * w, per row."""
-    if is_meta(x):
-        out = MetaArray(x.shape, x.dtype)
-    else:
-        g = dy.astype(stats.dtype) * w
-        xhat = _xhat(x, stats)
-        inner = g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True)
-        out = (stats[..., 1:] * inner).astype(x.dtype)
+    g = dy.astype(stats.dtype) * w
+    xhat = _xhat(x, stats)
+    inner = g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True)
+    out = (stats[..., 1:] * inner).astype(x.dtype)
     return out, 9 * x.size, x.nbytes + stats.nbytes + dy.nbytes + w.nbytes + out.nbytes

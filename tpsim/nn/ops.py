@@ -1,7 +1,8 @@
 """Local ops on one device's shard, each returning (result, FLOPs, bytes moved to and from memory).
 
-They take NumPy arrays or shape-only `MetaArray`s alike, so a layer written with
-them runs on real numbers or on shapes only.  FLOPs count a multiply-add as 2.
+They take NumPy arrays or shape-only `MetaArray`s alike (a MetaArray answers NumPy's
+calls with the shape of the result), so a layer written with them runs on real numbers
+or on shapes only.  FLOPs count a multiply-add as 2.
 
 Precision rule (the one torch's CPU and CUDA kernels follow for half-precision inputs, and the one
 reference/ mirrors): an op on bfloat16 or float16 reads its inputs widened to float32, does all of
@@ -18,14 +19,10 @@ import math
 import numpy as np
 
 from tpsim.dtypes import bfloat16
-from tpsim.meta import MetaArray
+from tpsim.meta import asarray
 
 GELU_C = math.sqrt(2.0 / math.pi)
 LOW_PRECISION = (bfloat16, np.dtype(np.float16))  # computed in float32, rounded once at the end
-
-
-def _meta(*xs) -> bool:
-    return any(isinstance(x, MetaArray) for x in xs)
 
 
 def compute_dtype(dtype) -> np.dtype:
@@ -43,23 +40,20 @@ def widen(a):
 
 def narrow(out, dtype):
     """The one rounding at an op's end: out in `dtype` (no copy when it already is)."""
-    return np.asarray(out).astype(dtype, copy=False)
+    return asarray(out).astype(dtype, copy=False)
 
 
 def matmul(a, b):
     """(..., m, k) @ (..., k, n) -> (..., m, n): 2mkn FLOPs per batch entry; half precision accumulates
     in float32 and rounds once."""
     shape = (*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
-    out = MetaArray(shape, a.dtype) if _meta(a, b) else narrow(np.matmul(widen(a), widen(b)), a.dtype)
+    out = narrow(np.matmul(widen(a), widen(b)), a.dtype)
     flops = 2 * math.prod(shape) * a.shape[-1]
     return out, flops, a.nbytes + b.nbytes + out.nbytes
 
 
 def transpose(a, axes=None):
     """A view: no FLOPs, no bytes."""
-    if _meta(a):
-        axes = axes or tuple(reversed(range(a.ndim)))
-        return MetaArray(tuple(a.shape[i] for i in axes), a.dtype), 0, 0
     return np.transpose(a, axes), 0, 0
 
 
@@ -71,7 +65,7 @@ def elementwise(fn, *xs, flops_per_element: float = 1.0):
     """
     shape = np.broadcast_shapes(*(x.shape for x in xs))
     dtype = xs[0].dtype
-    out = MetaArray(shape, dtype) if _meta(*xs) else narrow(fn(*(widen(x) for x in xs)), dtype)
+    out = narrow(fn(*(widen(x) for x in xs)), dtype)
     return out, flops_per_element * math.prod(shape), sum(x.nbytes for x in xs) + out.nbytes
 
 
@@ -79,17 +73,13 @@ def sum_to(x, shape: tuple[int, ...]):
     """Sum leading dims away so that x has `shape` (the gradient of a broadcast); float32 accumulator
     for half precision."""
     rows = math.prod(x.shape[: x.ndim - len(shape)])  # explicit: a piece may be empty
-    if _meta(x):
-        out = MetaArray(shape, x.dtype)
-    else:
-        out = narrow(widen(x).reshape(rows, *shape).sum(axis=0), x.dtype)
+    out = narrow(widen(x).reshape(rows, *shape).sum(axis=0), x.dtype)
     return out, x.size, x.nbytes + out.nbytes
 
 
 def reduce_last(fn, x, keepdims: bool = True):
     """A reduction over the last dim (max, sum, ...); float32 accumulator for half precision."""
-    shape = (*x.shape[:-1], 1) if keepdims else x.shape[:-1]
-    out = MetaArray(shape, x.dtype) if _meta(x) else narrow(fn(widen(x), axis=-1, keepdims=keepdims), x.dtype)
+    out = narrow(fn(widen(x), axis=-1, keepdims=keepdims), x.dtype)
     return out, x.size, x.nbytes + out.nbytes
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.patches import Patch, Rectangle
 
-from tpsim.darray import DArray, local_slices
-from tpsim.placement import Partial
+from tpsim.darray import DArray
+from tpsim.placement import Partial, local_slices
 from tpsim.viz.style import EDGE, device_color, fmt_value, new_axes
 
 AUTO_VALUES = 64  # print values when the array has at most this many elements

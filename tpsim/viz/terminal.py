@@ -17,8 +17,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from tpsim.darray import DArray, local_slices
-from tpsim.placement import Partial, Replicate
+from tpsim.darray import DArray
+from tpsim.placement import Partial, Replicate, local_slices
 from tpsim.report import fmt_bytes, fmt_time
 
 MAX_VALUES = 4  # print a chunk's or shard's values when it has at most this many elements

@@ -34,18 +34,18 @@ from tpsim.darray import DArray, distribute
 from tpsim.hardware import device_spec
 from tpsim.mesh import Mesh
 from tpsim.meta import meta
-from tpsim.nn import ops
+from tpsim.nn import ops, regions
 from tpsim.nn.block import TransformerBlock
 from tpsim.nn.config import GPTConfig, preset
 from tpsim.nn.dropout import Dropout, RNGTracker, hidden_stream
 from tpsim.nn.embedding import VocabParallelEmbedding, VocabParallelLogits
 from tpsim.nn.init import global_weight
-from tpsim.nn.layout import grad_placements, on_tp
+from tpsim.nn.layout import grad_placements
 from tpsim.nn.linear import ColumnParallelLinear
 from tpsim.nn.loss import VocabParallelCrossEntropy
 from tpsim.nn.module import Module
 from tpsim.nn.norm import LayerNorm
-from tpsim.placement import Replicate, Shard
+from tpsim.placement import Replicate
 
 UNBOUNDED = 1 << 62  # device memory for analyse(): report what a model needs, even past the capacity
 LAYER_SEED = 100  # layer i draws its weights from seed + LAYER_SEED * (i + 1) onwards
@@ -75,13 +75,13 @@ class GPTEmbedding(Module):
         x = self.local("position_embedding_add", _add_positions, words, pos, placements=words.placements)
         del words
         if self.sequence_parallel:  # each rank keeps its rows of the sequence: local, no bytes move
-            x = x.redistribute(on_tp(x, self.tp, Shard(0)))
+            x = regions.sequence_scatter(x, self.tp, 0)
         return self.embedding_dropout(x)
 
     def backward(self, dy: DArray) -> None:
         dx = self.embedding_dropout.backprop(dy)
         if self.sequence_parallel:
-            dx = dx.redistribute(on_tp(dx, self.tp, Replicate()))  # all-gather the sequence
+            dx = regions.sequence_scatter_backward(dx, self.tp, 0)  # all-gather the sequence
         shape = self.params["position_embeddings"].shape
         grad = grad_placements(dx)  # R on TP: dx is whole there; P on a DP mesh dim
         dpos = self.local(

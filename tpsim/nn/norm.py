@@ -30,8 +30,9 @@ import numpy as np
 
 from tpsim.darray import DArray, distribute
 from tpsim.errors import PlacementError, ShapeError
+from tpsim.nn import regions
 from tpsim.nn.init import global_weight
-from tpsim.nn.layout import grad_placements, on_tp
+from tpsim.nn.layout import grad_placements
 from tpsim.nn.module import Module
 from tpsim.placement import Partial, Replicate, Shard
 
@@ -88,7 +89,7 @@ class LayerNorm(Module):
             "layernorm_dparams", _dparams, x, stats, dy, placements=grad, shape=(2, self.hidden)
         )
         if self.sequence_parallel:  # the all-reduce of Megatron's SP param grads
-            dparams = dparams.redistribute(on_tp(dparams, self.tp, Replicate()))
+            dparams = regions.copy_to_backward(dparams, self.tp)
         for i, key in enumerate(("weight", "bias")):
             g = self.local(
                 f"layernorm_d{key}", lambda d, i=i: _row(d, i), dparams, placements=dparams.placements

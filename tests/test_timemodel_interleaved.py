@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tpsim.nn.config import GPTConfig
-from tpsim.plan.cluster import DGXH100
+from tpsim.plan.cluster import CLUSTERS
 from tpsim.plan.interleaved import device_ops, interleaved_bubble, simulate_interleaved
 from tpsim.plan.iteration import iteration
 from tpsim.plan.layout import Layout
@@ -67,7 +67,7 @@ def test_microbatches_must_be_a_multiple_of_stages():
 
 def test_interleaving_the_iteration_trades_bubble_for_activations():
     cfg = GPTConfig(51200, 2048, 24, 16, 1024)
-    kw = dict(cluster=DGXH100, device="h100", global_batch=16, micro_batch=1)
+    kw = dict(cluster=CLUSTERS["h100"], device="h100", global_batch=16, micro_batch=1)
     plain = iteration(cfg, Layout(1, 1, 4), schedule="1f1b", **kw)
     inter = iteration(cfg, Layout(1, 1, 4), schedule="interleaved", chunks=3, **kw)
     assert inter["time"]["pp_bubble"] < plain["time"]["pp_bubble"]

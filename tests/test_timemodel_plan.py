@@ -88,7 +88,7 @@ def test_cli_model_realistic_names_its_mode_and_node(capsys):
     argv = ["model", "gpt3-1.3b", "--tp", "8", "--global-batch", "8", "--fast", "--realistic", "--json"]
     assert main(argv) == 0
     r = json.loads(capsys.readouterr().out)["realistic"]
-    assert r["mode"] == "realistic" and r["cluster"].startswith("DGX H100")
+    assert r["mode"] == "realistic" and r["cluster"].startswith("NVIDIA DGX H100")
     assert sum(
         r["time"][k]
         for k in ("compute", "recompute", "tp_comm", "pp_comm", "pp_bubble", "dp_comm", "optimizer")

@@ -74,7 +74,7 @@ def _node_of(gpu: str) -> Node:
     return BY_DEVICE[key]
 
 
-def _alpha(node: Node) -> float:
+def node_alpha(node: Node) -> float:
     return NVLINK_ALPHA if node.nvlink else PCIE_ALPHA
 
 
@@ -119,7 +119,7 @@ def nvlink_node(n: int = 8, gpu: str = "h100", achievable: bool = False) -> Topo
 
 
 def _node_switch(node: Node, n: int, achievable: bool, name: str) -> Topology:
-    alpha = _alpha(node)
+    alpha = node_alpha(node)
     source = f"{node.link.nominal_source}; alpha {alpha * 1e6:g} us end-to-end is an assumption"
     if achievable:
         source += f"; achievable rate, {node.link.achievable_source}"
@@ -181,7 +181,7 @@ def _hierarchical(
     n = nodes * g
     routing = HierarchicalRouting(g)
     names = routing.link_names(n)
-    alpha = _alpha(node)
+    alpha = node_alpha(node)
     nic = node.nic.pick(achievable) if nic_bandwidth is None else nic_bandwidth
     links = _links(names[: 2 * n], alpha / 2, node.link.pick(achievable))
     links += _links(names[2 * n :], nic_alpha / 2, nic)

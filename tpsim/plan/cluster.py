@@ -15,6 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tpsim.collectives.costs import ring_all_reduce, ring_reduce_scatter
+from tpsim.errors import TopologyError
+from tpsim.nodes import BY_DEVICE, NODES, Node
+from tpsim.presets import NIC_ALPHA, node_alpha
 
 
 @dataclass(frozen=True)
@@ -54,18 +57,29 @@ class Cluster:
         return self.intra_alpha + nbytes / self.intra_bandwidth
 
 
-DGX2H = Cluster(
-    "DGX-2H (16 x V100 on NVSwitch, 8 x 100 Gb/s InfiniBand EDR per node)",
-    16,
-    2e-6,
-    150e9,
-    8,
-    12.5e9,
-    5e-6,
-    "NVIDIA DGX-2H datasheet (2019): 16 V100 SXM3 32 GB on NVSwitch, each GPU 6 NVLink2 links x 25 GB/s "
-    "per direction = 150 GB/s; 8 x 100 Gb/s EDR InfiniBand = 12.5 GB/s each; alpha 2 us (NVSwitch) and "
-    "5 us (InfiniBand) are assumptions, as tpsim.presets assumes them",
-)
+def from_node(node: Node, achievable: bool = False) -> Cluster:
+    """The cluster of a device's standard node (tpsim.nodes), with the alphas tpsim.presets assumes.
+
+    The NICs are counted one per GPU at each GPU's share of the node's ports (a DGX-2's 8 ports for 16
+    GPUs: 16 shares of 6.25 GB/s), so the node's total leaves it whatever the port count.
+    """
+    if node.nic is None:
+        raise TopologyError(f"node {node.name} has no sourced fabric between nodes; valid: "
+                            f"{', '.join(n.name for n in NODES.values() if n.nic is not None)}")
+    return Cluster(
+        f"{node.title} ({node.gpus} x {node.device} on {node.fabric}, {node.nic_fabric} between nodes)",
+        node.gpus,
+        node_alpha(node),
+        node.link.pick(achievable),
+        node.gpus,
+        node.nic.pick(achievable),
+        NIC_ALPHA,
+        node.source,
+    )
+
+
+DGX2H = from_node(NODES["dgx-2"])  # DGX-2H: DGX-2's fabric, faster V100s (dgx2h_v100)
+CLUSTERS = {device: from_node(node) for device, node in BY_DEVICE.items() if node.nic is not None}
 
 
 def dgx2h_v100():
@@ -83,26 +97,3 @@ def dgx2h_v100():
     )
 
 
-DGXA100 = Cluster(
-    "DGX A100 (8 x A100 on NVSwitch, 8 x 200 Gb/s InfiniBand HDR per node)",
-    8,
-    2e-6,
-    300e9,
-    8,
-    25e9,
-    5e-6,
-    "NVIDIA DGX A100 datasheet (2020): 12 NVLink3 links x 25 GB/s = 300 GB/s per direction per GPU; "
-    "8 x 200 Gb/s HDR InfiniBand for compute = 25 GB/s each; alphas assumed as for DGX-2H",
-)
-DGXH100 = Cluster(
-    "DGX H100 (8 x H100 on NVSwitch, 8 x 400 Gb/s InfiniBand NDR per node)",
-    8,
-    2e-6,
-    450e9,
-    8,
-    50e9,
-    5e-6,
-    "NVIDIA DGX H100 datasheet (2023): 18 NVLink4 links x 25 GB/s = 450 GB/s per direction per GPU; "
-    "8 x 400 Gb/s NDR (ConnectX-7) = 50 GB/s each; alphas assumed as for DGX-2H",
-)
-CLUSTERS = {"v100": DGX2H, "a100": DGXA100, "h100": DGXH100, "h200": DGXH100}

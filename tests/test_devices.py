@@ -8,7 +8,9 @@ import pytest
 
 from tpsim import presets
 from tpsim.cli import main
+from tpsim.errors import TopologyError
 from tpsim.hardware import DEVICES
+from tpsim.nn.config import GPTConfig
 from tpsim.nodes import BY_DEVICE, NODES
 
 SMALL = {
@@ -188,3 +190,25 @@ def test_a_saved_device_preset_takes_the_node_its_name_names(capsys, tmp_path):
     assert f"device '{unknown}' names no standard node" in err and "pass --topology" in err
     result, _ = run(capsys, command("collective", 8, "--device", str(unknown), "--topology", "dgx-h100"))
     assert result["machine"]["topology"] == "dgx-h100" and not result["machine"]["mismatch"]
+
+
+@pytest.mark.parametrize("device", sorted(BY_DEVICE))
+def test_the_layer_analyses_default_to_the_devices_own_node(device):
+    """gpt.analyse and tp_efficiency without a topology run on the device's node, never on H100's."""
+    from tpsim.nn import gpt
+    from tpsim.nn.timeline import tp_efficiency
+    from tpsim.viz.costs import block_builder
+
+    cfg = GPTConfig(64, 64, 1, 4, 16, name="tiny")
+    assert gpt.analyse(cfg, tp=2, device=device)["topology"].startswith(BY_DEVICE[device].name)
+    rows = tp_efficiency(block_builder(cfg, False), [2], device=device)
+    assert {r["topology"] for r in rows} == {BY_DEVICE[device].name}
+
+
+def test_a_device_without_a_node_asks_for_a_topology():
+    from tpsim.hardware import DeviceSpec
+    from tpsim.presets import for_device
+
+    custom = DeviceSpec("my-gpu", {"float32": 1e12}, 1e11, 1 << 30, "test")
+    with pytest.raises(TopologyError, match=r"my-gpu.*no standard node.*valid devices"):
+        for_device(custom, 2)

@@ -284,3 +284,17 @@ def _pcie_achievable(topo: Topology, gen: int) -> Topology:
     links = [Link(lk.name, lk.alpha, bw.achievable) for lk in topo.links]
     source = f"{topo.source}; achievable rate, {bw.achievable_source}"
     return Topology(topo.name, topo.num_devices, links, topo.routing, source)
+
+
+def for_device(device, n: int, achievable: bool = False) -> Topology:
+    """The standard node of a built-in device (a name from tpsim.hardware.DEVICES, or its DeviceSpec)
+    for n devices: never another device's node.  A saved or custom device has none: pass a topology."""
+    from tpsim.hardware import DEVICES  # hardware imports nothing of presets; kept local for import cost
+
+    key = next((k for k, spec in DEVICES.items() if spec is device), str(device).lower())
+    if key not in BY_DEVICE:
+        raise TopologyError(
+            f"device {getattr(device, 'name', device)!r} has no standard node; valid devices: "
+            f"{', '.join(BY_DEVICE)}; for another device pass a topology (a preset or a Topology)"
+        )
+    return node_topology(BY_DEVICE[key], n, achievable)

@@ -40,7 +40,7 @@ class Choice:
         links = f"links at {rates} GB/s per direction" if rates else "no links"
         generic = f"{links}; {t.source or 'no source given'}"
         what = self.node.summary(self.achievable) if self.node else generic
-        if self.mismatch:
+        if self.mismatch and self.node is not None and self.own is not None:
             not_own = f"NOT {self.device}'s ({self.own.name})"
             why = f"{self.node.device}'s node, {not_own}: allowed by --allow-mismatch"
         elif self.asked:
@@ -89,7 +89,7 @@ def choose(args, n: int) -> Choice:
     name = presets.canonical(spec_text) if spec_text in presets.PRESETS else None
     node = NODES.get(name) if name else None
     mismatch = node is not None and own is not None and node is not own
-    if mismatch and not getattr(args, "allow_mismatch", False):
+    if node is not None and mismatch and not getattr(args, "allow_mismatch", False):
         raise TopologyError(
             f"--topology {spec_text} is the {node.title} node of {node.device}, not of --device {device}; "
             f"valid for {device}: {own.name} (its standard node, the default), a generic topology "

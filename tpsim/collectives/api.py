@@ -16,7 +16,7 @@ Every check runs before anything moves, so a rejected call changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -56,7 +56,7 @@ def prepare(
     snapshots: bool = False,
     groups: list[tuple[int, ...]] | None = None,
     padded: bool = True,
-) -> tuple[Run, callable]:
+) -> tuple[Run, Callable[[], list]]:
     """Check everything, then return the engine run and the function that unpacks its results.
 
     `groups` restricts the run to some groups of the mesh dim (used when groups hold different shapes).
@@ -267,12 +267,12 @@ def _unpack(collective, store, groups, table, shapes, root, p, op, dtype, n_devi
                 continue
             sizes = table[r]
             if collective in UNCUT:
-                ids, shape = range(len(sizes)), shapes[g][r]
+                ids, shape = list(range(len(sizes))), shapes[g][r]
             elif collective in (Collective.REDUCE_SCATTER, Collective.SCATTER):
                 rows = shapes[g][root if collective == Collective.SCATTER else r][0]
                 ids, shape = [r], (chunk_sizes(rows, p)[r], *rest)
             elif collective == Collective.ALL_TO_ALL:  # a piece of `r`'s rows from every rank
-                ids, shape = range(p, 2 * p), (sum(chunk_sizes(s[0], p)[r] for s in shapes[g]), *rest)
+                ids, shape = list(range(p, 2 * p)), (sum(chunk_sizes(s[0], p)[r] for s in shapes[g]), *rest)
             else:
                 ids, shape = range(p), (sum(s[0] for s in shapes[g]), *rest)
             if store is None:

@@ -113,7 +113,7 @@ class Exercise:
     unit: str | None = None
     rel_tol: float = 0.0
     abs_tol: float = 0.0
-    choices: Sequence[str] = ()
+    choices: Sequence[str | None] = ()  # None: a choice that is the Python value None
     aliases: dict[str, str] = field(default_factory=dict)  # other names a choice goes by ("f" -> "copy_to")
     hint: str = ""  # the idea a wrong answer is pointed at (never the answer)
     _measured: Measured | None = field(default=None, init=False, repr=False)
@@ -286,7 +286,7 @@ def _number(answer, unit: str | None, key: str, expects: str) -> float:
         value = float(answer)
     else:
         m = re.fullmatch(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-zµμ]*)\s*", answer)
-        scale = {"bytes": BYTE_UNITS, "seconds": TIME_UNITS}.get(unit, {})
+        scale = {"bytes": BYTE_UNITS, "seconds": TIME_UNITS}.get(unit or "", {})
         suffix = m.group(2).lower() if m else ""
         if m is None or (suffix and suffix not in scale):
             raise AnswerError(f"exercise {key}: cannot read {answer!r}; {expects}")

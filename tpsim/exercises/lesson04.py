@@ -58,7 +58,7 @@ ring_bytes = Prediction(
 
 def _fastest(p: int, nbytes: int) -> Measured:
     times = {a: all_reduce_record(p, nbytes, a, tpsim.presets.nvlink_node)[0].time for a in ALGORITHMS}
-    best = min(times, key=times.get)
+    best = min(times, key=lambda a: times[a])
     listing = ", ".join(f"{a} {fmt_time(t)}" for a, t in sorted(times.items(), key=lambda kv: kv[1]))
     return Measured(best, f"The simulator ran all four on {p} x H100 (NVLink): {listing}.")
 

@@ -187,7 +187,7 @@ def analyse(
                     optimizer state); activations (saved for backward, after forward); comm (the
                     largest collective buffer); peak (everything, as the device tracked it)
 
-    `topology` is a Topology, a preset name (presets.PRESETS) or None for one NVLink node.
+    `topology` is a Topology, a preset name (presets.PRESETS) or None for the device's standard node.
     """
     from tpsim import presets
 
@@ -195,8 +195,7 @@ def analyse(
     start = time.perf_counter()
     spec = _with_mask_peak(device_spec(device))
     if topology is None or isinstance(topology, str):
-        gpu = str(device).lower() if str(device).lower() in presets.NVLINK else "h100"
-        topology = presets.nvlink_node(tp, gpu) if topology is None else presets.preset(topology, tp)
+        topology = presets.for_device(device, tp) if topology is None else presets.preset(topology, tp)
     mesh = Mesh(tp, names=("tp",), topology=topology, memory=UNBOUNDED, device=spec)
     opts = dict(tied_embeddings=tied_embeddings, pad_to_multiple_of=pad_to_multiple_of)
     model = GPT(mesh, cfg, sequence_parallel=sp, init=None, **opts)

@@ -97,22 +97,22 @@ def tp_efficiency(
     build: Callable,
     tp_degrees: Iterable[int],
     device="h100",
-    topology: str | Callable = "nvlink",
+    topology: str | Callable | None = None,
 ) -> list[dict]:
     """Predicted forward + backward time of one layer at TP = 1 and at each degree t, and its efficiency.
 
     `build(mesh)` returns (module, x, dy): the layer on `mesh` and shape-only inputs (init=None,
     `tpsim.meta`), so that the analysis allocates nothing.  `topology` is a preset name
-    (`presets.PRESETS`) or a function t -> Topology.  Each row: tp, time (the latest device's end),
-    compute, comm and idle (of the device that ends last), speedup T_1 / T_t and
-    efficiency T_1 / (t T_t), 1.0 for perfect scaling.
+    (`presets.PRESETS`), a function t -> Topology, or None for the device's standard node.  Each row:
+    tp, time (the latest device's end), compute, comm and idle (of the device that ends last),
+    speedup T_1 / T_t and efficiency T_1 / (t T_t), 1.0 for perfect scaling.
     """
     degrees = list(tp_degrees)
     for t in degrees:
         if isinstance(t, bool) or not isinstance(t, int) or t < 1:
             raise WorldSizeError(f"TP degree {t!r} is invalid; valid: an integer >= 1")
     spec = device_spec(device)  # a device is needed: without one compute takes no time
-    topology_of = _topology_maker(topology)
+    topology_of = _topology_maker(topology, spec)
     rows = []
     for t in dict.fromkeys([1, *degrees]):  # TP = 1 first, each degree once
         # unbounded memory: this asks how fast, not whether it fits (gpt.analyse reports memory)
@@ -144,11 +144,14 @@ def format_efficiency(rows: list[dict], title: str = "TP efficiency (no compute/
     return table(body, ("tp", "time", "compute", "comm", "speedup", "efficiency"), title)
 
 
-def _topology_maker(topology) -> Callable:
+def _topology_maker(topology, spec) -> Callable:
     if callable(topology):
         return topology
-    from tpsim.presets import PRESETS, preset
+    from tpsim.presets import PRESETS, for_device, preset
 
+    if topology is None:
+        for_device(spec, 1)  # an unknown device fails here, before any layer runs
+        return lambda n: for_device(spec, n)
     if topology not in PRESETS:
         raise TopologyError(f"unknown topology preset {topology!r}; valid: {', '.join(PRESETS)}")
     return lambda n: preset(topology, n)

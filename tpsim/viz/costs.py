@@ -158,7 +158,7 @@ def efficiency_curve(
     *,
     sp: bool = False,
     device="h100",
-    topology: str | Sequence[str] | Callable = "nvlink",
+    topology: str | Sequence[str] | Callable | None = None,
     ax=None,
 ):
     """Predicted TP efficiency T_1 / (t T_t) of one transformer layer against the TP degree t.
@@ -169,7 +169,8 @@ def efficiency_curve(
         degrees: the TP degrees (TP = 1 is always included, as the baseline).
         sp: sequence parallelism (for a config or name).
         device: the device preset ('h100', ...), for compute time.
-        topology: a topology preset name, a list of them (one line each), or a function t -> Topology.
+        topology: a topology preset name, a list of them (one line each), a function t -> Topology, or
+            None for the device's standard node.
         ax: axes to draw into; None makes a new figure.
 
     Returns:
@@ -180,12 +181,13 @@ def efficiency_curve(
 
     build = config_or_name if callable(config_or_name) else block_builder(config_or_name, sp)
     name = getattr(build, "name", getattr(build, "__name__", "layer"))
-    topologies = [topology] if isinstance(topology, str) or callable(topology) else list(topology)
+    single = topology is None or isinstance(topology, str) or callable(topology)
+    topologies = [topology] if single else list(topology)
     fig, ax = new_axes(ax, (5.6, 3.8))
     xs: list[int] = []
     for topo in topologies:
         rows = tp_efficiency(build, degrees, device=device, topology=topo)
-        label = rows[-1]["topology"] if callable(topo) else str(topo)
+        label = rows[-1]["topology"] if topo is None or callable(topo) else str(topo)
         xs = [r["tp"] for r in rows]
         ax.plot(xs, [r["efficiency"] for r in rows], marker="o", label=label, gid=f"efficiency {label}")
     ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)

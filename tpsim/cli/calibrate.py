@@ -22,6 +22,7 @@ import argparse
 import re
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import tpsim
@@ -130,7 +131,7 @@ def _parse(args) -> tuple[list[str], list[tuple[str, str | None]], tuple[str, st
     return colls, modes, (coll, alg or check_algorithm(coll))
 
 
-STATISTICS = {"median": statistics.median, "min": min}
+STATISTICS: dict[str, Callable[[list[float]], float]] = {"median": statistics.median, "min": min}
 
 
 def measure(args, colls, modes) -> tuple[list[dict], dict]:

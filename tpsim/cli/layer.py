@@ -92,6 +92,7 @@ def run(args) -> tuple[dict, str]:
     topo, note, spec = machine.topology, machine.note, machine.spec
     mesh = Mesh(t, names=("tp",), topology=topo, memory=UNBOUNDED, device=spec)
     kw = dict(init=None, dtype=s["dtype"], sequence_parallel=args.sp, name=args.kind)
+    module: ParallelMLP | ParallelAttention | TransformerBlock
     if args.kind == "mlp":
         module = ParallelMLP(mesh, s["hidden"], s["ffn"], **kw)
     elif args.kind == "attention":

@@ -85,11 +85,12 @@ def choose(args, n: int) -> Choice:
             f"device {device!r} names no standard node (built-in devices: {', '.join(DEVICES)}); "
             f"valid: pass --topology, a preset ({', '.join(presets.PRESETS)}) or a topology .json file"
         )
-    spec_text = args.topology if asked else own.name
+    assert asked or own is not None  # raised above: no --topology and no node of its own
+    spec_text = args.topology if asked or own is None else own.name
     name = presets.canonical(spec_text) if spec_text in presets.PRESETS else None
     node = NODES.get(name) if name else None
     mismatch = node is not None and own is not None and node is not own
-    if node is not None and mismatch and not getattr(args, "allow_mismatch", False):
+    if node is not None and own is not None and mismatch and not getattr(args, "allow_mismatch", False):
         raise TopologyError(
             f"--topology {spec_text} is the {node.title} node of {node.device}, not of --device {device}; "
             f"valid for {device}: {own.name} (its standard node, the default), a generic topology "

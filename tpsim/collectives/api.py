@@ -274,7 +274,7 @@ def _unpack(collective, store, groups, table, shapes, root, p, op, dtype, n_devi
             elif collective == Collective.ALL_TO_ALL:  # a piece of `r`'s rows from every rank
                 ids, shape = list(range(p, 2 * p)), (sum(chunk_sizes(s[0], p)[r] for s in shapes[g]), *rest)
             else:
-                ids, shape = range(p), (sum(s[0] for s in shapes[g]), *rest)
+                ids, shape = list(range(p)), (sum(s[0] for s in shapes[g]), *rest)
             if store is None:
                 out[d] = MetaArray(shape, dtype)
                 continue

@@ -215,6 +215,7 @@ def vocab_local(module: Module, name: str, fn, ranges, *args, placements, shape=
 def _lookup(lo: int, hi: int, ids, table):
     """Rows lo..hi-1 of the table for the ids among them, zeros for the others (a gather: no FLOPs)."""
     shape = (*ids.shape, table.shape[-1])
+    out: MetaArray | np.ndarray
     if is_meta(ids) or is_meta(table):  # which rows the ids pick is data
         out = MetaArray(shape, table.dtype)
     else:
@@ -227,6 +228,7 @@ def _lookup(lo: int, hi: int, ids, table):
 def _lookup_grad(lo: int, hi: int, ids, dy):
     """dE rows lo..hi-1: each dy row added into the row of its id, in token order (np.add.at)."""
     shape = (hi - lo, dy.shape[-1])
+    out: MetaArray | np.ndarray
     if is_meta(ids) or is_meta(dy):  # which rows the ids pick is data
         out = MetaArray(shape, dy.dtype)
     else:

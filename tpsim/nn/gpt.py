@@ -136,6 +136,7 @@ class GPT(Module):
         self.final_layernorm = self.child("final_layernorm", final)
         table = self.embedding.word_embeddings
         self.padded_vocab_size = table.padded_vocab_size
+        out: VocabParallelLogits | ColumnParallelLinear
         if tied_embeddings:
             out = VocabParallelLogits(table)
             out.sequence_parallel = sp  # the table's lookup runs without SP (module docstring)
@@ -197,8 +198,10 @@ def analyse(
     if topology is None or isinstance(topology, str):
         topology = presets.for_device(device, tp) if topology is None else presets.preset(topology, tp)
     mesh = Mesh(tp, names=("tp",), topology=topology, memory=UNBOUNDED, device=spec)
-    opts = dict(tied_embeddings=tied_embeddings, pad_to_multiple_of=pad_to_multiple_of)
-    model = GPT(mesh, cfg, sequence_parallel=sp, init=None, **opts)
+    model = GPT(
+        mesh, cfg, sequence_parallel=sp, init=None, tied_embeddings=tied_embeddings,
+        pad_to_multiple_of=pad_to_multiple_of,
+    )
     ids = meta((cfg.seq_len, cfg.micro_batch), "int64")
     weights = _in_use(mesh, "weights")
     model(ids, ids)

@@ -174,6 +174,7 @@ def _row_max(z, n: int):
 def _target_logit(z, m, target, lo: int, n: int, with_sum: bool):
     """Z_target - m where this rank owns the target, else 0; with_sum: stacked with sum_j (Z_j - m)."""
     shape = (*z.shape[:-1], 2) if with_sum else z.shape[:-1]
+    out: MetaArray | np.ndarray
     if _meta(z, m, target):  # which rank owns each target is data
         out = MetaArray(shape, z.dtype)
     else:

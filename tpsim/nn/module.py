@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from tpsim.darray import DArray, from_local
 from tpsim.errors import ShapeError
 from tpsim.placement import Placement, Replicate
+
+M = TypeVar("M", bound="Module")  # child() hands back the module it was given, with its own type
 
 
 class Module:
@@ -57,7 +60,7 @@ class Module:
         self.params[name] = value
         return value
 
-    def child(self, name: str, module: Module) -> Module:
+    def child(self, name: str, module: M) -> M:
         module.rename(f"{self.name}.{name}")
         self.children[name] = module
         return module

@@ -253,7 +253,7 @@ def animate_collective(
         return []
 
     anim = FuncAnimation(first, draw, frames=len(snapshots), interval=interval, repeat=True, blit=False)
-    anim.snapshots = snapshots
+    anim.snapshots = snapshots  # type: ignore[attr-defined]  # the frames' data, for tests and to_html
     plt.close(first)  # shown through to_html / save_gif, not as a stray still image in notebooks
     return anim
 
@@ -296,7 +296,8 @@ def save_gif(anim: FuncAnimation, path, *, fps: float | None = None, dpi: int = 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fps = fps if fps is not None else 1000.0 / anim._interval  # FuncAnimation keeps `interval` there
-    anim.save(path, writer=PillowWriter(fps=fps), dpi=dpi)
+    interval = anim._interval  # type: ignore[attr-defined]  # FuncAnimation keeps `interval` there
+    fps = fps if fps is not None else 1000.0 / interval
+    anim.save(path, writer=PillowWriter(fps=fps), dpi=dpi)  # type: ignore[arg-type]  # a float fps works
     return path
 

@@ -181,8 +181,11 @@ def efficiency_curve(
 
     build = config_or_name if callable(config_or_name) else block_builder(config_or_name, sp)
     name = getattr(build, "name", getattr(build, "__name__", "layer"))
-    single = topology is None or isinstance(topology, str) or callable(topology)
-    topologies = [topology] if single else list(topology)
+    topologies: list[str | Callable | None]
+    if topology is None or isinstance(topology, str) or callable(topology):
+        topologies = [topology]
+    else:
+        topologies = list(topology)
     fig, ax = new_axes(ax, (5.6, 3.8))
     xs: list[int] = []
     for topo in topologies:

@@ -20,7 +20,7 @@ def rope(x, pos, theta):
     inv = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
     ang = pos.to(torch.float64)[:, None] * inv[None, :]
     ang = torch.cat([ang, ang], dim=-1)
-    rot = torch.cat([-x[..., d // 2:], x[..., : d // 2]], dim=-1)
+    rot = torch.cat([-x[..., d // 2 :], x[..., : d // 2]], dim=-1)
     return x * ang.cos() + rot * ang.sin()
 
 

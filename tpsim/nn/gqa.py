@@ -60,8 +60,10 @@ class GroupedQueryAttention(Module):
     ):
         super().__init__(mesh, name, tp_dim)
         if num_heads < 1 or hidden % num_heads:
-            raise ShapeError(f"{self.name}: hidden = {hidden} does not split into num_heads = {num_heads} "
-                             "heads of whole features")
+            raise ShapeError(
+                f"{self.name}: hidden = {hidden} does not split into num_heads = {num_heads} "
+                "heads of whole features"
+            )
         if seq_dim not in (0, 1, -3, -2):
             raise ShapeError(f"{self.name}: seq_dim = {seq_dim}; x is (s, b, h) or (b, s, h): use 0 or 1")
         d = hidden // num_heads
@@ -75,18 +77,22 @@ class GroupedQueryAttention(Module):
         kw = dict(dtype=dtype, sequence_parallel=sequence_parallel, seq_dim=self.seq_dim, tp_dim=tp_dim)
         qkv = GroupedQKVLinear(mesh, hidden, self.layout, bias=qkv_bias, seed=seed, init=init, **kw)
         self.query_key_value = self.child("query_key_value", qkv)
-        dense = RowParallelLinear(mesh, hidden, hidden, bias=False, input_is_parallel=True, seed=seed + 6,
-                                  init=init, **kw)
+        dense = RowParallelLinear(
+            mesh, hidden, hidden, bias=False, input_is_parallel=True, seed=seed + 6, init=init, **kw
+        )
         self.dense = self.child("dense", dense)
 
     def forward(self, x: DArray) -> DArray:
         if x.ndim != 3 or x.shape[-1] != self.hidden:
-            raise ShapeError(f"{self.name}: x has shape {x.shape}; expected (s, b, h) or (b, s, h) with "
-                             f"h = {self.hidden}")
+            raise ShapeError(
+                f"{self.name}: x has shape {x.shape}; expected (s, b, h) or (b, s, h) with h = {self.hidden}"
+            )
         qkv = self.query_key_value(x)  # (s, b, t rows) S(-1): rank i's heads, fused
         heads = mha._heads_placements(qkv.placements, self.seq_dim)
-        q, k, v = (self.local(f"split_{w}", _split, qkv, self.layout, self.seq_dim, w, placements=heads)
-                   for w in "qkv")  # (b, n/t, s, d), (b, g/t or 1, s, d) twice
+        q, k, v = (
+            self.local(f"split_{w}", _split, qkv, self.layout, self.seq_dim, w, placements=heads)
+            for w in "qkv"
+        )  # (b, n/t, s, d), (b, g/t or 1, s, d) twice
         del qkv
         q, k = self.rope(self, q, 2), self.rope(self, k, 2)
         probs = self._probs(q, k, heads)
@@ -102,15 +108,26 @@ class GroupedQueryAttention(Module):
         dmerged = self.dense.backprop(dy)
         q, k, v, probs = self.saved("q", "k", "v", "probs")
         heads = probs.placements
-        dctx = self.local("split_heads_backward", mha._split_heads, dmerged, self.head_dim, self.seq_dim, None,
-                          placements=heads)
+        dctx = self.local(
+            "split_heads_backward",
+            mha._split_heads,
+            dmerged,
+            self.head_dim,
+            self.seq_dim,
+            None,
+            placements=heads,
+        )
         del dmerged
         m = self.layout.n_local // self.layout.kv_local
-        dv = self.local("attention_dv", lambda p, c: _summed(m, *mha._dv(p, c)), probs, dctx, placements=heads)
+        dv = self.local(
+            "attention_dv", lambda p, c: _summed(m, *mha._dv(p, c)), probs, dctx, placements=heads
+        )
         vr = self._repeat(v, heads)
         dprobs = self.local("attention_dprobs", mha._dprobs, dctx, vr, placements=heads)
         del dctx, vr
-        dscores = self.local("softmax_backward", mha._softmax_grad, probs, dprobs, self.scale, placements=heads)
+        dscores = self.local(
+            "softmax_backward", mha._softmax_grad, probs, dprobs, self.scale, placements=heads
+        )
         del dprobs, probs
         kr = self._repeat(k, heads)
         dq = self.local("attention_dq", mha._dq, dscores, kr, placements=heads)
@@ -143,7 +160,7 @@ def _split(a, layout: KVLayout, seq_dim: int, which: str):
         out = MetaArray(shape, a.dtype)
     else:
         per_kv = a.reshape(*a.shape[:2], kvl, m + 2, d)
-        block = {"q": per_kv[..., :m, :], "k": per_kv[..., m:m + 1, :], "v": per_kv[..., m + 1:, :]}[which]
+        block = {"q": per_kv[..., :m, :], "k": per_kv[..., m : m + 1, :], "v": per_kv[..., m + 1 :, :]}[which]
         out = np.ascontiguousarray(block.reshape(*a.shape[:2], heads, d).transpose(axes))
     return out, 0, 2 * out.nbytes
 
@@ -166,10 +183,7 @@ def _merge(dq, dk, dv, layout: KVLayout, seq_dim: int):
 def _repeat_kv(kv, m: int):
     """(b, g, s, d) -> (b, g m, s, d): each KV head once per query head that reads it (a copy)."""
     b, g, s, d = kv.shape
-    if is_meta(kv):
-        out = MetaArray((b, g * m, s, d), kv.dtype)
-    else:
-        out = np.repeat(kv, m, axis=1)
+    out = MetaArray((b, g * m, s, d), kv.dtype) if is_meta(kv) else np.repeat(kv, m, axis=1)
     return out, 0, kv.nbytes + out.nbytes
 
 

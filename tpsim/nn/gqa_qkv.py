@@ -43,8 +43,11 @@ from tpsim.placement import Partial, Shard
 
 def valid_tp(num_heads: int, num_kv_heads: int, limit: int = 64) -> list[int]:
     """TP degrees that give whole query heads per rank and whole (split or replicated) KV heads."""
-    return [t for t in range(1, min(num_heads, limit) + 1)
-            if num_heads % t == 0 and (num_kv_heads % t == 0 or t % num_kv_heads == 0)]
+    return [
+        t
+        for t in range(1, min(num_heads, limit) + 1)
+        if num_heads % t == 0 and (num_kv_heads % t == 0 or t % num_kv_heads == 0)
+    ]
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,8 @@ class KVLayout:
         if t not in valid_tp(n, g, max(t, 64)):
             raise ShapeError(
                 f"TP degree {t} does not fit num_heads = {n} with num_kv_heads = {g}: t must divide the "
-                f"heads and divide or be a multiple of the KV heads; valid t: {valid_tp(n, g)}")
+                f"heads and divide or be a multiple of the KV heads; valid t: {valid_tp(n, g)}"
+            )
 
     @property
     def n_local(self) -> int:
@@ -97,15 +101,26 @@ class KVLayout:
         if is_meta(q):
             return MetaArray((rows, *q.shape[1:]), q.dtype)
         d, parts = self.head_dim, dict(q=q, k=k, v=v)
-        return np.concatenate([parts[w][h * d:(h + 1) * d]
-                               for r in range(self.tp) for w, h in self.rank_blocks(r)], axis=0)
+        return np.concatenate(
+            [parts[w][h * d : (h + 1) * d] for r in range(self.tp) for w, h in self.rank_blocks(r)], axis=0
+        )
 
 
 class GroupedQKVLinear(ColumnParallelLinear):
-    """x (s, b, h) -> [q, k, v] of this rank's heads, (s, b, rows_per_rank) S(-1); see the module docstring."""
+    """x (s, b, h) -> [q, k, v] of this rank's heads, (s, b, rows_per_rank) S(-1); see the module doc."""
 
-    def __init__(self, mesh, hidden: int, layout: KVLayout, *, bias: bool = False, seed: int = 0,
-                 init: str | None = "normal", dtype="float32", **kw):
+    def __init__(
+        self,
+        mesh,
+        hidden: int,
+        layout: KVLayout,
+        *,
+        bias: bool = False,
+        seed: int = 0,
+        init: str | None = "normal",
+        dtype="float32",
+        **kw,
+    ):
         rows = layout.tp * layout.rows_per_rank
         super().__init__(mesh, hidden, rows, bias=bias, seed=seed, init=None, dtype=dtype, **kw)
         self.layout = layout
@@ -130,8 +145,9 @@ class GroupedQKVLinear(ColumnParallelLinear):
             self.accumulate(key, new)
         out = list(full.placements)
         out[self.tp] = Partial()
-        dx = self.local("linear_dinput", lambda g, wl: ops.matmul(g, wl), dy, self.params["weight"],
-                        placements=out)
+        dx = self.local(
+            "linear_dinput", lambda g, wl: ops.matmul(g, wl), dy, self.params["weight"], placements=out
+        )
         if self.sequence_parallel:
             return regions.sequence_gather_backward(dx, self.tp, self.seq_dim)
         return regions.copy_to_backward(dx, self.tp)
@@ -141,17 +157,23 @@ class GroupedQKVLinear(ColumnParallelLinear):
         rows = 2 * self.layout.head_dim  # replicated: one KV head per rank, its k and v rows last
         keys = [k for k in ("weight", "bias") if k in self.grads]
         gw = [self.grads[k] for k in keys]
-        buf = self.local("kv_grads_pack", lambda *gs: _pack(rows, *gs), *gw, placements=gw[0].placements,
-                         shape=(self.mesh.shape[self.tp] * rows, self.in_features + len(keys) - 1))
+        buf = self.local(
+            "kv_grads_pack",
+            lambda *gs: _pack(rows, *gs),
+            *gw,
+            placements=gw[0].placements,
+            shape=(self.mesh.shape[self.tp] * rows, self.in_features + len(keys) - 1),
+        )
         r, groups = self.layout.replicas, []
         for devs in self.mesh.groups(self.tp):
-            groups += [devs[i:i + r] for i in range(0, len(devs), r)]
+            groups += [devs[i : i + r] for i in range(0, len(devs), r)]
         summed = all_reduce(list(buf.shards), self.mesh, groups=groups)
         buf = from_local(summed, self.mesh, list(buf.placements), shape=buf.shape)
         for i, k in enumerate(keys):
             g = self.grads.pop(k)
-            new = self.local("kv_grads_unpack", lambda a, b, i=i: _unpack(rows, i, a, b), g, buf,
-                             placements=g.placements)
+            new = self.local(
+                "kv_grads_unpack", lambda a, b, i=i: _unpack(rows, i, a, b), g, buf, placements=g.placements
+            )
             del g
             new.recategorize("grads")
             self.grads[k] = new

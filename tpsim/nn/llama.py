@@ -59,12 +59,23 @@ class LlamaBlock(Module):
         super().__init__(mesh, name, tp_dim)
         kw = dict(init=init, dtype=dtype, sequence_parallel=sequence_parallel, seq_dim=seq_dim, tp_dim=tp_dim)
         # each child draws from its own seeds: seed, seed + 10 (up to + 6), seed + 20, seed + 30 (up to + 2)
-        self.input_layernorm = self.child("input_layernorm", RMSNorm(mesh, hidden, eps=norm_eps, seed=seed, **kw))
-        attn = GroupedQueryAttention(mesh, hidden, num_heads, num_kv_heads, qkv_bias=qkv_bias,
-                                     rope_theta=rope_theta, seed=seed + 10, **kw)
+        self.input_layernorm = self.child(
+            "input_layernorm", RMSNorm(mesh, hidden, eps=norm_eps, seed=seed, **kw)
+        )
+        attn = GroupedQueryAttention(
+            mesh,
+            hidden,
+            num_heads,
+            num_kv_heads,
+            qkv_bias=qkv_bias,
+            rope_theta=rope_theta,
+            seed=seed + 10,
+            **kw,
+        )
         self.self_attention = self.child("self_attention", attn)
         self.post_attention_layernorm = self.child(
-            "post_attention_layernorm", RMSNorm(mesh, hidden, eps=norm_eps, seed=seed + 20, **kw))
+            "post_attention_layernorm", RMSNorm(mesh, hidden, eps=norm_eps, seed=seed + 20, **kw)
+        )
         self.mlp = self.child("mlp", SwiGLUMLP(mesh, hidden, ffn_hidden, seed=seed + 30, **kw))
 
     def forward(self, x: DArray) -> DArray:
@@ -78,8 +89,9 @@ class LlamaBlock(Module):
         return self._add("residual_add_backward", dx, dr)
 
     def _add(self, name: str, a: DArray, b: DArray) -> DArray:
-        return self.local(name, lambda u, v: ops.elementwise(lambda p, q: p + q, u, v), a, b,
-                          placements=a.placements)
+        return self.local(
+            name, lambda u, v: ops.elementwise(lambda p, q: p + q, u, v), a, b, placements=a.placements
+        )
 
 
 class Llama(Module):
@@ -101,27 +113,54 @@ class Llama(Module):
         cfg, sp = config, sequence_parallel
         self.config, self.sequence_parallel = cfg, sp
         kw = dict(init=init, dtype=cfg.dtype, tp_dim=tp_dim)
-        table = VocabParallelEmbedding(mesh, cfg.vocab_size, cfg.hidden, seed=seed, sequence_parallel=sp,
-                                       pad_to_multiple_of=pad_to_multiple_of, **kw)
+        table = VocabParallelEmbedding(
+            mesh,
+            cfg.vocab_size,
+            cfg.hidden,
+            seed=seed,
+            sequence_parallel=sp,
+            pad_to_multiple_of=pad_to_multiple_of,
+            **kw,
+        )
         self.embedding = self.child("embedding", table)
         self.layers = []
         for i in range(cfg.num_layers):
-            block = LlamaBlock(mesh, cfg.hidden, cfg.num_heads, cfg.num_kv_heads, cfg.ffn_hidden,
-                               rope_theta=cfg.rope_theta, norm_eps=cfg.norm_eps, qkv_bias=cfg.qkv_bias,
-                               sequence_parallel=sp, seed=seed + LAYER_SEED * (i + 1), **kw)
+            block = LlamaBlock(
+                mesh,
+                cfg.hidden,
+                cfg.num_heads,
+                cfg.num_kv_heads,
+                cfg.ffn_hidden,
+                rope_theta=cfg.rope_theta,
+                norm_eps=cfg.norm_eps,
+                qkv_bias=cfg.qkv_bias,
+                sequence_parallel=sp,
+                seed=seed + LAYER_SEED * (i + 1),
+                **kw,
+            )
             self.layers.append(self.child(f"layers.{i}", block))
         top = seed + LAYER_SEED * (cfg.num_layers + 1)
-        self.norm = self.child("norm", RMSNorm(mesh, cfg.hidden, eps=cfg.norm_eps, seed=top,
-                                               sequence_parallel=sp, **kw))
+        self.norm = self.child(
+            "norm", RMSNorm(mesh, cfg.hidden, eps=cfg.norm_eps, seed=top, sequence_parallel=sp, **kw)
+        )
         self.padded_vocab_size = table.padded_vocab_size
         if cfg.tied_embeddings:
             out = VocabParallelLogits(table)
             out.sequence_parallel = sp
         else:
-            out = ColumnParallelLinear(mesh, cfg.hidden, self.padded_vocab_size, bias=False, seed=top + 10,
-                                       sequence_parallel=sp, **kw)
+            out = ColumnParallelLinear(
+                mesh,
+                cfg.hidden,
+                self.padded_vocab_size,
+                bias=False,
+                seed=top + 10,
+                sequence_parallel=sp,
+                **kw,
+            )
         self.output_layer = self.child("output_layer", out)
-        self.loss = self.child("loss", VocabParallelCrossEntropy(mesh, vocab_size=cfg.vocab_size, tp_dim=tp_dim))
+        self.loss = self.child(
+            "loss", VocabParallelCrossEntropy(mesh, vocab_size=cfg.vocab_size, tp_dim=tp_dim)
+        )
 
     def forward(self, ids, targets) -> DArray:
         x = self.embedding(ids)

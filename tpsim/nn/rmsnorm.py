@@ -51,7 +51,11 @@ class RMSNorm(Module):
     def forward(self, x: DArray) -> DArray:
         self._check(x, "x")
         rstd = self.local(
-            "rmsnorm_stats", lambda a: _rstd(a, self.eps), x, placements=x.placements, shape=(*x.shape[:-1], 1)
+            "rmsnorm_stats",
+            lambda a: _rstd(a, self.eps),
+            x,
+            placements=x.placements,
+            shape=(*x.shape[:-1], 1),
         )
         self.save(x=x, rstd=rstd)
         return self.local("rmsnorm", _normalize, x, rstd, self.params["weight"], placements=x.placements)
@@ -60,8 +64,10 @@ class RMSNorm(Module):
         x, rstd = self.saved("x", "rstd")
         self._check(dy, "dy")
         if list(dy.placements) != list(x.placements) or dy.shape != x.shape:
-            raise PlacementError(f"{self.name} backward: dy {dy.shape} {list(dy.placements)} must match "
-                                 f"x {x.shape} {list(x.placements)}")
+            raise PlacementError(
+                f"{self.name} backward: dy {dy.shape} {list(dy.placements)} must match "
+                f"x {x.shape} {list(x.placements)}"
+            )
         grad_pl = [Partial() if isinstance(p, Shard) else Replicate() for p in x.placements]
         dw = self.local("rmsnorm_dweight", _dweight, x, rstd, dy, placements=grad_pl, shape=(self.hidden,))
         if self.sequence_parallel:
@@ -74,14 +80,18 @@ class RMSNorm(Module):
 
     def _check(self, x: DArray, what: str) -> None:
         if x.ndim < 1 or x.shape[-1] != self.hidden:
-            raise ShapeError(f"{self.name}: {what} has shape {x.shape}; its last dim must be hidden = {self.hidden}")
+            raise ShapeError(
+                f"{self.name}: {what} has shape {x.shape}; its last dim must be hidden = {self.hidden}"
+            )
         want = Shard(self.seq_dim % x.ndim) if self.sequence_parallel else Replicate()
         got = x.placements[self.tp]
         got = Shard(got.dim % x.ndim) if isinstance(got, Shard) else got
         if got != want:
             mode = f"sequence_parallel (seq_dim={self.seq_dim})" if self.sequence_parallel else "no SP"
-            raise PlacementError(f"{self.name}: {what} is {got} on the TP mesh dim {self.mesh.names[self.tp]}; "
-                                 f"with {mode} it must be {want}")
+            raise PlacementError(
+                f"{self.name}: {what} is {got} on the TP mesh dim {self.mesh.names[self.tp]}; "
+                f"with {mode} it must be {want}"
+            )
 
 
 def _acc(dtype) -> np.dtype:

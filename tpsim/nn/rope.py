@@ -40,8 +40,9 @@ def rope_tables(positions, head_dim: int, theta: float, dtype) -> tuple[np.ndarr
 def positions(x: DArray, seq_dim: int, offset: int = 0) -> DArray:
     """Each device's global positions along x's `seq_dim`: offset + its shard's rows of the sequence."""
     seq_dim %= x.ndim
-    placements = [Shard(0) if p == Shard(seq_dim) or p == Shard(seq_dim - x.ndim) else Replicate()
-                  for p in x.placements]
+    placements = [
+        Shard(0) if p == Shard(seq_dim) or p == Shard(seq_dim - x.ndim) else Replicate() for p in x.placements
+    ]
     return distribute(np.arange(offset, offset + x.shape[seq_dim]), x.mesh, placements)
 
 

@@ -46,7 +46,9 @@ class SwiGLUMLP(Module):
         super().__init__(mesh, name, tp_dim)
         self.check_divides("ffn_hidden (gate and up are fused per rank)", ffn_hidden)
         self.hidden, self.ffn_hidden = hidden, ffn_hidden
-        kw = dict(bias=False, dtype=dtype, sequence_parallel=sequence_parallel, seq_dim=seq_dim, tp_dim=tp_dim)
+        kw = dict(
+            bias=False, dtype=dtype, sequence_parallel=sequence_parallel, seq_dim=seq_dim, tp_dim=tp_dim
+        )
         fc1 = ColumnParallelLinear(mesh, hidden, 2 * ffn_hidden, seed=seed, init=None, **kw)
         self.linear_fc1 = self.child("linear_fc1", fc1)
         gate, up = (global_weight((ffn_hidden, hidden), seed + i, init, dtype) for i in (0, 1))
@@ -57,7 +59,9 @@ class SwiGLUMLP(Module):
 
     def forward(self, x: DArray) -> DArray:
         gu = self.linear_fc1(x)  # (s, b, 2 ffn/t) S(-1): [g_i, u_i] on rank i
-        a = self.local("swiglu", _swiglu, gu, placements=gu.placements, shape=(*gu.shape[:-1], self.ffn_hidden))
+        a = self.local(
+            "swiglu", _swiglu, gu, placements=gu.placements, shape=(*gu.shape[:-1], self.ffn_hidden)
+        )
         self.save(gu=gu)
         return self.linear_fc2(a)
 

@@ -14,8 +14,8 @@ from reference import block as r_block
 from reference import dropout as r_dropout
 from reference import embedding as r_embedding
 from reference import gpt as r_gpt
-from reference import llama_cases
 from reference import linear as r_linear
+from reference import llama_cases
 from reference import loss as r_loss
 from reference import mlp as r_mlp
 from reference import norm as r_norm

@@ -27,14 +27,30 @@ from tpsim.nn.gqa_qkv import KVLayout
 
 
 class GroupedQueryAttention(Module):
-    def __init__(self, comm, hidden: int, num_heads: int, num_kv_heads: int, *, qkv_bias: bool = False,
-                 rope_theta: float = 10000.0, seed: int = 0, init: str = "normal", dtype="float32",
-                 sequence_parallel: bool = False, seq_dim: int = 0, causal: bool = True,
-                 name: str | None = None, device=None):
+    def __init__(
+        self,
+        comm,
+        hidden: int,
+        num_heads: int,
+        num_kv_heads: int,
+        *,
+        qkv_bias: bool = False,
+        rope_theta: float = 10000.0,
+        seed: int = 0,
+        init: str = "normal",
+        dtype="float32",
+        sequence_parallel: bool = False,
+        seq_dim: int = 0,
+        causal: bool = True,
+        name: str | None = None,
+        device=None,
+    ):
         super().__init__(comm, name, device)
         if num_heads < 1 or hidden % num_heads:
-            raise ShapeError(f"{self.name}: hidden = {hidden} does not split into num_heads = {num_heads} "
-                             "heads of whole features")
+            raise ShapeError(
+                f"{self.name}: hidden = {hidden} does not split into num_heads = {num_heads} "
+                "heads of whole features"
+            )
         d = hidden // num_heads
         try:
             self.layout = KVLayout(num_heads, num_kv_heads, d, comm.size)
@@ -42,12 +58,22 @@ class GroupedQueryAttention(Module):
             raise ShapeError(f"{self.name} (rank {comm.rank}): {e}") from None
         self.hidden, self.head_dim, self.seq_dim, self.causal = hidden, d, seq_dim % 3, causal
         self.scale, self.rope_theta = 1.0 / math.sqrt(d), rope_theta
-        kw = dict(init=init, dtype=dtype, sequence_parallel=sequence_parallel, seq_dim=self.seq_dim,
-                  device=device)
-        self.query_key_value = GroupedQKVLinear(comm, hidden, self.layout, bias=qkv_bias, seed=seed,
-                                                name=f"{self.name}.query_key_value", **kw)
-        self.dense = RowParallelLinear(comm, hidden, hidden, bias=False, input_is_parallel=True, seed=seed + 6,
-                                       name=f"{self.name}.dense", **kw)
+        kw = dict(
+            init=init, dtype=dtype, sequence_parallel=sequence_parallel, seq_dim=self.seq_dim, device=device
+        )
+        self.query_key_value = GroupedQKVLinear(
+            comm, hidden, self.layout, bias=qkv_bias, seed=seed, name=f"{self.name}.query_key_value", **kw
+        )
+        self.dense = RowParallelLinear(
+            comm,
+            hidden,
+            hidden,
+            bias=False,
+            input_is_parallel=True,
+            seed=seed + 6,
+            name=f"{self.name}.dense",
+            **kw,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.query_key_value(x)  # (s, b, rows/t): [q..., k, v] per KV head

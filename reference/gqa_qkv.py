@@ -24,9 +24,21 @@ from tpsim.nn.init import global_weight
 
 
 class GroupedQKVLinear(Module):
-    def __init__(self, comm, hidden: int, layout: KVLayout, *, bias: bool = False, seed: int = 0,
-                 init: str = "normal", dtype="float32", sequence_parallel: bool = False, seq_dim: int = 0,
-                 name: str | None = None, device=None):
+    def __init__(
+        self,
+        comm,
+        hidden: int,
+        layout: KVLayout,
+        *,
+        bias: bool = False,
+        seed: int = 0,
+        init: str = "normal",
+        dtype="float32",
+        sequence_parallel: bool = False,
+        seq_dim: int = 0,
+        name: str | None = None,
+        device=None,
+    ):
         super().__init__(comm, name, device)
         self.layout, self.sequence_parallel, self.seq_dim = layout, sequence_parallel, seq_dim
         n, g, d, t = layout.num_heads, layout.num_kv_heads, layout.head_dim, comm.size
@@ -36,7 +48,9 @@ class GroupedQKVLinear(Module):
         if bias:
             b_init = "zeros" if init == "normal" else init
             b = [global_weight((m * d,), seed + 3 + i, b_init, dtype) for i, m in enumerate((n, g, g))]
-            self.bias = torch.nn.Parameter(to_torch(rank_piece(layout.fuse(*b), 0, comm.rank, t), self.device))
+            self.bias = torch.nn.Parameter(
+                to_torch(rank_piece(layout.fuse(*b), 0, comm.rank, t), self.device)
+            )
         self.kv_comm = _kv_comm(comm, layout.replicas)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -25,19 +25,45 @@ from tpsim.nn.llama_config import LlamaConfig
 
 
 class LlamaBlock(Module):
-    def __init__(self, comm, hidden: int, num_heads: int, num_kv_heads: int, ffn_hidden: int, *,
-                 rope_theta: float = 10000.0, norm_eps: float = 1e-5, qkv_bias: bool = False,
-                 sequence_parallel: bool = False, seq_dim: int = 0, seed: int = 0, init: str = "normal",
-                 dtype="float32", name: str | None = None, device=None):
+    def __init__(
+        self,
+        comm,
+        hidden: int,
+        num_heads: int,
+        num_kv_heads: int,
+        ffn_hidden: int,
+        *,
+        rope_theta: float = 10000.0,
+        norm_eps: float = 1e-5,
+        qkv_bias: bool = False,
+        sequence_parallel: bool = False,
+        seq_dim: int = 0,
+        seed: int = 0,
+        init: str = "normal",
+        dtype="float32",
+        name: str | None = None,
+        device=None,
+    ):
         super().__init__(comm, name, device)
         kw = dict(init=init, dtype=dtype, sequence_parallel=sequence_parallel, seq_dim=seq_dim, device=device)
         n = self.name
-        self.input_layernorm = RMSNorm(comm, hidden, eps=norm_eps, seed=seed, name=f"{n}.input_layernorm", **kw)
+        self.input_layernorm = RMSNorm(
+            comm, hidden, eps=norm_eps, seed=seed, name=f"{n}.input_layernorm", **kw
+        )
         self.self_attention = GroupedQueryAttention(
-            comm, hidden, num_heads, num_kv_heads, qkv_bias=qkv_bias, rope_theta=rope_theta, seed=seed + 10,
-            name=f"{n}.self_attention", **kw)
-        self.post_attention_layernorm = RMSNorm(comm, hidden, eps=norm_eps, seed=seed + 20,
-                                                name=f"{n}.post_attention_layernorm", **kw)
+            comm,
+            hidden,
+            num_heads,
+            num_kv_heads,
+            qkv_bias=qkv_bias,
+            rope_theta=rope_theta,
+            seed=seed + 10,
+            name=f"{n}.self_attention",
+            **kw,
+        )
+        self.post_attention_layernorm = RMSNorm(
+            comm, hidden, eps=norm_eps, seed=seed + 20, name=f"{n}.post_attention_layernorm", **kw
+        )
         self.mlp = SwiGLUMLP(comm, hidden, ffn_hidden, seed=seed + 30, name=f"{n}.mlp", **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,33 +74,70 @@ class LlamaBlock(Module):
 class Llama(Module):
     """`mean = model(ids, targets)`: the mean loss over tokens; `mean.backward()` fills every grad."""
 
-    def __init__(self, comm, config: LlamaConfig, *, sequence_parallel: bool = False,
-                 pad_to_multiple_of: int | None = None, seed: int = 0, init: str = "normal",
-                 name: str = "llama", device=None):
+    def __init__(
+        self,
+        comm,
+        config: LlamaConfig,
+        *,
+        sequence_parallel: bool = False,
+        pad_to_multiple_of: int | None = None,
+        seed: int = 0,
+        init: str = "normal",
+        name: str = "llama",
+        device=None,
+    ):
         super().__init__(comm, name, device)
         cfg, sp = config, sequence_parallel
         kw = dict(init=init, dtype=cfg.dtype, device=device)
-        self.embedding = VocabParallelEmbedding(comm, cfg.vocab_size, cfg.hidden, seed=seed, sequence_parallel=sp,
-                                                pad_to_multiple_of=pad_to_multiple_of, name=f"{name}.embedding",
-                                                **kw)
+        self.embedding = VocabParallelEmbedding(
+            comm,
+            cfg.vocab_size,
+            cfg.hidden,
+            seed=seed,
+            sequence_parallel=sp,
+            pad_to_multiple_of=pad_to_multiple_of,
+            name=f"{name}.embedding",
+            **kw,
+        )
         self.layers = torch.nn.ModuleList(
-            LlamaBlock(comm, cfg.hidden, cfg.num_heads, cfg.num_kv_heads, cfg.ffn_hidden,
-                       rope_theta=cfg.rope_theta, norm_eps=cfg.norm_eps, qkv_bias=cfg.qkv_bias,
-                       sequence_parallel=sp, seed=seed + LAYER_SEED * (i + 1), name=f"{name}.layers.{i}", **kw)
+            LlamaBlock(
+                comm,
+                cfg.hidden,
+                cfg.num_heads,
+                cfg.num_kv_heads,
+                cfg.ffn_hidden,
+                rope_theta=cfg.rope_theta,
+                norm_eps=cfg.norm_eps,
+                qkv_bias=cfg.qkv_bias,
+                sequence_parallel=sp,
+                seed=seed + LAYER_SEED * (i + 1),
+                name=f"{name}.layers.{i}",
+                **kw,
+            )
             for i in range(cfg.num_layers)
         )
         top = seed + LAYER_SEED * (cfg.num_layers + 1)
-        self.norm = RMSNorm(comm, cfg.hidden, eps=cfg.norm_eps, seed=top, sequence_parallel=sp,
-                            name=f"{name}.norm", **kw)
+        self.norm = RMSNorm(
+            comm, cfg.hidden, eps=cfg.norm_eps, seed=top, sequence_parallel=sp, name=f"{name}.norm", **kw
+        )
         padded = self.embedding.padded_vocab_size
         if cfg.tied_embeddings:
             self.output_layer = VocabParallelLogits(self.embedding)
             self.output_layer.sequence_parallel = sp
         else:
-            self.output_layer = ColumnParallelLinear(comm, cfg.hidden, padded, bias=False, seed=top + 10,
-                                                     sequence_parallel=sp, name=f"{name}.output_layer", **kw)
-        self.loss = VocabParallelCrossEntropy(comm, vocab_size=cfg.vocab_size, padded_vocab_size=padded,
-                                              device=device)
+            self.output_layer = ColumnParallelLinear(
+                comm,
+                cfg.hidden,
+                padded,
+                bias=False,
+                seed=top + 10,
+                sequence_parallel=sp,
+                name=f"{name}.output_layer",
+                **kw,
+            )
+        self.loss = VocabParallelCrossEntropy(
+            comm, vocab_size=cfg.vocab_size, padded_vocab_size=padded, device=device
+        )
 
     def forward(self, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         x = self.embedding(ids)

@@ -40,7 +40,10 @@ def default_cases(t: int) -> list:
             Case("llama_block", dict(attn, kv=1, ffn=2 * t), dict(sequence_parallel=sp)),
         ]
     model = dict(s=s, b=b, vocab=11, hidden=2 * heads, heads=heads, kv=1, ffn=2 * t, layers=2)
-    out += [Case("llama", model, {}), Case("llama", model, dict(sequence_parallel=True, pad_to_multiple_of=4))]
+    out += [
+        Case("llama", model, {}),
+        Case("llama", model, dict(sequence_parallel=True, pad_to_multiple_of=4)),
+    ]
     return out
 
 
@@ -50,8 +53,17 @@ def _kw(case: Case) -> dict:
 
 def config(case: Case) -> LlamaConfig:
     d = case.dims
-    return LlamaConfig(d["vocab"], d["hidden"], d["layers"], d["heads"], d["kv"], d["ffn"], d["s"],
-                       dtype=case.dtype, qkv_bias=case.options.get("qkv_bias", False))
+    return LlamaConfig(
+        d["vocab"],
+        d["hidden"],
+        d["layers"],
+        d["heads"],
+        d["kv"],
+        d["ffn"],
+        d["s"],
+        dtype=case.dtype,
+        qkv_bias=case.options.get("qkv_bias", False),
+    )
 
 
 def build_tpsim(case: Case, mesh):
@@ -62,13 +74,26 @@ def build_tpsim(case: Case, mesh):
     elif case.layer == "swiglu":
         m = SwiGLUMLP(mesh, d["hidden"], d["ffn"], sequence_parallel=sp, **kw)
     elif case.layer == "gqa":
-        m = GroupedQueryAttention(mesh, d["hidden"], d["heads"], d["kv"], qkv_bias=o.get("qkv_bias", False),
-                                  sequence_parallel=sp, **kw)
+        m = GroupedQueryAttention(
+            mesh,
+            d["hidden"],
+            d["heads"],
+            d["kv"],
+            qkv_bias=o.get("qkv_bias", False),
+            sequence_parallel=sp,
+            **kw,
+        )
     elif case.layer == "llama_block":
         m = LlamaBlock(mesh, d["hidden"], d["heads"], d["kv"], d["ffn"], sequence_parallel=sp, **kw)
     else:
-        m = Llama(mesh, config(case), sequence_parallel=sp, pad_to_multiple_of=o.get("pad_to_multiple_of"),
-                  seed=case.seed, init=case.init)
+        m = Llama(
+            mesh,
+            config(case),
+            sequence_parallel=sp,
+            pad_to_multiple_of=o.get("pad_to_multiple_of"),
+            seed=case.seed,
+            init=case.init,
+        )
         return m, m, ("ids+targets", (d["s"], d["b"]), Replicate())
     return m, m, x
 
@@ -80,11 +105,25 @@ def build_reference(case: Case, comm, device):
     elif case.layer == "swiglu":
         m = r_swiglu.SwiGLUMLP(comm, d["hidden"], d["ffn"], sequence_parallel=sp, **kw)
     elif case.layer == "gqa":
-        m = r_gqa.GroupedQueryAttention(comm, d["hidden"], d["heads"], d["kv"], qkv_bias=o.get("qkv_bias", False),
-                                        sequence_parallel=sp, **kw)
+        m = r_gqa.GroupedQueryAttention(
+            comm,
+            d["hidden"],
+            d["heads"],
+            d["kv"],
+            qkv_bias=o.get("qkv_bias", False),
+            sequence_parallel=sp,
+            **kw,
+        )
     elif case.layer == "llama_block":
         m = r_llama.LlamaBlock(comm, d["hidden"], d["heads"], d["kv"], d["ffn"], sequence_parallel=sp, **kw)
     else:
-        m = r_llama.Llama(comm, config(case), sequence_parallel=sp, pad_to_multiple_of=o.get("pad_to_multiple_of"),
-                          seed=case.seed, init=case.init, device=device)
+        m = r_llama.Llama(
+            comm,
+            config(case),
+            sequence_parallel=sp,
+            pad_to_multiple_of=o.get("pad_to_multiple_of"),
+            seed=case.seed,
+            init=case.init,
+            device=device,
+        )
     return m, m

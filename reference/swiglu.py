@@ -21,20 +21,39 @@ from tpsim.nn.init import global_weight
 
 
 class SwiGLUMLP(Module):
-    def __init__(self, comm, hidden: int, ffn_hidden: int, *, seed: int = 0, init: str = "normal",
-                 dtype="float32", sequence_parallel: bool = False, seq_dim: int = 0, name: str | None = None,
-                 device=None):
+    def __init__(
+        self,
+        comm,
+        hidden: int,
+        ffn_hidden: int,
+        *,
+        seed: int = 0,
+        init: str = "normal",
+        dtype="float32",
+        sequence_parallel: bool = False,
+        seq_dim: int = 0,
+        name: str | None = None,
+        device=None,
+    ):
         super().__init__(comm, name, device)
         self.check_divides("ffn_hidden (gate and up are fused per rank)", ffn_hidden)
-        kw = dict(bias=False, init=init, dtype=dtype, sequence_parallel=sequence_parallel, seq_dim=seq_dim,
-                  device=device)
-        self.linear_fc1 = ColumnParallelLinear(comm, hidden, 2 * ffn_hidden, seed=seed,
-                                               name=f"{self.name}.linear_fc1", **kw)
+        kw = dict(
+            bias=False,
+            init=init,
+            dtype=dtype,
+            sequence_parallel=sequence_parallel,
+            seq_dim=seq_dim,
+            device=device,
+        )
+        self.linear_fc1 = ColumnParallelLinear(
+            comm, hidden, 2 * ffn_hidden, seed=seed, name=f"{self.name}.linear_fc1", **kw
+        )
         gate, up = (global_weight((ffn_hidden, hidden), seed + i, init, dtype) for i in (0, 1))
         fused = rank_piece(fuse_rows([gate, up], comm.size), 0, comm.rank, comm.size)
         self.linear_fc1.weight = torch.nn.Parameter(to_torch(fused, self.device))
-        self.linear_fc2 = RowParallelLinear(comm, ffn_hidden, hidden, seed=seed + 2,
-                                            name=f"{self.name}.linear_fc2", **kw)
+        self.linear_fc2 = RowParallelLinear(
+            comm, ffn_hidden, hidden, seed=seed + 2, name=f"{self.name}.linear_fc2", **kw
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g, u = widen(self.linear_fc1(x)).chunk(2, dim=-1)  # (s, b, ffn/t) each

@@ -23,6 +23,7 @@ RoPE, v (g/t or one KV head per rank, not the repeated copies), and P.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,8 @@ class GroupedQueryAttention(Module):
         self.rope = RotaryEmbedding(d, rope_theta)
         kw = dict(dtype=dtype, sequence_parallel=sequence_parallel, seq_dim=self.seq_dim, tp_dim=tp_dim)
         qkv = GroupedQKVLinear(mesh, hidden, self.layout, bias=qkv_bias, seed=seed, init=init, **kw)
-        self.query_key_value = self.child("query_key_value", qkv)
+        self.child("query_key_value", qkv)
+        self.query_key_value = qkv
         dense = RowParallelLinear(
             mesh, hidden, hidden, bias=False, input_is_parallel=True, seed=seed + 6, init=init, **kw
         )
@@ -156,6 +158,7 @@ def _split(a, layout: KVLayout, seq_dim: int, which: str):
     axes = mha._to_heads_axes(seq_dim)
     heads = kvl * m if which == "q" else kvl
     shape = tuple((*a.shape[:2], heads, d)[i] for i in axes)
+    out: Any
     if is_meta(a):
         out = MetaArray(shape, a.dtype)
     else:

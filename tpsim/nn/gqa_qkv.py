@@ -27,6 +27,7 @@ the t ranks is the whole gradient, each KV head counted once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -161,7 +162,7 @@ class GroupedQKVLinear(ColumnParallelLinear):
             "kv_grads_pack",
             lambda *gs: _pack(rows, *gs),
             *gw,
-            placements=gw[0].placements,
+            placements=list(gw[0].placements),
             shape=(self.mesh.shape[self.tp] * rows, self.in_features + len(keys) - 1),
         )
         r, groups = self.layout.replicas, []
@@ -172,7 +173,11 @@ class GroupedQKVLinear(ColumnParallelLinear):
         for i, k in enumerate(keys):
             g = self.grads.pop(k)
             new = self.local(
-                "kv_grads_unpack", lambda a, b, i=i: _unpack(rows, i, a, b), g, buf, placements=g.placements
+                "kv_grads_unpack",
+                lambda a, b, i=i: _unpack(rows, i, a, b),
+                g,
+                buf,
+                placements=list(g.placements),
             )
             del g
             new.recategorize("grads")
@@ -182,6 +187,7 @@ class GroupedQKVLinear(ColumnParallelLinear):
 def _pack(rows: int, gw, gb=None):
     """The last `rows` rows of the weight grad, with the bias grad's as one more column: (rows, h [+1])."""
     h = gw.shape[-1] + (gb is not None)
+    out: Any
     if is_meta(gw):
         out = MetaArray((rows, h), gw.dtype)
     else:

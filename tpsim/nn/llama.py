@@ -24,6 +24,7 @@ from tpsim.darray import DArray
 from tpsim.nn import ops
 from tpsim.nn.embedding import VocabParallelEmbedding, VocabParallelLogits
 from tpsim.nn.gqa import GroupedQueryAttention
+from tpsim.nn.gqa_qkv import GroupedQKVLinear
 from tpsim.nn.linear import ColumnParallelLinear
 from tpsim.nn.llama_config import LlamaConfig
 from tpsim.nn.loss import VocabParallelCrossEntropy
@@ -72,7 +73,8 @@ class LlamaBlock(Module):
             seed=seed + 10,
             **kw,
         )
-        self.self_attention = self.child("self_attention", attn)
+        self.child("self_attention", attn)
+        self.self_attention = attn
         self.post_attention_layernorm = self.child(
             "post_attention_layernorm", RMSNorm(mesh, hidden, eps=norm_eps, seed=seed + 20, **kw)
         )
@@ -90,7 +92,7 @@ class LlamaBlock(Module):
 
     def _add(self, name: str, a: DArray, b: DArray) -> DArray:
         return self.local(
-            name, lambda u, v: ops.elementwise(lambda p, q: p + q, u, v), a, b, placements=a.placements
+            name, lambda u, v: ops.elementwise(lambda p, q: p + q, u, v), a, b, placements=list(a.placements)
         )
 
 
@@ -123,7 +125,7 @@ class Llama(Module):
             **kw,
         )
         self.embedding = self.child("embedding", table)
-        self.layers = []
+        self.layers: list[LlamaBlock] = []
         for i in range(cfg.num_layers):
             block = LlamaBlock(
                 mesh,
@@ -138,12 +140,14 @@ class Llama(Module):
                 seed=seed + LAYER_SEED * (i + 1),
                 **kw,
             )
-            self.layers.append(self.child(f"layers.{i}", block))
+            self.child(f"layers.{i}", block)
+            self.layers.append(block)
         top = seed + LAYER_SEED * (cfg.num_layers + 1)
         self.norm = self.child(
             "norm", RMSNorm(mesh, cfg.hidden, eps=cfg.norm_eps, seed=top, sequence_parallel=sp, **kw)
         )
         self.padded_vocab_size = table.padded_vocab_size
+        out: Module
         if cfg.tied_embeddings:
             out = VocabParallelLogits(table)
             out.sequence_parallel = sp
@@ -182,6 +186,7 @@ class Llama(Module):
         total = sum(math.prod(p.shape) for _, p in self.named_parameters())
         for layer in self.layers:
             qkv = layer.self_attention.query_key_value
+            assert isinstance(qkv, GroupedQKVLinear)
             r, d = qkv.layout.replicas, qkv.layout.head_dim
             copies = (r - 1) * 2 * d * qkv.layout.num_kv_heads
             total -= copies * (qkv.in_features + qkv.has_bias)

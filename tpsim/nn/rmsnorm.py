@@ -22,7 +22,7 @@ from tpsim.errors import PlacementError, ShapeError
 from tpsim.meta import MetaArray, is_meta
 from tpsim.nn.init import global_weight
 from tpsim.nn.module import Module
-from tpsim.placement import Partial, Replicate, Shard
+from tpsim.placement import Partial, Placement, Replicate, Shard
 
 
 class RMSNorm(Module):
@@ -54,11 +54,13 @@ class RMSNorm(Module):
             "rmsnorm_stats",
             lambda a: _rstd(a, self.eps),
             x,
-            placements=x.placements,
+            placements=list(x.placements),
             shape=(*x.shape[:-1], 1),
         )
         self.save(x=x, rstd=rstd)
-        return self.local("rmsnorm", _normalize, x, rstd, self.params["weight"], placements=x.placements)
+        return self.local(
+            "rmsnorm", _normalize, x, rstd, self.params["weight"], placements=list(x.placements)
+        )
 
     def backward(self, dy: DArray) -> DArray:
         x, rstd = self.saved("x", "rstd")
@@ -68,7 +70,7 @@ class RMSNorm(Module):
                 f"{self.name} backward: dy {dy.shape} {list(dy.placements)} must match "
                 f"x {x.shape} {list(x.placements)}"
             )
-        grad_pl = [Partial() if isinstance(p, Shard) else Replicate() for p in x.placements]
+        grad_pl: list[Placement] = [Partial() if isinstance(p, Shard) else Replicate() for p in x.placements]
         dw = self.local("rmsnorm_dweight", _dweight, x, rstd, dy, placements=grad_pl, shape=(self.hidden,))
         if self.sequence_parallel:
             on_tp = list(dw.placements)
@@ -76,7 +78,7 @@ class RMSNorm(Module):
             dw = dw.redistribute(on_tp)  # the all-reduce of the SP param's grad
         self.accumulate("weight", dw)
         w = self.params["weight"]
-        return self.local("rmsnorm_dinput", _dinput, x, rstd, dy, w, placements=x.placements)
+        return self.local("rmsnorm_dinput", _dinput, x, rstd, dy, w, placements=list(x.placements))
 
     def _check(self, x: DArray, what: str) -> None:
         if x.ndim < 1 or x.shape[-1] != self.hidden:

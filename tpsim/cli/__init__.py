@@ -19,10 +19,10 @@ import json
 import math
 import sys
 
-from tpsim.cli import bench, calibrate, collective, compare, layer, model
+from tpsim.cli import bench, calibrate, collective, compare, layer, model, serve_plan
 from tpsim.errors import TpsimError
 
-SUBCOMMANDS = (collective, layer, model, compare, calibrate, bench)
+SUBCOMMANDS = (collective, layer, model, compare, calibrate, bench, serve_plan)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,8 @@
 This rank holds [q heads of KV head k; k_k; v_k] for each KV head k it reads (tpsim's KVLayout, the
 same rows cut from the same seeded matrices).  When t exceeds the KV heads, r = t/g ranks hold copies
 of one KV head, and each copy's gradient is only its rank's share, so backward all-reduces those rows
-over the r ranks (a sub-group Comm; the whole group when r = t):
+over the r ranks (a sub-group Comm; the whole group when r = t).  A sub-group's calls are not in the
+TP Comm's record, so the checker's collective counts cover r = t only (world size 2 has no other):
 
     forward:  copy_to (identity)                   [SP: all-gather of x]
     backward: all-reduce of this KV head's (2d, h [+1]) grads over its r ranks, when replicated;
@@ -63,12 +64,12 @@ def _kv_comm(comm, r: int):
         return None
     if r == comm.size:
         return comm
+    base = getattr(comm, "comm", comm)  # the Comm under the checker's recording Tap
     mine = None
     for start in range(0, comm.size, r):
-        ranks = [comm.ranks[i] for i in range(start, start + r)]
-        group = dist.new_group(ranks)
+        group = dist.new_group([base.ranks[i] for i in range(start, start + r)])
         if comm.rank in range(start, start + r):
-            mine = Comm(group, mode=comm.mode, algorithm=comm.algorithms, backend=comm.backend)
+            mine = Comm(group, mode=base.mode, algorithm=base.algorithms, backend=base.backend)
     return mine
 
 

@@ -1,0 +1,71 @@
+"""Prefill and decode with a KV cache sharded by KV heads: the same outputs as the causal forward over
+the whole sequence, one all-reduce per step, and the cache's bytes on each device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose
+
+from tpsim import Mesh, Replicate, distribute
+from tpsim.errors import ShapeError
+from tpsim.meta import meta
+from tpsim.nn.gqa import GroupedQueryAttention
+from tpsim.nn.llama_config import LLAMA_PRESETS
+from tpsim.serve import kv_cache_bytes_per_token
+from tpsim.serve.decode import attend, new_cache
+
+U = np.finfo(np.float64).eps / 2
+
+
+@given(
+    tg=st.sampled_from([(1, 2), (2, 2), (2, 1), (4, 2), (4, 1), (3, 3)]),
+    prompt=st.integers(1, 4),
+    new=st.integers(1, 3),
+    bias=st.booleans(),
+    data=st.data(),
+)
+def test_prefill_then_decode_equals_the_causal_forward(tg, prompt, new, bias, data):
+    """Prefill `prompt` tokens, decode `new` more one at a time: each output is the causal forward's at
+    that position (KV heads split or replicated; RoPE at the cached offset)."""
+    t, g = tg
+    n, d, b = 2 * max(t, g), 2, 2
+    h, s = n * d, prompt + new
+    mesh = Mesh(t)
+    m = GroupedQueryAttention(mesh, h, n, g, qkv_bias=bias, init="exact", dtype="float64", seed=4)
+    x = data.draw(st.integers(0, 2**32 - 1).map(lambda k: np.random.default_rng(k).uniform(-1, 1, (s, b, h))))
+    whole = m(distribute(x, mesh, [Replicate()])).full()
+    cache = new_cache(m, b, s + 1)
+    steps = [x[:prompt]] + [x[i : i + 1] for i in range(prompt, s)]
+    before = len(mesh.trace.collectives)
+    y = np.concatenate([attend(m, distribute(a, mesh, [Replicate()]), cache).full() for a in steps])
+    after = mesh.trace.collectives[before:]
+    assert [c.collective for c in after] == ["all_reduce"] * len(steps) and cache.length == s
+    depth = 2 * h + s + s * d + h  # qkv, scores, softmax, context, dense
+    assert_allclose(y, whole, rtol=0, atol=2 * depth * U * max(1.0, float(np.abs(whole).max())))
+
+
+def test_cache_overflow_is_refused():
+    mesh = Mesh(2)
+    m = GroupedQueryAttention(mesh, 8, 4, 2, init="exact", dtype="float64")
+    cache = new_cache(m, 1, 2)
+    with pytest.raises(ShapeError, match="exceed the cache's 2"):
+        attend(m, distribute(np.ones((3, 1, 8)), mesh, [Replicate()]), cache)
+
+
+def test_llama3_70b_layer_decode_shape_only_at_tp16():
+    """One layer of Llama-3 70B over 16 ranks: each holds one KV head's cache (2 ranks per head), the
+    bytes kv_cache.py predicts, and a decode step all-reduces b h bf16 elements once."""
+    cfg = LLAMA_PRESETS["llama3-70b"]
+    mesh = Mesh(16, memory=1 << 62)
+    m = GroupedQueryAttention(mesh, cfg.hidden, cfg.num_heads, cfg.num_kv_heads, init=None, dtype="bfloat16")
+    b, max_len = 4, 1024
+    cache = new_cache(m, b, max_len)
+    per_layer = kv_cache_bytes_per_token(cfg, 16) // cfg.num_layers
+    assert mesh.devices[0].in_use["kv_cache"] == per_layer * b * max_len
+    attend(m, distribute(meta((100, b, cfg.hidden), "bfloat16"), mesh, [Replicate()]), cache)  # prefill
+    attend(m, distribute(meta((1, b, cfg.hidden), "bfloat16"), mesh, [Replicate()]), cache)  # decode
+    step = mesh.trace.collectives[-1]
+    assert step.collective == "all_reduce" and step.nbytes == b * cfg.hidden * 2 and cache.length == 101

@@ -9,6 +9,7 @@ staging.py         gloo with CUDA tensors: which ops go through the CPU
 smoke.py           the smallest entry point: `python -m reference.smoke`, or under torchrun
 rmsnorm.py rope.py swiglu.py gqa_qkv.py gqa.py llama.py
                    the Llama layers, mirrors of tpsim/nn's; llama_cases.py: their checker cases
+decode.py          prefill and decode with a KV cache (tpsim/serve/decode.py's mirror), run_decode per rank
 
 Not installed with the wheel: run from a checkout, `python -m reference.<module>`.
 """

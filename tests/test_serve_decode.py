@@ -69,3 +69,26 @@ def test_llama3_70b_layer_decode_shape_only_at_tp16():
     attend(m, distribute(meta((1, b, cfg.hidden), "bfloat16"), mesh, [Replicate()]), cache)  # decode
     step = mesh.trace.collectives[-1]
     assert step.collective == "all_reduce" and step.nbytes == b * cfg.hidden * 2 and cache.length == 101
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("g", [2, 1])
+def test_reference_decode_matches_tpsim(g):
+    """The reference's prefill + decode on 2 gloo ranks (KV heads split, then one replicated) gives
+    tpsim's outputs on every rank, within two float64 engines' rounding of the same depth."""
+    from reference.decode import run_decode
+    from reference.launch import run
+
+    spec = dict(hidden=8, num_heads=4, num_kv_heads=g, qkv_bias=True, seed=2, init="exact", dtype="float64")
+    x = np.random.default_rng(g).uniform(-1, 1, (5, 2, 8))
+    mesh = Mesh(2)
+    m = GroupedQueryAttention(
+        mesh, spec["hidden"], spec["num_heads"], g, qkv_bias=True, seed=2, init="exact", dtype="float64"
+    )
+    cache = new_cache(m, 2, 5)
+    steps = [x[:3], x[3:4], x[4:5]]
+    want = np.concatenate([attend(m, distribute(a, mesh, [Replicate()]), cache).full() for a in steps])
+    ranks = run(run_decode, 2, spec, x, 3, timeout=120)
+    depth = 2 * 8 + 5 + 5 * 2 + 8
+    for got in ranks:
+        assert_allclose(got, want, rtol=0, atol=2 * depth * U * max(1.0, float(np.abs(want).max())))

@@ -67,3 +67,15 @@ def test_cli_serve_plan(capsys):
     assert [x["tp"] for x in r["rows"]] == [1, 2, 4, 8] and r["by_latency"]
     assert main(["serve-plan", "mistral-7b", "--gpus", "2"]) == 0
     assert "by throughput" in capsys.readouterr().out
+
+
+def test_prefill_is_compute_bound_and_its_all_reduces_are_large():
+    """A 4096-token prompt: the linears' FLOPs bound its time (2 x layer params x tokens / t / peak), and
+    its (4096, h) all-reduces are past one-shot's range, unlike decode's (1, h)."""
+    r = serve_plan("llama3-70b", 8)
+    row = next(x for x in r["rows"] if x["tp"] == 8)
+    peak = 989.4e12  # H100 SXM dense bf16 (tpsim.hardware)
+    layers = L70.parameters() - 2 * L70.vocab_size * L70.hidden  # the tables are not multiplied by tokens
+    assert row["prefill"] >= 2 * layers * 4096 / 8 / peak
+    assert row["prefill_allreduce"] in ("two-shot", "ring") and row["allreduce"] == "one-shot"
+    assert row["prefill"] > 10 * row["latency"]

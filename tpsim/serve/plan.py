@@ -9,11 +9,13 @@ For every t that divides N and fits the heads (KV heads split or replicated), N 
     per step                 the embedding's all-reduce; the output layer's V/t rows read
     latency(b)               the sum: seconds per generated token for a batch of b sequences
 
+    prefill                  one sequence of `context` tokens: compute-bound linears and attention,
+                             2 large all-reduces per layer (prefill_time): the time to first token
     by latency               latency(1), the time per token of one sequence alone
     by throughput            replicas x b_max / latency(b_max), b_max the sequences of `context`
                              tokens whose KV cache fits (kv_cache.py)
 
-Not modelled: prefill, the logits' gather for sampling, attention's FLOPs (a decode step's are b x
+Not modelled: batched prefill, the logits' gather for sampling, attention's FLOPs (a decode step's are b x
 context x heads x d per layer, small beside the weights' reads), compute/communication overlap.
 """
 
@@ -57,6 +59,25 @@ def decode_latency(cfg: LlamaConfig, t: int, batch: int, context: int, spec, top
     )
 
 
+def prefill_time(cfg: LlamaConfig, t: int, tokens: int, spec, topology) -> dict:
+    """Seconds to prefill one sequence of `tokens` (the time to its first token) on one replica.
+
+    Per layer: 2 tokens (params per rank) FLOPs for the linears and 4 tokens^2 h/t for the attention
+    scores and context (the whole square, as tpsim's layers compute it), the weights read once; and
+    2 all-reduces of (tokens, h): large, so ring or two-shot.
+    """
+    size = itemsize(cfg)
+    head = cfg.vocab_size * cfg.hidden // t * size * (1 if cfg.tied_embeddings else 2)
+    layer_weights = (weight_bytes(cfg, t) - head - cfg.hidden * size) / cfg.num_layers
+    flops = 2 * tokens * layer_weights / size + 4 * tokens * tokens * cfg.hidden / t
+    layer = spec.time(flops, layer_weights + 4 * tokens * cfg.hidden * size, cfg.dtype)
+    logits = spec.time(2 * cfg.vocab_size * cfg.hidden / t, head / 2, cfg.dtype)  # the last token's only
+    times = allreduce_times(t, tokens * cfg.hidden * size, topology, cfg.dtype)
+    algorithm = fastest(times)
+    comm = (2 * cfg.num_layers + 1) * times[algorithm]
+    return dict(seconds=cfg.num_layers * layer + logits + comm, comm=comm, allreduce=algorithm)
+
+
 def serve_plan(
     model,
     gpus: int,
@@ -86,6 +107,10 @@ def serve_plan(
         )
         if row["fits"]:
             one = decode_latency(cfg, t, 1, context, spec, topo)
+            first = prefill_time(cfg, t, context, spec, topo)
+            row.update(
+                prefill=first["seconds"], prefill_comm=first["comm"], prefill_allreduce=first["allreduce"]
+            )
             full = decode_latency(cfg, t, b_max, context, spec, topo)
             row.update(
                 latency=one["seconds"],

@@ -42,3 +42,14 @@ def test_llama_layers_pass_the_equivalence_check(comm):
     # the replicated KV head's gradient all-reduce ran in both engines, counted alike
     gqa = [c for c in result["cases"] if "kv=1" in c["case"] and c["case"].startswith("gqa")]
     assert gqa and all(c["counts_equal"] for c in gqa)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_llama_layers_pass_in_bfloat16():
+    """bfloat16 through RMSNorm, SiLU, RoPE and softmax: float32 inside, one rounding per op, in both."""
+    cs = [c for d in ("exact", "float") for c in default_cases(WS, d, "bfloat16") if c.layer in LAYERS]
+    result = check(WS, cs, comm="schedule", timeout=240)
+    assert result["ok"], [(r["case"], r["tensor"]) for r in result["rows"] if not r["ok"]]
+    assert all(r["dtype"] == "bfloat16" for r in result["rows"])
+    assert all(c["ref_bytes"] == c["tpsim_bytes"] for c in result["cases"])

@@ -124,3 +124,18 @@ def test_cli_model_llama3_70b_tp16(capsys):
     assert main(["model", "llama3-70b", "--tp", "16", "--tp-across-nodes", "--fast", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["tp"] == 16 and "replicated on 2 ranks" in r["notes"]
+
+
+def test_analyse_llama_counts_the_replicated_kv_copies():
+    """Llama-3 70B (2 layers) at TP 16 with SP, shape-only: the stored weights hold one extra copy of each
+    KV head per layer; device memory is 1/16 of the split weights plus every (replicated) RMSNorm."""
+    from tpsim.nn.llama_analyse import analyse_llama
+
+    cfg = LLAMA_PRESETS["llama3-70b"].with_(num_layers=2, seq_len=1024)
+    r = analyse_llama(cfg, 16, True)
+    copies = 2 * (16 // 8 - 1) * 2 * 8 * 128 * cfg.hidden  # layers x extra copies x (K, V) x g x d x h
+    assert r["parameters_stored"] - r["parameters"] == copies
+    norms = (2 * cfg.num_layers + 1) * cfg.hidden
+    assert r["memory"]["weights"] == 2 * ((r["parameters_stored"] - norms) // 16 + norms)
+    kv = r["collectives"]["backward"]["all_reduce"]
+    assert kv["count"] >= cfg.num_layers  # the KV grads' all-reduce, once per layer (and SP's dw ones)

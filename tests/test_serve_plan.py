@@ -59,6 +59,9 @@ def test_serve_plan_ranks_the_degrees():
     assert r["by_latency"][0] == 16  # more ranks read fewer weights per token
     assert rows[8]["throughput"] > rows[16]["throughput"]  # replicated KV heads cap TP 16's batch
     assert all(rows[t]["allreduce"] == "one-shot" for t in (2, 4, 8, 16))  # batch 1: 16 KiB messages
+    sizes = r["allreduce_by_size"]
+    assert sizes["tp"] == 16 and [x["bytes"] for x in sizes["rows"]][:2] == [16384, 8 * 16384]
+    assert sizes["rows"][0]["fastest"] == "one-shot" and sizes["rows"][-1]["fastest"] != "one-shot"
 
 
 def test_cli_serve_plan(capsys):

@@ -73,9 +73,20 @@ def text(r: dict) -> str:
         "tokens/s",
     ]
     title = f"{r['model']} on {r['gpus']} x {r['device']}, {r['context']} tokens per sequence ({r['source']})"
+    ar = r["allreduce_by_size"]
+    sizes = table(
+        [
+            [fmt_bytes(x["bytes"]), *(fmt_time(x[a]) for a in ("one-shot", "two-shot", "ring")), x["fastest"]]
+            for x in ar["rows"]
+        ],
+        ["message", "one-shot", "two-shot", "ring", "fastest"],
+        f"all-reduce over tp {ar['tp']}: decode batches of 1, 8, 64, 512 sequences, then one prefill",
+    )
     return "\n".join(
         [
             table(rows, head, title),
             f"by latency: tp {r['by_latency']}   by throughput: tp {r['by_throughput']}",
+            "",
+            sizes,
         ]
     )

@@ -44,3 +44,12 @@ def allreduce_times(t: int, nbytes: int, topology, dtype: str = "bfloat16") -> d
 
 def fastest(times: dict[str, float]) -> str:
     return min(ALGORITHMS, key=lambda a: (times[a], ALGORITHMS.index(a)))
+
+
+def by_size(t: int, topology, sizes, dtype: str = "bfloat16") -> list[dict]:
+    """For each message size in bytes: the three algorithms' times and the fastest."""
+    rows = []
+    for n in sizes:
+        times = allreduce_times(t, n, topology, dtype)
+        rows.append(dict(bytes=n, **times, fastest=fastest(times)))
+    return rows

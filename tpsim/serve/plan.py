@@ -11,6 +11,8 @@ For every t that divides N and fits the heads (KV heads split or replicated), N 
 
     prefill                  one sequence of `context` tokens: compute-bound linears and attention,
                              2 large all-reduces per layer (prefill_time): the time to first token
+    all-reduce by size       one-shot, two-shot and ring at the widest t, for decode batches of 1, 8, 64
+                             and 512 sequences (b h elements) and for a prefill of `context` tokens
     by latency               latency(1), the time per token of one sequence alone
     by throughput            replicas x b_max / latency(b_max), b_max the sequences of `context`
                              tokens whose KV cache fits (kv_cache.py)
@@ -25,7 +27,7 @@ from tpsim import presets
 from tpsim.hardware import device_spec
 from tpsim.nn.gqa_qkv import valid_tp
 from tpsim.nn.llama_config import LLAMA_PRESETS, LlamaConfig
-from tpsim.serve.allreduce import allreduce_times, fastest
+from tpsim.serve.allreduce import allreduce_times, by_size, fastest
 from tpsim.serve.kv_cache import itemsize, kv_cache_bytes_per_token, max_cached_tokens, weight_bytes
 
 
@@ -122,6 +124,9 @@ def serve_plan(
             )
         rows.append(row)
     fit = [r for r in rows if r["fits"]]
+    widest = max((r["tp"] for r in fit), default=1)
+    topo = presets.nvlink_node(widest, gpu) if topology == "nvlink" else presets.preset(topology, widest)
+    sizes = [cfg.hidden * itemsize(cfg) * b for b in (1, 8, 64, 512)] + [context * cfg.hidden * itemsize(cfg)]
     return dict(
         model=cfg.name,
         source=cfg.source,
@@ -132,4 +137,5 @@ def serve_plan(
         rows=rows,
         by_latency=[r["tp"] for r in sorted(fit, key=lambda r: r["latency"])],
         by_throughput=[r["tp"] for r in sorted(fit, key=lambda r: -r["throughput"])],
+        allreduce_by_size=dict(tp=widest, rows=by_size(widest, topo, sizes, cfg.dtype)),
     )

@@ -46,3 +46,29 @@ def gqa(x, wq, wk, wv, wo, n, g, theta, bq=None, bk=None, bv=None, causal=True, 
 
 def swiglu(x, wg, wu, wd):
     return (F.silu(x @ wg.T) * (x @ wu.T)) @ wd.T
+
+
+def draw_llama_case(draw, layer: str, t: int, dims: dict, opts: dict) -> None:
+    """Dims and options of a Llama-layer checker case for TP degree t (test_reference_layers.layer_case).
+
+    KV heads are 1 or t: split, or one replicated on every rank (a sub-group of ranks would need its
+    own Comm, whose calls the checker's record does not hold)."""
+    from hypothesis import strategies as st
+
+    if layer == "rmsnorm":
+        dims.update(hidden=draw(st.integers(1, 8)))
+        return
+    if layer == "swiglu":
+        dims.update(hidden=draw(st.integers(1, 6)), ffn=t * draw(st.integers(1, 3)))
+        return
+    heads = t * draw(st.integers(1, 2))
+    dims.update(
+        heads=heads, kv=draw(st.sampled_from(sorted({1, t}))), hidden=heads * 2 * draw(st.integers(1, 2))
+    )
+    if layer == "gqa":
+        opts.update(qkv_bias=draw(st.booleans()))
+    if layer in ("llama_block", "llama"):
+        dims.update(ffn=t * draw(st.integers(1, 3)))
+    if layer == "llama":
+        dims.update(vocab=draw(st.integers(1, 13)), layers=draw(st.integers(1, 2)))
+        opts.update(pad_to_multiple_of=draw(st.sampled_from([None, 4])))

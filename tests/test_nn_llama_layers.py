@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 from numpy.testing import assert_allclose, assert_array_equal
 
 from tpsim import Mesh, Replicate, Shard, distribute
-from tpsim.errors import ShapeError
+from tpsim.errors import PlacementError, ShapeError
 from tpsim.nn.fused import fuse_rows
 from tpsim.nn.gqa import GroupedQueryAttention
 from tpsim.nn.gqa_qkv import KVLayout, valid_tp
@@ -222,3 +222,11 @@ def test_rope_tables_rotate_pairs_i_and_i_plus_half():
     assert_array_equal(cos[0], 1) and assert_array_equal(sin[0], 0)
     with pytest.raises(ShapeError, match="even"):
         rope_tables([0], 3, 1e4, np.float64)
+
+
+def test_gqa_refuses_a_sequence_split_off_the_tp_dim():
+    mesh = Mesh((2, 2), names=("dp", "tp"))
+    m = GroupedQueryAttention(mesh, 8, 4, 2, init=None, tp_dim="tp")
+    x = distribute(np.zeros((4, 2, 8)), mesh, [Shard(0), Replicate()])
+    with pytest.raises(PlacementError, match="every query needs every key"):
+        m(x)

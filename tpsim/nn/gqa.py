@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from tpsim.darray import DArray
-from tpsim.errors import ShapeError
+from tpsim.errors import PlacementError, ShapeError
 from tpsim.meta import MetaArray, is_meta
 from tpsim.nn import attention as mha
 from tpsim.nn import ops
@@ -36,6 +36,7 @@ from tpsim.nn.gqa_qkv import GroupedQKVLinear, KVLayout
 from tpsim.nn.linear import RowParallelLinear
 from tpsim.nn.module import Module
 from tpsim.nn.rope import RotaryEmbedding
+from tpsim.placement import Shard
 
 
 class GroupedQueryAttention(Module):
@@ -89,6 +90,12 @@ class GroupedQueryAttention(Module):
             raise ShapeError(
                 f"{self.name}: x has shape {x.shape}; expected (s, b, h) or (b, s, h) with h = {self.hidden}"
             )
+        for i, p in enumerate(x.placements):
+            if i != self.tp and p == Shard(self.seq_dim):
+                raise PlacementError(
+                    f"{self.name}: x's sequence dim is sharded on mesh dim {self.mesh.names[i]} "
+                    f"({x.placements}); every query needs every key: shard only the batch off the TP dim"
+                )
         qkv = self.query_key_value(x)  # (s, b, t rows) S(-1): rank i's heads, fused
         heads = mha._heads_placements(qkv.placements, self.seq_dim)
         q, k, v = (

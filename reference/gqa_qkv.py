@@ -3,8 +3,7 @@
 This rank holds [q heads of KV head k; k_k; v_k] for each KV head k it reads (tpsim's KVLayout, the
 same rows cut from the same seeded matrices).  When t exceeds the KV heads, r = t/g ranks hold copies
 of one KV head, and each copy's gradient is only its rank's share, so backward all-reduces those rows
-over the r ranks (a sub-group Comm; the whole group when r = t).  A sub-group's calls are not in the
-TP Comm's record, so the checker's collective counts cover r = t only (world size 2 has no other):
+over the r ranks (a sub-group Comm, its calls entered in the TP Comm's record; the whole group when r = t):
 
     forward:  copy_to (identity)                   [SP: all-gather of x]
     backward: all-reduce of this KV head's (2d, h [+1]) grads over its r ranks, when replicated;
@@ -13,13 +12,14 @@ TP Comm's record, so the checker's collective counts cover r = t only (world siz
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.distributed as dist
 
 from reference.comm import Comm
-from reference.module import Module, rank_piece, to_torch
+from reference.module import Module, rank_piece, to_numpy, to_torch
 from tpsim.nn.gqa_qkv import KVLayout
 from tpsim.nn.init import global_weight
 
@@ -73,6 +73,24 @@ def _kv_comm(comm, r: int):
     return mine
 
 
+def _kv_all_reduce(mod, buf: torch.Tensor) -> torch.Tensor:
+    """The replicated KV grads' all-reduce.  Over a sub-group, the call is also entered in the TP Comm's
+    record (and the checker's Tap), so the collectives this rank issued are listed in one place."""
+    kv, comm = mod.kv_comm, mod.comm
+    if kv is comm:
+        return comm.all_reduce(buf)
+    out = kv.all_reduce(buf)
+    base = getattr(comm, "comm", comm)
+    call = dataclasses.replace(kv.record[-1], seq=len(base.record))
+    base.record.append(call)
+    if comm is not base:  # the Tap keeps operands for its replay: say which groups reduced them
+        kw = dict(op="sum", group_size=mod.layout.replicas)
+        comm.calls.append(
+            dict(op="all_reduce", kw=kw, x=to_numpy(buf), out=to_numpy(out), bytes_sent=call.bytes_sent)
+        )
+    return out
+
+
 class _GroupedQKV(torch.autograd.Function):
     """y = x W^T (+ b); backward: dW, db, the replicated KV rows' all-reduce, then dx's collective."""
 
@@ -102,7 +120,7 @@ class _GroupedQKV(torch.autograd.Function):
         if mod.kv_comm is not None:
             kv = 2 * mod.layout.head_dim  # one KV head per rank: its k and v rows last
             buf = dw[-kv:] if db is None else torch.cat([dw[-kv:], db[-kv:, None]], dim=1)
-            buf = mod.kv_comm.all_reduce(buf.contiguous())
+            buf = _kv_all_reduce(mod, buf.contiguous())
             dw = torch.cat([dw[:-kv], buf[:, : dw.shape[1]]])
             db = None if db is None else torch.cat([db[:-kv], buf[:, -1]])
         dx = torch.matmul(dy, weight)  # a partial sum over the TP ranks

@@ -1,7 +1,8 @@
 """The equivalence check's cases for the Llama layers (RMSNorm, SwiGLU, GQA with RoPE, block, model).
 
 GQA runs with its KV heads split (g = t) and replicated (g = 1, multi-query: all t ranks share the one
-KV head, so backward all-reduces its grads over them), with and without SP on an uneven sequence.
+KV head, so backward all-reduces its grads over them; and, where t is even and above 2, g = t/2: each KV
+head on 2 ranks, its grads all-reduced in t/2 sub-groups), with and without SP on an uneven sequence.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def default_cases(t: int) -> list:
             Case("gqa", dict(attn, kv=1), dict(sequence_parallel=sp, qkv_bias=True)),
             Case("llama_block", dict(attn, kv=1, ffn=2 * t), dict(sequence_parallel=sp)),
         ]
+    if t > 2 and t % 2 == 0:  # each KV head on 2 of the t ranks: the grads' all-reduce over sub-groups
+        out += [Case("gqa", dict(attn, kv=t // 2), dict(sequence_parallel=sp)) for sp in (False, True)]
     model = dict(s=s, b=b, vocab=11, hidden=2 * heads, heads=heads, kv=1, ffn=2 * t, layers=2)
     out += [
         Case("llama", model, {}),

@@ -51,8 +51,7 @@ def swiglu(x, wg, wu, wd):
 def draw_llama_case(draw, layer: str, t: int, dims: dict, opts: dict) -> None:
     """Dims and options of a Llama-layer checker case for TP degree t (test_reference_layers.layer_case).
 
-    KV heads are 1 or t: split, or one replicated on every rank (a sub-group of ranks would need its
-    own Comm, whose calls the checker's record does not hold)."""
+    KV heads are t (split), 1 (one, on every rank) or, for even t > 2, t/2 (each on a sub-group of 2)."""
     from hypothesis import strategies as st
 
     if layer == "rmsnorm":
@@ -63,7 +62,9 @@ def draw_llama_case(draw, layer: str, t: int, dims: dict, opts: dict) -> None:
         return
     heads = t * draw(st.integers(1, 2))
     dims.update(
-        heads=heads, kv=draw(st.sampled_from(sorted({1, t}))), hidden=heads * 2 * draw(st.integers(1, 2))
+        heads=heads,
+        kv=draw(st.sampled_from(sorted({1, t} | ({t // 2} if t > 2 and t % 2 == 0 else set())))),
+        hidden=heads * 2 * draw(st.integers(1, 2)),
     )
     if layer == "gqa":
         opts.update(qkv_bias=draw(st.booleans()))

@@ -53,3 +53,18 @@ def test_llama_layers_pass_in_bfloat16():
     assert result["ok"], [(r["case"], r["tensor"]) for r in result["rows"] if not r["ok"]]
     assert all(r["dtype"] == "bfloat16" for r in result["rows"])
     assert all(c["ref_bytes"] == c["tpsim_bytes"] for c in result["cases"])
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+@pytest.mark.parametrize("comm", ["native", "schedule"])
+def test_kv_heads_shared_by_sub_groups_at_world_size_4(comm):
+    """t = 4, g = 2: each KV head on 2 ranks, its grads all-reduced in 2 sub-groups; the reference's sub-group
+    Comm enters its calls in the TP record, so counts, records, replay and bytes are checked as for any."""
+    cs = [c for d in ("exact", "float") for c in default_cases(4, d, "float32") if c.layer == "gqa"]
+    assert {c.dims["kv"] for c in cs} == {4, 2, 1}
+    result = check(4, [c for c in cs if c.dims["kv"] == 2], comm=comm, timeout=240)
+    assert result["ok"], [(r["case"], r["tensor"]) for r in result["rows"] if not r["ok"]]
+    assert all(c["counts_equal"] and not c["record_problems"] for c in result["cases"])
+    if comm == "schedule":
+        assert all(c["replay_bitwise"] and c["ref_bytes"] == c["tpsim_bytes"] for c in result["cases"])

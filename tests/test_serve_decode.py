@@ -14,9 +14,11 @@ from tpsim import Mesh, Replicate, distribute
 from tpsim.errors import ShapeError
 from tpsim.meta import meta
 from tpsim.nn.gqa import GroupedQueryAttention
-from tpsim.nn.llama_config import LLAMA_PRESETS
+from tpsim.nn.llama import Llama
+from tpsim.nn.llama_config import LLAMA_PRESETS, LlamaConfig
 from tpsim.serve import kv_cache_bytes_per_token
 from tpsim.serve.decode import attend, new_cache
+from tpsim.serve.generate import generate, inference, step
 
 U = np.finfo(np.float64).eps / 2
 
@@ -93,3 +95,42 @@ def test_reference_decode_matches_tpsim(g):
     depth = 2 * 8 + 5 + 5 * 2 + 8
     for got in ranks:
         assert_allclose(got, want, rtol=0, atol=2 * depth * U * max(1.0, float(np.abs(want).max())))
+
+
+def full_logits(model, ids) -> np.ndarray:
+    """The causal forward over the whole sequence, no cache: (s, b, V')."""
+    x = model.embedding(ids)
+    for layer in model.layers:
+        x = layer(x)
+    return model.output_layer(model.norm(x)).full()
+
+
+@given(
+    t=st.sampled_from([1, 2, 4]),
+    kv=st.sampled_from([1, 2, 4]),
+    prompt=st.integers(1, 4),
+    seed=st.integers(0, 99),
+)
+def test_model_prefill_and_decode_give_the_full_forwards_logits(t, kv, prompt, seed):
+    """A 2-layer Llama: prefill, then decode one token at a time (fed the sequence's own next ids); the
+    last position's logits at every step are the full causal forward's over the sequence so far."""
+    cfg = LlamaConfig(13, 16, 2, 4, kv, 8, 12, rope_theta=100.0, dtype="float64")
+    ids = np.random.default_rng(seed).integers(0, 13, (prompt + 3, 2))
+    model = Llama(Mesh(t), cfg, init="exact", seed=seed)
+    whole = full_logits(Llama(Mesh(t), cfg, init="exact", seed=seed), ids)
+    caches = [new_cache(layer.self_attention, 2, len(ids)) for layer in model.layers]
+    with inference(model):
+        got = [step(model, ids[:prompt], caches).full()[-1]]
+        got += [step(model, ids[i : i + 1], caches).full()[-1] for i in range(prompt, len(ids))]
+    depth = 2 * (2 * 16 + len(ids) + 8 + 4) + 16 + 13  # per layer: qkv, scores, ffn, context; norm; logits
+    want = whole[prompt - 1 :]
+    assert_allclose(np.stack(got), want, rtol=0, atol=2 * depth * U * max(1.0, float(np.abs(want).max())))
+    assert model.mesh.devices[0].in_use.get("activations", 0) == 0  # inference keeps nothing for backward
+
+
+def test_generate_is_the_same_on_every_tp_degree():
+    """Greedy tokens over t = 1, 2, 4 (each step's top two logits differ by > 2e-3, rounding by ~1e-15)."""
+    cfg = LlamaConfig(13, 16, 2, 4, 2, 8, 12, rope_theta=100.0, dtype="float64")
+    prompt = np.random.default_rng(0).integers(0, 13, (4, 2))
+    outs = [generate(Llama(Mesh(t), cfg, seed=1), prompt, 5) for t in (1, 2, 4)]
+    assert all(np.array_equal(o, outs[0]) for o in outs) and outs[0].shape == (5, 2)

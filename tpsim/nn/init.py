@@ -18,7 +18,7 @@ INITS = ("normal", "exact", "zeros", "ones")
 
 
 def global_weight(
-    shape: tuple[int, ...], seed: int, init: str = "normal", dtype="float32", std: float = 0.02
+    shape: tuple[int, ...], seed: int, init: str | None = "normal", dtype="float32", std: float = 0.02
 ):
     """The full weight a module starts from; a MetaArray when `init` is None (shape-only)."""
     dtype = resolve_dtype(dtype)

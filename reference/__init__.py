@@ -7,6 +7,9 @@ record.py          CallRecord: every collective a rank issued, and its compariso
 preflight.py       ranks compare (op, shape, dtype) before a collective: a clear error, not a hang
 staging.py         gloo with CUDA tensors: which ops go through the CPU
 smoke.py           the smallest entry point: `python -m reference.smoke`, or under torchrun
+rmsnorm.py rope.py swiglu.py gqa_qkv.py gqa.py llama.py
+                   the Llama layers, mirrors of tpsim/nn's; llama_cases.py: their checker cases
+decode.py          prefill and decode with a KV cache (tpsim/serve/decode.py's mirror), run_decode per rank
 
 Not installed with the wheel: run from a checkout, `python -m reference.<module>`.
 """

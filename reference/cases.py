@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 import reference as ref_pkg  # noqa: F401 -- the package docstring lists what the mirror holds
+from reference import llama_cases
 from reference.cases_bounds import Bound, RoundingDepth, rounding_bounds
 from reference.cases_build import LAYERS, build_reference, build_tpsim
 from reference.module import to_numpy, to_torch
@@ -102,6 +103,7 @@ def default_cases(world_size: int, data: str, dtype: str) -> list[Case]:
         Case("gpt", gpt, dict(sequence_parallel=True, pad_to_multiple_of=4, dropout=0.1)),
         Case("gpt", gpt, dict(untied=True, pad_to_multiple_of=4)),
     ]
+    out += llama_cases.default_cases(world_size)
     return [Case(c.layer, c.dims, c.options, data, dtype, seed=i) for i, c in enumerate(out)]
 
 

@@ -15,6 +15,7 @@ from reference import dropout as r_dropout
 from reference import embedding as r_embedding
 from reference import gpt as r_gpt
 from reference import linear as r_linear
+from reference import llama_cases
 from reference import loss as r_loss
 from reference import mlp as r_mlp
 from reference import norm as r_norm
@@ -38,6 +39,11 @@ LAYERS = (
     "dropout",
     "block",
     "gpt",
+    "rmsnorm",
+    "swiglu",
+    "gqa",
+    "llama_block",
+    "llama",
 )
 
 
@@ -117,6 +123,8 @@ def build_tpsim(case: Case, mesh):
     if case.layer == "gpt":
         m = t_nn.GPT(mesh, _gpt_config(case), **_gpt_options(case))
         return m, m, ("ids+targets", (d["s"], d["b"]), Replicate())
+    if case.layer in llama_cases.LAYERS:
+        return llama_cases.build_tpsim(case, mesh)
     raise TpsimError(f"unknown layer {case.layer!r}; valid: {', '.join(LAYERS)}")
 
 
@@ -217,4 +225,6 @@ def build_reference(case: Case, comm, device):
     if case.layer == "gpt":
         m = r_gpt.GPT(comm, _gpt_config(case), device=device, **_gpt_options(case))
         return m, m
+    if case.layer in llama_cases.LAYERS:
+        return llama_cases.build_reference(case, comm, device)
     raise TpsimError(f"unknown layer {case.layer!r}; valid: {', '.join(LAYERS)}")

@@ -8,6 +8,7 @@ must agree bit for bit and move the same bytes, whatever the floats.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import ml_dtypes
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 
 from reference.module import to_numpy, to_torch
 from tpsim import Mesh, Partial, Replicate, Shard, from_local
+from tpsim.collectives import all_reduce
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -125,7 +127,12 @@ def replay(per_rank_calls: list[list[dict]], algorithm: str | None = None) -> Re
         mesh = Mesh(n)
         xs = [c["x"] for c in calls]
         op, kw = calls[0]["op"], calls[0]["kw"]
-        if op == "all_reduce":
+        if op == "all_reduce" and kw.get("group_size"):  # over consecutive groups of ranks (GQA's KV grads)
+            r = kw["group_size"]
+            groups = [tuple(range(i, i + r)) for i in range(0, n, r)]
+            outs = all_reduce(xs, mesh, op=kw["op"], algorithm=algorithm, groups=groups)
+            got = SimpleNamespace(shards=outs)
+        elif op == "all_reduce":
             got = from_local(xs, mesh, [Partial(kw["op"])]).redistribute([Replicate()], algorithm=algorithm)
         elif op == "all_gather":
             got = from_local(xs, mesh, [Shard(kw["dim"])]).redistribute([Replicate()], algorithm=algorithm)

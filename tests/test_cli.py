@@ -13,7 +13,7 @@ from tpsim.collectives import costs
 from tpsim.nn.gpt import analyse
 from tpsim.topology import Topology
 
-SUBCOMMANDS = ("collective", "layer", "model", "compare", "calibrate", "bench")
+SUBCOMMANDS = ("collective", "layer", "model", "compare", "calibrate", "bench", "serve-plan")
 
 
 def run_json(capsys, *argv) -> dict:

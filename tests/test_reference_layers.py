@@ -17,6 +17,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from llama_oracle import draw_llama_case
 
 from reference import attention as r_attention
 from reference import embedding as r_embedding
@@ -24,6 +25,7 @@ from reference import linear as r_linear
 from reference import loss as r_loss
 from reference.cases import EXACT_MATH, LAYERS, Case, default_cases
 from reference.check import check
+from reference.llama_cases import LAYERS as LLAMA_LAYERS
 from tpsim import Mesh
 from tpsim import nn as t_nn
 from tpsim.errors import PlacementError, ShapeError, TokenIdError
@@ -70,6 +72,8 @@ def layer_case(draw, layer: str, t: int) -> Case:
         dims.update(seq_len=s + draw(st.integers(0, 2)))  # positions past s: rows with zero gradient
         opts.update(untied=draw(st.booleans()), pad_to_multiple_of=draw(st.sampled_from([None, 4])),
                     dropout=draw(st.sampled_from([0.0, 0.2])))
+    elif layer in LLAMA_LAYERS:
+        draw_llama_case(draw, layer, t, dims, opts)
     data = draw(st.sampled_from(["exact", "float"]))
     return Case(layer, dims, opts, data, "float32", seed=draw(st.integers(0, 2**16)))
 
@@ -164,6 +168,11 @@ _FIXED = {
     "dropout": (dict(s=5, b=2, hidden=6), dict(p=0.25)),
     "block": (dict(s=5, b=2, hidden=4, heads=2, ffn=6), dict(dropout=0.1)),
     "gpt": (dict(s=5, b=2, vocab=11, hidden=8, heads=2, ffn=6, layers=2, seq_len=6), dict(dropout=0.1)),
+    "rmsnorm": (dict(s=5, b=2, hidden=6), {}),
+    "swiglu": (dict(s=5, b=2, hidden=6, ffn=4), {}),
+    "gqa": (dict(s=5, b=2, hidden=8, heads=4, kv=1), dict(qkv_bias=True)),
+    "llama_block": (dict(s=5, b=2, hidden=8, heads=4, kv=2, ffn=4), {}),
+    "llama": (dict(s=5, b=2, vocab=11, hidden=8, heads=4, kv=1, ffn=4, layers=2), {}),
 }
 
 

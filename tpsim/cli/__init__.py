@@ -23,10 +23,10 @@ import json
 import math
 import sys
 
-from tpsim.cli import bench, calibrate, collective, compare, fit_gemm, fit_nccl, layer, model
+from tpsim.cli import bench, calibrate, collective, compare, fit_gemm, fit_nccl, layer, model, serve_plan
 from tpsim.errors import TpsimError
 
-SUBCOMMANDS = (collective, layer, model, compare, calibrate, fit_gemm, fit_nccl, bench)
+SUBCOMMANDS = (collective, layer, model, compare, serve_plan, calibrate, fit_gemm, fit_nccl, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,15 @@
     block.py      TransformerBlock (one pre-LN GPT layer)
     gpt.py        GPT, and analyse(): traffic, time and memory of a training step, shapes only
     config.py     GPT configurations and the Korthikanti activation-memory formula
+    rmsnorm.py    RMSNorm (replicated; sharded by sequence under SP)
+    rope.py       rotary position embeddings at global positions (uneven sequence shards, KV offsets)
+    swiglu.py     SwiGLUMLP: gate and up fused column-parallel, down row-parallel
+    fused.py      fused weights laid out per TP rank (gate/up, QKV)
+    gqa_qkv.py    GQA's fused QKV projection: KV heads split or replicated over t, and their grads
+    gqa.py        GroupedQueryAttention (GQA / MQA) with RoPE
+    llama.py      LlamaBlock and Llama (Llama 2/3, Mistral, Qwen2): GQA, SwiGLU, RMSNorm, untied logits
+    llama_config.py LlamaConfig and presets from the published config.json files
+    llama_analyse.py analyse_llama(): a Llama training step, shape-only, as analyse() for a GPT
     comm_table.py the forward/backward communication table of any module
     timeline.py   per-device compute and communication timeline; predicted TP efficiency
 """
@@ -26,11 +35,17 @@ from tpsim.nn.config import GPTConfig
 from tpsim.nn.dropout import Dropout, RNGTracker, hidden_stream
 from tpsim.nn.embedding import VocabParallelEmbedding, VocabParallelLogits, padded_vocab_size
 from tpsim.nn.gpt import GPT, analyse
+from tpsim.nn.gqa import GroupedQueryAttention
 from tpsim.nn.linear import ColumnParallelLinear, RowParallelLinear
+from tpsim.nn.llama import Llama, LlamaBlock
+from tpsim.nn.llama_config import LLAMA_PRESETS, LlamaConfig
 from tpsim.nn.loss import VocabParallelCrossEntropy
 from tpsim.nn.mlp import ParallelMLP
 from tpsim.nn.module import Module
 from tpsim.nn.norm import LayerNorm
+from tpsim.nn.rmsnorm import RMSNorm
+from tpsim.nn.rope import RotaryEmbedding
+from tpsim.nn.swiglu import SwiGLUMLP
 from tpsim.nn.timeline import device_timeline, format_efficiency, tp_efficiency, utilisation
 
 __all__ = [
@@ -39,4 +54,8 @@ __all__ = [
     "VocabParallelEmbedding", "VocabParallelLogits", "analyse", "comm_table", "device_timeline",
     "format_comm_table", "format_efficiency", "hidden_stream", "padded_vocab_size", "tp_efficiency",
     "utilisation",
+]
+__all__ += [  # the Llama layers
+    "LLAMA_PRESETS", "GroupedQueryAttention", "Llama", "LlamaBlock", "LlamaConfig", "RMSNorm",
+    "RotaryEmbedding", "SwiGLUMLP",
 ]

@@ -4,9 +4,10 @@
     load_config("my-model.toml")   a GPTConfig from a JSON or TOML file of GPTConfig fields
     resolve("llama2-70b" or path)  either, as the `tpsim model` command takes it
 
-tpsim simulates one kind of block: Megatron's GPT layer (pre-LayerNorm, multi-head attention with
+`tpsim model` simulates one kind of block: Megatron's GPT layer (pre-LayerNorm, multi-head attention with
 biases, a two-matrix GeLU MLP, learned position embeddings).  The Llama presets are GPT stand-ins,
-not Llama: see `llama_as_gpt` for exactly what they keep and what they approximate.
+not Llama: see `llama_as_gpt` for exactly what they keep and what they approximate.  The Llama layers
+themselves (GQA, SwiGLU, RMSNorm, RoPE) are tpsim.nn.Llama, configured by llama_config.LlamaConfig.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from tpsim.errors import TpsimError
+from tpsim.nn.llama_config import LLAMA_PRESETS
 
 
 class ConfigError(TpsimError, ValueError):
@@ -28,8 +30,9 @@ class GPTConfig:
     """A GPT: embedding -> num_layers blocks (pre-LN, attention + GeLU MLP) -> final LN -> logits.
 
     `tied_embeddings`: the output layer reuses the word embedding table (GPT) or has its own (Llama).
-    `num_query_groups`: Megatron's name for GQA's key/value heads.  tpsim's attention is multi-head;
-    this field only carries the constraint GQA puts on TP (t must divide it) into the checks.
+    `num_query_groups`: Megatron's name for GQA's key/value heads.  The GPT stand-in's attention is
+    multi-head; this field carries GQA's constraint on TP into the checks: t divides the KV heads, or is
+    a multiple of them (each replicated on t / g ranks, as tpsim.nn.GroupedQueryAttention does).
     `notes`: what a stand-in configuration approximates, printed with every analysis of it.
     """
 
@@ -125,6 +128,7 @@ def llama_as_gpt(
 
 _LLAMA2 = "Touvron et al. 2023, Llama 2, Table 1 and the released config.json"
 _LLAMA3 = "Llama 3 model card and the released config.json"
+_NEW_STAND_INS = ("llama3-405b", "mistral-7b", "qwen2.5-72b")
 
 PRESETS = {
     # Brown et al. 2020, "Language Models are Few-Shot Learners", Table 2.1.  For 13B the table prints
@@ -137,6 +141,22 @@ PRESETS = {
     "llama2-70b": llama_as_gpt("llama2-70b", 32000, 8192, 80, 64, 8, 28672, 4096, _LLAMA2),
     "llama3-8b": llama_as_gpt("llama3-8b", 128256, 4096, 32, 32, 8, 14336, 8192, _LLAMA3),
     "llama3-70b": llama_as_gpt("llama3-70b", 128256, 8192, 80, 64, 8, 28672, 8192, _LLAMA3),
+    # the Llama-style presets of llama_config.py (their config.json, exact in tpsim.nn.Llama), as stand-ins
+    **{
+        k: llama_as_gpt(
+            k,
+            c.vocab_size,
+            c.hidden,
+            c.num_layers,
+            c.num_heads,
+            c.num_kv_heads,
+            c.ffn_hidden,
+            c.seq_len,
+            c.source,
+        )
+        for k, c in LLAMA_PRESETS.items()
+        if k in _NEW_STAND_INS
+    },
     # a toy that runs with real numbers in a second
     "tiny": GPTConfig(97, 32, 2, 4, 16, micro_batch=2, dtype="float32", dropout=0.0, name="tiny"),
 }

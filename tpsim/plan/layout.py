@@ -84,8 +84,10 @@ def check_layout(
         )
     t = layout.tp
     checks = [("num_heads", cfg.num_heads), ("ffn_hidden", cfg.ffn)]
-    if cfg.num_query_groups:
-        checks.append(("num_query_groups (GQA's KV heads)", cfg.num_query_groups))
+    if cfg.num_query_groups and not (t % cfg.num_query_groups == 0 and cfg.num_heads % t == 0):
+        checks.append(
+            ("num_query_groups (GQA's KV heads; a multiple of them replicates each)", cfg.num_query_groups)
+        )
     if layout.sp:
         checks.append(("seq_len (sequence parallelism splits it)", cfg.seq_len))
     for what, n in checks:
@@ -111,6 +113,18 @@ def check_layout(
                 f"TP group of {t} would span nodes of {g} devices on {topology.name!r}; use tp dividing {g}, "
                 "or let TP cross nodes (--tp-across-nodes)"
             )
+
+
+def kv_replication_note(cfg: GPTConfig, t: int) -> str:
+    """What TP beyond the KV heads does (tpsim/nn/gqa_qkv.py), said beside the stand-in's notes."""
+    g = cfg.num_query_groups
+    if not g or t <= g:
+        return ""
+    return (
+        f"; --tp {t} exceeds the {g} KV heads: each is replicated on {t // g} ranks (vLLM's layout; "
+        f"tpsim.nn.GroupedQueryAttention), whose K/V weight grads are all-reduced in groups of {t // g}; "
+        "the stand-in's weights and traffic leave those copies out"
+    )
 
 
 def node_size(topology) -> int | None:
@@ -256,7 +270,7 @@ def analyse_layout(
         "schedule": schedule,
         "zero1": zero1,
         "recompute": recompute,
-        "notes": cfg.notes,
+        "notes": cfg.notes + kv_replication_note(cfg, layout.tp),
         "parameters_per_device": params,
         "stage": {
             "layers": cfg.num_layers // layout.pp,

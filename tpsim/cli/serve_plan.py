@@ -1,0 +1,92 @@
+"""`tpsim serve-plan`: rank TP degrees for serving a Llama-style model on N GPUs.
+
+    tpsim serve-plan llama3-70b --gpus 8                 TP 1, 2, 4, 8 (8, 4, 2, 1 replicas)
+    tpsim serve-plan qwen2.5-72b --gpus 16 --context 8192 --device h200
+
+Per TP degree: weights and KV cache per device (KV heads split, or replicated once t passes them),
+the sequences of `--context` tokens that fit, the decode latency of one sequence (and which of
+one-shot, two-shot and ring all-reduce is fastest for its small messages) and the throughput of
+all replicas at their largest batch.  See tpsim/serve/plan.py for the model and what it leaves out.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from tpsim.cli.args import add_output_flags, choice, positive_int
+from tpsim.nn.llama_config import LLAMA_PRESETS
+from tpsim.report import fmt_bytes, fmt_time, table
+from tpsim.serve import serve_plan
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "serve-plan",
+        help="inference: TP degrees ranked by decode latency and throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", type=choice(tuple(LLAMA_PRESETS), "model"), help=", ".join(LLAMA_PRESETS))
+    p.add_argument("--gpus", type=positive_int, default=8, help="devices to serve on (default 8)")
+    p.add_argument("--context", type=positive_int, default=4096, help="tokens per sequence (default 4096)")
+    p.add_argument("--device", default="h100", help="h100, h200, a100 (default h100)")
+    p.add_argument(
+        "--topology", default="nvlink", help="a topology preset for each TP group (default nvlink)"
+    )
+    add_output_flags(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> tuple[dict, str]:
+    r = serve_plan(args.model, args.gpus, context=args.context, device=args.device, topology=args.topology)
+    return r, text(r)
+
+
+def text(r: dict) -> str:
+    rows = []
+    for x in r["rows"]:
+        fit = x["fits"]
+        rows.append(
+            [
+                x["tp"],
+                x["replicas"],
+                fmt_bytes(x["weights_per_device"]),
+                fmt_bytes(x["kv_bytes_per_token"]),
+                f"x{x['kv_replicas']}",
+                x["max_batch"],
+                fmt_time(x["prefill"]) if fit else "-",
+                fmt_time(x["latency"]) if fit else "does not fit",
+                x["allreduce"] if fit else "-",
+                f"{x['throughput']:,.0f}" if fit else "-",
+            ]
+        )
+    head = [
+        "tp",
+        "replicas",
+        "weights/dev",
+        "KV/token/dev",
+        "KV heads",
+        "max batch",
+        "prefill",
+        "latency/token",
+        "all-reduce",
+        "tokens/s",
+    ]
+    title = f"{r['model']} on {r['gpus']} x {r['device']}, {r['context']} tokens per sequence ({r['source']})"
+    ar = r["allreduce_by_size"]
+    sizes = table(
+        [
+            [fmt_bytes(x["bytes"]), *(fmt_time(x[a]) for a in ("one-shot", "two-shot", "ring")), x["fastest"]]
+            for x in ar["rows"]
+        ],
+        ["message", "one-shot", "two-shot", "ring", "fastest"],
+        f"all-reduce over tp {ar['tp']}: decode batches of 1, 8, 64, 512 sequences, then one prefill",
+    )
+    return "\n".join(
+        [
+            table(rows, head, title),
+            f"by latency: tp {r['by_latency']}   by throughput: tp {r['by_throughput']}",
+            "",
+            sizes,
+        ]
+    )

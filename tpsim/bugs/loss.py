@@ -14,6 +14,7 @@ import numpy as np
 
 from tpsim.darray import DArray, from_local
 from tpsim.nn import ops, regions
+from tpsim.nn.layout import on_tp
 from tpsim.nn.loss import VocabParallelCrossEntropy
 from tpsim.placement import Partial, Replicate, chunk_sizes
 
@@ -60,9 +61,9 @@ class LabelSmoothingPerRank(VocabParallelCrossEntropy):
         eps, vocab, tp = self.eps, logits.shape[-1], self.tp
         sums = self.local(
             "ls_col_sum", lambda z: ops.reduce_last(np.sum, z, keepdims=False), logits,
-            placements=_on(loss, tp, Partial()), shape=loss.shape,
+            placements=on_tp(loss, tp, Partial()), shape=loss.shape,
         )
-        own = from_local(list(sums.shards), self.mesh, _on(loss, tp, Replicate()), shape=loss.shape)
+        own = from_local(list(sums.shards), self.mesh, on_tp(loss, tp, Replicate()), shape=loss.shape)
         total = regions.reduce_from(sums, tp)
         widths = chunk_sizes(vocab, self.tp_size)
         per_rank = [
@@ -75,10 +76,4 @@ class LabelSmoothingPerRank(VocabParallelCrossEntropy):
         mean = self.local("ce_mean", lambda a: ops.narrow(ops.widen(a).sum() / count, a.dtype), loss_r,
                           placements=list(loss.placements), shape=())
         return loss_r, mean
-
-
-def _on(x: DArray, tp: int, p) -> list:
-    out = list(x.placements)
-    out[tp] = p
-    return out
 

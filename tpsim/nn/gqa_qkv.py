@@ -39,7 +39,7 @@ from tpsim.nn import ops, regions
 from tpsim.nn.fused import install
 from tpsim.nn.init import global_weight
 from tpsim.nn.linear import ColumnParallelLinear
-from tpsim.placement import Partial, Shard
+from tpsim.placement import Partial
 
 
 def valid_tp(num_heads: int, num_kv_heads: int, limit: int = 64) -> list[int]:
@@ -137,7 +137,7 @@ class GroupedQKVLinear(ColumnParallelLinear):
         (x,) = self.saved("x")
         full = regions.sequence_gather(x, self.tp, self.seq_dim) if self.sequence_parallel else x
         earlier = {k: self.grads.pop(k) for k in list(self.grads)}  # reduce this step's grads only
-        self.weight_grads(full, dy, Shard(0))
+        self.weight_grads(full, dy)  # dW takes the weight's own split, S(0) on TP
         if self.layout.replicas > 1:
             self._reduce_replicated()
         for key, old in earlier.items():

@@ -4,7 +4,7 @@
 
 Without SP, x is whole on every rank: no communication.  With SP, x is this rank's sequence shard,
 so dw is a partial sum over its rows:
-    forward: none       backward: one all-reduce of dw (regions.copy_to_params)
+    forward: none       backward: one all-reduce of dw (regions.copy_to)
 
 Half precision is normalized in float32 and rounded once, as tpsim does.
 """
@@ -45,7 +45,7 @@ class RMSNorm(Module):
             )
         w = self.weight
         if self.sequence_parallel:
-            (w,) = regions.copy_to_params(self.comm, w)
+            w = regions.copy_to(w, self.comm)  # backward: the all-reduce of dw
         v = widen(x)
         rstd = torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + self.eps)
         return narrow(v * rstd * widen(w), x.dtype)

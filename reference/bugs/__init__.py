@@ -2,7 +2,7 @@
 
     linear.py     RowBiasEveryRank, ReduceScatterMean, InputIsParallelFullInput, SPRowBiasGradUnreduced,
                   ColumnInputGradUnreduced
-    norm.py       SPNormGradUnreduced (no copy_to_params: the [dw; db] all-reduce is gone)
+    norm.py       SPNormGradUnreduced (no copy_to on [w; b]: the [dw; db] all-reduce is gone)
     loss.py       VocabPaddingUnmasked, UnevenShardPadding, LabelSmoothingPerRank
     grad_norm.py  the global grad norm on one rank, and its double-counting twin
     catalogue.py  MIRROR: name -> (buggy layer, correct layer) with tpsim's dims and seeds

@@ -1,6 +1,6 @@
 """SP LayerNorm on one rank without the all-reduce of its param grads: mirrors tpsim/bugs/norm.py.
 
-The correct layer routes weight and bias through `copy_to_params`, whose backward all-reduces
+The correct layer routes [weight; bias] through `copy_to`, whose backward all-reduces
 [dw; db]; this one uses them directly, so each rank keeps the partial sums over its own rows.
 """
 

@@ -20,7 +20,7 @@ from reference import mlp as r_mlp
 from reference import norm as r_norm
 from tpsim import Replicate, Shard
 from tpsim import nn as t_nn
-from tpsim.errors import TpsimError
+from tpsim.errors import ArgumentError
 from tpsim.nn.dropout import DEFAULT, MODEL_PARALLEL
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def build_tpsim(case: Case, mesh):
     if case.layer == "gpt":
         m = t_nn.GPT(mesh, _gpt_config(case), **_gpt_options(case))
         return m, m, ("ids+targets", (d["s"], d["b"]), Replicate())
-    raise TpsimError(f"unknown layer {case.layer!r}; valid: {', '.join(LAYERS)}")
+    raise ArgumentError(f"unknown layer {case.layer!r}; valid: {', '.join(LAYERS)}")
 
 
 def _gpt_config(case: Case) -> t_nn.GPTConfig:
@@ -217,4 +217,4 @@ def build_reference(case: Case, comm, device):
     if case.layer == "gpt":
         m = r_gpt.GPT(comm, _gpt_config(case), device=device, **_gpt_options(case))
         return m, m
-    raise TpsimError(f"unknown layer {case.layer!r}; valid: {', '.join(LAYERS)}")
+    raise ArgumentError(f"unknown layer {case.layer!r}; valid: {', '.join(LAYERS)}")

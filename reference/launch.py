@@ -33,23 +33,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from reference.backend import Backend, LaunchError, choose_backend, rank_device
-from tpsim.errors import TpsimError, WorldSizeError
+from tpsim.errors import RankFailed, RunTimeout, WorldSizeError
 
 GRACE_S = 3.0  # a failed rank's peers get this long to end after SIGTERM before SIGKILL
 SETTLE_S = 0.5  # after the first failure, wait this long for other exits before naming the cause
-
-
-class RankFailed(TpsimError, RuntimeError):
-    """A rank raised, was killed, or the run timed out; carries the rank, its exit code and traceback."""
-
-    def __init__(self, rank: int, exitcode: int | None, traceback: str, message: str | None = None):
-        self.rank, self.exitcode, self.traceback = rank, exitcode, traceback
-        head = message or f"rank {rank} failed (exit code {exitcode})"
-        super().__init__(f"{head}\n--- rank {rank} ---\n{traceback.rstrip()}")
-
-
-class RunTimeout(RankFailed):
-    """The run outlived its timeout; `rank` is the lowest rank still running, exit code None."""
 
 
 @dataclass

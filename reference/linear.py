@@ -23,7 +23,7 @@ import torch
 
 from reference import regions
 from reference.module import Module, torch_dtype
-from tpsim.errors import ShapeError, TpsimError
+from tpsim.errors import ArgumentError, ShapeError
 from tpsim.placement import chunk_sizes
 
 
@@ -46,7 +46,7 @@ class _Linear(Module):
     ):
         super().__init__(comm, name, device)
         if init is None:
-            raise TpsimError(f"{self.name}: the reference runs on real numbers; init=None (shape-only) "
+            raise ArgumentError(f"{self.name}: the reference runs on real numbers; init=None (shape-only) "
                              "is for tpsim")
         self.in_features, self.out_features = in_features, out_features
         self.sequence_parallel, self.seq_dim = sequence_parallel, seq_dim
@@ -106,7 +106,7 @@ class ColumnParallelLinear(_Linear):
         super().__init__(comm, in_features, out_features, weight_split=0, **kw)
         self.gather_output, self.skip_bias_add = gather_output, skip_bias_add
         if gather_output and self.sequence_parallel:
-            raise ValueError(f"{self.name}: gather_output and sequence_parallel do not go together")
+            raise ArgumentError(f"{self.name}: gather_output and sequence_parallel both set; pick one")
 
     def forward(self, x: torch.Tensor):
         self.check_features(x, self.in_features, "in_features")

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from tpsim.errors import ShapeError
+
 
 class MetaArray:
     """An array that has a shape and a dtype but holds no data."""
@@ -40,7 +42,7 @@ class MetaArray:
             known = math.prod(s for s in shape if s != -1)
             shape = tuple(self.size // known if s == -1 else s for s in shape)
         if math.prod(shape) != self.size:
-            raise ValueError(f"cannot reshape a meta array of size {self.size} into shape {tuple(shape)}")
+            raise ShapeError(f"cannot reshape a meta array of size {self.size} into shape {tuple(shape)}")
         return MetaArray(shape, self.dtype)
 
     def astype(self, dtype) -> MetaArray:

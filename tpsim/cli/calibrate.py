@@ -30,17 +30,13 @@ from tpsim.cli.args import add_output_flags, parse_sizes, positive_int
 from tpsim.cli.fit import fit
 from tpsim.cli.progress import bar
 from tpsim.collectives.algorithms import ALGORITHMS, check_algorithm
-from tpsim.errors import TpsimError
+from tpsim.errors import CalibrationError, TpsimError
 from tpsim.machine import describe_machine
 from tpsim.presets import switch
 from tpsim.report import fmt_bytes, fmt_rate, fmt_time, table
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter")
 CHECKOUT = Path(tpsim.__file__).resolve().parents[1]
-
-
-class CalibrationError(TpsimError, RuntimeError):
-    """The measurement could not run: no torch, no reference, or a rank failed."""
 
 
 def register(sub) -> None:

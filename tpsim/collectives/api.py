@@ -25,15 +25,19 @@ from tpsim.collectives.algorithms import build
 from tpsim.collectives.engine import Run, Snapshot
 from tpsim.collectives.schedule import COLLECTIVES, ROOTED
 from tpsim.dtypes import is_floating, resolve_dtype
-from tpsim.errors import AlgorithmError, DTypeError, ReduceOpError, RootError, ShapeError, WorldSizeError
+from tpsim.errors import (
+    AlgorithmError,
+    DTypeError,
+    ReduceOpError,
+    RootError,
+    ShapeError,
+    UnevenGroups,
+    WorldSizeError,
+)
 from tpsim.meta import MetaArray
 from tpsim.placement import REDUCE_OPS, chunk_sizes
 
 REDUCING = ("all_reduce", "reduce", "reduce_scatter")
-
-
-class UnevenGroups(ShapeError):
-    """The groups of a mesh dim hold different shapes (uneven shards on an n-d mesh)."""
 
 
 ROOT_INPUT_ONLY = ("broadcast", "scatter")  # only the root's buffer carries data

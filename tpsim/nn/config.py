@@ -16,11 +16,7 @@ import tomllib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from tpsim.errors import TpsimError
-
-
-class ConfigError(TpsimError, ValueError):
-    """A model configuration that is unknown, unreadable, or has a bad field."""
+from tpsim.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from tpsim.darray import DArray, distribute
-from tpsim.errors import PlacementError, ShapeError
+from tpsim.errors import ArgumentError, PlacementError, ShapeError
 from tpsim.nn import ops, regions
 from tpsim.nn.init import global_weight
 from tpsim.nn.module import Module
@@ -125,7 +125,7 @@ class ColumnParallelLinear(_Linear):
         super().__init__(mesh, in_features, out_features, weight_split=0, **kw)
         self.gather_output, self.skip_bias_add = gather_output, skip_bias_add
         if gather_output and self.sequence_parallel:
-            raise ValueError(f"{self.name}: gather_output and sequence_parallel do not go together")
+            raise ArgumentError(f"{self.name}: gather_output and sequence_parallel both set; pick one")
 
     def forward(self, x: DArray):
         self.check_input(x, Shard(self.seq_dim) if self.sequence_parallel else Replicate())

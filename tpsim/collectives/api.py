@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from tpsim import validate
 from tpsim.collectives import layout
 from tpsim.collectives.algorithms import build
 from tpsim.collectives.engine import Run, Snapshot
@@ -28,8 +29,6 @@ from tpsim.dtypes import is_floating, resolve_dtype
 from tpsim.errors import (
     AlgorithmError,
     DTypeError,
-    ReduceOpError,
-    RootError,
     ShapeError,
     UnevenGroups,
     WorldSizeError,
@@ -80,18 +79,9 @@ def prepare(
             f"{collective} got {len(buffers)} buffers for a mesh of {mesh.size} devices; "
             "pass one buffer per device, in device order"
         )
-    if collective in REDUCING and op not in REDUCE_OPS:
-        raise ReduceOpError(f"{collective} op {op!r} is unknown; valid: {', '.join(REDUCE_OPS)}")
-    if collective in ROOTED:
-        root = 0 if root is None else root
-        if isinstance(root, bool) or not isinstance(root, int | np.integer) or not 0 <= root < p:
-            raise RootError(
-                f"{collective} root {root!r} is out of range; valid roots are 0..{p - 1} "
-                f"(ranks inside a group of {p})"
-            )
-        root = int(root)
-    else:
-        root = None
+    if collective in REDUCING:
+        validate.reduce_op(collective, op, REDUCE_OPS)
+    root = validate.root(collective, 0 if root is None else root, p) if collective in ROOTED else None
     schedule = build(collective, algorithm, p, root)
     rank_of = {d: r for devs in groups for r, d in enumerate(devs)}
     arrays = {

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from tpsim import validate
 from tpsim.darray import DArray, from_local
-from tpsim.errors import ShapeError
 from tpsim.meta import MetaArray
 from tpsim.placement import Placement
 
@@ -148,13 +148,7 @@ class Module:
 
     def check_divides(self, what: str, size: int) -> None:
         """A dim that must split evenly over the TP degree, with the degrees that would work."""
-        t = self.tp_size
-        if size % t:
-            ok = [d for d in range(1, size + 1) if size % d == 0 and d <= 64]
-            raise ShapeError(
-                f"{self.name}: {what} = {size} does not divide by the TP degree {t} "
-                f"(mesh dim {self.mesh.names[self.tp]}); degrees that work: {ok}"
-            )
+        validate.divides(self.name, what, size, self.tp_size, f" (mesh dim {self.mesh.names[self.tp]})")
 
 
 def local(mesh, name: str, fn: Callable, *args, placements: list[Placement], shape=None) -> DArray:

@@ -60,9 +60,13 @@ class MetaArray:
 
 def meta(shape: tuple[int, ...] | int, dtype="float32") -> MetaArray:
     """A shape-only stand-in for an array: `tpsim.meta((4096, 4096), "bfloat16")`."""
+    from tpsim import validate
     from tpsim.dtypes import resolve_dtype
 
-    return MetaArray(shape, resolve_dtype(dtype))
+    dims = (shape,) if validate.is_int(shape) or not isinstance(shape, tuple | list) else tuple(shape)
+    if any(not validate.is_int(s) or s < 0 for s in dims):
+        raise ShapeError(f"meta shape {shape!r} is invalid: every dim needs an int size >= 0")
+    return MetaArray(dims, resolve_dtype(dtype))
 
 
 def is_meta(x) -> bool:

@@ -17,6 +17,7 @@ import numpy as np
 from tpsim import validate
 from tpsim.darray import DArray, from_local
 from tpsim.meta import MetaArray
+from tpsim.nn import entry
 from tpsim.placement import Placement
 
 
@@ -33,6 +34,7 @@ class Module:
         self.grads: dict[str, DArray] = {}
         self.children: dict[str, Module] = {}
         self._saved: dict[str, object] = {}
+        self._forwards = 0  # forwards not yet matched by a backward
         self.training = True
 
     def train(self, mode: bool = True) -> Module:
@@ -125,12 +127,19 @@ class Module:
             self.mesh.context.pop()
 
     def __call__(self, *args, **kwargs):
+        entry.check_inputs(self, args, kwargs, "forward")
         with self.scope("forward"):
-            return self.forward(*args, **kwargs)
+            out = self.forward(*args, **kwargs)
+        self._forwards += 1
+        return out
 
     def backprop(self, *args, **kwargs):
+        entry.check_forward_ran(self)
+        entry.check_inputs(self, args, kwargs, "backward")
         with self.scope("backward"):
-            return self.backward(*args, **kwargs)
+            out = self.backward(*args, **kwargs)
+        self._forwards -= 1
+        return out
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError
@@ -166,7 +175,7 @@ def local(mesh, name: str, fn: Callable, *args, placements: list[Placement], sha
         dtype = out.dtype
         mesh.compute(d, name, flops, nbytes, dtype)
         shards.append(out)
-    return from_local(shards, mesh, placements, shape=shape)
+    return from_local(shards, mesh, placements, shape=shape, run_check=False)
 
 
 def _add(a, b):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 import tpsim
+from tpsim.cli import budget
 from tpsim.cli.args import add_output_flags, choice, parse_size, positive_int, topology_for
 from tpsim.collectives import costs
 from tpsim.collectives.algorithms import ALGORITHMS, check_algorithm
@@ -55,6 +56,12 @@ def register(sub) -> None:
     p.add_argument("--topology", default="nvlink", help="preset or topology .json file (default nvlink)")
     p.add_argument("--steps", action="store_true", help="list every step: transfers, bytes, timing")
     p.add_argument(
+        "--force",
+        action="store_true",
+        help=f"run even when the estimate is past {budget.LIMIT_S:.0f} s or "
+        f"{budget.LIMIT_BYTES >> 30} GiB (estimated for more than {budget.FREE_UP_TO} devices)",
+    )
+    p.add_argument(
         "--holdings",
         action="store_true",
         help="after every step, who holds what: each chunk's contributing devices "
@@ -79,7 +86,6 @@ def _raw():
 def run(args) -> tuple[dict, str]:
     coll, p = args.collective, args.devices
     algorithm = check_algorithm(coll, args.algorithm)
-    topo, note = topology_for(args.topology, p)
     itemsize = np.dtype(tpsim.bfloat16 if args.dtype == "bfloat16" else args.dtype).itemsize
     per_rank = args.size // p if coll in ("all_gather", "gather") else args.size
     unit = itemsize * (
@@ -96,9 +102,19 @@ def run(args) -> tuple[dict, str]:
         raise WorldSizeError(
             f"--holdings shows at most {MAX_HOLDINGS} devices, not --devices {p}; valid: 1..{MAX_HOLDINGS}"
         )
+    kw = {"root": args.root} if coll in ("broadcast", "reduce", "scatter", "gather") else {}
+    budget.check(
+        coll,
+        algorithm,
+        p,
+        lambda q: topology_for(args.topology, q)[0],
+        kw,
+        args.force,
+        _closed_form_note(coll, algorithm, p, args.size, topology_for(args.topology, budget.PROBES[1])[0]),
+    )
+    topo, note = topology_for(args.topology, p)
     mesh = tpsim.Mesh(p, topology=topo)
     buffers = [tpsim.meta((per_rank // itemsize,), args.dtype)] * p
-    kw = {"root": args.root} if coll in ("broadcast", "reduce", "scatter", "gather") else {}
     getattr(tpsim, coll)(buffers, mesh, algorithm=algorithm, **kw)
     rec = mesh.trace.collectives[-1]
     sent = [d["sent"] for d in mesh.trace.per_device()]
@@ -141,6 +157,14 @@ def run(args) -> tuple[dict, str]:
     if args.plot:
         result["plot_file"] = _plot(args.plot, mesh, coll, algorithm, p, topo, args.size)
     return result, _text(result, mesh, args.steps) + _holdings_text(snapshots)
+
+
+def _closed_form_note(coll: str, algorithm: str, p: int, size: int, topo) -> str:
+    """The closed form's time (free to compute), from the alpha and bandwidth of one pair of links."""
+    path = topo.path(0, 1)
+    alpha, bandwidth = sum(lk.alpha for lk in path), min(lk.bandwidth for lk in path)
+    seconds = costs.cost(coll, algorithm, p, size, alpha, bandwidth)
+    return f"The closed form, with no simulation: {fmt_time(seconds)} for the collective itself."
 
 
 def _holds(snapshot) -> dict:

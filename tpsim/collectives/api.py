@@ -174,7 +174,7 @@ def stepwise(collective: str, buffers: Sequence, mesh, **kwargs) -> Iterator[Sna
 
 def _check_kinds(collective: str, arrays: dict) -> bool:
     meta = [d for d, a in arrays.items() if isinstance(a, MetaArray)]
-    data = [d for d in arrays if d not in meta]
+    data = [d for d, a in arrays.items() if not isinstance(a, MetaArray)]  # not `d not in meta`: p^2
     if meta and data:
         raise DTypeError(f"{collective}: device {meta[0]} passed a shape-only (meta) buffer but device "
                          f"{data[0]} passed data; pass one kind on every device")

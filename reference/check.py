@@ -53,11 +53,15 @@ import sys
 import numpy as np
 import torch.distributed as dist
 
+from reference import launch_checks
 from reference.cases import EXACT_MATH, LAYERS, Case, default_cases, run_reference, run_tpsim
 from reference.check_report import measure_libm, print_table, summary
+from reference.comm import algorithms_by_collective
 from reference.compare import NO_DIFF, Diff, Tap, diff, replay, same_bits
 from reference.launch import RankContext, RankFailed, run, under_torchrun
 from reference.record import compare_with_trace
+from tpsim import validate
+from tpsim.errors import TpsimError
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 
@@ -98,12 +102,24 @@ def check(
     device: str = "cpu",
     inject: bool = False,
     timeout: float = 300.0,
+    oversubscribe: bool = False,
 ) -> dict:
-    """Run `cases` in both engines and compare; returns {"rows", "cases", "ok", ...} (see `summary`)."""
-    size = world_size or int(os.environ["WORLD_SIZE"])
+    """Run `cases` in both engines and compare; returns {"rows", "cases", "ok", ...} (see `summary`).
+
+    Everything is checked before a process starts: the world size (`None`: torchrun's), the timeout,
+    the algorithm, and no more ranks than the cores hold (launch_checks) unless `oversubscribe`.
+    """
+    if world_size is None:
+        size = int(os.environ["WORLD_SIZE"])
+    else:
+        size = validate.world_size("reference.check", world_size)
+        launch_checks.check_ranks(size, oversubscribe)
+    launch_checks.check_timeout("timeout", timeout)
+    algorithms_by_collective(algorithm)
     sims = [run_tpsim(c, size) for c in cases]
     inputs = [s.inputs for s in sims]
-    got = run(rank_main, world_size, cases, inputs, comm, algorithm, inject, device=device, timeout=timeout)
+    launch = dict(device=device, timeout=timeout, oversubscribe=oversubscribe)
+    got = run(rank_main, world_size, cases, inputs, comm, algorithm, inject, **launch)
     per_rank = got  # spawn: [rank 0's, ...]; torchrun: rank_main gathered every rank's
     rows, case_rows = [], []
     for i, sim in enumerate(sims):
@@ -202,7 +218,14 @@ def _case_row(sim, ranks: list[dict], comm: str, algorithm: str | None, size: in
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m reference.check", description=__doc__.splitlines()[0])
-    p.add_argument("--world-size", type=int, default=None, help="ranks to spawn (under torchrun: its own)")
+    p.add_argument(
+        "--world-size", type=_positive(int), default=None, help="ranks to spawn (under torchrun: its own)"
+    )
+    p.add_argument(
+        "--oversubscribe",
+        action="store_true",
+        help=f"spawn more than {launch_checks.max_ranks()} ranks ({launch_checks.RANKS_PER_CORE} per core)",
+    )
     p.add_argument("--layers", default="all", help=f"comma-separated, from: {', '.join(LAYERS)}")
     p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
@@ -210,10 +233,24 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--algorithm", default=None, help="schedule mode: tpsim's algorithm (default: per op)")
     p.add_argument("--data", default="exact,float", help="exact, float or both (comma-separated)")
     p.add_argument("--json", default="reference_check.json", help="where to write the table as JSON")
-    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--timeout", type=_positive(float), default=300.0, help="seconds for the whole run")
     p.add_argument("--inject-mismatch", action="store_true", help="flip one bit in the reference: must fail")
     p.add_argument("--libm", action="store_true", help="also measure NumPy vs torch float32 libm differences")
     return p.parse_args(argv)
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}; valid: {what} > 0")
+        return value
+
+    return parse
 
 
 def main(argv=None) -> int:
@@ -231,7 +268,7 @@ def main(argv=None) -> int:
     if a.world_size is None and not under_torchrun():
         print("error: pass --world-size N (or run under torchrun)", file=sys.stderr)
         return 2
-    size = a.world_size or int(os.environ["WORLD_SIZE"])
+    size = a.world_size if a.world_size is not None else int(os.environ["WORLD_SIZE"])
     cases = [c for d in datas for c in default_cases(size, d, a.dtype) if c.layer in layers]
     try:
         result = check(
@@ -242,10 +279,14 @@ def main(argv=None) -> int:
             device=a.device,
             inject=a.inject_mismatch,
             timeout=a.timeout,
+            oversubscribe=a.oversubscribe,
         )
     except RankFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except TpsimError as err:  # refused before any process started
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if under_torchrun() and int(os.environ["RANK"]) != 0:  # rank 0 prints and writes for all
         return 0 if result["ok"] else 1
     if a.libm:

@@ -56,7 +56,7 @@ class Comm:
                 "(gloo and NCCL always pad uneven pieces; only tpsim's schedules can send them unpadded)"
             )
         self.padded = padded  # uneven all_gather / reduce_scatter pieces padded to the longest, as tpsim
-        self.algorithms = _algorithms(algorithm)
+        self.algorithms = algorithms_by_collective(algorithm)
         self.group = group if group is not None else dist.group.WORLD
         self.rank, self.size = dist.get_rank(self.group), dist.get_world_size(self.group)
         self.ranks = dist.get_process_group_ranks(self.group)
@@ -251,7 +251,7 @@ class Comm:
         return x.ndim
 
 
-def _algorithms(algorithm) -> dict[str, str]:
+def algorithms_by_collective(algorithm) -> dict[str, str]:
     """{collective: algorithm}: a name applies to every collective that has it; a dict is checked."""
     if algorithm is None:
         return {}

@@ -161,12 +161,31 @@ class LaunchError(TpsimError, ValueError):
 
 
 class RankFailed(TpsimError, RuntimeError):
-    """A rank raised, was killed, or the run timed out; carries the rank, its exit code and traceback."""
+    """A rank raised, was killed, or the run timed out; carries the rank, its exit code and traceback.
 
-    def __init__(self, rank: int, exitcode: int | None, traceback: str, message: str | None = None):
+    The message puts the cause first and last: the failing rank's traceback, then one line for each
+    other rank (`others`: usually gloo's "Connection reset by peer" after the cause), then the
+    failing rank's error again.
+    """
+
+    def __init__(
+        self,
+        rank: int,
+        exitcode: int | None,
+        traceback: str,
+        message: str | None = None,
+        others: dict[int, str] | None = None,
+    ):
         self.rank, self.exitcode, self.traceback = rank, exitcode, traceback
+        self.others = dict(others or {})
         head = message or f"rank {rank} failed (exit code {exitcode})"
-        super().__init__(f"{head}\n--- rank {rank} ---\n{traceback.rstrip()}")
+        parts = [head, f"--- rank {rank} ---", traceback.rstrip()]
+        if self.others:
+            parts.append("--- the other ranks, ended after it ---")
+            parts += [f"rank {r}: {line}" for r, line in sorted(self.others.items())]
+            cause = next((ln for ln in reversed(traceback.splitlines()) if ln.strip()), head)
+            parts.append(f"--- the cause: rank {rank} ---\n{cause.strip()}")
+        super().__init__("\n".join(parts))
 
 
 class RunTimeout(RankFailed):

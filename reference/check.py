@@ -219,7 +219,10 @@ def _case_row(sim, ranks: list[dict], comm: str, algorithm: str | None, size: in
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m reference.check", description=__doc__.splitlines()[0])
     p.add_argument(
-        "--world-size", type=_positive(int), default=None, help="ranks to spawn (under torchrun: its own)"
+        "--world-size",
+        type=launch_checks.positive(int),
+        default=None,
+        help="ranks to spawn (under torchrun: its own)",
     )
     p.add_argument(
         "--oversubscribe",
@@ -233,24 +236,12 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--algorithm", default=None, help="schedule mode: tpsim's algorithm (default: per op)")
     p.add_argument("--data", default="exact,float", help="exact, float or both (comma-separated)")
     p.add_argument("--json", default="reference_check.json", help="where to write the table as JSON")
-    p.add_argument("--timeout", type=_positive(float), default=300.0, help="seconds for the whole run")
+    p.add_argument(
+        "--timeout", type=launch_checks.positive(float), default=300.0, help="seconds for the whole run"
+    )
     p.add_argument("--inject-mismatch", action="store_true", help="flip one bit in the reference: must fail")
     p.add_argument("--libm", action="store_true", help="also measure NumPy vs torch float32 libm differences")
     return p.parse_args(argv)
-
-
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not value > 0:
-            what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}; valid: {what} > 0")
-        return value
-
-    return parse
 
 
 def main(argv=None) -> int:

@@ -35,7 +35,7 @@ import torch.multiprocessing as mp
 
 from reference import launch_checks
 from reference.backend import Backend, LaunchError, choose_backend, rank_device
-from tpsim.errors import RankFailed, RunTimeout, WorldSizeError
+from tpsim.errors import RankFailed, RunTimeout, TpsimError, WorldSizeError
 
 GRACE_S = 3.0  # a failed rank's peers get this long to end after SIGTERM before SIGKILL
 SETTLE_S = 0.5  # after the first failure, wait this long for other exits before naming the cause
@@ -152,12 +152,15 @@ def run(fn: Callable, world_size: int | None, *args, **kw) -> list | object:
 
 
 def main(fn: Callable, world_size: int | None, *args, **kw) -> list | object:
-    """`run` for `python -m reference.X` entry points: a failed rank prints its traceback, exit code 1."""
+    """`run` for `python -m reference.X`: a failed rank prints its traceback (exit 1), a refusal why (2)."""
     try:
         return run(fn, world_size, *args, **kw)
     except RankFailed as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+    except TpsimError as err:  # refused before any rank started: a usage error
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def loopback_interface() -> str:

@@ -3,6 +3,7 @@ this machine can run (RANKS_PER_CORE per core, at least MIN_RANKS) unless oversu
 
 from __future__ import annotations
 
+import argparse
 import os
 from numbers import Real
 
@@ -30,3 +31,19 @@ def check_ranks(world_size: int, oversubscribe: bool) -> None:
             f"cores, at most {max_ranks()} ranks ({RANKS_PER_CORE} per core); pass oversubscribe=True "
             "(--oversubscribe) to spawn them anyway"
         )
+
+
+def positive(kind):
+    """An argparse type: an int or float > 0 (a world size, a timeout)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}; valid: {what} > 0")
+        return value
+
+    return parse

@@ -16,6 +16,7 @@ import faulthandler
 import multiprocessing.connection
 import os
 import pathlib
+import pickle
 import shutil
 import signal
 import socket
@@ -193,7 +194,7 @@ def _rank_main(fn, args, rank, world_size, backend, init_method, workdir, tag, p
             except BaseException:
                 _write(failed, tb.format_exc())  # before destroy_process_group, which may block
                 raise
-        sender.send(result)
+        sender.send_bytes(pickle.dumps(result, pickle.HIGHEST_PROTOCOL))  # plain pickle: no shared fds
     except BaseException:
         if not failed.exists():
             _write(failed, tb.format_exc())
@@ -236,7 +237,7 @@ def _receive(pipes: list, results: dict) -> None:
         if r in results or conn.closed or not conn.poll():
             continue
         try:
-            results[r] = conn.recv()
+            results[r] = pickle.loads(conn.recv_bytes())  # from the rank itself, never from a file
         except EOFError:
             conn.close()
 

@@ -23,6 +23,7 @@ import torch
 from reference.dropout import Dropout, RNGTracker
 from reference.linear import ColumnParallelLinear, RowParallelLinear
 from reference.module import Module
+from tpsim import validate
 from tpsim.errors import ShapeError
 from tpsim.nn.dropout import MODEL_PARALLEL
 
@@ -49,17 +50,11 @@ class ParallelAttention(Module):
         device=None,
     ):
         super().__init__(comm, name, device)
-        if num_heads < 1 or hidden % num_heads:
-            ok = [n for n in range(1, hidden + 1) if hidden % n == 0]
-            raise ShapeError(
-                f"{self.name}: hidden = {hidden} does not divide into num_heads = {num_heads} heads "
-                f"of whole features; num_heads that work: {ok}"
-            )
+        validate.positive_int(self.name, "hidden", hidden)
+        validate.heads(self.name, hidden, num_heads)
         self.check_divides("num_heads", num_heads)
-        if seq_dim not in (0, 1, -3, -2):
-            raise ShapeError(f"{self.name}: seq_dim = {seq_dim}; x is (s, b, h) or (b, s, h): use 0 or 1")
         self.hidden, self.num_heads, self.head_dim = hidden, num_heads, hidden // num_heads
-        self.seq_dim, self.causal = seq_dim % 3, causal
+        self.seq_dim, self.causal = validate.seq_dim(self.name, seq_dim), causal
         self.scale = 1.0 / math.sqrt(self.head_dim)
         kw = dict(bias=bias, init=init, dtype=dtype, sequence_parallel=sequence_parallel,
                   seq_dim=self.seq_dim, device=device)

@@ -11,14 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from tpsim.errors import TpsimError
+from tpsim.errors import LaunchError
 
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = (None, "gloo", "nccl")
-
-
-class LaunchError(TpsimError, ValueError):
-    """A backend, device or world size that cannot run here (says what would)."""
 
 
 @dataclass(frozen=True)

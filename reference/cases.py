@@ -23,7 +23,7 @@ from reference.cases_build import LAYERS, build_reference, build_tpsim
 from reference.module import to_numpy, to_torch
 from tpsim import Mesh, Replicate, distribute
 from tpsim.dtypes import resolve_dtype
-from tpsim.errors import TpsimError
+from tpsim.errors import PlacementError
 from tpsim.placement import Partial
 
 __all__ = ["EXACT_MATH", "LAYERS", "Case", "TpsimRun", "default_cases", "run_reference", "run_tpsim"]
@@ -168,7 +168,7 @@ def run_tpsim(case: Case, world_size: int, nested: bool = False) -> TpsimRun:
         named["grad." + name.removeprefix(root)] = g
     for name, arr in named.items():
         if any(isinstance(p, Partial) for p in arr.placements):
-            raise TpsimError(f"{case.label}: tpsim's {name} is {arr.placements}, a partial sum")
+            raise PlacementError(f"{case.label}: tpsim's {name} is {arr.placements}, a partial sum")
     results = {k: list(v.shards) for k, v in named.items()}
     replicated = {k: v.placements[0] == Replicate() for k, v in named.items()}
     inputs = [{k: v[r] for k, v in feed.items()} for r in range(world_size)]

@@ -21,7 +21,7 @@ from reference import mlp as r_mlp
 from reference import norm as r_norm
 from tpsim import Replicate, Shard
 from tpsim import nn as t_nn
-from tpsim.errors import TpsimError
+from tpsim.errors import ArgumentError
 from tpsim.nn.dropout import DEFAULT, MODEL_PARALLEL
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def build_tpsim(case: Case, mesh):
         return m, m, ("ids+targets", (d["s"], d["b"]), Replicate())
     if case.layer in llama_cases.LAYERS:
         return llama_cases.build_tpsim(case, mesh)
-    raise TpsimError(f"unknown layer {case.layer!r}; valid: {', '.join(LAYERS)}")
+    raise ArgumentError(f"unknown layer {case.layer!r}; valid: {', '.join(LAYERS)}")
 
 
 def _gpt_config(case: Case) -> t_nn.GPTConfig:
@@ -227,4 +227,4 @@ def build_reference(case: Case, comm, device):
         return m, m
     if case.layer in llama_cases.LAYERS:
         return llama_cases.build_reference(case, comm, device)
-    raise TpsimError(f"unknown layer {case.layer!r}; valid: {', '.join(LAYERS)}")
+    raise ArgumentError(f"unknown layer {case.layer!r}; valid: {', '.join(LAYERS)}")

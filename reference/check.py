@@ -53,12 +53,16 @@ import sys
 import numpy as np
 import torch.distributed as dist
 
+from reference import launch_checks
 from reference.cases import EXACT_MATH, LAYERS, Case, default_cases, run_reference, run_tpsim
 from reference.check_report import measure_libm, print_table, summary
+from reference.comm import algorithms_by_collective
 from reference.compare import NO_DIFF, Diff, Tap, diff, replay, same_bits
 from reference.launch import RankContext, RankFailed, run, under_torchrun
 from reference.record import compare_with_trace
 from reference.trace import twin, write_traces
+from tpsim import validate
+from tpsim.errors import TpsimError
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 
@@ -100,13 +104,25 @@ def check(
     inject: bool = False,
     timeout: float = 300.0,
     trace: str | None = None,
+    oversubscribe: bool = False,
 ) -> dict:
     """Run `cases` in both engines and compare; returns {"rows", "cases", "ok", ...} (see `summary`).
-    `trace`: write the reference's Chrome trace there and tpsim's next to it (reference/trace.py)."""
-    size = world_size or int(os.environ["WORLD_SIZE"])
+
+    Everything is checked before a process starts: the world size (`None`: torchrun's), the timeout,
+    the algorithm, and no more ranks than the cores hold (launch_checks) unless `oversubscribe`.
+    `trace`: write the reference's Chrome trace there and tpsim's next to it (reference/trace.py).
+    """
+    if world_size is None:
+        size = int(os.environ["WORLD_SIZE"])
+    else:
+        size = validate.world_size("reference.check", world_size)
+        launch_checks.check_ranks(size, oversubscribe)
+    launch_checks.check_timeout("timeout", timeout)
+    algorithms_by_collective(algorithm)
     sims = [run_tpsim(c, size) for c in cases]
     inputs = [s.inputs for s in sims]
-    got = run(rank_main, world_size, cases, inputs, comm, algorithm, inject, device=device, timeout=timeout)
+    launch = dict(device=device, timeout=timeout, oversubscribe=oversubscribe)
+    got = run(rank_main, world_size, cases, inputs, comm, algorithm, inject, **launch)
     per_rank = got  # spawn: [rank 0's, ...]; torchrun: rank_main gathered every rank's
     rows, case_rows = [], []
     for i, sim in enumerate(sims):
@@ -208,7 +224,17 @@ def _case_row(sim, ranks: list[dict], comm: str, algorithm: str | None, size: in
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m reference.check", description=__doc__.splitlines()[0])
-    p.add_argument("--world-size", type=int, default=None, help="ranks to spawn (under torchrun: its own)")
+    p.add_argument(
+        "--world-size",
+        type=launch_checks.positive(int),
+        default=None,
+        help="ranks to spawn (under torchrun: its own)",
+    )
+    p.add_argument(
+        "--oversubscribe",
+        action="store_true",
+        help=f"spawn more than {launch_checks.max_ranks()} ranks ({launch_checks.RANKS_PER_CORE} per core)",
+    )
     p.add_argument("--layers", default="all", help=f"comma-separated, from: {', '.join(LAYERS)}")
     p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
@@ -216,7 +242,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--algorithm", default=None, help="schedule mode: tpsim's algorithm (default: per op)")
     p.add_argument("--data", default="exact,float", help="exact, float or both (comma-separated)")
     p.add_argument("--json", default="reference_check.json", help="where to write the table as JSON")
-    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument(
+        "--timeout", type=launch_checks.positive(float), default=300.0, help="seconds for the whole run"
+    )
     p.add_argument(
         "--trace",
         default=None,
@@ -242,7 +270,7 @@ def main(argv=None) -> int:
     if a.world_size is None and not under_torchrun():
         print("error: pass --world-size N (or run under torchrun)", file=sys.stderr)
         return 2
-    size = a.world_size or int(os.environ["WORLD_SIZE"])
+    size = a.world_size if a.world_size is not None else int(os.environ["WORLD_SIZE"])
     cases = [c for d in datas for c in default_cases(size, d, a.dtype) if c.layer in layers]
     try:
         result = check(
@@ -254,10 +282,14 @@ def main(argv=None) -> int:
             inject=a.inject_mismatch,
             timeout=a.timeout,
             trace=a.trace,
+            oversubscribe=a.oversubscribe,
         )
     except RankFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except TpsimError as err:  # refused before any process started
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if under_torchrun() and int(os.environ["RANK"]) != 0:  # rank 0 prints and writes for all
         return 0 if result["ok"] else 1
     if a.libm:

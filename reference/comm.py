@@ -25,9 +25,10 @@ from reference import native, preflight, schedule_exec, scope
 from reference.backend import Backend
 from reference.record import CallRecord, dtype_name
 from reference.staging import is_staged
+from tpsim import validate
 from tpsim.collectives import layout
 from tpsim.collectives.algorithms import ALGORITHMS, build, check_algorithm
-from tpsim.errors import AlgorithmError, DTypeError, ReduceOpError, RootError, ShapeError, WorldSizeError
+from tpsim.errors import AlgorithmError, DTypeError, ShapeError, WorldSizeError
 from tpsim.placement import REDUCE_OPS, chunk_sizes
 
 MODES = ("native", "schedule")
@@ -56,7 +57,7 @@ class Comm:
                 "(gloo and NCCL always pad uneven pieces; only tpsim's schedules can send them unpadded)"
             )
         self.padded = padded  # uneven all_gather / reduce_scatter pieces padded to the longest, as tpsim
-        self.algorithms = _algorithms(algorithm)
+        self.algorithms = algorithms_by_collective(algorithm)
         self.group = group if group is not None else dist.group.WORLD
         self.rank, self.size = dist.get_rank(self.group), dist.get_world_size(self.group)
         self.ranks = dist.get_process_group_ranks(self.group)
@@ -223,12 +224,10 @@ class Comm:
     def _check(self, c, x, op, root, dim, other_dim, sizes, seq) -> int:
         """Local checks, before anything moves; returns x's ndim (the root's when x is None)."""
         who = f"rank {self.ranks[self.rank]}: {c} #{seq}"
-        if op is not None and op not in REDUCE_OPS:
-            raise ReduceOpError(f"{who}: op {op!r} is unknown; valid: {', '.join(REDUCE_OPS)}")
-        if root is not None and (
-            isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < self.size
-        ):
-            raise RootError(f"{who}: root {root!r} is out of range; valid: 0..{self.size - 1} (group ranks)")
+        if op is not None:
+            validate.reduce_op(who, op, REDUCE_OPS)
+        if root is not None:
+            validate.root(who, root, self.size)
         if x is None:
             if c not in ("broadcast", "scatter") or self.rank == root:
                 raise ShapeError(
@@ -244,13 +243,8 @@ class Comm:
         if op == "avg" and x.dtype not in FLOAT:
             raise DTypeError(f"{who}: op 'avg' needs a floating dtype, got {dtype_name(x.dtype)}")
         for name, d in (("dim", dim), ("concat_dim", other_dim)):
-            if d is not None and not -x.ndim <= d < x.ndim:
-                raise ShapeError(
-                    f"{who}: {name} {d} is out of range for shape {tuple(x.shape)}; "
-                    f"valid: {-x.ndim}..{x.ndim - 1}"
-                    if x.ndim
-                    else f"{who}: a 0-d tensor has no dims"
-                )
+            if d is not None:
+                validate.dim(who, name, d, tuple(x.shape))
         if c == "all_to_all" and dim % x.ndim == other_dim % x.ndim:
             raise ShapeError(f"{who}: split_dim and concat_dim are both {dim % x.ndim}; they must differ")
         if sizes is not None:
@@ -265,7 +259,7 @@ class Comm:
         return x.ndim
 
 
-def _algorithms(algorithm) -> dict[str, str]:
+def algorithms_by_collective(algorithm) -> dict[str, str]:
     """{collective: algorithm}: a name applies to every collective that has it; a dict is checked."""
     if algorithm is None:
         return {}

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from reference.module import Module
-from tpsim.errors import TpsimError
+from tpsim.errors import ArgumentError
 from tpsim.nn.dropout import DEFAULT, MODEL_PARALLEL, MODEL_PARALLEL_OFFSET
 
 
@@ -27,7 +27,7 @@ class RNGTracker:
 
     def __init__(self, seed: int = 0, tp_rank: int = 0):
         if not isinstance(seed, int) or seed < 0:
-            raise TpsimError(f"RNGTracker seed must be an int >= 0, got {seed!r}")
+            raise ArgumentError(f"RNGTracker seed must be an int >= 0, got {seed!r}")
         self.seed, self.tp_rank = seed, tp_rank
         self.streams = {DEFAULT: seed, MODEL_PARALLEL: seed + MODEL_PARALLEL_OFFSET + tp_rank}
         self.draws = dict.fromkeys(self.streams, 0)
@@ -53,7 +53,7 @@ class RNGTracker:
 
     def _check(self, stream: str) -> None:
         if stream not in self.streams:
-            raise TpsimError(f"unknown RNG stream {stream!r}; this tracker has {list(self.streams)}")
+            raise ArgumentError(f"unknown RNG stream {stream!r}; this tracker has {list(self.streams)}")
 
 
 class _Dropout(torch.autograd.Function):
@@ -75,7 +75,7 @@ class Dropout(Module):
                  name: str | None = None, device=None):
         super().__init__(comm, name, device)
         if not 0.0 <= p < 1.0:
-            raise TpsimError(f"{self.name}: dropout probability p = {p!r}; valid: 0 <= p < 1")
+            raise ArgumentError(f"{self.name}: dropout probability p = {p!r}; valid: 0 <= p < 1")
         if stream is not None:
             tracker._check(stream)
         self.p, self.tracker, self.stream = p, tracker, stream

@@ -40,7 +40,7 @@ from reference import dtensor_plan
 from reference.compat import comm_debug_mode, dtensor_names
 from reference.dtensor_compare import PHASES, compare, format_reports, known_differences, passed
 from reference.launch import run, under_torchrun
-from tpsim.errors import ShapeError, TpsimError, WorldSizeError
+from tpsim.errors import ArgumentError, DTypeError, ShapeError, TpsimError, WorldSizeError
 from tpsim.nn import ParallelAttention, ParallelMLP, TransformerBlock
 from tpsim.nn import comm_table as tpsim_comm_table
 
@@ -80,12 +80,12 @@ class Case:
 
     def __post_init__(self):
         if self.layer not in LAYERS:
-            raise ValueError(f"layer {self.layer!r} is unknown; valid: {', '.join(LAYERS)}")
+            raise ArgumentError(f"layer {self.layer!r} is unknown; valid: {', '.join(LAYERS)}")
         if self.init not in INITS:
-            raise ValueError(f"init {self.init!r} is unknown; valid: {', '.join(INITS)}")
+            raise ArgumentError(f"init {self.init!r} is unknown; valid: {', '.join(INITS)}")
         object.__setattr__(self, "dtype", self.dtype or DTYPES[self.init])
         if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype {self.dtype!r} is not compared here; valid: float32, float64")
+            raise DTypeError(f"dtype {self.dtype!r} is not compared here; valid: float32, float64")
 
     @property
     def name(self) -> str:
@@ -100,7 +100,7 @@ def tpsim_module(case: Case, mesh):
         return ParallelAttention(mesh, case.hidden, case.heads, **kw)
     if case.layer == "block":
         return TransformerBlock(mesh, case.hidden, case.heads, case.ffn, **kw)
-    raise ValueError(f"layer {case.layer!r} is unknown; valid: {', '.join(LAYERS)}")
+    raise ArgumentError(f"layer {case.layer!r} is unknown; valid: {', '.join(LAYERS)}")
 
 
 def data(case: Case, which: int) -> np.ndarray:

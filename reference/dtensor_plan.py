@@ -32,6 +32,7 @@ from torch.distributed.tensor.parallel import (
 )
 
 from reference.compat import dtensor_names
+from tpsim.errors import ArgumentError
 
 _, Shard, Replicate, _ = dtensor_names()
 SEQ_DIM = 0  # x is (s, b, h)
@@ -101,7 +102,7 @@ def build(layer: str, hidden: int, num_heads: int, ffn_hidden: int) -> nn.Module
         return Attention(hidden, num_heads)
     if layer == "block":
         return Block(hidden, num_heads, ffn_hidden)
-    raise ValueError(f"layer {layer!r} is unknown; valid: mlp, attention, block")
+    raise ArgumentError(f"layer {layer!r} is unknown; valid: mlp, attention, block")
 
 
 def pair_plan(column: str, row: str, sp: bool) -> dict:
@@ -122,7 +123,7 @@ def plan(layer: str, sp: bool) -> dict:
     if layer == "attention":
         return pair_plan("query_key_value", "dense", sp)
     if layer != "block":
-        raise ValueError(f"layer {layer!r} is unknown; valid: mlp, attention, block")
+        raise ArgumentError(f"layer {layer!r} is unknown; valid: mlp, attention, block")
     out = {
         **pair_plan("self_attention.query_key_value", "self_attention.dense", sp),
         **pair_plan("mlp.fc1", "mlp.fc2", sp),

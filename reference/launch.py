@@ -16,8 +16,10 @@ import faulthandler
 import multiprocessing.connection
 import os
 import pathlib
+import pickle
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -32,24 +34,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from reference import launch_checks
 from reference.backend import Backend, LaunchError, choose_backend, rank_device
-from tpsim.errors import TpsimError, WorldSizeError
+from tpsim.errors import RankFailed, RunTimeout, TpsimError, WorldSizeError
 
 GRACE_S = 3.0  # a failed rank's peers get this long to end after SIGTERM before SIGKILL
 SETTLE_S = 0.5  # after the first failure, wait this long for other exits before naming the cause
-
-
-class RankFailed(TpsimError, RuntimeError):
-    """A rank raised, was killed, or the run timed out; carries the rank, its exit code and traceback."""
-
-    def __init__(self, rank: int, exitcode: int | None, traceback: str, message: str | None = None):
-        self.rank, self.exitcode, self.traceback = rank, exitcode, traceback
-        head = message or f"rank {rank} failed (exit code {exitcode})"
-        super().__init__(f"{head}\n--- rank {rank} ---\n{traceback.rstrip()}")
-
-
-class RunTimeout(RankFailed):
-    """The run outlived its timeout; `rank` is the lowest rank still running, exit code None."""
 
 
 @dataclass
@@ -91,34 +81,40 @@ def spawn(
     timeout: float = 120.0,
     workdir: str | os.PathLike | None = None,
     pg_timeout: float | None = None,
+    oversubscribe: bool = False,
 ) -> list:
     """Run fn(ctx, *args) on `world_size` fresh processes; return [rank 0's result, rank 1's, ...].
 
-    fn must be a module-level function, and its result picklable (torch.save). Without `workdir` a
-    temporary one is used, removed after a clean run and kept (named in the error) after a failure.
-    `pg_timeout` bounds each collective (default: `timeout`).
+    fn must be a module-level function, and its result picklable: it comes back over a pipe that only
+    the parent and that rank hold, never through a file. Without `workdir` a temporary one is used,
+    removed after a clean run and kept (named in the error) after a failure. `pg_timeout` bounds each
+    collective (default: `timeout`). More ranks than `launch_checks.max_ranks()` need `oversubscribe`.
     """
     chosen = choose_backend(world_size, device, backend)
+    timeout = launch_checks.check_timeout("timeout", timeout)
+    pg_timeout = launch_checks.check_timeout("pg_timeout", timeout if pg_timeout is None else pg_timeout)
+    launch_checks.check_ranks(world_size, oversubscribe)
     keep = workdir is not None
     wd = pathlib.Path(workdir) if keep else pathlib.Path(tempfile.mkdtemp(prefix="tpsim-ref-"))
     wd.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]  # a workdir may be reused: every run gets its own file names
     init_method = f"file://{wd.resolve()}/rendezvous-{tag}"
     ctx = mp.get_context("spawn")
+    pipes = [ctx.Pipe(duplex=False) for _ in range(world_size)]  # (parent's end, the rank's end)
     procs = [
         ctx.Process(
             target=_rank_main,
-            args=(fn, args, rank, world_size, chosen, init_method, str(wd), tag, pg_timeout or timeout),
+            args=(fn, args, rank, world_size, chosen, init_method, str(wd), tag, pg_timeout, pipes[rank][1]),
             name=f"tpsim-rank-{rank}",
             daemon=False,
         )
         for rank in range(world_size)
     ]
     try:
-        for p in procs:
+        for p, (_, sender) in zip(procs, pipes, strict=True):
             p.start()
-        _watch(procs, wd, tag, timeout)
-        results = [_load(wd, tag, r) for r in range(world_size)]
+            sender.close()  # the rank holds it now: its exit closes the pipe
+        results = _watch(procs, wd, tag, timeout, [r for r, _ in pipes])
     finally:
         _end(procs)
     if not keep:
@@ -157,22 +153,33 @@ def run(fn: Callable, world_size: int | None, *args, **kw) -> list | object:
 
 
 def main(fn: Callable, world_size: int | None, *args, **kw) -> list | object:
-    """`run` for `python -m reference.X` entry points: a failed rank prints its traceback, exit code 1."""
+    """`run` for `python -m reference.X`: a failed rank prints its traceback (exit 1), a refusal why (2)."""
     try:
         return run(fn, world_size, *args, **kw)
     except RankFailed as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+    except TpsimError as err:  # refused before any rank started: a usage error
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def loopback_interface() -> str:
+    """The loopback interface's name ("lo" on Linux, "lo0" on macOS)."""
+    names = [name for _, name in socket.if_nameindex() if name.startswith("lo")]
+    return names[0] if names else "lo"
 
 
 def _path(wd: pathlib.Path, tag: str, kind: str, rank: int) -> pathlib.Path:
-    suffix = {"result": "pt", "traceback": "txt", "stack": "txt"}[kind]
-    return wd / f"{kind}-{tag}-rank{rank}.{suffix}"
+    return wd / f"{kind}-{tag}-rank{rank}.txt"  # "traceback" or "stack": text, never unpickled
 
 
-def _rank_main(fn, args, rank, world_size, backend, init_method, workdir, tag, pg_timeout) -> None:
-    """The body of one rank's process: process group, fn, result file; a traceback file on failure."""
+def _rank_main(fn, args, rank, world_size, backend, init_method, workdir, tag, pg_timeout, sender) -> None:
+    """The body of one rank's process: process group, fn, result down the pipe; a traceback file on
+    failure, and exit code 1 without printing it (the parent reports it, the cause first)."""
     wd = pathlib.Path(workdir)
+    for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):  # one machine: bind to loopback only
+        os.environ.setdefault(name, loopback_interface())
     stack = open(_path(wd, tag, "stack", rank), "w")  # noqa: SIM115 -- open for the life of the process
     faulthandler.enable(file=stack, all_threads=True)  # a crash (SIGSEGV, SIGABRT) leaves its stack
     faulthandler.register(signal.SIGUSR1, file=stack, all_threads=True)  # the parent asks on a hang
@@ -187,29 +194,52 @@ def _rank_main(fn, args, rank, world_size, backend, init_method, workdir, tag, p
             except BaseException:
                 _write(failed, tb.format_exc())  # before destroy_process_group, which may block
                 raise
-        tmp = _path(wd, tag, "result", rank).with_suffix(".tmp")
-        torch.save(result, tmp)
-        os.replace(tmp, _path(wd, tag, "result", rank))
+        sender.send_bytes(pickle.dumps(result, pickle.HIGHEST_PROTOCOL))  # plain pickle: no shared fds
     except BaseException:
         if not failed.exists():
             _write(failed, tb.format_exc())
-        raise
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)  # at once, printing nothing: no interpreter teardown (seconds with torch loaded)
 
 
-def _watch(procs: list, wd: pathlib.Path, tag: str, timeout: float) -> None:
-    """Return when every rank has exited 0; raise RankFailed at the first failure or at the timeout."""
+def _watch(procs: list, wd: pathlib.Path, tag: str, timeout: float, pipes: list) -> list:
+    """Every rank's result once all have exited 0; RankFailed at the first failure or at the timeout.
+
+    Results are read as they arrive, so a rank sending a large one is never blocked on a full pipe."""
     deadline = time.monotonic() + timeout
+    results: dict[int, object] = {}
     while True:
+        _receive(pipes, results)
         codes = [p.exitcode for p in procs]
         if all(c == 0 for c in codes):
-            return
+            _receive(pipes, results)
+            missing = [r for r in range(len(procs)) if r not in results]
+            if missing:
+                r = missing[0]
+                raise RankFailed(r, 0, "exited 0 but sent no result", f"rank {r} gave no result")
+            return [results[r] for r in range(len(procs))]
         bad = [r for r, c in enumerate(codes) if c not in (None, 0)]
         raised = [r for r in range(len(procs)) if _path(wd, tag, "traceback", r).exists()]
         if bad or raised:
             _fail(procs, wd, tag, bad, raised)
         if time.monotonic() > deadline:
             _time_out(procs, wd, tag, timeout)
-        multiprocessing.connection.wait([p.sentinel for p in procs if p.exitcode is None], timeout=0.1)
+        waiting = [pipes[r] for r in range(len(procs)) if r not in results and not pipes[r].closed]
+        multiprocessing.connection.wait(
+            [p.sentinel for p in procs if p.exitcode is None] + waiting, timeout=0.1
+        )
+
+
+def _receive(pipes: list, results: dict) -> None:
+    """Take every result that has arrived; a pipe closed without one is left to the exit code."""
+    for r, conn in enumerate(pipes):
+        if r in results or conn.closed or not conn.poll():
+            continue
+        try:
+            results[r] = pickle.loads(conn.recv_bytes())  # from the rank itself, never from a file
+        except EOFError:
+            conn.close()
 
 
 def _fail(procs: list, wd: pathlib.Path, tag: str, bad: list[int], raised: list[int]) -> None:
@@ -234,7 +264,18 @@ def _fail(procs: list, wd: pathlib.Path, tag: str, bad: list[int], raised: list[
         crash = _read(_path(wd, tag, "stack", rank))
         text = f"rank {rank} {how} (exit code {code}) without a Python traceback\n{crash}"
     _end(procs)
-    raise RankFailed(rank, code, text, f"rank {rank} failed (exit code {code}); workdir {wd}")
+    others = {r: _last_line(wd, tag, r, procs[r].exitcode) for r in range(len(procs)) if r != rank}
+    raise RankFailed(rank, code, text, f"rank {rank} failed (exit code {code}); workdir {wd}", others)
+
+
+def _last_line(wd: pathlib.Path, tag: str, rank: int, code: int | None) -> str:
+    """One line for a rank that is not the cause: its exception, or how it ended."""
+    lines = [ln for ln in _read(_path(wd, tag, "traceback", rank)).splitlines() if ln.strip()]
+    if lines:
+        return lines[-1].strip()
+    if code is not None and code < 0:
+        return f"ended by {signal.Signals(-code).name} after the failure"
+    return f"exited with code {code}"
 
 
 def _time_out(procs: list, wd: pathlib.Path, tag: str, timeout: float) -> None:
@@ -275,10 +316,3 @@ def _read(path: pathlib.Path) -> str:
         return path.read_text()
     except OSError:
         return ""
-
-
-def _load(wd: pathlib.Path, tag: str, rank: int):
-    path = _path(wd, tag, "result", rank)
-    if not path.exists():
-        raise RankFailed(rank, 0, f"exited 0 but left no result file {path}", f"rank {rank} gave no result")
-    return torch.load(path, weights_only=False)

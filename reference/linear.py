@@ -23,7 +23,8 @@ import torch
 
 from reference import regions, scope
 from reference.module import Module, torch_dtype
-from tpsim.errors import ShapeError, TpsimError
+from tpsim import validate
+from tpsim.errors import ArgumentError, ShapeError
 from tpsim.placement import chunk_sizes
 
 
@@ -44,10 +45,14 @@ class _Linear(Module):
         device=None,
         weight_split: int = 0,
     ):
+        who = name or type(self).__name__
+        validate.positive_int(who, "in_features", in_features)
+        validate.positive_int(who, "out_features", out_features)
         super().__init__(comm, name, device)
         if init is None:
-            raise TpsimError(f"{self.name}: the reference runs on real numbers; init=None (shape-only) "
-                             "is for tpsim")
+            raise ArgumentError(
+                f"{self.name}: the reference runs on real numbers; init=None (shape-only) is for tpsim"
+            )
         self.in_features, self.out_features = in_features, out_features
         self.sequence_parallel, self.seq_dim = sequence_parallel, seq_dim
         self.dtype = torch_dtype(dtype)
@@ -103,10 +108,10 @@ class ColumnParallelLinear(_Linear):
         skip_bias_add: bool = False,
         **kw,
     ):
+        who = kw.get("name") or type(self).__name__
+        validate.exclusive(who, gather_output=gather_output, sequence_parallel=kw.get("sequence_parallel"))
         super().__init__(comm, in_features, out_features, weight_split=0, **kw)
         self.gather_output, self.skip_bias_add = gather_output, skip_bias_add
-        if gather_output and self.sequence_parallel:
-            raise ValueError(f"{self.name}: gather_output and sequence_parallel do not go together")
 
     def forward(self, x: torch.Tensor):
         self.check_features(x, self.in_features, "in_features")

@@ -20,7 +20,7 @@ import torch
 from reference import scope
 from reference.embedding import check_ids
 from reference.module import Module, narrow, widen
-from tpsim.errors import PlacementError, ShapeError, TpsimError
+from tpsim.errors import ArgumentError, PlacementError, ShapeError
 from tpsim.placement import chunk_offsets, chunk_sizes
 
 
@@ -77,7 +77,7 @@ class VocabParallelCrossEntropy(Module):
                  padded_vocab_size: int | None = None, name: str | None = None, device=None):
         super().__init__(comm, name, device)
         if not 0.0 <= label_smoothing <= 1.0:
-            raise TpsimError(f"{self.name}: label_smoothing = {label_smoothing} must lie in [0, 1]")
+            raise ArgumentError(f"{self.name}: label_smoothing = {label_smoothing} must lie in [0, 1]")
         self.eps, self.vocab_size = float(label_smoothing), vocab_size
         self.padded_vocab_size = padded_vocab_size
 

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from reference import scope
+from tpsim import validate
 from tpsim.dtypes import bfloat16, resolve_dtype
-from tpsim.errors import ShapeError
 from tpsim.nn.init import global_weight
 from tpsim.placement import chunk_offsets, chunk_sizes
 
@@ -96,10 +96,4 @@ class Module(torch.nn.Module):
 
     def check_divides(self, what: str, size: int) -> None:
         """A dim that must split evenly over the TP degree (the same rule and message as tpsim)."""
-        t = self.tp_size
-        if size % t:
-            ok = [d for d in range(1, size + 1) if size % d == 0 and d <= 64]
-            raise ShapeError(
-                f"{self.name} (rank {self.tp_rank}): {what} = {size} does not divide by the TP degree {t}; "
-                f"degrees that work: {ok}"
-            )
+        validate.divides(f"{self.name} (rank {self.tp_rank})", what, size, self.tp_size)

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from tpsim.collectives.schedule import COLLECTIVES
-from tpsim.errors import DTypeError, ShapeError, TpsimError
+from tpsim.errors import CollectiveMismatch, DTypeError, ShapeError
 from tpsim.placement import REDUCE_OPS
 
 MAX_DIMS = 24
@@ -40,10 +40,6 @@ DTYPES = (
     torch.complex128,
 )
 NONE = -1
-
-
-class CollectiveMismatch(TpsimError, RuntimeError):
-    """Ranks called different collectives, or the same one with a different op, root or dim (desync)."""
 
 
 @dataclass(frozen=True)

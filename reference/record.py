@@ -13,11 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tpsim.errors import TpsimError
-
-
-class RecordMismatch(TpsimError, AssertionError):
-    """A rank's record of collectives differs from the tpsim trace it is compared with."""
+from tpsim.errors import RecordMismatch
 
 
 @dataclass(frozen=True)

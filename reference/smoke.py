@@ -14,6 +14,7 @@ import argparse
 import torch
 import torch.distributed as dist
 
+from reference import launch_checks
 from reference.launch import RankContext, main
 
 
@@ -30,7 +31,12 @@ def all_reduce_ranks(ctx: RankContext, fail_rank: int | None = None) -> float:
 
 def cli(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m reference.smoke", description=__doc__.splitlines()[0])
-    parser.add_argument("--world-size", type=int, default=None, help="ranks to spawn (torchrun: its own)")
+    parser.add_argument(
+        "--world-size",
+        type=launch_checks.positive(int),
+        default=None,
+        help="ranks to spawn (torchrun: its own)",
+    )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--backend", default=None, choices=("gloo", "nccl"))
     parser.add_argument("--fail-rank", type=int, default=None, help="this rank raises: see how a run ends")

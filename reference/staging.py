@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from reference.backend import Backend
+from tpsim.errors import AlgorithmError
 
 GLOO_CUDA_NATIVE = frozenset({"all_reduce", "broadcast"})
 STAGEABLE = frozenset(
@@ -34,7 +35,7 @@ STAGEABLE = frozenset(
 def is_staged(backend: Backend | None, op: str) -> bool:
     """True when `op` must go through the CPU on this backend (gloo + CUDA, an op gloo lacks on CUDA)."""
     if op not in STAGEABLE:
-        raise ValueError(f"unknown op {op!r} for staging; valid: {', '.join(sorted(STAGEABLE))}")
+        raise AlgorithmError(f"unknown op {op!r} for staging; valid: {', '.join(sorted(STAGEABLE))}")
     return backend is not None and backend.staged and op not in GLOO_CUDA_NATIVE
 
 

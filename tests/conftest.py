@@ -1,7 +1,8 @@
 """Suite-wide test settings: hypothesis profiles and the `gpu` marker.
 
-Profiles: `ci` (what `.ci/run` uses: deterministic, 50 examples, no deadline), `dev` (30 examples,
-no deadline) and `random` (ci's settings, not derandomized: the second pass of scripts/test).
+Profiles: `ci` (what `.ci/run` uses: deterministic, 100 examples, no deadline), `dev` (30 examples,
+no deadline), `random` (ci's settings, not derandomized: the second pass of scripts/test) and `deep`
+(1000 examples, not derandomized, for a long local run before a release: see CONTRIBUTING.md).
 Choose one with HYPOTHESIS_PROFILE; without it, `ci` is used when CI is set, else `dev`.
 
 Tests marked `gpu` are skipped unless torch is installed and sees a CUDA device.
@@ -17,7 +18,7 @@ settings.register_profile(
     "ci",
     parent=settings.get_profile("ci"),
     deadline=None,
-    max_examples=50,
+    max_examples=100,
     derandomize=True,
     print_blob=True,
 )
@@ -29,6 +30,8 @@ settings.register_profile("dev", parent=settings.get_profile("default"), max_exa
 settings.register_profile(
     "random", parent=settings.get_profile("ci"), derandomize=False, max_examples=30, print_blob=True
 )
+# A long local hunt: HYPOTHESIS_PROFILE=deep python -m pytest -m property (10x the ci profile's examples).
+settings.register_profile("deep", parent=settings.get_profile("ci"), derandomize=False, max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 

@@ -70,16 +70,16 @@ CASES = [
          r"unknown algorithm 'bogus' for all_reduce; valid: ring, halving_doubling, tree, direct"),
     case("unknown op", ReduceOpError,
          lambda: buffers(*FOUR), lambda x, m: tpsim.reduce_scatter(x, m, op="mean"),
-         r"reduce_scatter op 'mean' is unknown; valid: sum, avg, max, min, prod"),
+         r"reduce_scatter: op 'mean' is unknown; valid: sum, avg, max, min, prod"),
     case("root past the end", RootError,
          lambda: buffers(*FOUR), lambda x, m: tpsim.reduce(x, m, root=4),
-         r"reduce root 4 is out of range; valid roots are 0\.\.3"),
+         r"reduce: root 4 is out of range; valid: 0\.\.3"),
     case("negative root", RootError,
          lambda: buffers(*FOUR), lambda x, m: tpsim.broadcast(x, m, root=-1),
-         r"broadcast root -1 is out of range; valid roots are 0\.\.3"),
+         r"broadcast: root -1 is out of range; valid: 0\.\.3"),
     case("root outside the group", RootError,
          lambda: buffers(*FOUR), lambda x, m: tpsim.gather(x, m, root=2, mesh_dim="dp"),
-         r"gather root 2 is out of range; valid roots are 0\.\.1 \(ranks inside a group of 2\)"),
+         r"gather: root 2 is out of range; valid: 0\.\.1 \(ranks of a group of 2\)"),
     case("unknown mesh dim", MeshDimError,
          lambda: buffers(*FOUR), lambda x, m: tpsim.all_reduce(x, m, mesh_dim="pp"),
          r"mesh has no dim 'pp'; its dims are \('dp', 'tp'\)"),
@@ -155,3 +155,50 @@ def test_a_numpy_integer_root_is_a_root(mesh):
     x = buffers(*FOUR)
     for result in tpsim.broadcast(x, mesh, root=np.int64(1)):
         assert_array_equal(result, x[1])
+
+
+OLD_HOMES = [
+    ("tpsim.exercises.core", "AnswerError"), ("tpsim.nn.config", "ConfigError"),
+    ("tpsim.collectives.api", "UnevenGroups"), ("tpsim.plan.layout", "LayoutError"),
+    ("tpsim.plan.pipeline", "PipelineError"), ("tpsim.cli.calibrate", "CalibrationError"),
+    ("tpsim.cli.fit", "FitError"), ("tpsim.cli.bench", "BenchError"), ("tpsim.cli.gpu_report", "ReportError"),
+    ("tpsim.cli.plotting", "PlotError"), ("reference.gpu_check.timebox", "SectionTimeout"),
+    ("reference.record", "RecordMismatch"), ("reference.backend", "LaunchError"),
+    ("reference.launch", "RankFailed"), ("reference.launch", "RunTimeout"),
+    ("reference.preflight", "CollectiveMismatch"),
+]
+
+
+@pytest.mark.parametrize(("module", "name"), OLD_HOMES)
+def test_every_error_lives_in_tpsim_errors_and_its_old_import_still_works(module, name):
+    import importlib
+
+    cls = getattr(importlib.import_module(module), name)
+    assert cls is getattr(errors, name) and cls.__module__ == "tpsim.errors"
+    assert name in errors.__doc__  # drawn in the tree
+
+
+def test_no_error_class_is_defined_outside_tpsim_errors():
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"^class \w+\((?:\w+Error|TpsimError|RankFailed|Exception)\b", re.M)
+    outside = [
+        f"{path.relative_to(root)}: {m.group(0)}"
+        for top in ("tpsim", "reference")
+        for path in (root / top).rglob("*.py")
+        if path.name != "errors.py"
+        for m in pattern.finditer(path.read_text())
+    ]
+    assert outside == []
+
+
+def test_a_rank_failure_puts_the_cause_first_and_last():
+    from tpsim.errors import RankFailed
+
+    tb = "Traceback (most recent call last):\n  File x\nValueError: bad shard (4, 6)\n"
+    err = RankFailed(1, 1, tb, "rank 1 failed (exit code 1)", {0: "RuntimeError: Connection reset by peer"})
+    lines = str(err).splitlines()
+    assert lines[0] == "rank 1 failed (exit code 1)" and lines[-1] == "ValueError: bad shard (4, 6)"
+    assert "rank 0: RuntimeError: Connection reset by peer" in lines

@@ -227,6 +227,6 @@ def test_rope_tables_rotate_pairs_i_and_i_plus_half():
 def test_gqa_refuses_a_sequence_split_off_the_tp_dim():
     mesh = Mesh((2, 2), names=("dp", "tp"))
     m = GroupedQueryAttention(mesh, 8, 4, 2, init=None, tp_dim="tp")
-    x = distribute(np.zeros((4, 2, 8)), mesh, [Shard(0), Replicate()])
+    x = distribute(np.zeros((4, 2, 8), np.float32), mesh, [Shard(0), Replicate()])
     with pytest.raises(PlacementError, match="every query needs every key"):
         m(x)

@@ -302,7 +302,7 @@ def test_forced_staging_native_byte_model_and_input_checks():
     assert got["errors"] == [
         "ReduceOpError: rank 1: all_reduce #4: op 'mean' is unknown; valid: sum, avg, max, min, prod",
         "ShapeError: rank 1: all_gather #4: dim 1 is out of range for shape (4096,); valid: -1..0",
-        "RootError: rank 1: broadcast #4: root 5 is out of range; valid: 0..1 (group ranks)",
+        "RootError: rank 1: broadcast #4: root 5 is out of range; valid: 0..1 (ranks of a group of 2)",
         "DTypeError: rank 1: all_reduce #4: op 'avg' needs a floating dtype, got int32",
         "ShapeError: rank 1: all_gather #4: sizes[1] is 2 but x has 4096 along dim 0",
         "ShapeError: rank 1: all_to_all #4: split_dim and concat_dim are both 1; they must differ",

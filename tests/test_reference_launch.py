@@ -162,3 +162,62 @@ def test_the_same_entry_point_runs_under_torchrun():
     done = _module("--device", "cpu", launcher=("-m", "torch.distributed.run", "--nproc-per-node", "2"))
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("all_reduce of the ranks: 1.0") == 2  # one line per rank, 0 + 1
+
+
+def _tcp_local_addresses(ctx):
+    """The local address of every TCP socket this rank holds, after a collective."""
+    dist.all_reduce(torch.ones(2))
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        target = os.readlink(f"/proc/self/fd/{fd}") if os.path.islink(f"/proc/self/fd/{fd}") else ""
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    out.append(fields[1].split(":")[0])  # hex local address
+    return out
+
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+
+
+@pytest.mark.multiprocess
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="reads /proc/net/tcp (Linux)")
+def test_spawned_ranks_talk_over_loopback_only(monkeypatch):
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    addresses = spawn(_tcp_local_addresses, 2, device="cpu", timeout=60)
+    assert all(addresses), "each rank holds gloo's TCP pairs"
+    assert {a for per_rank in addresses for a in per_rank} <= LOOPBACK
+
+
+@pytest.mark.multiprocess
+def test_a_failure_reports_the_cause_first_and_last_and_each_peer_in_one_line(capfd):
+    with pytest.raises(RankFailed) as err:
+        spawn(_raise_on_rank_1, 3, device="cpu", timeout=120)
+    lines = str(err.value).splitlines()
+    cause = "ValueError: rank 1 cannot go on: bad shard (4, 6)"
+    assert lines[0].startswith("rank 1 failed") and lines[-1] == cause
+    peers = [ln for ln in lines if ln.startswith(("rank 0: ", "rank 2: "))]
+    assert len(peers) == 2 and sorted(err.value.others) == [0, 2]
+    assert str(err.value).count("Traceback (most recent call last)") == 1  # the cause's, only
+    assert "Traceback" not in capfd.readouterr().err  # no rank printed its own
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "says"),
+    [
+        ({"world_size": 0}, LaunchError, "world_size must be an int >= 1, got 0"),
+        ({"world_size": -1}, LaunchError, "got -1"),
+        ({"world_size": 2, "timeout": -1}, LaunchError, r"timeout = -1 s; valid: a number of seconds > 0"),
+        ({"world_size": 2, "timeout": 5, "pg_timeout": 0}, LaunchError, "pg_timeout = 0"),
+        ({"world_size": 10_000}, LaunchError, r"world_size 10000 is more processes .*--oversubscribe"),
+    ],
+)
+def test_spawn_refuses_before_starting_a_process(tmp_path, kw, error, says):
+    with pytest.raises(error, match=says):
+        spawn(_describe, device="cpu", workdir=tmp_path / "wd", **kw)
+    assert not (tmp_path / "wd").exists()  # refused before the workdir was made

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tpsim.darray_checks import check_local, check_replicas
 from tpsim.device import allocate_all, free_all
 from tpsim.dtypes import resolve_dtype
-from tpsim.errors import PlacementError, ShapeError, WorldSizeError
+from tpsim.errors import PlacementError, WorldSizeError
 from tpsim.meta import asarray, is_meta
 from tpsim.placement import (
     Partial,
@@ -128,8 +129,8 @@ def distribute(array, mesh, placements: Sequence[Placement] | Placement, categor
     identity elsewhere; Partial(avg/max/min) put it everywhere.  No traffic is counted:
     this is how data starts out on the devices.
     """
+    array = asarray(array)  # a Python list or scalar is accepted as NumPy takes it
     placements = check_placements(_as_list(placements, mesh), array.shape, mesh)
-    array = asarray(array)
     resolve_dtype(array.dtype)
     shards = []
     for d in range(mesh.size):
@@ -148,8 +149,14 @@ def from_local(
     placements: Sequence[Placement] | Placement,
     shape: tuple[int, ...] | None = None,
     category: str = "tensor",
+    run_check: bool = True,
 ) -> DArray:
-    """Wrap per-device shards (one per device, in device order) without moving anything."""
+    """Wrap per-device shards (one per device, in device order) without moving anything.
+
+    With `run_check` (the default) the replicas of every Replicate mesh dim must hold equal values
+    (PlacementError otherwise); `run_check=False` trusts them, as DTensor.from_local's run_check does,
+    and the full() view then reads the replica at coordinate 0.
+    """
     placements = _as_list(placements, mesh)
     if len(shards) != mesh.size:
         raise WorldSizeError(f"from_local got {len(shards)} shards for a mesh of {mesh.size} devices")
@@ -158,17 +165,10 @@ def from_local(
         shape = infer_shape([s.shape for s in shards], mesh, placements)
     placements = check_placements(placements, shape, mesh)
     wants = local_shapes(tuple(shape), mesh.shape, tuple(placements))
-    if [s.shape for s in shards] == wants and all(s.dtype == shards[0].dtype for s in shards):
-        return DArray(shards, mesh, placements, shape, category)
-    for d, s in enumerate(shards):
-        want = wants[d]
-        if s.shape != want:
-            raise ShapeError(
-                f"from_local: device {d} holds shape {s.shape}, but {placements} of a {shape} "
-                f"array gives it {want}"
-            )
-        if s.dtype != shards[0].dtype:
-            raise ShapeError(f"from_local: device {d} has dtype {s.dtype}, device 0 has {shards[0].dtype}")
+    if [s.shape for s in shards] != wants or any(s.dtype != shards[0].dtype for s in shards):
+        check_local(shards, wants, placements, shape)
+    if run_check:
+        check_replicas(shards, mesh, placements)
     return DArray(shards, mesh, placements, shape, category)
 
 

@@ -26,12 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tpsim.efficiency import Efficiency
-from tpsim.errors import TpsimError
-
-
-class FitError(TpsimError, ValueError):
-    """Too few or bad GEMM measurements to fit."""
-
+from tpsim.errors import FitError
 
 NUMPY_SHAPES = (
     (64, 64, 64),

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable
+from numbers import Real
 
+from tpsim import validate
 from tpsim.device import VirtualDevice
-from tpsim.errors import MeshDimError, TopologyError, WorldSizeError
+from tpsim.errors import MeshDimError, MeshError, TopologyError, WorldSizeError
 from tpsim.hardware import device_spec
 from tpsim.presets import switch
 from tpsim.trace import ComputeRecord, Trace
@@ -32,9 +35,9 @@ class Mesh:
         memory: int | None = None,
         device=None,
     ):
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        if not shape or any(not isinstance(s, int) or s < 1 for s in shape):
-            raise WorldSizeError(f"mesh shape {shape} is invalid: every dim needs an int size >= 1")
+        shape = mesh_shape(shape)
+        if memory is not None and not _positive(memory):
+            raise MeshError(f"Mesh memory = {memory!r} bytes per device; valid: > 0, or None (unbounded)")
         names = tuple(names) if names is not None else tuple(f"d{i}" for i in range(len(shape)))
         if len(names) != len(shape) or len(set(names)) != len(names):
             raise MeshDimError(f"mesh names {names} must be {len(shape)} distinct names for shape {shape}")
@@ -143,3 +146,15 @@ class Mesh:
     def __repr__(self) -> str:
         dims = ", ".join(f"{n}={s}" for n, s in zip(self.names, self.shape, strict=False))
         return f"Mesh({dims}, topology={self.topology.name!r})"
+
+
+def mesh_shape(shape) -> tuple[int, ...]:
+    """(size, ...) from an int (NumPy ints too) or a sequence of them; every size an int >= 1."""
+    sizes = (shape,) if validate.is_int(shape) or not isinstance(shape, Iterable) else tuple(shape)
+    if not sizes or any(not validate.is_int(s) or s < 1 for s in sizes):
+        raise WorldSizeError(f"mesh shape {shape!r} is invalid: every dim needs an int size >= 1 (4, (2, 4))")
+    return tuple(int(s) for s in sizes)
+
+
+def _positive(x) -> bool:
+    return isinstance(x, Real) and not isinstance(x, bool) and x > 0

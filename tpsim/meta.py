@@ -23,7 +23,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tpsim import validate
 from tpsim.dtypes import resolve_dtype
+from tpsim.errors import ShapeError
 
 _HANDLED: dict[Callable, Callable] = {}
 
@@ -71,7 +73,7 @@ class MetaArray(np.lib.mixins.NDArrayOperatorsMixin):
             known = math.prod(s for s in shape if s != -1)
             shape = tuple(self.size // known if s == -1 else s for s in shape)
         if math.prod(shape) != self.size:
-            raise ValueError(f"cannot reshape a meta array of size {self.size} into shape {tuple(shape)}")
+            raise ShapeError(f"cannot reshape a meta array of size {self.size} into shape {tuple(shape)}")
         return MetaArray(shape, self.dtype)
 
     def astype(self, dtype, copy: bool = True) -> MetaArray:
@@ -153,7 +155,10 @@ class MetaArray(np.lib.mixins.NDArrayOperatorsMixin):
 
 def meta(shape: tuple[int, ...] | int, dtype="float32") -> MetaArray:
     """A shape-only stand-in for an array: `tpsim.meta((4096, 4096), "bfloat16")`."""
-    return MetaArray(shape, resolve_dtype(dtype))
+    dims = (shape,) if validate.is_int(shape) or not isinstance(shape, tuple | list) else tuple(shape)
+    if any(not validate.is_int(s) or s < 0 for s in dims):
+        raise ShapeError(f"meta shape {shape!r} is invalid: every dim needs an int size >= 0")
+    return MetaArray(dims, resolve_dtype(dtype))
 
 
 def is_meta(x) -> bool:

@@ -16,13 +16,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tpsim.errors import TpsimError
+from tpsim.errors import NcclTestsError
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "reduce", "all_to_all")
-
-
-class NcclTestsError(TpsimError, ValueError):
-    """A file that is not nccl-tests output, or lacks what a fit needs."""
 
 
 def parse(text: str, where: str = "nccl-tests output") -> dict:

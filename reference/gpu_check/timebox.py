@@ -14,13 +14,9 @@ import threading
 import time
 
 from reference.launch import RunTimeout
-from tpsim.errors import TpsimError
+from tpsim.errors import ArgumentError, SectionTimeout
 
 GRACE_S = 5.0  # a unit may overrun the cooperative deadline by this much before the alarm fires
-
-
-class SectionTimeout(TpsimError, TimeoutError):
-    """A section ran past its budget plus the grace; raised by the alarm."""
 
 
 class Budget:
@@ -28,7 +24,7 @@ class Budget:
 
     def __init__(self, seconds: float):
         if not seconds > 0:
-            raise TpsimError(f"a section budget must be > 0 seconds, got {seconds!r}")
+            raise ArgumentError(f"a section budget must be > 0 seconds, got {seconds!r}")
         self.seconds = float(seconds)
         self.start = time.monotonic()
 

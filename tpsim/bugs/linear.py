@@ -73,7 +73,7 @@ class InputIsParallelFullInput(RowParallelLinear):
         placements = list(x.placements)
         placements[self.tp] = Shard(x.ndim - 1)
         self._full_shape = x.shape
-        return super().forward(from_local(pieces, self.mesh, placements, shape=x.shape))
+        return super().forward(from_local(pieces, self.mesh, placements, shape=x.shape, run_check=False))
 
     def backward(self, dy: DArray) -> DArray:
         dx = super().backward(dy)  # S(-1): rank r holds dy W_r, the gradient of the columns it used

@@ -17,13 +17,9 @@ from pathlib import Path
 
 import tpsim
 from tpsim.cli.args import add_output_flags
-from tpsim.errors import TpsimError
+from tpsim.errors import BenchError
 
 RUN_ALL = Path(tpsim.__file__).resolve().parents[1] / "benchmarks" / "run_all.py"
-
-
-class BenchError(TpsimError, RuntimeError):
-    """The benchmarks could not be found or one of them failed."""
 
 
 def register(sub) -> None:

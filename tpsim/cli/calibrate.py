@@ -31,17 +31,13 @@ from tpsim.cli.fit import fit
 from tpsim.cli.progress import bar
 from tpsim.collectives.algorithms import ALGORITHMS, check_algorithm
 from tpsim.collectives.kinds import Collective
-from tpsim.errors import TpsimError
+from tpsim.errors import CalibrationError, TpsimError
 from tpsim.machine import describe_machine
 from tpsim.presets import switch
 from tpsim.report import fmt_bytes, fmt_rate, fmt_time, table
 
 COLLECTIVES = (Collective.ALL_REDUCE, Collective.ALL_GATHER, Collective.REDUCE_SCATTER)
 CHECKOUT = Path(tpsim.__file__).resolve().parents[1]
-
-
-class CalibrationError(TpsimError, RuntimeError):
-    """The measurement could not run: no torch, no reference, or a rank failed."""
 
 
 def register(sub) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 import tpsim
+from tpsim.cli import budget
 from tpsim.cli.args import add_device_flags, add_output_flags, choice, parse_size, positive_int
 from tpsim.cli.node import choose
 from tpsim.collectives import costs
@@ -57,6 +58,12 @@ def register(sub) -> None:
     )
     p.add_argument("--root", type=int, default=0, help="root rank of broadcast, reduce, scatter, gather")
     p.add_argument("--steps", action="store_true", help="list every step: transfers, bytes, timing")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help=f"run even when the estimate is past {budget.LIMIT_S:.0f} s or "
+        f"{budget.LIMIT_BYTES >> 30} GiB (estimated for more than {budget.FREE_UP_TO} devices)",
+    )
     p.add_argument(
         "--holdings",
         action="store_true",
@@ -111,15 +118,25 @@ def run(args) -> tuple[dict, str]:
         raise WorldSizeError(
             f"--holdings shows at most {MAX_HOLDINGS} devices, not --devices {p}; valid: 1..{MAX_HOLDINGS}"
         )
-    machine = choose(args, p)
-    topo, note = machine.topology, machine.note
-    mesh = tpsim.Mesh(p, topology=topo)
-    buffers = [tpsim.meta((per_rank // itemsize,), args.dtype)] * p
     kw = (
         {"root": args.root}
         if coll in (Collective.BROADCAST, Collective.REDUCE, Collective.SCATTER, Collective.GATHER)
         else {}
     )
+    if p > budget.FREE_UP_TO and not args.force:  # before p's own topology is built (seconds at 10^6)
+        budget.check(
+            coll,
+            algorithm,
+            p,
+            lambda q: choose(args, q).topology,
+            kw,
+            args.force,
+            _closed_form_note(coll, algorithm, p, args.size, choose(args, budget.PROBES[1]).topology),
+        )
+    machine = choose(args, p)
+    topo, note = machine.topology, machine.note
+    mesh = tpsim.Mesh(p, topology=topo)
+    buffers = [tpsim.meta((per_rank // itemsize,), args.dtype)] * p
     getattr(tpsim, coll)(buffers, mesh, algorithm=algorithm, **kw)
     rec = mesh.trace.collectives[-1]
     sent = [d["sent"] for d in mesh.trace.per_device()]
@@ -163,6 +180,14 @@ def run(args) -> tuple[dict, str]:
     if args.plot:
         result["plot_file"] = _plot(args.plot, mesh, coll, algorithm, p, topo, args.size)
     return result, _text(result, mesh, args.steps) + _holdings_text(snapshots)
+
+
+def _closed_form_note(coll: str, algorithm: str, p: int, size: int, topo) -> str:
+    """The closed form's time (free to compute), from the alpha and bandwidth of one pair of links."""
+    path = topo.path(0, 1)
+    alpha, bandwidth = sum(lk.alpha for lk in path), min(lk.bandwidth for lk in path)
+    seconds = costs.cost(coll, algorithm, p, size, alpha, bandwidth)
+    return f"The closed form, with no simulation: {fmt_time(seconds)} for the collective itself."
 
 
 def _holds(snapshot) -> dict:

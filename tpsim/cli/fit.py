@@ -16,11 +16,7 @@ import numpy as np
 
 from tpsim.collectives.algorithms import check_algorithm
 from tpsim.collectives.costs import COSTS
-from tpsim.errors import TpsimError
-
-
-class FitError(TpsimError, ValueError):
-    """Too few or bad measurements to fit alpha and beta."""
+from tpsim.errors import FitError
 
 
 def coefficients(collective: str, algorithm: str, p: int, sizes) -> tuple[np.ndarray, np.ndarray]:

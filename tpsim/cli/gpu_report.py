@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tpsim.errors import TpsimError
+from tpsim.errors import ReportError
 
 if TYPE_CHECKING:
     from tpsim.hardware import DeviceSpec
@@ -30,10 +30,6 @@ NO_REPORT = "no GPU report yet — the GPU run is still owed"
 def slug(text: str) -> str:
     """A file-name-safe lower-case form: 'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "unknown"
-
-
-class ReportError(TpsimError, ValueError):
-    """A GPU report that cannot be read, or lacks the section a preset is made from."""
 
 
 def read(path) -> dict:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from tpsim.errors import TpsimError
-
-
-class PlotError(TpsimError, RuntimeError):
-    """--plot was asked for, but matplotlib is not installed."""
+from tpsim.errors import PlotError
 
 
 @contextmanager

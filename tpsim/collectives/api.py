@@ -20,21 +20,24 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from tpsim import validate
 from tpsim.collectives import layout
 from tpsim.collectives.algorithms import build
 from tpsim.collectives.engine import Run, Snapshot
 from tpsim.collectives.kinds import Collective
 from tpsim.collectives.schedule import COLLECTIVES, ROOTED
 from tpsim.dtypes import is_floating, resolve_dtype
-from tpsim.errors import AlgorithmError, DTypeError, ReduceOpError, RootError, ShapeError, WorldSizeError
+from tpsim.errors import (
+    AlgorithmError,
+    DTypeError,
+    ShapeError,
+    UnevenGroups,
+    WorldSizeError,
+)
 from tpsim.meta import MetaArray, asarray, is_meta
 from tpsim.placement import REDUCE_OPS, chunk_sizes
 
 REDUCING = (Collective.ALL_REDUCE, Collective.REDUCE, Collective.REDUCE_SCATTER)
-
-
-class UnevenGroups(ShapeError):
-    """The groups of a mesh dim hold different shapes (uneven shards on an n-d mesh)."""
 
 
 UNCUT = (Collective.ALL_REDUCE, Collective.REDUCE, Collective.BROADCAST)  # whole buffers, not cut along dim 0
@@ -79,18 +82,9 @@ def prepare(
             f"{collective} got {len(buffers)} buffers for a mesh of {mesh.size} devices; "
             "pass one buffer per device, in device order"
         )
-    if collective in REDUCING and op not in REDUCE_OPS:
-        raise ReduceOpError(f"{collective} op {op!r} is unknown; valid: {', '.join(REDUCE_OPS)}")
-    if collective in ROOTED:
-        root = 0 if root is None else root
-        if isinstance(root, bool) or not isinstance(root, int | np.integer) or not 0 <= root < p:
-            raise RootError(
-                f"{collective} root {root!r} is out of range; valid roots are 0..{p - 1} "
-                f"(ranks inside a group of {p})"
-            )
-        root = int(root)
-    else:
-        root = None
+    if collective in REDUCING:
+        validate.reduce_op(collective, op, REDUCE_OPS)
+    root = validate.root(collective, 0 if root is None else root, p) if collective in ROOTED else None
     schedule = build(collective, algorithm, p, root)
     rank_of = {d: r for devs in groups for r, d in enumerate(devs)}
     arrays = {d: asarray(b) for d, b in enumerate(buffers) if b is not None}
@@ -181,7 +175,7 @@ def stepwise(collective: str, buffers: Sequence, mesh, **kwargs) -> Iterator[Sna
 
 def _check_kinds(collective: str, arrays: dict) -> bool:
     meta = [d for d, a in arrays.items() if is_meta(a)]  # the engine's boundary: a run moves data or none
-    data = [d for d in arrays if d not in meta]
+    data = [d for d, a in arrays.items() if not is_meta(a)]  # not `d not in meta`: p^2
     if meta and data:
         raise DTypeError(f"{collective}: device {meta[0]} passed a shape-only (meta) buffer but device "
                          f"{data[0]} passed data; pass one kind on every device")

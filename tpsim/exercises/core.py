@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tpsim.errors import TpsimError
+from tpsim.errors import AnswerError, ArgumentError
 from tpsim.report import fmt_bytes, fmt_time
 
 KINDS = ("number", "choice", "value")
@@ -52,10 +52,6 @@ TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 
 
 PENDING = type("Pending", (), {"__repr__": lambda self: "PENDING"})()  # no answer given yet
 EXERCISES: dict[str, Exercise] = {}  # key ("2.1") -> exercise, filled as lesson modules are imported
-
-
-class AnswerError(TpsimError, ValueError):
-    """An answer of the wrong kind: a string where a number is asked, an unknown choice, ..."""
 
 
 @dataclass(frozen=True)
@@ -120,13 +116,14 @@ class Exercise:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise TpsimError(f"exercise {self.key}: kind {self.kind!r} is unknown; valid: {', '.join(KINDS)}")
+            valid = ", ".join(KINDS)
+            raise ArgumentError(f"exercise {self.key}: kind {self.kind!r} is unknown; valid: {valid}")
         if self.unit not in UNITS:
-            raise TpsimError(
+            raise ArgumentError(
                 f"exercise {self.key}: unit {self.unit!r} is unknown; valid: bytes, seconds, None"
             )
         if self.kind == "choice" and not self.choices:
-            raise TpsimError(f"exercise {self.key}: a choice exercise needs its choices")
+            raise ArgumentError(f"exercise {self.key}: a choice exercise needs its choices")
         EXERCISES[self.key] = self
 
     def measured(self) -> Measured:

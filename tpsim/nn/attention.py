@@ -36,6 +36,7 @@ import math
 
 import numpy as np
 
+from tpsim import validate
 from tpsim.darray import DArray
 from tpsim.errors import PlacementError, ShapeError
 from tpsim.meta import is_meta
@@ -68,17 +69,11 @@ class ParallelAttention(Module):
         name: str | None = None,
     ):
         super().__init__(mesh, name, tp_dim)
-        if num_heads < 1 or hidden % num_heads:
-            ok = [n for n in range(1, hidden + 1) if hidden % n == 0]
-            raise ShapeError(
-                f"{self.name}: hidden = {hidden} does not divide into num_heads = {num_heads} heads "
-                f"of whole features; num_heads that work: {ok}"
-            )
+        validate.positive_int(self.name, "hidden", hidden)
+        validate.heads(self.name, hidden, num_heads)
         self.check_divides("num_heads", num_heads)
-        if seq_dim not in (0, 1, -3, -2):
-            raise ShapeError(f"{self.name}: seq_dim = {seq_dim}; x is (s, b, h) or (b, s, h): use 0 or 1")
         self.hidden, self.num_heads, self.head_dim = hidden, num_heads, hidden // num_heads
-        self.seq_dim, self.causal = seq_dim % 3, causal
+        self.seq_dim, self.causal = validate.seq_dim(self.name, seq_dim), causal
         self.scale = 1.0 / math.sqrt(self.head_dim)
         kw = dict(bias=bias, init=init, dtype=dtype, tp_dim=tp_dim)
         kw.update(sequence_parallel=sequence_parallel, seq_dim=self.seq_dim)

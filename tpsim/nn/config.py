@@ -17,12 +17,29 @@ import tomllib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from tpsim.errors import TpsimError
+from tpsim import validate
+from tpsim.errors import ConfigError
 from tpsim.nn.llama_config import LLAMA_PRESETS
 
+_INTS = ("vocab_size", "hidden", "num_layers", "num_heads", "seq_len", "micro_batch")
 
-class ConfigError(TpsimError, ValueError):
-    """A model configuration that is unknown, unreadable, or has a bad field."""
+
+def check_fields(d: dict, where: str) -> None:
+    """Sizes are ints >= 1, 0 <= dropout < 1, and heads hold whole features (GPTConfig and from_dict)."""
+    for k in (*_INTS, "ffn_hidden", "num_query_groups"):
+        v = d.get(k, 1 if k == "micro_batch" else None)
+        if v is None and k in ("ffn_hidden", "num_query_groups"):
+            continue
+        if not validate.is_int(v) or v < 1:
+            raise ConfigError(f"{where}: {k} = {v!r}; valid: an integer >= 1")
+    dropout = d.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise ConfigError(f"{where}: dropout = {dropout!r}; valid: 0 <= dropout < 1")
+    if d["hidden"] % d["num_heads"]:
+        raise ConfigError(
+            f"{where}: hidden = {d['hidden']} does not split into num_heads = {d['num_heads']} "
+            "heads of whole features"
+        )
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,12 @@ class GPTConfig:
     tied_embeddings: bool = True
     num_query_groups: int | None = None
     notes: str = ""
+
+    def __post_init__(self) -> None:
+        check_fields(
+            {f: getattr(self, f) for f in (*_INTS, "ffn_hidden", "num_query_groups", "dropout")},
+            f"GPTConfig {self.name!r}",
+        )
 
     @property
     def ffn(self) -> int:
@@ -169,7 +192,6 @@ def preset(name: str) -> GPTConfig:
 
 
 _FIELDS = {f.name: f for f in fields(GPTConfig)}
-_INTS = ("vocab_size", "hidden", "num_layers", "num_heads", "seq_len", "micro_batch")
 
 
 def from_dict(d: dict, where: str = "config") -> GPTConfig:
@@ -187,19 +209,7 @@ def from_dict(d: dict, where: str = "config") -> GPTConfig:
             f"{where}: missing field {missing[0]!r} (required: vocab_size, hidden, num_layers, "
             "num_heads, seq_len)"
         )
-    for k in (*_INTS, "ffn_hidden", "num_query_groups"):
-        v = d.get(k)
-        if v is None and k in ("ffn_hidden", "num_query_groups"):
-            continue
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{where}: {k} = {v!r}; valid: an integer >= 1")
-    if not 0 <= d.get("dropout", 0.0) < 1:
-        raise ConfigError(f"{where}: dropout = {d['dropout']!r}; valid: 0 <= dropout < 1")
-    if d["hidden"] % d["num_heads"]:
-        raise ConfigError(
-            f"{where}: hidden = {d['hidden']} does not split into num_heads = {d['num_heads']} "
-            "heads of whole features"
-        )
+    check_fields(d, where)
     name = d.get("name", Path(where).stem if where != "config" else "gpt")
     return GPTConfig(**{**d, "name": name})
 

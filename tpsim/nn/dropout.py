@@ -34,7 +34,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from tpsim.darray import DArray, from_local
-from tpsim.errors import PlacementError, TpsimError
+from tpsim.errors import ArgumentError, PlacementError
 from tpsim.meta import MetaArray, is_meta
 from tpsim.nn import ops
 from tpsim.nn.module import Module
@@ -54,7 +54,7 @@ class RNGTracker:
 
     def __init__(self, seed: int = 0):
         if not isinstance(seed, int) or seed < 0:
-            raise TpsimError(f"RNGTracker seed must be an int >= 0, got {seed!r}")
+            raise ArgumentError(f"RNGTracker seed must be an int >= 0, got {seed!r}")
         self.seed = seed
         self.streams: dict[str, tuple[int, bool]] = {}  # name -> (base seed, + tp_rank?)
         self.draws: dict[str, int] = {}
@@ -65,7 +65,7 @@ class RNGTracker:
     def add(self, name: str, seed: int, *, per_tp_rank: bool = True) -> None:
         """A new stream; like Megatron's tracker.add, a name or seed already taken is refused."""
         if name in self.streams or any(s == seed for s, _ in self.streams.values()):
-            raise TpsimError(f"stream {name!r} (seed {seed}) clashes with {self.streams}")
+            raise ArgumentError(f"stream {name!r} (seed {seed}) clashes with {self.streams}")
         self.streams[name] = (seed, per_tp_rank)
         self.draws[name] = 0
 
@@ -101,7 +101,7 @@ class RNGTracker:
 
     def _stream(self, name: str) -> tuple[int, bool]:
         if name not in self.streams:
-            raise TpsimError(f"unknown RNG stream {name!r}; this tracker has {list(self.streams)}")
+            raise ArgumentError(f"unknown RNG stream {name!r}; this tracker has {list(self.streams)}")
         return self.streams[name]
 
 
@@ -128,7 +128,7 @@ class Dropout(Module):
     ):
         super().__init__(mesh, name, tp_dim)
         if not 0.0 <= p < 1.0:
-            raise TpsimError(f"{self.name}: dropout probability p = {p!r}; valid: 0 <= p < 1")
+            raise ArgumentError(f"{self.name}: dropout probability p = {p!r}; valid: 0 <= p < 1")
         if stream is not None:
             tracker._stream(stream)
         self.p, self.tracker, self.stream = p, tracker, stream
@@ -146,7 +146,7 @@ class Dropout(Module):
         masks = self.tracker.masks(self.stream, self.mesh, self.tp, x.shards, self.p)
         for d, m in enumerate(masks):
             self.mesh.compute(d, "dropout_mask", m.size, m.nbytes, x.dtype)  # bool has no peak
-        mask = from_local(masks, self.mesh, x.placements, shape=x.shape)
+        mask = from_local(masks, self.mesh, x.placements, shape=x.shape, run_check=False)
         self.save(mask=mask)
         return self.local("dropout", lambda a, m: _apply(a, m, self.p), x, mask, placements=x.placements)
 

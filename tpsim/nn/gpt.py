@@ -31,6 +31,7 @@ from collections import Counter
 import numpy as np
 
 from tpsim.darray import DArray, distribute
+from tpsim.errors import ShapeError
 from tpsim.hardware import device_spec
 from tpsim.mesh import Mesh
 from tpsim.meta import meta
@@ -71,7 +72,7 @@ class GPTEmbedding(Module):
         words = self.word_embeddings(ids)  # (s, b, h), R on TP after the all-reduce
         pos = self.params["position_embeddings"]
         if words.shape[0] > pos.shape[0]:
-            raise ValueError(f"{self.name}: {words.shape[0]} tokens, but seq_len = {pos.shape[0]} positions")
+            raise ShapeError(f"{self.name}: {words.shape[0]} tokens, but seq_len = {pos.shape[0]} positions")
         x = self.local("position_embedding_add", _add_positions, words, pos, placements=words.placements)
         del words
         if self.sequence_parallel:  # each rank keeps its rows of the sequence: local, no bytes move

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from tpsim.dtypes import resolve_dtype
-from tpsim.errors import TpsimError
+from tpsim.errors import ArgumentError
 from tpsim.meta import MetaArray
 
 INITS = ("normal", "exact", "zeros", "ones")
@@ -33,4 +33,4 @@ def global_weight(
         return np.zeros(shape, dtype)
     if init == "ones":
         return np.ones(shape, dtype)
-    raise TpsimError(f"unknown init {init!r}; valid: {', '.join(INITS)} or None for shape-only")
+    raise ArgumentError(f"unknown init {init!r}; valid: {', '.join(INITS)} or None for shape-only")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+from tpsim import validate
 from tpsim.darray import DArray, distribute
 from tpsim.errors import PlacementError, ShapeError
 from tpsim.nn import ops, regions
@@ -46,6 +47,9 @@ class _Linear(Module):
         name: str | None = None,
         weight_split: int = 0,
     ):
+        who = name or type(self).__name__
+        validate.positive_int(who, "in_features", in_features)
+        validate.positive_int(who, "out_features", out_features)
         super().__init__(mesh, name, tp_dim)
         self.in_features, self.out_features = in_features, out_features
         self.sequence_parallel, self.seq_dim = sequence_parallel, seq_dim
@@ -106,10 +110,10 @@ class ColumnParallelLinear(_Linear):
         skip_bias_add: bool = False,
         **kw,
     ):
+        who = kw.get("name") or type(self).__name__
+        validate.exclusive(who, gather_output=gather_output, sequence_parallel=kw.get("sequence_parallel"))
         super().__init__(mesh, in_features, out_features, weight_split=0, **kw)
         self.gather_output, self.skip_bias_add = gather_output, skip_bias_add
-        if gather_output and self.sequence_parallel:
-            raise ValueError(f"{self.name}: gather_output and sequence_parallel do not go together")
 
     def forward(self, x: DArray):
         self.check_input(x, Shard(self.seq_dim) if self.sequence_parallel else Replicate())

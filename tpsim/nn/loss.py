@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from tpsim.darray import DArray, distribute
-from tpsim.errors import PlacementError, ShapeError, TpsimError
+from tpsim.errors import ArgumentError, PlacementError, ShapeError
 from tpsim.meta import MetaArray, asarray, is_meta
 from tpsim.nn import ops, regions
 from tpsim.nn.embedding import token_ids, vocab_local, vocab_ranges
@@ -54,7 +54,7 @@ class VocabParallelCrossEntropy(Module):
     ):
         super().__init__(mesh, name, tp_dim)
         if not 0.0 <= label_smoothing <= 1.0:
-            raise TpsimError(f"{self.name}: label_smoothing = {label_smoothing} must lie in [0, 1]")
+            raise ArgumentError(f"{self.name}: label_smoothing = {label_smoothing} must lie in [0, 1]")
         self.eps, self.vocab_size = float(label_smoothing), vocab_size
 
     def forward(self, logits: DArray, targets):

@@ -15,8 +15,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from tpsim import validate
 from tpsim.darray import DArray, from_local
-from tpsim.errors import ShapeError
+from tpsim.nn import entry
 from tpsim.placement import Placement, Replicate
 
 M = TypeVar("M", bound="Module")  # child() hands back the module it was given, with its own type
@@ -35,6 +36,7 @@ class Module:
         self.grads: dict[str, DArray] = {}
         self.children: dict[str, Module] = {}
         self._saved: dict[str, object] = {}
+        self._forwards = 0  # forwards not yet matched by a backward
         self.training = True
 
     def train(self, mode: bool = True) -> Module:
@@ -123,12 +125,19 @@ class Module:
             self.mesh.context.pop()
 
     def __call__(self, *args, **kwargs):
+        entry.check_inputs(self, args, kwargs, "forward")
         with self.scope("forward"):
-            return self.forward(*args, **kwargs)
+            out = self.forward(*args, **kwargs)
+        self._forwards += 1
+        return out
 
     def backprop(self, *args, **kwargs):
+        entry.check_forward_ran(self)
+        entry.check_inputs(self, args, kwargs, "backward")
         with self.scope("backward"):
-            return self.backward(*args, **kwargs)
+            out = self.backward(*args, **kwargs)
+        self._forwards -= 1
+        return out
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError
@@ -146,13 +155,7 @@ class Module:
 
     def check_divides(self, what: str, size: int) -> None:
         """A dim that must split evenly over the TP degree, with the degrees that would work."""
-        t = self.tp_size
-        if size % t:
-            ok = [d for d in range(1, size + 1) if size % d == 0 and d <= 64]
-            raise ShapeError(
-                f"{self.name}: {what} = {size} does not divide by the TP degree {t} "
-                f"(mesh dim {self.mesh.names[self.tp]}); degrees that work: {ok}"
-            )
+        validate.divides(self.name, what, size, self.tp_size, f" (mesh dim {self.mesh.names[self.tp]})")
 
 
 def local(mesh, name: str, fn: Callable, *args, placements: Sequence[Placement], shape=None) -> DArray:
@@ -170,4 +173,4 @@ def local(mesh, name: str, fn: Callable, *args, placements: Sequence[Placement],
         dtype = out.dtype
         mesh.compute(d, name, flops, nbytes, dtype)
         shards.append(out)
-    return from_local(shards, mesh, placements, shape=shape)
+    return from_local(shards, mesh, placements, shape=shape, run_check=False)

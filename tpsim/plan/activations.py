@@ -20,13 +20,9 @@ Summed, the tensors give the paper's closed forms, which the tests check:
 
 from __future__ import annotations
 
-from tpsim.errors import TpsimError
+from tpsim.errors import RecomputeError
 
 RECOMPUTE = ("none", "selective", "full")
-
-
-class RecomputeError(TpsimError, ValueError):
-    """An unknown activation recomputation mode."""
 
 
 def saved_tensors(s: int, b: int, h: int, a: int, ffn: int | None = None) -> list[tuple[str, str, float]]:

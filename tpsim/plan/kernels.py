@@ -23,14 +23,10 @@ writes a gradient).
 
 from __future__ import annotations
 
-from tpsim.errors import TpsimError
+from tpsim.errors import KernelsError
 
 KERNELS = ("unfused", "fused", "flash")
 CORE = ("scores", "context")
-
-
-class KernelsError(TpsimError, ValueError):
-    """An unknown kernel set."""
 
 
 def layer_gemms(

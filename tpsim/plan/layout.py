@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tpsim.errors import TpsimError
+from tpsim.errors import LayoutError
 from tpsim.hardware import device_spec
 from tpsim.mesh import Mesh
 from tpsim.nn.config import GPTConfig, resolve
@@ -38,10 +38,6 @@ from tpsim.plan import recompute as rc
 from tpsim.plan.pipeline import SCHEDULES, PipelineError, bubble_fraction, simulate
 
 OPTIMIZER_BYTES = 12  # fp32 master weights + Adam's two moments, 4 bytes each (ZeRO's K = 12)
-
-
-class LayoutError(TpsimError, ValueError):
-    """A layout that does not fit the model or the cluster: degrees that don't divide, or don't multiply."""
 
 
 @dataclass(frozen=True)

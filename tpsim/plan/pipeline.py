@@ -19,13 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tpsim.errors import TpsimError
+from tpsim.errors import PipelineError
 
 SCHEDULES = ("1f1b", "gpipe")
-
-
-class PipelineError(TpsimError, ValueError):
-    """A pipeline schedule that cannot be built: unknown name, or a stage/microbatch count < 1."""
 
 
 @dataclass(frozen=True)

@@ -157,4 +157,4 @@ def mesh_shape(shape) -> tuple[int, ...]:
 
 
 def _positive(x) -> bool:
-    return isinstance(x, Real) and not isinstance(x, bool) and x > 0
+    return isinstance(x, Real) and not isinstance(x, bool) and float(x) > 0

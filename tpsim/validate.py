@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable
+from typing import TypeGuard
 
 from tpsim.errors import ArgumentError, DTypeError, ReduceOpError, RootError, ShapeError, WorldSizeError
 
 
-def is_int(value) -> bool:
+def is_int(value) -> TypeGuard[int]:
     """An integer that is not a bool (NumPy integers count)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 

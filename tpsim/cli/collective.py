@@ -143,7 +143,7 @@ def run(args) -> tuple[dict, str]:
     path = topo.path(0, 1) if p > 1 else ()
     alpha = sum(lk.alpha for lk in path)
     bandwidth = min((lk.bandwidth for lk in path), default=float("inf"))
-    closed = {
+    closed: dict[str, object] = {
         "alpha": alpha,
         "bandwidth": bandwidth,
         "time": costs.cost(coll, algorithm, p, args.size, alpha, bandwidth) if p > 1 else 0.0,
@@ -208,10 +208,11 @@ def _holdings_text(snapshots: list) -> str:
 
     from tpsim.viz import holdings
 
-    console = Console(file=io.StringIO(), width=200, color_system=None)
+    out = io.StringIO()
+    console = Console(file=out, width=200, color_system=None)
     for s in snapshots:
         console.print(holdings(s))
-    return "\n" + console.file.getvalue().rstrip()
+    return "\n" + out.getvalue().rstrip()
 
 
 def _plot(path: str, mesh, coll: str, algorithm: str, p: int, topo, size: int) -> str:

@@ -4,6 +4,7 @@
     tpsim layer mlp --hidden 12288 --tp 8 [--sp]             one layer's communication table
     tpsim model gpt3-175b --tp 8 --dp 4 --pp 8               a training step: traffic, memory, time
     tpsim compare --model gpt3-175b --devices 64             every TP x DP x PP layout, ranked
+    tpsim serve-plan llama3-70b --gpus 8                     TP degrees for serving, by latency and throughput
     tpsim calibrate                                          measure gloo/NCCL, fit alpha and beta
     tpsim fit-gemm --numpy                                   measure GEMMs, fit compute efficiency
     tpsim fit-nccl all_reduce.log                            fit alpha and beta to an nccl-tests run

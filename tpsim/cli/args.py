@@ -180,3 +180,10 @@ def add_device_flags(parser: argparse.ArgumentParser) -> None:
         choices=("nominal", "achievable"),
         help="a real node's link rates: datasheet (nominal, the default) or achievable (tpsim.nodes)",
     )
+
+
+def add_command(sub, name: str, help: str, doc: str | None) -> argparse.ArgumentParser:
+    """One `tpsim` subcommand: its one-line help, and its module docstring as --help's text, as written."""
+    return sub.add_parser(
+        name, help=help, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )

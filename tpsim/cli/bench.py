@@ -10,25 +10,19 @@ all.md with the machine described.  Needs a checkout: benchmarks/ is not install
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 import tpsim
-from tpsim.cli.args import add_output_flags
+from tpsim.cli.args import add_command, add_output_flags
 from tpsim.errors import BenchError
 
 RUN_ALL = Path(tpsim.__file__).resolve().parents[1] / "benchmarks" / "run_all.py"
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="run every benchmark; one results file with the machine described",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, "bench", "run every benchmark; one results file with the machine described", __doc__)
     p.add_argument("--quick", action="store_true", help="small sizes, to check that every benchmark runs")
     p.add_argument("--only", help="comma list of benchmarks to run (core, nn, reference, cli)")
     p.add_argument("--out", help="results JSON (default benchmarks/results/all.json)")

@@ -18,7 +18,6 @@ same links.  Needs torch and a checkout (the reference is not installed with the
 
 from __future__ import annotations
 
-import argparse
 import re
 import statistics
 import time
@@ -26,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import tpsim
-from tpsim.cli.args import add_output_flags, parse_sizes, positive_int
+from tpsim.cli.args import add_command, add_output_flags, parse_sizes, positive_int
 from tpsim.cli.fit import fit
 from tpsim.cli.progress import bar
 from tpsim.collectives.algorithms import ALGORITHMS, check_algorithm
@@ -41,11 +40,8 @@ CHECKOUT = Path(tpsim.__file__).resolve().parents[1]
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "calibrate",
-        help="measure collectives (gloo/NCCL), fit alpha and beta, write a topology",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "calibrate", "measure collectives (gloo/NCCL), fit alpha and beta, write a topology", __doc__
     )
     p.add_argument(
         "--sizes",

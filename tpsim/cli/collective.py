@@ -16,7 +16,7 @@ import numpy as np
 
 import tpsim
 from tpsim.cli import budget
-from tpsim.cli.args import add_device_flags, add_output_flags, choice, parse_size, positive_int
+from tpsim.cli.args import add_command, add_device_flags, add_output_flags, choice, parse_size, positive_int
 from tpsim.cli.node import choose
 from tpsim.collectives import costs
 from tpsim.collectives.algorithms import ALGORITHMS, check_algorithm
@@ -29,11 +29,8 @@ DTYPES = ("float32", "bfloat16", "float16", "float64", "int32", "int8")
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "collective",
-        help="one collective: steps, bytes per device, time vs closed form",
-        description=__doc__,
-        formatter_class=_raw(),
+    p = add_command(
+        sub, "collective", "one collective: steps, bytes per device, time vs closed form", __doc__
     )
     p.add_argument(
         "collective",
@@ -79,12 +76,6 @@ def register(sub) -> None:
 
 NAMES_R = {c: c.replace("_", "-") for c in ALGORITHMS}
 MAX_HOLDINGS = 16  # a table per step, a column per chunk: wider than this is no longer readable
-
-
-def _raw():
-    import argparse
-
-    return argparse.RawDescriptionHelpFormatter
 
 
 def run(args) -> tuple[dict, str]:

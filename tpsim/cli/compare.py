@@ -13,9 +13,7 @@ The devices are --device's standard node(s) (h100: dgx-h100) unless --topology.
 
 from __future__ import annotations
 
-import argparse
-
-from tpsim.cli.args import model_name, positive_int
+from tpsim.cli.args import add_command, model_name, positive_int
 from tpsim.cli.model import add_layout_flags
 from tpsim.cli.node import choose
 from tpsim.cli.progress import bar
@@ -25,12 +23,7 @@ from tpsim.report import fmt_bytes, fmt_time, table
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "compare",
-        help="every TP x DP x PP layout on n devices, ranked",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, "compare", "every TP x DP x PP layout on n devices, ranked", __doc__)
     p.add_argument("--model", required=True, type=model_name, help="a preset or a .json/.toml config file")
     p.add_argument("--devices", required=True, type=positive_int, help="number of devices")
     add_layout_flags(p)

@@ -14,13 +14,12 @@ output gives, per GEMM, the measured and predicted time and the error; --out wri
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 from pathlib import Path
 
-from tpsim.cli.args import add_output_flags, device_name, positive_int
+from tpsim.cli.args import add_command, add_output_flags, device_name, positive_int
 from tpsim.efficiency import EFFICIENCIES, Efficiency
 from tpsim.efficiency_fit import fit, gpu_report_table, measure_numpy_threads
 from tpsim.hardware import device_spec
@@ -28,11 +27,11 @@ from tpsim.report import table
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "fit-gemm",
-        help="fit GEMM efficiency (fraction of peak, k-loop, launch) to measured GEMM times",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "fit GEMM efficiency (fraction of peak, k-loop, launch) to measured GEMM times",
+        __doc__,
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--numpy", action="store_true", help="measure this machine's NumPy float32 GEMMs")

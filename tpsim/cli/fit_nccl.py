@@ -11,21 +11,17 @@ trees and other protocols for small ones, which shows as larger errors there (us
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from tpsim.cli.args import add_output_flags, parse_size, positive_int
+from tpsim.cli.args import add_command, add_output_flags, parse_size, positive_int
 from tpsim.cli.fit import FitError, fit
 from tpsim.nccl_tests import COLLECTIVES, read
 from tpsim.report import fmt_bytes, fmt_time, table
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "fit-nccl",
-        help="fit alpha and beta to an nccl-tests log, with the error per size",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "fit-nccl", "fit alpha and beta to an nccl-tests log, with the error per size", __doc__
     )
     p.add_argument("log", type=Path, help="the output of all_reduce_perf, all_gather_perf, ...")
     p.add_argument("--collective", choices=COLLECTIVES, help="default: read from the log")

@@ -11,10 +11,8 @@ x is (seq, batch, hidden): replicated on the TP ranks, or split by sequence with
 
 from __future__ import annotations
 
-import argparse
-
 from tpsim import Mesh, Replicate, Shard, distribute, meta
-from tpsim.cli.args import add_device_flags, add_output_flags, choice, model_name, positive_int
+from tpsim.cli.args import add_command, add_device_flags, add_output_flags, choice, model_name, positive_int
 from tpsim.cli.node import choose
 from tpsim.errors import ShapeError
 from tpsim.nn import ParallelAttention, ParallelMLP, TransformerBlock, comm_table, utilisation
@@ -27,12 +25,7 @@ KINDS = ("mlp", "attention", "block")
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "layer",
-        help="one TP layer: communication table, memory and time per device",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, "layer", "one TP layer: communication table, memory and time per device", __doc__)
     p.add_argument("kind", type=choice(KINDS, "layer"), help=", ".join(KINDS))
     p.add_argument("--model", type=model_name, help="take hidden, heads, ffn, seq, batch from a model preset")
     p.add_argument("--hidden", type=positive_int, help="hidden size h (default 12288, or the model's)")

@@ -15,10 +15,8 @@ dp with --zero1.  See tpsim/plan/layout.py for the whole time model.
 
 from __future__ import annotations
 
-import argparse
-
 from tpsim.cli import realistic
-from tpsim.cli.args import add_device_flags, add_output_flags, choice, model_name, positive_int
+from tpsim.cli.args import add_command, add_device_flags, add_output_flags, choice, model_name, positive_int
 from tpsim.cli.node import choose
 from tpsim.cli.progress import bar
 from tpsim.nn.config import resolve
@@ -30,12 +28,7 @@ from tpsim.report import fmt_bytes, fmt_time, table
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "model",
-        help="a training step of a model: traffic, memory and time per device",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, "model", "a training step of a model: traffic, memory and time per device", __doc__)
     p.add_argument("model", type=model_name, help="a preset or a .json/.toml config file")
     add_layout_flags(p)
     p.add_argument("--tp", type=positive_int, default=8, help="tensor-parallel degree (default 8)")

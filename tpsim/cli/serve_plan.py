@@ -11,20 +11,15 @@ all replicas at their largest batch.  See tpsim/serve/plan.py for the model and 
 
 from __future__ import annotations
 
-import argparse
-
-from tpsim.cli.args import add_output_flags, choice, positive_int
+from tpsim.cli.args import add_command, add_output_flags, choice, positive_int
 from tpsim.nn.llama_config import LLAMA_PRESETS
 from tpsim.report import fmt_bytes, fmt_time, table
 from tpsim.serve import serve_plan
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "serve-plan",
-        help="inference: TP degrees ranked by decode latency and throughput",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "serve-plan", "inference: TP degrees ranked by decode latency and throughput", __doc__
     )
     p.add_argument("model", type=choice(tuple(LLAMA_PRESETS), "model"), help=", ".join(LLAMA_PRESETS))
     p.add_argument("--gpus", type=positive_int, default=8, help="devices to serve on (default 8)")

@@ -1,6 +1,6 @@
 """Suite-wide test settings: hypothesis profiles and the `gpu` marker.
 
-Profiles: `ci` (what `.ci/run` uses: deterministic, 100 examples, no deadline), `dev` (30 examples,
+Profiles: `ci` (what `.ci/run` uses: deterministic, 200 examples, no deadline), `dev` (30 examples,
 no deadline), `random` (ci's settings, not derandomized: the second pass of scripts/test) and `deep`
 (1000 examples, not derandomized, for a long local run before a release: see CONTRIBUTING.md).
 Choose one with HYPOTHESIS_PROFILE; without it, `ci` is used when CI is set, else `dev`.
@@ -18,7 +18,7 @@ settings.register_profile(
     "ci",
     parent=settings.get_profile("ci"),
     deadline=None,
-    max_examples=100,
+    max_examples=200,
     derandomize=True,
     print_blob=True,
 )

@@ -38,6 +38,7 @@ from tpsim.meta import meta
 from tpsim.nn import ops, regions
 from tpsim.nn.block import TransformerBlock
 from tpsim.nn.config import GPTConfig, preset
+from tpsim.nn.decoder import DecoderLM
 from tpsim.nn.dropout import Dropout, RNGTracker, hidden_stream
 from tpsim.nn.embedding import VocabParallelEmbedding, VocabParallelLogits
 from tpsim.nn.init import global_weight
@@ -92,7 +93,7 @@ class GPTEmbedding(Module):
         self.word_embeddings.backprop(dx)
 
 
-class GPT(Module):
+class GPT(DecoderLM):
     """`loss = model(ids, targets)` (mean over tokens, 0-d); `model.backprop()` fills every grad.
 
     `pad_to_multiple_of` pads the vocab as Megatron's make_vocab_size_divisible_by (embedding.py).
@@ -151,20 +152,9 @@ class GPT(Module):
             "loss", VocabParallelCrossEntropy(mesh, vocab_size=cfg.vocab_size, tp_dim=tp_dim)
         )
 
-    def forward(self, ids, targets) -> DArray:
-        x = self.embedding(ids)
-        for layer in self.layers:
-            x = layer(x)
-        logits = self.output_layer(self.final_layernorm(x))  # (s, b, V') S(-1)
-        del x
-        _, mean = self.loss(logits, targets)
-        return mean
-
-    def backward(self) -> None:
-        dx = self.final_layernorm.backprop(self.output_layer.backprop(self.loss.backprop()))
-        for layer in reversed(self.layers):
-            dx = layer.backprop(dx)
-        self.embedding.backprop(dx)
+    @property
+    def final_norm(self) -> Module:
+        return self.final_layernorm
 
 
 def analyse(

@@ -22,6 +22,7 @@ import math
 
 from tpsim.darray import DArray
 from tpsim.nn import ops
+from tpsim.nn.decoder import DecoderLM
 from tpsim.nn.embedding import VocabParallelEmbedding, VocabParallelLogits
 from tpsim.nn.gqa import GroupedQueryAttention
 from tpsim.nn.gqa_qkv import GroupedQKVLinear
@@ -96,7 +97,7 @@ class LlamaBlock(Module):
         )
 
 
-class Llama(Module):
+class Llama(DecoderLM):
     """`loss = model(ids, targets)` (mean over tokens); `model.backprop()` fills every grad."""
 
     def __init__(
@@ -166,20 +167,9 @@ class Llama(Module):
             "loss", VocabParallelCrossEntropy(mesh, vocab_size=cfg.vocab_size, tp_dim=tp_dim)
         )
 
-    def forward(self, ids, targets) -> DArray:
-        x = self.embedding(ids)
-        for layer in self.layers:
-            x = layer(x)
-        logits = self.output_layer(self.norm(x))  # (s, b, V') S(-1)
-        del x
-        _, mean = self.loss(logits, targets)
-        return mean
-
-    def backward(self) -> None:
-        dx = self.norm.backprop(self.output_layer.backprop(self.loss.backprop()))
-        for layer in reversed(self.layers):
-            dx = layer.backprop(dx)
-        self.embedding.backprop(dx)
+    @property
+    def final_norm(self) -> Module:
+        return self.norm
 
     def num_parameters(self) -> int:
         """Distinct parameters: a KV head replicated over r ranks counts once (gqa_qkv.py)."""

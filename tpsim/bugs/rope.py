@@ -36,7 +36,8 @@ class SequenceRoPE(Module):
     def forward(self, x: DArray) -> DArray:
         pos = self.positions(x)
         self.save(pos=pos)
-        return self.local("rope", _rope_heads, x, pos, self.head_dim, self.theta, False, placements=x.placements)
+        d, theta = self.head_dim, self.theta
+        return self.local("rope", _rope_heads, x, pos, d, theta, False, placements=x.placements)
 
     def backward(self, dy: DArray) -> DArray:
         (pos,) = self.saved("pos")

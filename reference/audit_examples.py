@@ -6,6 +6,14 @@
     block / block_sp_plan_missing_norm   the same plan without SequenceParallel on
                                          post_attention_layernorm: tpsim.bugs' sp_norm_grad_unreduced
                                          (NVIDIA/Megatron-LM#1446) written as a DTensor plan
+    llama_block / llama_plan             a Llama layer (RMSNorm, GQA with 4 heads on 2 KV heads, RoPE,
+                                         SwiGLU; reference/audit_llama.py): q/k/v/gate/up Colwise,
+                                         o/down Rowwise: correct at t = 2
+    llama_mqa_block / llama_plan_kv_replicated
+                                         one KV head at t = 2: k_proj and v_proj left out of the plan,
+                                         so every rank holds the whole KV head; forward is right, but
+                                         each rank's k/v weight grads sum only its own query heads and
+                                         are never all-reduced: tpsim.bugs' gqa_kv_head_grads_unreduced
     grad_norm_double_counted             a grad-norm function (--grad-norm) that sums every rank's local
                                          squares: tpsim.bugs' grad_norm_double_counted (NVIDIA-NeMo/RL#3788)
 
@@ -40,6 +48,31 @@ def block_sp_plan() -> dict:
 def block_sp_plan_missing_norm() -> dict:
     plan = dtensor_plan.plan("block", sp=True)
     del plan["post_attention_layernorm"]
+    return plan
+
+
+def llama_block():
+    from reference.audit_llama import LlamaBlock
+
+    return LlamaBlock(8, 4, 2, 16)
+
+
+def llama_mqa_block():
+    from reference.audit_llama import LlamaBlock
+
+    return LlamaBlock(8, 4, 1, 16)
+
+
+def llama_plan() -> dict:
+    col = ("q_proj", "k_proj", "v_proj")
+    plan = {f"self_attn.{n}": ColwiseParallel() for n in col}
+    plan |= {"self_attn.o_proj": RowwiseParallel(), "mlp.down_proj": RowwiseParallel()}
+    return plan | {"mlp.gate_proj": ColwiseParallel(), "mlp.up_proj": ColwiseParallel()}
+
+
+def llama_plan_kv_replicated() -> dict:
+    plan = llama_plan()
+    del plan["self_attn.k_proj"], plan["self_attn.v_proj"]  # the one KV head kept whole on every rank
     return plan
 
 

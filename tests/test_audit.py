@@ -75,3 +75,41 @@ def test_your_double_counting_grad_norm_is_named_with_its_factor(correct_mlp):
     total = sum(float(p.grad.square().sum()) for p in m.parameters())
     r = float(m.fc2.bias.grad.square().sum()) / total
     assert bad["grad_norm (yours)"]["rel_error"] == pytest.approx((1 + r) ** 0.5 - 1, rel=1e-9)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return audit("reference.audit_examples:llama_block", "reference.audit_examples:llama_plan", WS)
+
+
+@pytest.fixture(scope="module")
+def llama_kv_replicated():
+    ex_ = "reference.audit_examples:"
+    return audit(ex_ + "llama_mqa_block", ex_ + "llama_plan_kv_replicated", WS)
+
+
+def test_llama_block_plan_passes_with_the_predicted_collectives(llama):
+    """RMSNorm, GQA (4 heads on 2 KV heads, RoPE), SwiGLU: Colwise q/k/v/gate/up, Rowwise o/down at t = 2.
+    tpsim predicts DTensor's counts: one all-reduce per Colwise dx (5) and per Rowwise output (2)."""
+    assert llama["ok"], format_report(llama)
+    names = {r["tensor"] for r in llama["rows"]}
+    assert {"grad.self_attn.k_proj.weight", "grad.mlp.gate_proj.weight", "grad.input_layernorm.weight"} \
+        <= names
+    comm = llama["comm"]
+    assert comm["modelled"] and comm["dtensor"] == comm["tpsim"] == {"all_reduce": 7}
+
+
+def test_replicated_kv_head_left_out_of_the_plan_is_named(llama_kv_replicated):
+    """One KV head at t = 2, k_proj and v_proj kept whole on every rank (left out of the plan): the forward
+    is right, but their grads are each rank's own query heads' share (tpsim.bugs'
+    gqa_kv_head_grads_unreduced), and so is the input grad they pass back through the norm."""
+    r = llama_kv_replicated
+    bad = {row["tensor"]: row for row in r["rows"] if not row["ok"]}
+    assert {"grad.self_attn.k_proj.weight", "grad.self_attn.v_proj.weight"} <= set(bad), format_report(r)
+    assert set(bad) == {"grad.self_attn.k_proj.weight", "grad.self_attn.v_proj.weight", "dx",
+                        "grad.input_layernorm.weight", "grad_norm"}
+    assert all("ranks differ" in bad[k]["note"] for k in ("grad.self_attn.k_proj.weight",
+                                                          "grad.self_attn.v_proj.weight"))
+    assert all(row["rel_error"] > 1e6 * r["tol"] for row in bad.values())
+    assert next(row for row in r["rows"] if row["tensor"] == "out")["ok"]
+    assert r["comm"]["ok"] and r["comm"]["dtensor"] == {"all_reduce": 5}  # the plan's own: none is missing

@@ -18,6 +18,7 @@ def test_catalogue_has_twelve_documented_mutations():
     for m in CATALOGUE:
         assert m.what and m.source and m.symptom and m.caught_by
     assert "tied_embedding_grads_unreduced" in SKIPPED
+    assert {"gqa_kv_head_grads_unreduced", "rope_positions_restart"} <= set(NAMES) and len(SKIPPED) == 1
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -35,7 +36,8 @@ def test_correct_layer_passes(name, t):
     m = BY_NAME[name]
     if name == "input_is_parallel_full_input" and t == 3:
         pytest.skip("in_features = 8 does not divide by 3")
-    report = detect(m.truth, m.truth, m.inputs, world_size=t, truth_on_same_mesh=m.stochastic)
+    report = detect(m.truth, m.truth, m.inputs, world_size=t, truth_on_same_mesh=m.truth_on_same_mesh,
+                    view=m.view)
     assert report.ok, report.format()
 
 
@@ -88,6 +90,26 @@ def test_dropout_masks_across_shards(name, same):
         y = build(mesh)(distribute(np.ones((5, 2, 8)), mesh, [m.inputs.placement]))
         a, b = y.shards
         assert np.array_equal(a[: b.shape[0]], b) == want_same
+
+
+@pytest.mark.parametrize("t", [2, 4])
+def test_unreduced_kv_grads_are_each_ranks_share(t):
+    """Multi-query (one KV head on every rank): the copies' grads differ, and their sum is the truth's."""
+    m = BY_NAME["gqa_kv_head_grads_unreduced"]
+    got = m.view(run(m.build, Mesh(t), m.inputs)[0])["grad.query_key_value.weight[kv]"]
+    want = m.view(run(m.truth, Mesh(t), m.inputs)[0])["grad.query_key_value.weight[kv]"]
+    assert not np.array_equal(got.shards[0], got.shards[1])
+    np.testing.assert_allclose(sum(got.shards), want.shards[0], rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("t", [2, 3])
+def test_restarting_rope_is_right_on_the_first_shard_only(t):
+    """Rank 0's rows start at position 0 either way; every later shard is rotated wrong."""
+    m = BY_NAME["rope_positions_restart"]
+    got, _ = run(m.build, Mesh(t), m.inputs)
+    want, _ = run(m.truth, Mesh(t), m.inputs)
+    same = [np.array_equal(a, b) for a, b in zip(got["out"].shards, want["out"].shards, strict=True)]
+    assert same == [True] + [False] * (t - 1)
 
 
 def test_bad_arguments_are_refused_before_anything_runs():

@@ -4,6 +4,8 @@
                   ColumnInputGradUnreduced
     norm.py       SPNormGradUnreduced (no copy_to on [w; b]: the [dw; db] all-reduce is gone)
     loss.py       VocabPaddingUnmasked, UnevenShardPadding, LabelSmoothingPerRank
+    gqa.py        KVHeadGradsUnreduced (the QKV projection built without its KV sub-group Comm)
+    rope.py       SequenceRoPE on this rank's sequence shard, and RoPEPositionsRestart
     grad_norm.py  the global grad norm on one rank, and its double-counting twin
     catalogue.py  MIRROR: name -> (buggy layer, correct layer) with tpsim's dims and seeds
     check.py      python -m reference.bugs.check: every mutation caught on gloo, mirroring tpsim

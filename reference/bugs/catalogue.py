@@ -5,12 +5,13 @@ Same dims, seeds, init and dtype as tpsim/bugs/catalogue.py, so rank r holds tps
 
 from __future__ import annotations
 
-from reference.bugs import linear, loss, norm
+from reference.bugs import gqa, linear, loss, norm, rope
 from reference.dropout import Dropout, RNGTracker
+from reference.gqa import GroupedQueryAttention
 from reference.linear import ColumnParallelLinear, RowParallelLinear
 from reference.loss import VocabParallelCrossEntropy
 from reference.norm import LayerNorm
-from tpsim.bugs.catalogue import PADDED, VOCAB, H
+from tpsim.bugs.catalogue import GQA_H, PADDED, ROPE_D, VOCAB, H, S
 from tpsim.nn.dropout import DEFAULT, MODEL_PARALLEL
 
 EXACT = dict(init="exact", dtype="float64")
@@ -34,6 +35,14 @@ def _dropout(stream):
 
 def _ce(cls=VocabParallelCrossEntropy, **o):
     return lambda comm: cls(comm, **o)
+
+
+def _gqa(cls=GroupedQueryAttention):
+    return lambda comm: cls(comm, GQA_H, 12, 1, seed=6, **EXACT)
+
+
+def _rope(cls=rope.SequenceRoPE):
+    return lambda comm: cls(comm, H, ROPE_D, S)
 
 
 # name -> (buggy layer, correct layer, double-count the grad norm?)
@@ -62,4 +71,6 @@ MIRROR = {
         _row(linear.SPRowBiasGradUnreduced, sequence_parallel=True), _row(sequence_parallel=True), False,
     ),
     "column_input_grad_unreduced": (_col(linear.ColumnInputGradUnreduced), _col(), False),
+    "gqa_kv_head_grads_unreduced": (_gqa(gqa.KVHeadGradsUnreduced), _gqa(), False),
+    "rope_positions_restart": (_rope(rope.RoPEPositionsRestart), _rope(), False),
 }

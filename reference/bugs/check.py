@@ -61,7 +61,7 @@ def _jobs(m: Mutation, t: int) -> tuple[list[dict], dict]:
     """The bug's and the truth's jobs, and what the parent needs to judge them."""
     got, feed = run(m.build, Mesh(t), m.inputs, norm=m.norm)
     sharded_truth, _ = run(m.truth, Mesh(t), m.inputs)
-    want, _ = run(m.truth, Mesh(t if m.stochastic else 1), m.inputs)
+    want, _ = run(m.truth, Mesh(t if m.truth_on_same_mesh else 1), m.inputs)
     mesh = Mesh(t)
     x = distribute(feed[m.inputs.kind], mesh, [m.inputs.placement]).shards
     jobs = []
@@ -114,7 +114,9 @@ def check(world_size: int = 2, names: list[str] | None = None, timeout: float = 
     for i, (m, c) in enumerate(zip(chosen, ctxs, strict=True)):
         bug = _as_tpsim([r[2 * i] for r in per_rank], c["got"])
         good = _as_tpsim([r[2 * i + 1] for r in per_rank], c["sharded_truth"])
-        report, report_good = compare(bug, c["want"], c["tol"]), compare(good, c["want"], c["tol"])
+        view = m.view or (lambda named: named)
+        want = view(c["want"])
+        report, report_good = compare(view(bug), want, c["tol"]), compare(view(good), want, c["tol"])
         mirror = max(_mirror_error(bug, c["got"]), _mirror_error(good, c["sharded_truth"]))
         caught = set(m.caught_by) <= set(report.flagged)
         rows.append(dict(name=m.name, flagged=report.flagged, errors=report.errors, caught=caught,

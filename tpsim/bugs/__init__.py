@@ -8,6 +8,8 @@ against the unsharded truth and names every tensor that differs.
     linear.py     row bias on every rank, mean in the SP reduce-scatter, input_is_parallel fed a full x,
                   SP row bias grad unreduced, column-parallel dx unreduced (f without its backward)
     norm.py       SP LayerNorm grads never all-reduced
+    gqa.py        GQA's replicated KV heads' weight grads never all-reduced over the ranks sharing them
+    rope.py       RoPE on a sequence shard, and positions restarting at zero on every shard
     loss.py       vocab padding unmasked, uneven shard padding, label smoothing averaged per rank
     grad_norm.py  the global grad norm, and the one that counts replicated grads t times
     detect.py     detect(): outputs, every grad and the grad norm against the truth, by name

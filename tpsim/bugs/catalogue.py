@@ -12,12 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tpsim.bugs import linear, loss, norm
+from tpsim.bugs import gqa, linear, loss, norm, rope
 from tpsim.bugs.detect import Inputs, Report, detect
 from tpsim.bugs.grad_norm import double_counted_grad_norm, grad_norm
 from tpsim.nn import (
     ColumnParallelLinear,
     Dropout,
+    GroupedQueryAttention,
     LayerNorm,
     RNGTracker,
     RowParallelLinear,
@@ -27,6 +28,7 @@ from tpsim.nn.dropout import DEFAULT, MODEL_PARALLEL
 from tpsim.placement import Replicate, Shard
 
 S, B, H, VOCAB, PADDED = 5, 2, 8, 11, 12  # s uneven over 2; h and the padded vocab divide by 1, 2, 4
+GQA_H, ROPE_D = 24, 4  # GQA: 12 heads of 2 features; RoPE: 2 heads of 4
 EXACT = dict(init="exact", dtype="float64")
 
 
@@ -42,16 +44,26 @@ class Mutation:
     caught_by: tuple[str, ...]  # tensors the detector must flag
     norm: Callable[..., float] = grad_norm
     stochastic: bool = False  # dropout: the truth runs on the same mesh
+    same_layout: bool = False  # the truth runs on the same mesh: the layer's layout depends on t
+    view: Callable[[dict], dict] | None = None  # more tensors to compare (see detect)
+
+    @property
+    def truth_on_same_mesh(self) -> bool:
+        return self.stochastic or self.same_layout
 
     @property
     def check(self) -> str:
         """Which check finds it: the tier of its data, what it is compared with, and the tensors."""
-        truth = "the correct RNG streams on the same mesh" if self.stochastic else "the unsharded truth"
+        truth = "the unsharded truth"
+        if self.stochastic:
+            truth = "the correct RNG streams on the same mesh"
+        elif self.same_layout:
+            truth = "the correct layer on the same mesh (itself tested against the unsharded one)"
         return f"exact data (tier 1) against {truth}: {', '.join(self.caught_by)}"
 
     def detect(self, world_size: int = 2, seed: int = 0) -> Report:
         return detect(self.build, self.truth, self.inputs, world_size=world_size, seed=seed, norm=self.norm,
-                      truth_on_same_mesh=self.stochastic)
+                      truth_on_same_mesh=self.truth_on_same_mesh, view=self.view)
 
 
 def _row(cls=RowParallelLinear, **o):
@@ -72,6 +84,15 @@ def _dropout(stream):
 
 def _ce(cls=VocabParallelCrossEntropy, **o):
     return lambda mesh: cls(mesh, **o)
+
+
+def _gqa(cls=GroupedQueryAttention):
+    """Multi-query: n = 12 heads (t = 1..4 divide it), one KV head, replicated on every rank when t > 1."""
+    return lambda mesh: cls(mesh, GQA_H, 12, 1, seed=6, **EXACT)
+
+
+def _rope(cls=rope.SequenceRoPE):
+    return lambda mesh: cls(mesh, H, ROPE_D)
 
 
 x_feat = Inputs("x", (S, B, H), Shard(2))
@@ -176,6 +197,27 @@ CATALOGUE: tuple[Mutation, ...] = (
         "the layers before it get partial input gradients that differ across ranks",
         ("dx",),
     ),
+    Mutation(
+        "gqa_kv_head_grads_unreduced", _gqa(gqa.KVHeadGradsUnreduced), _gqa(),
+        Inputs("x", (S, B, GQA_H), Replicate()),
+        "KV heads replicated over r = t/g ranks (t > g): each copy's weight grad sums only its rank's query "
+        "heads and is never all-reduced over the r ranks that share the head",
+        "bigcode-project/Megatron-LM#37 (MQA under TP: the KV grads need a reduction over the TP ranks; "
+        "valid loss 3.74 before the fix, 2.64 after, 2.64 at TP=1)",
+        "the copies of one KV projection drift apart across ranks; the loss trains worse, nothing crashes",
+        ("grad.query_key_value.weight", "grad.query_key_value.weight[kv]"),
+        same_layout=True, view=gqa.kv_rows(GQA_H // 12),
+    ),
+    Mutation(
+        "rope_positions_restart", _rope(rope.RoPEPositionsRestart), _rope(), x_seq,
+        "RoPE on a sequence shard (SP / context parallel) at positions 0 .. s/t - 1 on every rank, not the "
+        "shard's global offset",
+        "vllm-project/speculators#871 (review: Ulysses SP position_ids built from the local length, "
+        "asking for the SP rank's offset); NVIDIA/Megatron-LM#560 (question: RoPE's per-rank cos and sin "
+        "under context parallelism)",
+        "every shard but the first is rotated by the wrong angles: attention sees wrong relative positions",
+        ("out", "dx"),
+    ),
 )
 
 BY_NAME = {m.name: m for m in CATALOGUE}
@@ -184,6 +226,4 @@ SKIPPED = {
     "tied_embedding_grads_unreduced": "tpsim has no numerical pipeline stages (tpsim/plan/pp.py models their "
     "traffic on shapes only), so there are no first and last stages whose tied embedding grads could miss "
     "their all-reduce",
-    "gqa_kv_head_grads_unreduced": "TODO: needs the GQA attention being built for the modern-models issue",
-    "rope_positions_restart": "TODO: needs the RoPE layer being built for the modern-models issue",
 }

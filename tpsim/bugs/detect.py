@@ -115,13 +115,17 @@ def run(build, mesh, inputs: Inputs, seed: int = 0, norm=grad_norm) -> tuple[dic
 
 
 def detect(build, truth, inputs: Inputs, *, world_size: int = 2, seed: int = 0, norm=grad_norm,
-           truth_norm=grad_norm, truth_on_same_mesh: bool = False) -> Report:
-    """Compare `build` on Mesh(world_size) with `truth` unsharded; see the module docstring."""
+           truth_norm=grad_norm, truth_on_same_mesh: bool = False, view=None) -> Report:
+    """Compare `build` on Mesh(world_size) with `truth` unsharded; see the module docstring.
+
+    `view(named) -> named` adds tensors to compare on both sides (e.g. GQA's replicated KV rows)."""
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise WorldSizeError(f"detect: world_size must be an int >= 1, got {world_size!r}")
     got, _ = run(build, Mesh(world_size), inputs, seed, norm)
     want, _ = run(truth, Mesh(world_size if truth_on_same_mesh else 1), inputs, seed, truth_norm)
     tol = rel_tol(got, inputs)
+    if view is not None:
+        got, want = view(got), view(want)
     return compare(got, want, tol)
 
 

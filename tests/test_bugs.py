@@ -142,3 +142,18 @@ def test_a_gradient_the_layer_never_produced_is_flagged():
     del got["grad.bias"]
     report = compare(got, want, 1e-12)
     assert report.flagged == ["grad.bias"] and report.findings[0].why.startswith("missing")
+
+
+@pytest.mark.parametrize("t", [2, 3, 4])
+def test_grad_norm_counts_a_replicated_kv_head_once(t):
+    """MQA on t ranks: every rank holds the one KV head; the correct norm equals the unsharded one."""
+    from tpsim.bugs.catalogue import GQA_H, _gqa
+    from tpsim.bugs.detect import Inputs
+    from tpsim.bugs.grad_norm import double_counted_grad_norm
+
+    inputs = Inputs("x", (3, 2, GQA_H))
+    sharded, _ = run(_gqa(), Mesh(t), inputs)
+    whole, _ = run(_gqa(), Mesh(1), inputs)
+    np.testing.assert_allclose(sharded["grad_norm"], whole["grad_norm"], rtol=1e-12)
+    counted_t_times, _ = run(_gqa(), Mesh(t), inputs, norm=double_counted_grad_norm)
+    assert counted_t_times["grad_norm"] > whole["grad_norm"] * (1 + 1e-6)

@@ -133,6 +133,14 @@ class GroupedQKVLinear(ColumnParallelLinear):
             b = [global_weight((m * d,), seed + 3 + i, b_init, dtype) for i, m in enumerate((n, g, g))]
             install(self, "bias", layout.fuse(*b))
 
+    def duplicated_rows(self, key: str, tp_rank: int) -> slice | None:
+        """A replicated KV head's K and V rows (after the rank's query rows) on all but the first of
+        the r ranks that share it."""
+        lay = self.layout
+        if key not in self.params or lay.replicas == 1 or tp_rank % lay.replicas == 0:
+            return None
+        return slice(lay.n_local * lay.head_dim, None)
+
     def backward(self, dy: DArray) -> DArray:
         (x,) = self.saved("x")
         full = regions.sequence_gather(x, self.tp, self.seq_dim) if self.sequence_parallel else x

@@ -78,6 +78,11 @@ class Module:
         for c in self.children.values():
             yield from c.named_parameters()
 
+    def duplicated_rows(self, key: str, tp_rank: int) -> slice | None:
+        """Rows of TP-sharded parameter `key` that tp_rank holds as a copy of another rank's (a grad
+        norm counts them once).  None here: a shard is its rank's own."""
+        return None
+
     def named_grads(self) -> Iterator[tuple[str, DArray]]:
         for key, value in self.grads.items():
             yield f"{self.name}.{key}", value

@@ -54,6 +54,13 @@ class GroupedQKVLinear(Module):
             )
         self.kv_comm = _kv_comm(comm, layout.replicas)
 
+    def duplicated_rows(self, key: str) -> slice | None:
+        """Mirror of tpsim's: this rank's copy of a replicated KV head (all but the first of r ranks)."""
+        lay = self.layout
+        if key not in ("weight", "bias") or lay.replicas == 1 or self.comm.rank % lay.replicas == 0:
+            return None
+        return slice(lay.n_local * lay.head_dim, None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _GroupedQKV.apply(x, self.weight, self.bias, self)
 

@@ -158,7 +158,7 @@ print(f"b = 1: S = {fmt_bytes(S)}; its bytes over one link take {fmt_time(S / be
 print(f"ring: {2 * (t - 1)} steps -> >= {fmt_time(2 * (t - 1) * alpha)}; one-shot: 1 step but (t-1) S = "
       f"{fmt_bytes((t - 1) * S)} out of each rank; two-shot: 2 steps, 2(t-1)/t S = {fmt_bytes(2 * (t - 1) * S / t)}")
 per_token = {a: (2 * cfg.num_layers + 1) * allreduce_times(8, S, node)[a] for a in ALGORITHMS}
-print("161 all-reduces per generated token, b = 1: "
+print("161 all-reduces per generated token, b = 1 (α-β at datasheet bandwidth): "
       + ", ".join(f"{a} {fmt_time(v)}" for a, v in per_token.items()))
 
 # %% [markdown]
@@ -210,6 +210,8 @@ plan8 = plan_table("llama3-8b")
 # weights per device leave room for a bigger batch, and the all-reduces cost 138 us of each step).  Where the time goes, at t = 8 for the 70B:
 
 # %%
+print("decode steps of llama3-70b at t = 8, 4096-token context: HBM reads at datasheet peak (roofline), "
+      "all-reduces α-β at datasheet NVLink bandwidth, no overlap")
 for batch in (1, 64, plan70["rows"][-1]["max_batch"]):
     d = decode_latency(cfg, 8, batch, 4096, gpu, node)
     print(f"b = {batch:>3}: {fmt_time(d['seconds'])} per step = {fmt_time(d['compute'])} weights + KV reads "

@@ -125,8 +125,10 @@ with inference(block):
     block_step(block, distribute(meta((1, b, cfg.hidden), "bfloat16"), mesh, [Replicate()]), cache)
 for c in mesh.trace.collectives[before:]:
     print(f"{c.collective}: {fmt_bytes(c.nbytes)} = b x h x 2 B = {b} x {cfg.hidden} x 2")
-print(f"KV cache on device 0 after 101 tokens, one layer: {fmt_bytes(mesh.devices[0].in_use['kv_cache'])} "
-      f"(allocated for {cache.max_len} tokens x {b} sequences)")
+per_layer = kv_cache_bytes_per_token(cfg, 8) // cfg.num_layers
+print(f"this layer's KV cache on device 0: {fmt_bytes(mesh.devices[0].in_use['kv_cache'])} = {b} sequences x "
+      f"{cache.max_len} slots x {per_layer} B (K and V of 1 KV head x {cfg.head_dim} x 2 B); "
+      f"{cache.length} tokens cached")
 
 # %% [markdown]
 # 64 KiB.  A whole decode step has 2 × 80 such all-reduces plus the embedding's: 161 per generated token.
@@ -206,8 +208,9 @@ plan8 = plan_table("llama3-8b")
 
 # %% [markdown]
 # Eight replicas of Llama-3 8B (t = 1) take 4.6 ms per token; one t = 8 group takes 0.72 ms, 6.5x faster,
-# and in this model even a little more throughput per GPU (5,451 tokens/s against 5,011: its smaller
-# weights per device leave room for a bigger batch, and the all-reduces cost 138 us of each step).  Where the time goes, at t = 8 for the 70B:
+# and even a little more throughput per GPU (5,451 tokens/s against 5,011): eight replicas hold eight
+# copies of the weights, one t = 8 group holds one, so more memory is left for the KV cache (1122
+# sequences against 8 × 114 = 912), and that outweighs the 138 us of all-reduces per step.  Where the time goes, at t = 8 for the 70B:
 
 # %%
 print("decode steps of llama3-70b at t = 8, 4096-token context: HBM reads at datasheet peak (roofline), "

@@ -20,7 +20,7 @@ import nbformat
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "scripts" / "lesson_sources"
 LESSONS = ROOT / "lessons"
-NUMBERS = range(1, 12)
+NUMBERS = range(1, 13)
 KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
 
 

@@ -77,9 +77,20 @@ def test_lesson_8_uses_every_rail_and_counts_adam():
     assert "one ring per TP group (2 of 16 NICs)" in text
 
 
+def test_lesson_12_prints_the_kv_cache_and_decode_figures_from_their_definitions():
+    """KV bytes per token per device are 2 x layers x max(g/t, 1) x head_dim x 2 B, a decode all-reduce
+    moves b h 2 B, and greedy decoding gives the same tokens at every t."""
+    text = outputs_text("12_tp_for_inference.ipynb")
+    for t, kv in ((1, 8), (8, 1), (16, 1)):
+        per = 2 * 80 * kv * 128 * 2
+        assert f"t = {t:>2}: 2 x 80 x {kv} x 128 x 2 B = {per / 1024:.2f} KiB per token per device" in text
+    assert "all_reduce: 64.00 KiB = b x h x 2 B = 4 x 8192 x 2" in text
+    assert "identical at t = 1, 2, 4: True" in text
+
+
 TIMED = ["01_memory_wall", "02_column_parallel", "03_row_parallel", "04_collectives",
          "05_megatron_mlp_attention", "06_embeddings_and_loss", "07_sequence_parallelism", "08_topology",
-         "09_tp_dp_pp", "10_simulator_to_real_devices"]
+         "09_tp_dp_pp", "10_simulator_to_real_devices", "12_tp_for_inference"]
 
 
 @pytest.mark.parametrize("name", TIMED)

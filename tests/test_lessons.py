@@ -22,8 +22,8 @@ from tpsim.exercises import EXERCISES
 NAMES = lesson_names()
 
 
-def test_there_are_eleven_numbered_lessons():
-    assert [int(n[:2]) for n in NAMES] == list(range(1, 12)), NAMES
+def test_there_are_twelve_numbered_lessons():
+    assert [int(n[:2]) for n in NAMES] == list(range(1, 13)), NAMES
 
 
 @pytest.mark.slow
@@ -55,7 +55,7 @@ def test_lesson_is_committed_without_outputs(name):
     assert not dirty, f"{name}: cells {dirty} carry outputs or execution counts; commit notebooks cleared"
 
 
-@pytest.mark.parametrize("number", range(1, 12))
+@pytest.mark.parametrize("number", range(1, 13))
 def test_each_lesson_has_two_to_four_exercises(number):
     importlib.import_module(f"tpsim.exercises.lesson{number:02d}")
     keys = [k for k in EXERCISES if k.split(".")[0] == str(number)]

@@ -4,7 +4,7 @@
     lesson01.py    the memory wall              lesson02.py  column-parallel linear
     lesson03.py    row-parallel linear          lesson04.py  collectives step by step
     lesson05.py    the Megatron MLP and attention
-    lesson06..11   (see lessons/README.md)
+    lesson06..12   (see lessons/README.md)
 
 In a notebook:
 

@@ -222,7 +222,7 @@ class Exercise:
         return f"Exercise {self.key}: {self.question} ({self.expects()})"
 
 
-@dataclass
+@dataclass(repr=False)  # keep Exercise.__repr__ (the question), not a field dump
 class Prediction(Exercise):
     """Predict, then run: `ex(answer)` records a prediction, `ex.run()` runs the simulator, shows its
     trace and compares.  The measure's Measured carries the trace text to show (`Measured.trace`)."""

@@ -195,12 +195,18 @@ def _rank_main(fn, args, rank, world_size, backend, init_method, workdir, tag, p
                 _write(failed, tb.format_exc())  # before destroy_process_group, which may block
                 raise
         sender.send_bytes(pickle.dumps(result, pickle.HIGHEST_PROTOCOL))  # plain pickle: no shared fds
+        sender.close()
     except BaseException:
         if not failed.exists():
             _write(failed, tb.format_exc())
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)  # at once, printing nothing: no interpreter teardown (seconds with torch loaded)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # done, result sent: skip the teardown too, where a C++ thread torch left joinable can abort the
+    # process ("terminate called without an active exception", seen once in a DTensor run)
+    os._exit(0)
 
 
 def _watch(procs: list, wd: pathlib.Path, tag: str, timeout: float, pipes: list) -> list:

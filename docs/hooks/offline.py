@@ -41,7 +41,7 @@ def on_config(config):
 
 def on_page_content(html, page, config, files):
     if "font-awesome" in html or 'class="fa fa-' in html:
-        from tpsim.viz.collective import offline_controls
+        from tpsim.viz.player import offline_controls
 
         html = offline_controls(html)
     return html

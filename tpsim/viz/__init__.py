@@ -26,9 +26,10 @@ from tpsim.viz.terminal import holdings, print_holdings
 
 if TYPE_CHECKING:  # for type checkers and the API reference; at run time they load on first use
     from tpsim.viz.array import show_darray
-    from tpsim.viz.collective import animate_collective, save_gif, show_step, to_html
+    from tpsim.viz.collective import animate_collective, show_step
     from tpsim.viz.costs import cost_curves, efficiency_curve
     from tpsim.viz.memory_use import memory
+    from tpsim.viz.player import save_gif, to_html
     from tpsim.viz.timelines import timeline
     from tpsim.viz.traffic import link_load, traffic_heatmap
 
@@ -36,8 +37,8 @@ _LAZY = {
     "show_darray": "array",
     "show_step": "collective",
     "animate_collective": "collective",
-    "to_html": "collective",
-    "save_gif": "collective",
+    "to_html": "player",
+    "save_gif": "player",
     "traffic_heatmap": "traffic",
     "link_load": "traffic",
     "timeline": "timelines",

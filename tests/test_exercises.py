@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from exercise_checks import answer
 
 from tpsim.errors import TpsimError
 from tpsim.exercises import (
@@ -73,12 +74,6 @@ def fastest_on_switch(p, S, bw):
         "direct": ALPHA + (p - 1) * S / bw,
     }
     return min(times, key=times.get)
-
-
-def answer(exercise, value):
-    """Check `value`; a predict-then-run exercise records it as the prediction, then runs and compares."""
-    result = exercise(value)
-    return exercise.run() if isinstance(exercise, Prediction) else result
 
 
 def crossover_6():

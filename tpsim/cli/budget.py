@@ -77,8 +77,10 @@ def estimate(coll: str, algorithm: str, p: int, topology_for, kw: dict) -> Estim
     return Estimate(seconds, nbytes, e)
 
 
-def check(coll: str, algorithm: str, p: int, topology_for, kw: dict, force: bool, closed: str) -> None:
-    """Refuse a run estimated past LIMIT_S or LIMIT_BYTES, unless forced; small meshes always run."""
+def check(coll: str, algorithm: str, p: int, topology_for, kw: dict, force: bool, closed) -> None:
+    """Refuse a run estimated past LIMIT_S or LIMIT_BYTES, unless forced; small meshes always run.
+
+    `closed()` gives the closed-form note the refusal quotes: called only when refusing."""
     if force or p <= FREE_UP_TO:
         return
     est = estimate(coll, algorithm, p, topology_for, kw)
@@ -88,5 +90,5 @@ def check(coll: str, algorithm: str, p: int, topology_for, kw: dict, force: bool
         f"--devices {p}: simulating {coll} ({algorithm}) would take {est.text()} "
         f"(grown as p^{est.exponent:.1f} from runs on {PROBES[0]} and {PROBES[1]} devices); "
         f"the limits are {fmt_time(LIMIT_S)} and {fmt_bytes(LIMIT_BYTES)}. "
-        f"Pass --force to run it anyway, or fewer devices. {closed}"
+        f"Pass --force to run it anyway, or fewer devices. {closed()}"
     )

@@ -114,16 +114,15 @@ def run(args) -> tuple[dict, str]:
         if coll in (Collective.BROADCAST, Collective.REDUCE, Collective.SCATTER, Collective.GATHER)
         else {}
     )
-    if p > budget.FREE_UP_TO and not args.force:  # before p's own topology is built (seconds at 10^6)
-        budget.check(
-            coll,
-            algorithm,
-            p,
-            lambda q: choose(args, q).topology,
-            kw,
-            args.force,
-            _closed_form_note(coll, algorithm, p, args.size, choose(args, budget.PROBES[1]).topology),
-        )
+    budget.check(  # before p's own topology is built (seconds at 10^6 devices)
+        coll,
+        algorithm,
+        p,
+        lambda q: choose(args, q).topology,
+        kw,
+        args.force,
+        lambda: _closed_form_note(coll, algorithm, p, args.size, choose(args, budget.PROBES[1]).topology),
+    )
     machine = choose(args, p)
     topo, note = machine.topology, machine.note
     mesh = tpsim.Mesh(p, topology=topo)

@@ -75,6 +75,50 @@ def memory_time(spec, eff: Efficiency | None, nbytes: float) -> float:
     return eff.launch + nbytes / (eff.memory_fraction * spec.memory_bandwidth)
 
 
+@dataclass(frozen=True)
+class Gemm:
+    """The shape of `batch` GEMMs (m, k) @ (k, n), as a local op records it for pricing."""
+
+    m: int
+    n: int
+    k: int
+    batch: int = 1
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.batch * self.m * self.n * self.k
+
+
+def op_time(
+    spec, eff: Efficiency | None, flops: float, nbytes: float, dtype, gemm: Gemm | None = None
+) -> float:
+    """Seconds of one local op of the simulator (Mesh.compute), real-valued or shape-only alike.
+
+    eff None (peak): the roofline spec.time(flops, nbytes, dtype), whatever the op.  Realistic: a GEMM
+    through gemm_time of its shape (a scale folded into its epilogue costs nothing, as in
+    kernels.layer_gemms), any other op memory-bound through memory_time; an op that moves nothing
+    (a view, an empty shard) launches no kernel and takes 0.
+    """
+    if eff is None:
+        return spec.time(flops, nbytes, dtype)
+    if gemm is not None and gemm.flops > 0:
+        return gemm_time(spec, eff, gemm.m, gemm.n, gemm.k, dtype, gemm.batch)
+    return memory_time(spec, eff, nbytes) if nbytes > 0 or flops > 0 else 0.0
+
+
+def key_of(device) -> str:
+    """The hardware.DEVICES key of `device` (a key, or a DeviceSpec of one, possibly with changed fields),
+    which efficiency_for looks its parameters up by."""
+    if isinstance(device, str):
+        return device.lower()
+    from tpsim.hardware import DEVICES  # lazy: hardware is heavier than this leaf module
+
+    for key, spec in DEVICES.items():
+        if spec.name == device.name:
+            return key
+    return getattr(device, "efficiency_key", device.name)
+
+
 def _itemsize(dtype) -> int:
     name = str(dtype)
     return {"float16": 2, "bfloat16": 2, "float32": 4, "tf32": 4, "float64": 8}.get(name, 2)

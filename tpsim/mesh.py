@@ -9,6 +9,10 @@ Without a topology the devices hang off one non-blocking switch
 (`presets.switch`: a port per device, 1 us, 100 GB/s).  The mesh owns the devices'
 memory, their clocks (the time each device is free,
 for the time model) and the trace of everything that ran on it.
+
+`efficiency` prices the local ops (tpsim/efficiency.py): "peak" (the default) at the datasheet
+roofline, "realistic" with the device's GEMM efficiency curve and memory-bound kernels' achieved
+bandwidth and launch time.  Every compute record names the mode it was priced in.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from numbers import Real
 
 from tpsim import validate
 from tpsim.device import VirtualDevice
+from tpsim.efficiency import MODES, Efficiency, Gemm, efficiency_for, key_of, op_time
 from tpsim.errors import MeshDimError, MeshError, TopologyError, WorldSizeError
 from tpsim.hardware import device_spec
 from tpsim.presets import switch
@@ -34,6 +39,7 @@ class Mesh:
         topology=None,
         memory: int | None = None,
         device=None,
+        efficiency: str = "peak",
     ):
         shape = mesh_shape(shape)
         if memory is not None and not _positive(memory):
@@ -53,6 +59,7 @@ class Mesh:
             )
         self.topology = topology
         self.spec = device_spec(device) if device is not None else None  # None: compute takes no time
+        self.efficiency_mode, self.efficiency = _efficiency(efficiency, self.spec)
         if memory is None and self.spec is not None:
             memory = self.spec.memory
         self.devices = [VirtualDevice(i, memory) for i in range(self.size)]
@@ -109,12 +116,21 @@ class Mesh:
             for d in self.devices
         ]
 
-    def compute(self, device: int, name: str, flops: float, nbytes: float, dtype) -> float:
-        """Run one local op on `device`: roofline time on its clock, recorded in the trace."""
+    def compute(
+        self, device: int, name: str, flops: float, nbytes: float, dtype, gemm: Gemm | None = None
+    ) -> float:
+        """Run one local op on `device`: its time in this mesh's efficiency mode (efficiency.op_time;
+        `gemm` the shape of a matmul, None a memory-bound op) on its clock, recorded in the trace."""
         start = self.clock[device]
-        end = start + (self.spec.time(flops, nbytes, dtype) if self.spec is not None else 0.0)
+        spec = self.spec
+        end = start + (
+            op_time(spec, self.efficiency, flops, nbytes, dtype, gemm) if spec is not None else 0.0
+        )
         label, direction = self.context[-1] if self.context else (None, None)
-        self.trace.add_compute(ComputeRecord(device, name, flops, nbytes, start, end, label, direction))
+        record = ComputeRecord(
+            device, name, flops, nbytes, start, end, label, direction, gemm, self.efficiency_mode
+        )
+        self.trace.add_compute(record)
         self.clock[device] = end
         return end
 
@@ -129,6 +145,7 @@ class Mesh:
         other = object.__new__(Mesh)
         other.shape, other.names, other.size = self.shape, self.names, self.size
         other.topology, other.spec, other.context = self.topology, self.spec, []
+        other.efficiency_mode, other.efficiency = self.efficiency_mode, self.efficiency
         other.devices = []
         for d in self.devices:
             copy = VirtualDevice(d.index, d.capacity, d.name)
@@ -145,7 +162,21 @@ class Mesh:
 
     def __repr__(self) -> str:
         dims = ", ".join(f"{n}={s}" for n, s in zip(self.names, self.shape, strict=False))
-        return f"Mesh({dims}, topology={self.topology.name!r})"
+        mode = f", efficiency={self.efficiency_mode!r}" if self.efficiency_mode != "peak" else ""
+        return f"Mesh({dims}, topology={self.topology.name!r}{mode})"
+
+
+def _efficiency(mode, spec) -> tuple[str, Efficiency | None]:
+    """(mode, the device's Efficiency or None for peak); "realistic" needs a device with parameters."""
+    if mode not in MODES:
+        raise MeshError(f"Mesh efficiency = {mode!r}; valid: {', '.join(repr(m) for m in MODES)}")
+    if mode == "peak":
+        return mode, None
+    if spec is None:
+        raise MeshError(
+            "Mesh efficiency = 'realistic' needs a device (device='h100', ...): without one compute takes no time"
+        )
+    return mode, efficiency_for(key_of(spec), mode)
 
 
 def mesh_shape(shape) -> tuple[int, ...]:

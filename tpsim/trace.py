@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from tpsim import trace_events
+from tpsim.efficiency import Gemm
 
 FIELDS = ("collective", "step", "src", "dst", "nbytes", "link", "start", "end")
 
@@ -73,6 +74,8 @@ class ComputeRecord:
     end: float
     label: str | None = None
     direction: str | None = None
+    gemm: Gemm | None = None  # a matmul's (m, n, k, batch); None: priced as a memory-bound op
+    mode: str = "peak"  # the efficiency mode that priced it (tpsim/efficiency.py)
 
 
 class Trace:

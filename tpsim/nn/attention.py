@@ -207,9 +207,11 @@ def _t(a):
 def _scores(q, k, scale: float):
     """S = q k^T * scale: 2 s s d FLOPs per head for the matmul, one per score for the scale
     (Megatron folds it into baddbmm's alpha)."""
-    s, mm_flops, nbytes = ops.matmul(q, _t(k))
+    mm = ops.matmul(q, _t(k))
+    s, mm_flops, nbytes = mm
     out, flops, _ = ops.elementwise(lambda u: u * u.dtype.type(s.dtype.type(scale)), s)  # scale in s's dtype
-    return out, mm_flops + flops, nbytes  # one kernel: the scale costs no extra pass over memory
+    # one kernel: the scale costs no extra pass over memory, and is priced as the GEMM's epilogue
+    return ops.Cost(out, mm_flops + flops, nbytes, ops.gemm_of(mm))
 
 
 def _softmax(scores, causal: bool):

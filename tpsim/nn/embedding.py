@@ -206,8 +206,9 @@ def vocab_local(module: Module, name: str, fn, ranges, *args, placements, shape=
     """Module.local where fn(lo, hi, *shards) is also told the vocab range [lo, hi) of its device."""
     mesh, shards = module.mesh, []
     for d in range(mesh.size):
-        out, flops, nbytes = fn(*ranges[d], *(a.shards[d] if isinstance(a, DArray) else a for a in args))
-        mesh.compute(d, name, flops, nbytes, out.dtype)
+        result = fn(*ranges[d], *(a.shards[d] if isinstance(a, DArray) else a for a in args))
+        out, flops, nbytes = result
+        mesh.compute(d, name, flops, nbytes, out.dtype, ops.gemm_of(result))
         shards.append(out)
     return from_local(shards, mesh, placements, shape=shape, run_check=False)
 

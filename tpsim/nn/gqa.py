@@ -129,7 +129,7 @@ class GroupedQueryAttention(Module):
         del dmerged
         m = self.layout.n_local // self.layout.kv_local
         dv = self.local(
-            "attention_dv", lambda p, c: _summed(m, *mha._dv(p, c)), probs, dctx, placements=heads
+            "attention_dv", lambda p, c: _summed(m, mha._dv(p, c)), probs, dctx, placements=heads
         )
         vr = self._repeat(v, heads)
         dprobs = self.local("attention_dprobs", mha._dprobs, dctx, vr, placements=heads)
@@ -140,7 +140,7 @@ class GroupedQueryAttention(Module):
         del dprobs, probs
         kr = self._repeat(k, heads)
         dq = self.local("attention_dq", mha._dq, dscores, kr, placements=heads)
-        dk = self.local("attention_dk", lambda s, a: _summed(m, *mha._dk(s, a)), dscores, q, placements=heads)
+        dk = self.local("attention_dk", lambda s, a: _summed(m, mha._dk(s, a)), dscores, q, placements=heads)
         del dscores, kr
         dq, dk = self.rope(self, dq, 2, inverse=True), self.rope(self, dk, 2, inverse=True)
         seq = mha._seq_placements(heads, self.seq_dim)
@@ -197,12 +197,15 @@ def _repeat_kv(kv, m: int):
     return out, 0, kv.nbytes + out.nbytes
 
 
-def _summed(m: int, grad, flops, nbytes):
-    """A per-query-head gradient (b, g m, s, d) summed over the m query heads of each KV head."""
+def _summed(m: int, result):
+    """A per-query-head gradient (b, g m, s, d), the matmul `result`, summed over the m query heads of
+    each KV head; priced as its GEMM (the sum is counted in its FLOPs and bytes)."""
+    grad, flops, nbytes = result
+    gemm = ops.gemm_of(result)
     b, gm, s, d = grad.shape
     if is_meta(grad):
-        return MetaArray((b, gm // m, s, d), grad.dtype), flops + grad.size, nbytes
+        return ops.Cost(MetaArray((b, gm // m, s, d), grad.dtype), flops + grad.size, nbytes, gemm)
     if m == 1:
-        return grad, flops, nbytes
+        return result
     out = ops.narrow(ops.widen(grad).reshape(b, gm // m, m, s, d).sum(axis=2), grad.dtype)
-    return out, flops + grad.size, nbytes + out.nbytes
+    return ops.Cost(out, flops + grad.size, nbytes + out.nbytes, gemm)

@@ -1,7 +1,7 @@
 """Modules in the global view: parameters are DArrays, forward and backward are explicit NumPy.
 
 A module runs local ops on each device's shard through `local` (which records
-FLOPs and roofline time in the trace) and moves data only through regions and
+FLOPs and time, in the mesh's efficiency mode, in the trace) and moves data only through regions and
 `redistribute`, i.e. through the engine.  Memory is counted by category on
 each device: "weights", "grads", "activations" (what forward saves for
 backward, each array once), and "comm" (the collectives' buffers).
@@ -17,7 +17,7 @@ import numpy as np
 
 from tpsim import validate
 from tpsim.darray import DArray, from_local
-from tpsim.nn import entry
+from tpsim.nn import entry, ops
 from tpsim.placement import Placement, Replicate
 
 M = TypeVar("M", bound="Module")  # child() hands back the module it was given, with its own type
@@ -176,6 +176,6 @@ def local(mesh, name: str, fn: Callable, *args, placements: Sequence[Placement],
             flops = out.size
             nbytes = out.nbytes + sum(a.nbytes for a in local_args if hasattr(a, "nbytes"))
         dtype = out.dtype
-        mesh.compute(d, name, flops, nbytes, dtype)
+        mesh.compute(d, name, flops, nbytes, dtype, ops.gemm_of(result))
         shards.append(out)
     return from_local(shards, mesh, placements, shape=shape, run_check=False)

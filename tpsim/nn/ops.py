@@ -2,7 +2,9 @@
 
 They take NumPy arrays or shape-only `MetaArray`s alike (a MetaArray answers NumPy's
 calls with the shape of the result), so a layer written with them runs on real numbers
-or on shapes only.  FLOPs count a multiply-add as 2.
+or on shapes only.  FLOPs count a multiply-add as 2.  A matmul's result is a `Cost`: it unpacks as
+the same 3-tuple and carries its GEMM shape, so that Mesh.compute can price it as a GEMM (the
+realistic mode, tpsim/efficiency.py); every other op is priced as memory-bound there.
 
 Precision rule (the one torch's CPU and CUDA kernels follow for half-precision inputs, and the one
 reference/ mirrors): an op on bfloat16 or float16 reads its inputs widened to float32, does all of
@@ -19,6 +21,7 @@ import math
 import numpy as np
 
 from tpsim.dtypes import bfloat16
+from tpsim.efficiency import Gemm
 from tpsim.meta import asarray
 
 GELU_C = math.sqrt(2.0 / math.pi)
@@ -43,13 +46,37 @@ def narrow(out, dtype):
     return asarray(out).astype(dtype, copy=False)
 
 
+class Cost(tuple):
+    """(out, flops, bytes), unpacking as the plain 3-tuple, with `gemm`: the shape a matmul is priced
+    by (None: a memory-bound op)."""
+
+    gemm: Gemm | None
+
+    def __new__(cls, out, flops, nbytes, gemm: Gemm | None = None):
+        self = super().__new__(cls, (out, flops, nbytes))
+        self.gemm = gemm
+        return self
+
+
+def gemm_of(result) -> Gemm | None:
+    """The GEMM shape an op's result carries (a `Cost` of a matmul), else None."""
+    return getattr(result, "gemm", None)
+
+
 def matmul(a, b):
     """(..., m, k) @ (..., k, n) -> (..., m, n): 2mkn FLOPs per batch entry; half precision accumulates
-    in float32 and rounds once."""
-    shape = (*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
+    in float32 and rounds once.  GEMM shape: a weight (b without batch dims) folds a's leading dims
+    into m, one GEMM, as cuBLAS runs a linear layer; otherwise a batched GEMM over the batch dims."""
+    batch_shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    shape = (*batch_shape, a.shape[-2], b.shape[-1])
     out = narrow(np.matmul(widen(a), widen(b)), a.dtype)
     flops = 2 * math.prod(shape) * a.shape[-1]
-    return out, flops, a.nbytes + b.nbytes + out.nbytes
+    k, n = b.shape[-2:]
+    if math.prod(b.shape[:-2]) == 1:
+        gemm = Gemm(math.prod(a.shape[:-1]), n, k)
+    else:
+        gemm = Gemm(a.shape[-2], n, k, math.prod(batch_shape))
+    return Cost(out, flops, a.nbytes + b.nbytes + out.nbytes, gemm)
 
 
 def transpose(a, axes=None):

@@ -174,7 +174,8 @@ def _efficiency(mode, spec) -> tuple[str, Efficiency | None]:
         return mode, None
     if spec is None:
         raise MeshError(
-            "Mesh efficiency = 'realistic' needs a device (device='h100', ...): without one compute takes no time"
+            "Mesh efficiency = 'realistic' needs a device (device='h100', ...): "
+            "without one compute takes no time"
         )
     return mode, efficiency_for(key_of(spec), mode)
 

@@ -193,12 +193,22 @@ class Trace:
             )
         for op in self.compute:
             events.append(
-                trace_events.compute(op.name, op.device, op.start, op.end, op.flops, op.nbytes, op.label)
+                trace_events.compute(
+                    op.name, op.device, op.start, op.end, op.flops, op.nbytes, op.label, _priced(op)
+                )
             )
         doc = trace_events.document(events)
         if path is not None:
             trace_events.write(doc, path)
         return doc
+
+
+def _priced(op: ComputeRecord) -> dict:
+    """How a compute op's time was modelled, for the Chrome trace: the mode and a GEMM's shape."""
+    if op.gemm is None:
+        return {"mode": op.mode, "kind": "memory-bound"}
+    g = op.gemm
+    return {"mode": op.mode, "kind": "gemm", "gemm": f"batch {g.batch} x ({g.m}, {g.k}) @ ({g.k}, {g.n})"}
 
 
 def _field(columns: list[dict], field: str, lengths: list[int]) -> np.ndarray:

@@ -63,11 +63,18 @@ def send(
 
 
 def compute(
-    name: str, device: int, start: float, end: float, flops: float, nbytes: float, label: str | None = None
+    name: str,
+    device: int,
+    start: float,
+    end: float,
+    flops: float,
+    nbytes: float,
+    label: str | None = None,
+    priced: dict | None = None,
 ) -> dict:
-    return span(
-        name, "compute", device, COMPUTE, start, end, {"flops": flops, "bytes": nbytes, "label": label}
-    )
+    """A local op; `priced` (the simulator's) says how its time was modelled: mode, and a GEMM's shape."""
+    args = {"flops": flops, "bytes": nbytes, "label": label, **(priced or {})}
+    return span(name, "compute", device, COMPUTE, start, end, args)
 
 
 def document(events: list[dict]) -> dict:

@@ -1,8 +1,9 @@
 """What each device did and when: a timeline of compute and communication read from the trace.
 
-The time model: a device does one thing at a time.  A local op runs for its roofline time
-(`hardware.DeviceSpec.time`) from the moment the device is free; a collective starts when the
-last of its devices is free, and every one of them is busy until it ends.  Compute and
+The time model: a device does one thing at a time.  A local op runs for its time in the mesh's
+efficiency mode (`efficiency.op_time`: "peak", the roofline `hardware.DeviceSpec.time`, or
+"realistic", GEMMs by their shape and the rest memory-bound) from the moment the device is free;
+a collective starts when the last of its devices is free, and every one of them is busy until it ends.  Compute and
 collectives therefore serialise on a device and never overlap.  Waiting for a slower partner
 counts as idle, not as communication.
 
@@ -15,7 +16,8 @@ predicted backward times are an upper bound, and efficiencies a lower bound.
 
     device_timeline(mesh, d)   the events of device d in order: compute ops and collectives
     utilisation(mesh)          per device: busy computing, busy communicating, idle, end time
-    tp_efficiency(build, ts)   one layer at TP = 1 and at each t: T_1 / (t T_t), what a planner reads
+    tp_efficiency(build, ts)   one layer at TP = 1 and at each t: T_1 / (t T_t), what a planner reads,
+                               in either efficiency mode
 
 The timeline reads the whole trace, so it assumes the mesh's clocks were never reset.
 """
@@ -36,7 +38,8 @@ def device_timeline(mesh, device: int) -> list[dict]:
 
     Each event: kind ("compute" / "collective"), name (the op or the collective), label (the
     module), direction ("forward" / "backward" / None), start, end (seconds), bytes; compute
-    events add flops, collectives their algorithm.
+    events add flops, gemm (the matmul's shape, None for a memory-bound op) and mode (the
+    efficiency mode that priced it), collectives their algorithm.
     """
     _check_device(mesh, device)
     events = [
@@ -49,6 +52,8 @@ def device_timeline(mesh, device: int) -> list[dict]:
             "end": op.end,
             "flops": op.flops,
             "bytes": op.nbytes,
+            "gemm": op.gemm,
+            "mode": op.mode,
         }
         for op in mesh.trace.compute
         if op.device == device
@@ -98,6 +103,7 @@ def tp_efficiency(
     tp_degrees: Iterable[int],
     device="h100",
     topology: str | Callable | None = None,
+    efficiency: str = "peak",
 ) -> list[dict]:
     """Predicted forward + backward time of one layer at TP = 1 and at each degree t, and its efficiency.
 
@@ -105,7 +111,8 @@ def tp_efficiency(
     `tpsim.meta`), so that the analysis allocates nothing.  `topology` is a preset name
     (`presets.PRESETS`), a function t -> Topology, or None for the device's standard node.  Each row:
     tp, time (the latest device's end), compute, comm and idle (of the device that ends last),
-    speedup T_1 / T_t and efficiency T_1 / (t T_t), 1.0 for perfect scaling.
+    speedup T_1 / T_t and efficiency T_1 / (t T_t), 1.0 for perfect scaling, and mode: `efficiency`,
+    the mode the meshes price compute in ("peak" or "realistic", tpsim/efficiency.py).
     """
     degrees = list(tp_degrees)
     for t in degrees:
@@ -116,7 +123,7 @@ def tp_efficiency(
     rows = []
     for t in dict.fromkeys([1, *degrees]):  # TP = 1 first, each degree once
         # unbounded memory: this asks how fast, not whether it fits (gpt.analyse reports memory)
-        mesh = Mesh(t, device=spec, topology=topology_of(t), memory=1 << 62)
+        mesh = Mesh(t, device=spec, topology=topology_of(t), memory=1 << 62, efficiency=efficiency)
         module, x, dy = build(mesh)
         for name, value in (("x", x), ("dy", dy)):
             if not isinstance(value, DArray) or value.mesh is not mesh:
@@ -125,7 +132,8 @@ def tp_efficiency(
         module.backprop(dy)
         use = utilisation(mesh)
         last = max(use, key=lambda d: use[d]["end"])
-        row = {"tp": t, "topology": mesh.topology.name, "device": spec.name, "time": use[last]["end"]}
+        row = {"tp": t, "topology": mesh.topology.name, "device": spec.name, "mode": efficiency}
+        row["time"] = use[last]["end"]
         rows.append(row | {k: use[last][k] for k in ("compute", "comm", "idle")})
     t1 = rows[0]["time"]
     for r in rows:
@@ -134,11 +142,20 @@ def tp_efficiency(
     return rows
 
 
-def format_efficiency(rows: list[dict], title: str = "TP efficiency (no compute/comm overlap)") -> str:
-    """tp_efficiency's rows as a plain-text table."""
+def format_efficiency(rows: list[dict], title: str | None = None) -> str:
+    """tp_efficiency's rows as a plain-text table; the default title names the efficiency mode."""
+    if title is None:
+        modes = sorted({r.get("mode", "peak") for r in rows})
+        title = f"TP efficiency (mode {', '.join(modes)}; no compute/comm overlap)"
     body = [
-        (r["tp"], fmt_time(r["time"]), fmt_time(r["compute"]), fmt_time(r["comm"]), f"{r['speedup']:.2f}",
-         f"{r['efficiency']:.2f}")
+        (
+            r["tp"],
+            fmt_time(r["time"]),
+            fmt_time(r["compute"]),
+            fmt_time(r["comm"]),
+            f"{r['speedup']:.2f}",
+            f"{r['efficiency']:.2f}",
+        )
         for r in rows
     ]
     return table(body, ("tp", "time", "compute", "comm", "speedup", "efficiency"), title)

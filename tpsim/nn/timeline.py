@@ -3,9 +3,9 @@
 The time model: a device does one thing at a time.  A local op runs for its time in the mesh's
 efficiency mode (`efficiency.op_time`: "peak", the roofline `hardware.DeviceSpec.time`, or
 "realistic", GEMMs by their shape and the rest memory-bound) from the moment the device is free;
-a collective starts when the last of its devices is free, and every one of them is busy until it ends.  Compute and
-collectives therefore serialise on a device and never overlap.  Waiting for a slower partner
-counts as idle, not as communication.
+a collective starts when the last of its devices is free, and every one of them is busy until it
+ends.  Compute and collectives therefore serialise on a device and never overlap.  Waiting for a
+slower partner counts as idle, not as communication.
 
 That is Megatron's forward: its TP all-reduces (and SP's all-gathers and reduce-scatters) block
 the compute stream between the GEMMs that need their result.  Its backward overlaps one thing

@@ -106,6 +106,21 @@ def op_time(
     return memory_time(spec, eff, nbytes) if nbytes > 0 or flops > 0 else 0.0
 
 
+def mode_name(efficiency) -> str:
+    """How an output names the mode of `efficiency`: a mode, or an Efficiency given in its place
+    (e.g. fitted by `tpsim fit-gemm`), which prices as realistic with its own parameters."""
+    if isinstance(efficiency, Efficiency):
+        return f"realistic (given efficiency: {efficiency.device})"
+    return str(efficiency)
+
+
+def mode_note(efficiency) -> str:
+    """A few words on what the mode of `efficiency` means, for a table's title."""
+    if isinstance(efficiency, Efficiency) or str(efficiency).startswith("realistic"):
+        return "GEMM efficiency by shape, memory-bound ops at achieved bandwidth, tpsim/efficiency.py"
+    return "datasheet roofline"
+
+
 def key_of(device) -> str:
     """The hardware.DEVICES key of `device` (a key, or a DeviceSpec of one, possibly with changed fields),
     which efficiency_for looks its parameters up by."""

@@ -39,7 +39,7 @@ class Mesh:
         topology=None,
         memory: int | None = None,
         device=None,
-        efficiency: str = "peak",
+        efficiency: str | Efficiency = "peak",
     ):
         shape = mesh_shape(shape)
         if memory is not None and not _positive(memory):
@@ -167,7 +167,14 @@ class Mesh:
 
 
 def _efficiency(mode, spec) -> tuple[str, Efficiency | None]:
-    """(mode, the device's Efficiency or None for peak); "realistic" needs a device with parameters."""
+    """(mode, the device's Efficiency or None for peak); "realistic" needs a device with parameters.
+    An Efficiency given in place of a mode (e.g. fitted by `tpsim fit-gemm`) prices as realistic."""
+    if isinstance(mode, Efficiency):
+        if spec is None:
+            raise MeshError(
+                f"Mesh efficiency = {mode.device!r} parameters need a device (device='h100', ...)"
+            )
+        return "realistic", mode
     if mode not in MODES:
         raise MeshError(f"Mesh efficiency = {mode!r}; valid: {', '.join(repr(m) for m in MODES)}")
     if mode == "peak":

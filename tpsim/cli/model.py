@@ -19,6 +19,8 @@ from tpsim.cli import realistic
 from tpsim.cli.args import add_command, add_device_flags, add_output_flags, choice, model_name, positive_int
 from tpsim.cli.node import choose
 from tpsim.cli.progress import bar
+from tpsim.efficiency import mode_note
+from tpsim.efficiency_fit import load
 from tpsim.nn.config import resolve
 from tpsim.plan import Layout, analyse_layout
 from tpsim.plan.activations import RECOMPUTE
@@ -104,6 +106,7 @@ def run(args) -> tuple[dict, str]:
             tp_across_nodes=args.tp_across_nodes,
             exact=not args.fast,
             recompute=args.recompute,
+            efficiency=_efficiency(args),
         )
         update(1, 1)
     result["topology_note"] = machine.note
@@ -112,6 +115,13 @@ def run(args) -> tuple[dict, str]:
         return result, text(result)
     result["realistic"] = realistic.analyse(cfg, layout, args)
     return result, text(result) + "\n\n" + realistic.text(result["realistic"])
+
+
+def _efficiency(args):
+    """The simulated step's efficiency: --realistic's (the --efficiency file's, if given), else peak."""
+    if not args.realistic:
+        return "peak"
+    return load(args.efficiency) if args.efficiency else "realistic"
 
 
 def text(r: dict) -> str:
@@ -184,7 +194,8 @@ def text(r: dict) -> str:
             ),
         ],
         ("", "time"),
-        "Time per step, simulated (mode peak: datasheet roofline; no overlap of compute and communication)",
+        f"Time per step, simulated (mode {r['mode']}: {mode_note(r['mode'])}; "
+        "no overlap of compute and communication)",
     )
     parts = [r["machine"]["line"], head, traffic, memory, time]
     st = r["stage"]

@@ -31,6 +31,7 @@ from collections import Counter
 import numpy as np
 
 from tpsim.darray import DArray, distribute
+from tpsim.efficiency import Efficiency, mode_name
 from tpsim.errors import ShapeError
 from tpsim.hardware import device_spec
 from tpsim.mesh import Mesh
@@ -166,6 +167,7 @@ def analyse(
     topology=None,
     tied_embeddings: bool = True,
     pad_to_multiple_of: int | None = 128,
+    efficiency: str | Efficiency = "peak",
 ) -> dict:
     """One training step (forward + backward, every layer simulated) of `config` on t = `tp` devices,
     shape-only: nothing is allocated.  Per device (the maximum over devices where they differ):
@@ -180,6 +182,8 @@ def analyse(
                     largest collective buffer); peak (everything, as the device tracked it)
 
     `topology` is a Topology, a preset name (presets.PRESETS) or None for the device's standard node.
+    `efficiency` is the mode compute is priced in ("peak" or "realistic", tpsim/efficiency.py); the
+    result names it as `mode`.
     """
     from tpsim import presets
 
@@ -188,9 +192,13 @@ def analyse(
     spec = _with_mask_peak(device_spec(device))
     if topology is None or isinstance(topology, str):
         topology = presets.for_device(device, tp) if topology is None else presets.preset(topology, tp)
-    mesh = Mesh(tp, names=("tp",), topology=topology, memory=UNBOUNDED, device=spec)
+    mesh = Mesh(tp, names=("tp",), topology=topology, memory=UNBOUNDED, device=spec, efficiency=efficiency)
     model = GPT(
-        mesh, cfg, sequence_parallel=sp, init=None, tied_embeddings=tied_embeddings,
+        mesh,
+        cfg,
+        sequence_parallel=sp,
+        init=None,
+        tied_embeddings=tied_embeddings,
         pad_to_multiple_of=pad_to_multiple_of,
     )
     ids = meta((cfg.seq_len, cfg.micro_batch), "int64")
@@ -203,6 +211,7 @@ def analyse(
     comm = sum(c.time for c in trace.collectives)
     return {
         **dict(model=cfg.name, tp=tp, sequence_parallel=sp, device=spec.name, topology=topology.name),
+        "mode": mode_name(efficiency),
         "parameters": sum(math.prod(p.shape) for _, p in model.named_parameters()),
         "layers_simulated": cfg.num_layers,
         "extrapolated": False,

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from tpsim.efficiency import Efficiency, mode_name
 from tpsim.hardware import device_spec
 from tpsim.mesh import Mesh
 from tpsim.meta import meta
@@ -29,11 +30,12 @@ def analyse_llama(
     device="h100",
     topology=None,
     pad_to_multiple_of: int | None = 128,
+    efficiency: str | Efficiency = "peak",
 ) -> dict:
     """`parameters` counts each replicated KV head once (padded vocab rows included); `parameters_stored`
     counts every copy.  Per device (the maximum over devices): bytes sent and collectives by direction,
     the step's time on the per-device timeline, and memory (weights, grads, activations after forward,
-    peak)."""
+    peak); `mode` is `efficiency`, the mode compute is priced in ("peak" or "realistic")."""
     from tpsim import presets
 
     cfg = LLAMA_PRESETS[config] if isinstance(config, str) else config
@@ -42,7 +44,7 @@ def analyse_llama(
     if topology is None or isinstance(topology, str):
         gpu = str(device).lower() if str(device).lower() in presets.NVLINK else "h100"
         topology = presets.nvlink_node(tp, gpu) if topology is None else presets.preset(topology, tp)
-    mesh = Mesh(tp, names=("tp",), topology=topology, memory=UNBOUNDED, device=spec)
+    mesh = Mesh(tp, names=("tp",), topology=topology, memory=UNBOUNDED, device=spec, efficiency=efficiency)
     model = Llama(mesh, cfg, sequence_parallel=sp, init=None, pad_to_multiple_of=pad_to_multiple_of)
     ids = meta((cfg.seq_len, cfg.micro_batch), "int64")
     weights = _in_use(mesh, "weights")
@@ -53,6 +55,7 @@ def analyse_llama(
     busy = np.bincount([op.device for op in trace.compute], [op.end - op.start for op in trace.compute], tp)
     return {
         **dict(model=cfg.name, source=cfg.source, tp=tp, sequence_parallel=sp, device=spec.name),
+        "mode": mode_name(efficiency),
         "parameters": model.num_parameters(),
         "parameters_stored": sum(math.prod(p.shape) for _, p in model.named_parameters()),
         **_traffic(trace, tp),

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tpsim.efficiency import Efficiency, mode_name
 from tpsim.errors import LayoutError
 from tpsim.hardware import device_spec
 from tpsim.mesh import Mesh
@@ -76,6 +77,7 @@ def analyse_stage(
     topology,
     exact: bool = True,
     cache: dict | None = None,
+    efficiency: str | Efficiency = "peak",
 ) -> dict:
     """`analyse` of a `layers`-layer stage (with the embedding and the output layer) on t devices.
 
@@ -83,10 +85,10 @@ def analyse_stage(
     bytes, counts, times and memory of L layers are those of 1 plus (L - 1) times the second's;
     the tests check it against the full run.
     """
-    key = (cfg, tp, sp, layers, str(device), id(topology), exact)
+    key = (cfg, tp, sp, layers, str(device), id(topology), exact, efficiency)
     if cache is not None and key in cache:
         return cache[key]
-    kw = dict(device=device, topology=topology, tied_embeddings=cfg.tied_embeddings)
+    kw = dict(device=device, topology=topology, tied_embeddings=cfg.tied_embeddings, efficiency=efficiency)
     if exact or layers <= 2:
         out = analyse(cfg.with_(num_layers=layers), tp, sp, **kw)
     else:
@@ -138,10 +140,12 @@ def analyse_layout(
     exact: bool = True,
     cache: dict | None = None,
     recompute: str = "none",
+    efficiency: str | Efficiency = "peak",
 ) -> dict:
     """Traffic, memory and time per device of one training step of `config` laid out as `layout`.
 
     `topology`: a Topology with at least layout.devices devices (e.g. presets.multi_node).
+    `efficiency`: the mode the stage's compute is priced in ("peak" or "realistic"), named as `mode`.
     """
     cfg = resolve(config)
     if micro_batch is not None:
@@ -160,6 +164,7 @@ def analyse_layout(
         topology=topology,
         exact=exact,
         cache=cache,
+        efficiency=efficiency,
     )
     itemsize = np.dtype(cfg.dtype).itemsize
     params = stage["memory"]["weights"] // itemsize  # this device's share of the stage
@@ -196,6 +201,7 @@ def analyse_layout(
         "sequence_parallel": layout.sp,
         "devices": layout.devices,
         "device": spec.name,
+        "mode": mode_name(efficiency),
         "topology": topology.name,
         "tp_inside_node": _tp_inside_node(topology, layout.tp),
         "global_batch": global_batch,

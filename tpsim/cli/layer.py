@@ -4,6 +4,7 @@ memory and time per device.
     tpsim layer mlp --hidden 12288 --tp 8                 Megatron's MLP (column -> GeLU -> row)
     tpsim layer attention --hidden 12288 --heads 96 --tp 8 --sp
     tpsim layer block --model gpt3-175b --tp 8            a whole transformer layer, GPT-3's shapes
+    tpsim layer block --model gpt3-175b --realistic       ... with GEMM efficiency (tpsim/efficiency.py)
 
 The TP group runs on --device's standard node (default h100: dgx-h100) unless --topology.
 x is (seq, batch, hidden): replicated on the TP ranks, or split by sequence with --sp.
@@ -14,6 +15,7 @@ from __future__ import annotations
 from tpsim import Mesh, Replicate, Shard, distribute, meta
 from tpsim.cli.args import add_command, add_device_flags, add_output_flags, choice, model_name, positive_int
 from tpsim.cli.node import choose
+from tpsim.efficiency import mode_note
 from tpsim.errors import ShapeError
 from tpsim.nn import ParallelAttention, ParallelMLP, TransformerBlock, comm_table, utilisation
 from tpsim.nn.comm_table import totals
@@ -40,6 +42,12 @@ def register(sub) -> None:
         default=None,
         type=choice(("bfloat16", "float16", "float32"), "dtype"),
         help="default bfloat16, or the model's",
+    )
+    p.add_argument(
+        "--realistic",
+        action="store_true",
+        help="price compute with the device's GEMM efficiency and memory-bound kernels (tpsim/efficiency.py) "
+        "instead of the datasheet roofline (mode peak, the default)",
     )
     add_device_flags(p)
     add_output_flags(p)
@@ -83,7 +91,8 @@ def run(args) -> tuple[dict, str]:
     _check(args.kind, s, t, args.sp)
     machine = choose(args, t)
     topo, note, spec = machine.topology, machine.note, machine.spec
-    mesh = Mesh(t, names=("tp",), topology=topo, memory=UNBOUNDED, device=spec)
+    mode = "realistic" if args.realistic else "peak"
+    mesh = Mesh(t, names=("tp",), topology=topo, memory=UNBOUNDED, device=spec, efficiency=mode)
     kw = dict(init=None, dtype=s["dtype"], sequence_parallel=args.sp, name=args.kind)
     module: ParallelMLP | ParallelAttention | TransformerBlock
     if args.kind == "mlp":
@@ -108,6 +117,7 @@ def run(args) -> tuple[dict, str]:
         "topology": topo.name,
         "topology_note": note,
         "device": spec.name,
+        "mode": mode,
         "machine": machine.record(),
         "communication": [vars(r) for r in rows],
         "totals": totals(rows),
@@ -155,7 +165,7 @@ def _text(r: dict, rows) -> str:
             )
         ],
         ("forward", "backward", "compute", "communication", "comm share"),
-        "Time per device (compute and collectives do not overlap)",
+        f"Time per device (mode {r['mode']}: {mode_note(r['mode'])}; compute and collectives do not overlap)",
     )
     parts = [r["machine"]["line"], head, format_comm_table(rows, "Communication per device"), mem, time]
     if r["topology_note"]:

@@ -17,6 +17,7 @@ from tpsim.cli.args import add_command, model_name, positive_int
 from tpsim.cli.model import add_layout_flags
 from tpsim.cli.node import choose
 from tpsim.cli.progress import bar
+from tpsim.efficiency import mode_note
 from tpsim.nn.config import resolve
 from tpsim.plan import compare
 from tpsim.report import fmt_bytes, fmt_time, table
@@ -33,6 +34,11 @@ def register(sub) -> None:
     p.add_argument("--exact", action="store_true", help="simulate every layer of every stage")
     p.add_argument("--top", type=positive_int, help="show only the first N rows")
     p.add_argument("--keep-unfit", action="store_true", help="rank layouts that do not fit memory too")
+    p.add_argument(
+        "--realistic",
+        action="store_true",
+        help="price compute with the device's GEMM efficiency (tpsim/efficiency.py), not the datasheet peak",
+    )
     p.set_defaults(func=run)
 
 
@@ -55,6 +61,7 @@ def run(args) -> tuple[dict, str]:
             progress=update,
             recompute=args.recompute,
             drop_unfit=not args.keep_unfit,
+            efficiency="realistic" if args.realistic else "peak",
         )
     result["topology_note"] = machine.note
     result["machine"] = machine.record()
@@ -86,7 +93,7 @@ def text(r: dict) -> str:
     title = (
         f"{r['model']} on {r['devices']} devices ({r['topology']}), global batch {r['global_batch']}, "
         f"{r['schedule']}{', ZeRO-1' if r['zero1'] else ''}: per device, per step "
-        "(mode peak: datasheet roofline)"
+        f"(mode {r['mode']}: {mode_note(r['mode'])})"
     )
     head = (
         "#",

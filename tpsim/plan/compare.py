@@ -65,11 +65,13 @@ def compare(
     progress: Callable[[int, int, str], None] | None = None,
     recompute: str = "none",
     drop_unfit: bool = False,
+    efficiency: str = "peak",
 ) -> dict:
     """Analyse every layout; rows ranked (rank 1 = fastest that fits), plus the layouts left out.
 
     exact=False simulates 1 and 2 layers per stage and extends linearly (see layout.analyse_stage).
     drop_unfit moves the layouts that do not fit device memory from rows to "dropped", with why.
+    efficiency: the mode the stages' compute is priced in ("peak" or "realistic"), named as "mode".
     """
     cfg = resolve(config)
     if micro_batch is not None:
@@ -98,6 +100,7 @@ def compare(
                 exact=exact,
                 cache=cache,
                 recompute=recompute,
+                efficiency=efficiency,
             )
         )
     if progress:
@@ -124,6 +127,7 @@ def compare(
         "dropped": dropped,
         "why": explain(rows),
         "recompute": recompute,
+        "mode": efficiency,
     }
 
 

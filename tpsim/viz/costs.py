@@ -160,6 +160,7 @@ def efficiency_curve(
     device="h100",
     topology: str | Sequence[str] | Callable | None = None,
     ax=None,
+    efficiency: str = "peak",
 ):
     """Predicted TP efficiency T_1 / (t T_t) of one transformer layer against the TP degree t.
 
@@ -172,6 +173,8 @@ def efficiency_curve(
         topology: a topology preset name, a list of them (one line each), a function t -> Topology, or
             None for the device's standard node.
         ax: axes to draw into; None makes a new figure.
+        efficiency: the mode compute is priced in, "peak" or "realistic" (tpsim/efficiency.py); the
+            title names it.
 
     Returns:
         The Figure; each line's y-data are the `efficiency` column of `tp_efficiency(...)` rows, its
@@ -189,7 +192,7 @@ def efficiency_curve(
     fig, ax = new_axes(ax, (5.6, 3.8))
     xs: list[int] = []
     for topo in topologies:
-        rows = tp_efficiency(build, degrees, device=device, topology=topo)
+        rows = tp_efficiency(build, degrees, device=device, topology=topo, efficiency=efficiency)
         label = rows[-1]["topology"] if topo is None or callable(topo) else str(topo)
         xs = [r["tp"] for r in rows]
         ax.plot(xs, [r["efficiency"] for r in rows], marker="o", label=label, gid=f"efficiency {label}")
@@ -202,5 +205,5 @@ def efficiency_curve(
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"TP efficiency of one {name} layer{' (SP)' if sp else ''} on {device}, fwd + bwd, "
-                 "no overlap", fontsize=9)
+                 f"no overlap, mode {efficiency}", fontsize=9)
     return fig

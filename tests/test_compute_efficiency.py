@@ -171,7 +171,9 @@ def test_shape_only_and_real_valued_runs_record_the_same_times(mode, kind):
             block, shape = gpt_block(mesh, s, b, h, a, ffn, dtype, init=init)
         else:
             block, shape = llama_block(mesh, s, b, h, a, 2, ffn, dtype, init=init)
-        data = (rng.standard_normal(shape, np.float32), rng.standard_normal(shape, np.float32)) if real else None
+        data = (
+            (rng.standard_normal(shape, np.float32), rng.standard_normal(shape, np.float32)) if real else None
+        )
         run(mesh, block, shape, dtype, data=data)
         records.append([(o.device, o.name, o.gemm, o.mode, o.start, o.end) for o in mesh.trace.compute])
     assert records[0] == records[1]
@@ -190,7 +192,9 @@ def test_timeline_and_trace_name_the_mode():
     assert {e["mode"] for e in events} == {"realistic"}
     assert {e["name"] for e in events if e["gemm"] is not None} >= {"linear", "attention_scores"}
     args = [e["args"] for e in mesh.trace.to_chrome_trace()["traceEvents"] if e.get("cat") == "compute"]
-    assert {a["kind"] for a in args} == {"gemm", "memory-bound"} and {a["mode"] for a in args} == {"realistic"}
+    assert {a["kind"] for a in args} == {"gemm", "memory-bound"} and {a["mode"] for a in args} == {
+        "realistic"
+    }
 
     def build(m):
         blk, shp = gpt_block(m, 128, 1, 256, 4, 1024, "bfloat16")
@@ -208,7 +212,9 @@ def test_layer_cli_realistic_reaches_the_mesh():
 
     out = {}
     for flag in ([], ["--realistic"]):
-        args = build_parser().parse_args(["layer", "mlp", "--hidden", "1024", "--tp", "2", "--seq", "512", *flag])
+        args = build_parser().parse_args(
+            ["layer", "mlp", "--hidden", "1024", "--tp", "2", "--seq", "512", *flag]
+        )
         out[bool(flag)], text = args.func(args)
         assert f"mode {out[bool(flag)]['mode']}:" in text
     assert (out[False]["mode"], out[True]["mode"]) == ("peak", "realistic")

@@ -128,9 +128,7 @@ class GroupedQueryAttention(Module):
         )
         del dmerged
         m = self.layout.n_local // self.layout.kv_local
-        dv = self.local(
-            "attention_dv", lambda p, c: _summed(m, mha._dv(p, c)), probs, dctx, placements=heads
-        )
+        dv = self.local("attention_dv", lambda p, c: _summed(m, mha._dv(p, c)), probs, dctx, placements=heads)
         vr = self._repeat(v, heads)
         dprobs = self.local("attention_dprobs", mha._dprobs, dctx, vr, placements=heads)
         del dctx, vr

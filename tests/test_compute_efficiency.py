@@ -26,7 +26,7 @@ from tpsim.nn.config import GPTConfig
 from tpsim.nn.llama import LlamaBlock
 from tpsim.plan.cluster import CLUSTERS
 from tpsim.plan.iteration import layer_times
-from tpsim.plan.kernels import layer_gemms
+from tpsim.plan.kernels import backward_gemms, layer_gemms
 
 DEVICES = sorted(EFFICIENCIES)  # the devices with efficiency parameters
 UNBOUNDED = 1 << 62
@@ -96,6 +96,27 @@ def test_gpt_layer_forward_gemms_are_the_closed_form_layer_times(c):
     for d in range(t):
         assert gemm_seconds(mesh, d) == pytest.approx(closed["forward_gemm"], rel=1e-12)
     assert closed["forward_gemm"] == pytest.approx(by_hand, rel=1e-12)
+
+
+@given(gpt_shapes())
+def test_gpt_layer_backward_gemms_are_the_closed_forms_up_to_dw_orientation(c):
+    """Backward runs dX and dW of each forward GEMM (kernels.backward_gemms).  The simulator computes a
+    linear's dW as dY^T X, (out, in) as Megatron stores the weight, and attention's dK as dS^T Q; the
+    closed form writes them (in, out) and (d, s): the same GEMMs with m and n swapped.  So the shapes
+    agree as (batch, k, {m, n}), and the FLOPs exactly."""
+    t, s, b, h, a, ffn = (c[k] for k in ("t", "s", "b", "h", "a", "ffn"))
+    mesh = Mesh(t, device=c["device"], memory=UNBOUNDED, efficiency="realistic")
+    block, shape = gpt_block(mesh, s, b, h, a, ffn, c["dtype"])
+    run(mesh, block, shape, c["dtype"], backward=False)
+    forward_ops = len(mesh.trace.compute)
+    y_shape = (s, b, h)
+    block.backprop(distribute(meta(y_shape, c["dtype"]), mesh, [Replicate()]))
+    sim = [op.gemm for op in mesh.trace.compute[forward_ops:] if op.device == 0 and op.gemm is not None]
+    closed = backward_gemms(layer_gemms(s, b, h, a, t, ffn))
+    assert sorted((g.batch, g.k, *sorted((g.m, g.n))) for g in sim) == sorted(
+        (bt, k, *sorted((m, n))) for _, bt, m, n, k in closed
+    )
+    assert sum(g.flops for g in sim) == sum(2 * bt * m * n * k for _, bt, m, n, k in closed)
 
 
 @given(

@@ -490,7 +490,7 @@ def markdown(results: dict) -> str:
     lines += [
         "",
         f"GPT-3 run: {g['what']}." + (f" (fallback: {g['fallback_reason']})" if g["fallback_reason"] else ""),
-        "Predicted step on 8 x H100: " + ", ".join(
+        "Predicted step on 8 x H100 (mode peak: datasheet roofline): " + ", ".join(
             f"{'SP' if r['sequence_parallel'] else 'no SP'} {r['result']['time']['step'] * 1e3:.0f} ms, "
             f"peak memory {r['result']['memory']['peak'] / 2**30:.1f} GiB"
             for r in g["runs"].values()
@@ -509,7 +509,7 @@ def markdown(results: dict) -> str:
             else "."
         ),
         "",
-        f"Predicted step time of this MLP on 8 x H100 over NVLink (the time model): "
+        f"Predicted step time of this MLP on 8 x H100 over NVLink (the time model, mode peak): "
         f"{m['predicted_step_s_8xh100_nvlink'] * 1e3:.2f} ms.",
         "",
         f"## Where a tpsim MLP step spends its time (cProfile, one step, {m['profile']['total_s']:.2f} s)",

@@ -175,7 +175,7 @@ def analyse(
     bytes_sent      bytes put on links, forward and backward
     collectives     {direction: {kind: {"count", "bytes"}}}, bytes as nccl-tests' size S
     time            forward, backward, step: the per-device timeline (mesh.clock), on which compute
-                    (roofline per op) and collectives run one after another, with no overlap;
+                    (per op, in the `efficiency` mode) and collectives run one after another, with no overlap;
                     compute and comm: the parts of the step spent in each
     memory          weights; grads (after backward, in the model's dtype: no fp32 main grads, no
                     optimizer state); activations (saved for backward, after forward); comm (the

@@ -283,20 +283,19 @@ a, b2, c = (steps[name]["realistic"] for name in cases)
 ring_cluster = dataclasses.replace(dgx_h100, nics=1, name="one NIC per node: a single ring's crossing")
 one_ring_r = iteration(cfg, Layout(tp=16), cluster=ring_cluster, mode="realistic", **run)
 mem_a, mem_b = a["memory"], b2["memory"]
+no_adam = {k: m["weights"] + m["grads"] + m["activations"] for k, m in (("a", mem_a), ("b", mem_b))}
 display(Markdown(
-    f"Weights, gradients and activations alone: TP = 8 needs "
-    f"{fmt_bytes(mem_a['weights'] + mem_a['grads'] + mem_a['activations'])} of an H100's "
-    f"{fmt_bytes(mem_a['capacity'])}, TP = 16 "
-    f"{fmt_bytes(mem_b['weights'] + mem_b['grads'] + mem_b['activations'])}.  "
+    f"Weights, gradients and activations alone: TP = 8 needs {fmt_bytes(no_adam['a'])} of an H100's "
+    f"{fmt_bytes(mem_a['capacity'])}, TP = 16 {fmt_bytes(no_adam['b'])}"
+    f"{' (which would fit)' if no_adam['b'] <= mem_b['capacity'] else ''}.  "
     f"But training also keeps Adam's state: with mixed precision 16 B per parameter (bf16 weights and "
     f"gradients, fp32 master copy, m and v), {fmt_bytes(mem_b['optimizer'])} more per GPU at TP = 16, so it "
     f"{'fits' if mem_b['fits'] else '**does not fit** either'} ({fmt_bytes(mem_b['total'])}).  And across "
     f"InfiniBand, with every NIC in use, its TP communication grows from {fmt_time(a['time']['tp_comm'])} to "
-    f"{fmt_time(b2['time']['tp_comm'])} per iteration (realistic mode), the iteration "
-    f"{b2['time']['iteration'] / a['time']['iteration']:.2f}× as long as TP = 8's; on NVLink the same "
-    f"TP = 16 "
-    f"would "
-    f"communicate for {fmt_time(c['time']['tp_comm'])}.  Through one NIC per node (a single ring), the "
+    f"{fmt_time(b2['time']['tp_comm'])} per iteration (realistic mode), so twice the GPUs lift the iteration "
+    f"only {a['time']['iteration'] / b2['time']['iteration']:.2f}× and each GPU's MFU falls from "
+    f"{a['mfu']:.1%} to {b2['mfu']:.1%}; on NVLink the same TP = 16 would communicate for "
+    f"{fmt_time(c['time']['tp_comm'])} (MFU {c['mfu']:.1%}).  Through one NIC per node (a single ring), the "
     f"communication would be {fmt_time(one_ring_r['time']['tp_comm'])}, "
     f"{one_ring_r['time']['tp_comm'] / b2['time']['tp_comm']:.1f}× too much.  So Megatron keeps TP inside a "
     "node and adds the other GPUs another way: data or pipeline parallelism, which also divide the Adam "

@@ -10,8 +10,9 @@
 #   flow from stage to stage, and the stages wait for each other at the start and end of a step.
 #
 # Each pays in a different currency: bytes, memory, or idle time.  This lesson counts all three on one
-# toy model, states the rules, then compares them on GPT-3 13B with `tpsim.plan`, which runs every part
-# (TP's layers, DP's all-reduce, PP's sends, the pipeline schedule) through the simulator.
+# toy model, states the rules, then compares them on GPT-3 13B with `tpsim.plan`: the simulator counts the
+# bytes (TP's layers, DP's all-reduce, PP's sends), and the iteration model prices the time and the memory,
+# naming what it assumes.
 
 # %%
 import matplotlib.pyplot as plt

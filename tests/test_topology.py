@@ -297,3 +297,12 @@ def test_topology_does_not_import_presets() -> None:
             f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names
         }
         assert not {x for x in names if "presets" in x or "nodes" in x}, path
+
+
+def test_a_dgx_h100_node_leaves_through_all_eight_nics() -> None:
+    """Issue 14: a node's cross-node traffic may use all of its 8 x 400 Gb/s NICs; the preset gives every GPU
+    its own (the single ring of lesson 8 used 2 of 16 because of its schedule, not of the preset)."""
+    t = preset("dgx-h100", 16)
+    nics = [x for x in t.links if x.name.startswith("nic-out")]
+    assert len(nics) == 16 and {x.bandwidth for x in nics} == {400e9 / 8}
+    assert len({t.path(i, i + 8)[0].name for i in range(8)}) == 8  # GPU i to its twin: NIC i

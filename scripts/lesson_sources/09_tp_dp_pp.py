@@ -10,8 +10,9 @@
 #   flow from stage to stage, and the stages wait for each other at the start and end of a step.
 #
 # Each pays in a different currency: bytes, memory, or idle time.  This lesson counts all three on one
-# toy model, states the rules, then compares them on GPT-3 13B with `tpsim.plan`, which runs every part
-# (TP's layers, DP's all-reduce, PP's sends, the pipeline schedule) through the simulator.
+# toy model, states the rules, then compares them on GPT-3 13B with `tpsim.plan`: the simulator counts the
+# bytes (TP's layers, DP's all-reduce, PP's sends), and the iteration model prices the time and the memory,
+# naming what it assumes.
 
 # %%
 import matplotlib.pyplot as plt
@@ -19,7 +20,11 @@ from IPython.display import Markdown, display
 
 from tpsim import presets
 from tpsim.nn.config import PRESETS
-from tpsim.plan import Layout, analyse_layout, bubble_fraction, compare, simulate
+from tpsim.nodes import NODES
+from tpsim.plan import Layout, analyse_layout, bubble_fraction, enumerate_layouts, simulate
+from tpsim.plan.assumptions import describe, sources
+from tpsim.plan.cluster import from_node
+from tpsim.plan.iteration import iteration
 from tpsim.report import fmt_bytes, fmt_time
 
 # %% [markdown]
@@ -120,13 +125,24 @@ for m in (1, 4, 8, 16, 32, 64):
 # ## 4. One model in numbers: GPT-3 13B on one node of 8 H100s
 #
 # GPT-3 13B (40 layers, h = 5120, 40 heads, s = 2048, micro-batches of 1), a global batch of 64 sequences,
-# bfloat16 weights and gradients and Adam's fp32 state (16 bytes per parameter, no ZeRO), on one NVLink node.
-# For each layout `analyse_layout` simulates the stage's layers with TP (every collective and op of one
-# micro-batch), the pipeline schedule, the PP sends and the DP all-reduce.  The time model does not overlap
-# communication with compute, so the times favour no one.
+# bfloat16 weights and gradients and Adam's fp32 state (16 bytes per parameter, no ZeRO), on one DGX H100.
+# Two tools, each for what it does best:
+#
+# - the bytes each device sends come from `analyse_layout`, which runs the stage's layers with TP (every
+#   collective of one micro-batch), the PP sends and the DP all-reduce through the simulator;
+# - the time and the memory come from `tpsim.plan.iteration`, the closed-form model of one training
+#   iteration: every GEMM and memory-bound kernel priced at the datasheet peak (`peak`) or with the H100's
+#   measured GEMM efficiency (`realistic`, `tpsim.efficiency`), TP's collectives on the critical path, the
+#   pipeline schedule run with those times, the DP all-reduce and the optimizer step; memory from
+#   `tpsim.plan.memory_train`.
+#
+# Both modes are printed side by side, and the lines under each table name every assumption.
 
 # %%
+cfg = PRESETS["gpt3-13b"]
 node = presets.nvlink_node(8)
+dgx_h100 = from_node(NODES["dgx-h100"])
+RUN = dict(global_batch=64, micro_batch=1, recompute="none", kernels="fused")
 cases = {
     "TP8": Layout(tp=8),
     "TP8 + SP": Layout(tp=8, sp=True),
@@ -134,75 +150,146 @@ cases = {
     "PP8": Layout(tp=1, pp=8),
     "TP2 DP2 PP2": Layout(tp=2, dp=2, pp=2),
 }
-rows = {name: analyse_layout("gpt3-13b", lay, topology=node, global_batch=64) for name, lay in cases.items()}
+traffic = {name: analyse_layout(cfg, lay, topology=node, global_batch=64)["traffic_per_device"]
+           for name, lay in cases.items()}
 
 
-def show(rows):
-    print("step times: compute and links at datasheet peak, no overlap")
-    print(f"{'':12s} {'step':>8} {'bubble':>7} {'TP bytes':>10} {'DP bytes':>10} {'PP bytes':>10} "
-          f"{'memory':>10} {'fits':>5}")
-    for name, r in rows.items():
-        tr, mem = r["traffic_per_device"], r["memory_per_device"]
-        bubble = max(0.0, r["time"]["bubble"])  # a float rounding can leave -0.0
-        print(f"{name:12s} {fmt_time(r['time']['step']):>8} {bubble:>7.1%} {fmt_bytes(tr['tp']):>10} "
-              f"{fmt_bytes(tr['dp']):>10} {fmt_bytes(tr['pp']):>10} {fmt_bytes(mem['total']):>10} "
-              f"{mem['fits']!s:>5}")
+def priced(layout, cluster, **options):
+    """{mode: iteration result} of `layout`, peak and realistic, with RUN's settings unless overridden."""
+    return {mode: iteration(cfg, layout, cluster=cluster, mode=mode, **{**RUN, **options})
+            for mode in ("peak", "realistic")}
 
 
-show(rows)
-
-# %%
-dp8, tp8, pp8 = rows["DP8"], rows["TP8"], rows["PP8"]
-display(Markdown(
-    f"- **DP8 does not fit**: every GPU holds all {dp8['parameters_per_device']:,} parameters at "
-    f"{dp8['memory_per_device']['bytes_per_parameter']:.0f} bytes each plus activations, "
-    f"{fmt_bytes(dp8['memory_per_device']['total'])} against "
-    f"{fmt_bytes(dp8['memory_per_device']['capacity'])}.\n"
-    f"- **TP8 moves the most bytes**: {fmt_bytes(tp8['traffic_per_device']['tp'])} per GPU per step, "
-    f"{tp8['traffic_per_device']['tp'] / pp8['traffic_per_device']['pp']:.0f}× PP8's "
-    f"{fmt_bytes(pp8['traffic_per_device']['pp'])}; each micro-batch waits for "
-    f"{fmt_time(tp8['time']['microbatch_tp_comm'])} of collectives.\n"
-    f"- **PP8 idles**: {pp8['time']['bubble']:.1%} of its step is bubble with m = {pp8['microbatches']} "
-    f"micro-batches, and its first stage holds {pp8['memory_per_device']['microbatches_held']} "
-    f"micro-batches of activations at once."
-))
+rows = {name: priced(lay, dgx_h100) for name, lay in cases.items()}
+print(f"{'':12s} {'peak':>8} {'realistic':>9} {'bubble':>7} {'TP bytes':>10} {'DP bytes':>10} "
+      f"{'PP bytes':>10} "
+      f"{'MFU':>6}")
+for name, r in rows.items():
+    real, tr = r["realistic"], traffic[name]
+    bubble = real["time"]["pp_bubble"] / real["time"]["iteration"]
+    print(f"{name:12s} {fmt_time(r['peak']['time']['iteration']):>8} "
+          f"{fmt_time(real['time']['iteration']):>9} "
+          f"{bubble:>7.1%} {fmt_bytes(tr['tp']):>10} {fmt_bytes(tr['dp']):>10} {fmt_bytes(tr['pp']):>10} "
+          f"{real['mfu']:>6.1%}")
+print("iteration time at datasheet peak and at realistic efficiency; bubble and MFU: realistic; "
+      "bytes: simulated")
+print("assumptions:", describe(rows["TP8"]["realistic"], dgx_h100))
+for line in sources("h100", dgx_h100):
+    print(" ", line)
 
 # %% [markdown]
-# `tpsim.plan.compare` tries every layout whose degrees divide the model and the node, and ranks the ones
-# that fit by step time (this is what the `tpsim compare` command prints):
+# Whether a layout **fits** is counted the way training fills a GPU: the weights, their gradients,
+# mixed-precision Adam's fp32 master copy and its two moments (the optimizer state, 12 B per parameter),
+# and the activations the heaviest stage holds at once, against the H100's memory:
 
 # %%
-ranked = compare("gpt3-13b", 8, node, global_batch=64)
-print("step times at datasheet peak, no overlap")
-for r in ranked["rows"][:6]:
-    print(f"{r['rank']:>2}. {r['layout']:18s} {fmt_time(r['time']['step']):>8}  "
-          f"{r['time']['tokens_per_s']:>9,.0f} tokens/s  fits: {r['memory_per_device']['fits']}")
-print(f"left out: {len(ranked['skipped'])} layouts, e.g. {ranked['skipped'][0]['layout']}: "
-      f"{ranked['skipped'][0]['reason']}" if ranked["skipped"] else "left out: none")
+print(f"{'':12s} {'weights':>10} {'grads':>10} {'optimizer':>10} {'activations':>12} {'total':>11} "
+      f"{'of':>10} "
+      f"{'fits':>5}")
+for name, r in rows.items():
+    mem = r["realistic"]["memory"]
+    print(f"{name:12s} {fmt_bytes(mem['weights']):>10} {fmt_bytes(mem['grads']):>10} "
+          f"{fmt_bytes(mem['optimizer']):>10} {fmt_bytes(mem['activations']):>12} "
+          f"{fmt_bytes(mem['total']):>11} "
+          f"{fmt_bytes(mem['capacity']):>10} {mem['fits']!s:>5}")
+print("memory: bf16 weights 2 B + grads 2 B + fp32 master, m, v 12 B per parameter, ZeRO-1 off; "
+      "recompute none; micro-batch 1; 1F1B")
+
+# %%
+dp8, tp8, pp8 = (rows[k]["realistic"] for k in ("DP8", "TP8", "PP8"))
+m_dp8 = dp8["memory"]
+per_param = (m_dp8["weights"] + m_dp8["grads"] + m_dp8["optimizer"]) / m_dp8["parameters"]
+display(Markdown(
+    f"- **DP8 does not fit**: every GPU holds all {m_dp8['parameters']:,.0f} parameters at "
+    f"{per_param:.0f} bytes "
+    f"each ({fmt_bytes(m_dp8['optimizer'])} of it optimizer state) plus activations, "
+    f"{fmt_bytes(m_dp8['total'])} against {fmt_bytes(m_dp8['capacity'])}.\n"
+    f"- **TP8 moves the most bytes**: {fmt_bytes(traffic['TP8']['tp'])} per GPU per step, "
+    f"{traffic['TP8']['tp'] / traffic['PP8']['pp']:.0f}× PP8's {fmt_bytes(traffic['PP8']['pp'])}; each "
+    f"micro-batch waits for {fmt_time(tp8['time']['tp_comm'] / tp8['microbatches'])} of collectives "
+    f"({tp8['time']['tp_comm'] / tp8['time']['iteration']:.0%} of the realistic iteration).\n"
+    f"- **PP8 idles**: {pp8['time']['pp_bubble'] / pp8['time']['iteration']:.1%} of its realistic "
+    f"iteration is "
+    f"bubble with m = {pp8['microbatches']} micro-batches, and its first stage holds "
+    f"{pp8['memory']['microbatches_held']:g} micro-batches of activations at once."
+))
+assert not m_dp8["fits"] and rows["TP8"]["realistic"]["memory"]["fits"]
+
+# %% [markdown]
+# `tpsim.plan.enumerate_layouts` lists every layout whose degrees divide the model and the node; ranked
+# below by realistic iteration time, the layouts that fit first.  The peak column and its rank show how much
+# the ranking depends on the efficiency model: the peak mode prices every GEMM at the datasheet's FLOP/s,
+# whatever its shape, while the realistic mode lets a GEMM's shape decide how close to it it gets.
+
+
+# %%
+def ranked(devices, topology, cluster):
+    layouts, skipped = enumerate_layouts(cfg, devices, topology, global_batch=64)
+    out = [(str(lay), priced(lay, cluster)) for lay in layouts]
+    peak_order = sorted(out, key=lambda x: (not x[1]["peak"]["memory"]["fits"],
+                                            x[1]["peak"]["time"]["iteration"]))
+    peak_rank = {name: i for i, (name, _) in enumerate(peak_order, 1)}
+    out.sort(key=lambda x: (not x[1]["realistic"]["memory"]["fits"], x[1]["realistic"]["time"]["iteration"]))
+    return out, peak_rank, skipped
+
+
+ranked8, peak_rank8, skipped8 = ranked(8, node, dgx_h100)
+print(f"{'':22s} {'realistic':>9} {'tokens/s':>9} {'MFU':>6} {'peak':>8} {'peak rank':>9} {'fits':>5}")
+for i, (name, r) in enumerate(ranked8[:6], 1):
+    real = r["realistic"]
+    print(f"{i:>2}. {name:18s} {fmt_time(real['time']['iteration']):>9} {real['tokens_per_s']:>9,.0f} "
+          f"{real['mfu']:>6.1%} {fmt_time(r['peak']['time']['iteration']):>8} {peak_rank8[name]:>9} "
+          f"{real['memory']['fits']!s:>5}")
+print("assumptions:", describe(ranked8[0][1]["realistic"], dgx_h100))
+stretch = {name: r["realistic"]["time"]["iteration"] / r["peak"]["time"]["iteration"] for name, r in ranked8}
+moved = [name for i, (name, _) in enumerate(ranked8, 1) if peak_rank8[name] != i]
+lo, hi = min(stretch, key=stretch.get), max(stretch, key=stretch.get)
+print(f"realistic / peak iteration time: from {stretch[lo]:.2f}x ({lo}) to {stretch[hi]:.2f}x ({hi}); "
+      f"{len(moved)} of {len(ranked8)} layouts rank differently at peak")
+print(f"left out: {len(skipped8)} layouts, e.g. {skipped8[0][0]}: {skipped8[0][1]}" if skipped8
+      else "left out: none")
 
 # %% [markdown]
 # ## 5. Two nodes
 #
-# On 16 GPUs over two nodes, the planner keeps TP inside a node (lesson 8) and spreads DP and PP across:
+# On 16 GPUs over two DGX H100s (the cluster model's rings share all 8 NICs of a node, lesson 8), the
+# degrees that `enumerate_layouts` allows keep TP inside a node and spread DP and PP across:
 
 # %%
 two_nodes = presets.multi_node(2, 8)
-ranked16 = compare("gpt3-13b", 16, two_nodes, global_batch=64)
-print("step times at datasheet peak, no overlap")
-for r in ranked16["rows"][:5]:
-    tr = r["traffic_per_device"]
-    print(f"{r['rank']:>2}. {r['layout']:18s} {fmt_time(r['time']['step']):>8}  "
-          f"TP {fmt_bytes(tr['tp']):>10}  DP {fmt_bytes(tr['dp']):>10}  PP {fmt_bytes(tr['pp']):>10}")
-across = analyse_layout("gpt3-13b", Layout(tp=8, dp=2), topology=two_nodes, global_batch=64)
-best = ranked16["rows"][0]
-display(Markdown(
-    f"The fastest layout, {best['layout']}, takes {fmt_time(best['time']['step'])} per step; "
-    f"TP8 × DP2 takes {fmt_time(across['time']['step'])}.  Remember the model's limits: no overlap of "
-    "communication with compute (Megatron overlaps DP's all-reduce with the backward pass, and some of "
-    "TP's), "
-    "one micro-batch size, and no activation recomputation.  The ranking is a starting point to measure, "
-    "not a verdict."
-))
+ranked16, peak_rank16, _ = ranked(16, two_nodes, dgx_h100)
+print(f"{'':22s} {'realistic':>9} {'peak':>8} {'peak rank':>9} {'DP comm':>8} {'PP comm':>8} {'bubble':>8}")
+for i, (name, r) in enumerate(ranked16[:5], 1):
+    tm = r["realistic"]["time"]
+    print(f"{i:>2}. {name:18s} {fmt_time(tm['iteration']):>9} {fmt_time(r['peak']['time']['iteration']):>8} "
+          f"{peak_rank16[name]:>9} {fmt_time(tm['dp_comm']):>8} {fmt_time(tm['pp_comm']):>8} "
+          f"{fmt_time(tm['pp_bubble']):>8}")
+print("assumptions:", describe(ranked16[0][1]["realistic"], dgx_h100))
+
+# %% [markdown]
+# Every figure above rests on the same settings: no overlap, no recomputation, no ZeRO.  Changing them changes
+# the times, the memory and the ranking, which is why each line names them.  The fastest layout and TP8 × DP2,
+# each as above and with one setting changed:
+
+# %%
+best_name = ranked16[0][0]
+best = next(lay for lay in enumerate_layouts(cfg, 16, two_nodes, global_batch=64)[0] if str(lay) == best_name)
+variants = {"as above": {}, "DP overlap on": {"dp_overlap": True}, "ZeRO-1": {"zero1": True},
+            "recompute selective": {"recompute": "selective"}, "recompute full": {"recompute": "full"}}
+print(f"{'':18s} {'variant':20s} {'realistic':>9} {'peak':>8} {'DP comm':>8} {'memory':>10} {'fits':>5}")
+for lay in (best, Layout(tp=8, dp=2)):
+    for label, options in variants.items():
+        r = priced(lay, dgx_h100, **options)
+        real = r["realistic"]
+        print(f"{lay!s:18s} {label:20s} {fmt_time(real['time']['iteration']):>9} "
+              f"{fmt_time(r['peak']['time']['iteration']):>8} {fmt_time(real['time']['dp_comm']):>8} "
+              f"{fmt_bytes(real['memory']['total']):>10} {real['memory']['fits']!s:>5}")
+    print(f"  assumptions of 'as above': {describe(priced(lay, dgx_h100)['realistic'], dgx_h100)}")
+
+# %% [markdown]
+# What the model still leaves out: TP's collectives never overlap compute (Megatron overlaps some of them),
+# one micro-batch size, and the efficiency of a GEMM is a fitted curve, not a measurement of this model.  The
+# ranking is a starting point to measure, not a verdict.
 
 # %% [markdown]
 # ## Summary

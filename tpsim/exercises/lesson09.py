@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from tpsim import presets
 from tpsim.exercises.core import Exercise, Measured, Prediction
+from tpsim.hardware import device_spec
+from tpsim.nn.config import PRESETS
 from tpsim.plan import Layout, analyse_layout, simulate
+from tpsim.plan.memory_train import training_memory
 
 STAGES, MICROBATCHES = 4, 12
+GLOBAL_BATCH = 64  # 9.3: sequences per step, micro-batches of 1
 CHOICES = {"TP8": Layout(tp=8), "DP8": Layout(tp=1, dp=8), "PP8": Layout(tp=1, pp=8)}
 
 
@@ -41,19 +45,17 @@ def _bubble() -> Measured:
 
 
 def _does_not_fit() -> Measured:
-    node = presets.nvlink_node(8)
-    runs = {k: analyse_layout("gpt3-13b", lay, topology=node, global_batch=64) for k, lay in CHOICES.items()}
-    out = [k for k, r in runs.items() if not r["memory_per_device"]["fits"]]
-    (name,) = out
-    mem = runs[name]["memory_per_device"]
-    gib = {k: r["memory_per_device"]["total"] / 2**30 for k, r in runs.items()}
-    others = ", ".join(f"{k} {v:.1f} GiB" for k, v in gib.items() if k != name)
+    cfg, capacity = PRESETS["gpt3-13b"], device_spec("h100").memory
+    mems = {k: training_memory(cfg, lay, 1, GLOBAL_BATCH // lay.dp, capacity) for k, lay in CHOICES.items()}
+    (name,) = [k for k, mem in mems.items() if not mem["fits"]]
+    mem = mems[name]
+    parts = ", ".join(f"{k} {mem[k] / 2**30:.1f}" for k in ("weights", "grads", "optimizer", "activations"))
+    others = ", ".join(f"{k} {m['total'] / 2**30:.1f} GiB" for k, m in mems.items() if k != name)
     return Measured(
         name,
-        f"{name} needs {mem['total'] / 2**30:.1f} GiB per GPU "
-        f"({mem['bytes_per_parameter']:.0f} B per parameter "
-        f"for weights, grads and Adam, plus activations) against {mem['capacity'] / 2**30:.0f} GiB; "
-        f"the others need {others}.",
+        f"{name} needs {mem['total'] / 2**30:.1f} GiB per GPU ({parts} GiB: 16 B per parameter for bf16 "
+        f"weights and grads and Adam's fp32 master copy, m and v, plus activations; tpsim.plan.memory_train) "
+        f"against {capacity / 2**30:.0f} GiB; the others need {others}.",
     )
 
 
@@ -82,7 +84,8 @@ bubble = Exercise(
 )
 does_not_fit = Exercise(
     "9.3",
-    "GPT-3 13B, global batch 64, on one node of 8 H100s (80 GiB each), with Adam (16 bytes per parameter).  "
+    f"GPT-3 13B, global batch {GLOBAL_BATCH}, micro-batches of 1, on one node of 8 H100s (80 GiB each), "
+    "with Adam (16 bytes per parameter).  "
     "Which layout does not fit in memory?",
     measure=_does_not_fit,
     kind="choice",

@@ -117,3 +117,9 @@ def test_an_older_log_without_the_root_column_reads_alike():
     )
     (row,) = parse("# all_reduce_perf\n" + line + "\n")["rows"]
     assert row["time_s"] == pytest.approx(45.10e-6) and row["in_place_time_s"] == pytest.approx(44.87e-6)
+
+
+def test_mpirun_tagged_lines_read_alike():
+    """`mpirun --tag-output` prefixes every line with "[job,rank]<stdout>:"."""
+    tagged = "".join(f"[1,0]<stdout>:{line}\n" for line in log_text().splitlines())
+    assert parse(tagged) == parse(log_text())

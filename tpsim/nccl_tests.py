@@ -10,6 +10,8 @@ Older nccl-tests (before the root column) print no root, and the collectives wit
 print "none" as redop; `#wrong` may be "N/A" (run with -c 0).  Those lines are read alike: after the
 type, the redop word and the root (when present) are skipped, then eight columns follow.
 
+Lines tagged by `mpirun --tag-output` ("[1,0]<stdout>:") are read without the tag.
+
 `size` is the whole buffer in bytes (the output for all_gather, the input for reduce_scatter), which
 is the S of tpsim.collectives.costs.  The collective comes from the "Collective test starting" line
 or the binary's name; the ranks from the "#  Rank  i ..." lines (one per GPU).
@@ -22,11 +24,13 @@ from pathlib import Path
 
 from tpsim.errors import NcclTestsError
 
+_TAG = re.compile(r"^\[\d+,\d+\]<std(?:out|err)>:", flags=re.MULTILINE)  # mpirun --tag-output
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "reduce", "all_to_all")
 
 
 def parse(text: str, where: str = "nccl-tests output") -> dict:
     """{collective, ranks, rows: [{size, count, type, time_s, algbw, busbw, in_place_time_s}]}."""
+    text = _TAG.sub("", text)
     rows = []
     for line in text.splitlines():
         parts = line.split()

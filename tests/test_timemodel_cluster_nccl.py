@@ -93,6 +93,7 @@ def test_auto_picks_the_least_predicted_time(c, group, nbytes):
     times = {a: auto.predict(p, stride, nbytes, a) for a in auto.enabled()}
     assert auto.all_reduce(p, stride, nbytes) == min(times.values())
     assert times[auto.choose(p, stride, nbytes)] == min(times.values())
+    assert c.predict(p, stride, nbytes, "auto") == min(times.values())  # asked for, whatever c's own
     no_nvls = dataclasses.replace(auto, nvls=False)
     assert no_nvls.choose(p, stride, nbytes) in ("ring", "tree")
     assert no_nvls.all_reduce(p, stride, nbytes) == min(times["ring"], times["tree"])

@@ -93,7 +93,7 @@ class Cluster:
         """The all-reduce's parts under `algorithm` (default: the cluster's; "auto": its choice)."""
         algorithm = algorithm or self.algorithm
         if algorithm == "auto":
-            algorithm = self.choose(p, stride, nbytes)
+            algorithm = self._fastest(p, stride, nbytes)
         if algorithm not in self.enabled():
             raise AlgorithmError(f"all_reduce algorithm {algorithm!r}; valid: {', '.join(self.enabled())}")
         if p == 1:
@@ -138,8 +138,9 @@ class Cluster:
 
     def choose(self, p: int, stride: int, nbytes: float) -> str:
         """The cluster's algorithm; under "auto" the enabled one predicted fastest (first on a tie)."""
-        if self.algorithm != "auto":
-            return self.algorithm
+        return self._fastest(p, stride, nbytes) if self.algorithm == "auto" else self.algorithm
+
+    def _fastest(self, p: int, stride: int, nbytes: float) -> str:
         return min(self.enabled(), key=lambda a: self.predict(p, stride, nbytes, a))
 
     def all_reduce(self, p: int, stride: int, nbytes: float) -> float:

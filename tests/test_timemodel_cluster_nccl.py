@@ -57,7 +57,7 @@ def test_time_never_decreases_when_a_link_gets_slower(c, group, nbytes, knob, fa
     for f in ("all_reduce", "reduce_scatter"):
         fast_t, slow_t = getattr(c, f)(p, stride, nbytes), getattr(slow, f)(p, stride, nbytes)
         assert slow_t >= fast_t * (1 - 1e-12), (f, c.describe(), knob)
-    for a in c.enabled():  # every algorithm alone, not only the one auto picks
+    for a in c.available(p, stride):  # every algorithm alone, not only the one auto picks
         assert slow.predict(p, stride, nbytes, a) >= c.predict(p, stride, nbytes, a) * (1 - 1e-12)
 
 
@@ -67,7 +67,7 @@ def test_the_bytes_do_not_depend_on_the_time_options(c, other, group, nbytes):
     """Bandwidth figures, latencies and hierarchical or flat change the time, not what each rank sends;
     the ring's bytes are the closed form's, 2(p-1)/p S, flat or in three phases."""
     p, stride = group
-    for a in nm.ALGORITHMS:
+    for a in c.available(p, stride):
         assert c.bytes_per_rank(p, stride, nbytes, a) == pytest.approx(
             other.bytes_per_rank(p, stride, nbytes, a), rel=1e-12
         )
@@ -90,7 +90,7 @@ def test_the_closed_form_bytes_take_no_time_option():
 def test_auto_picks_the_least_predicted_time(c, group, nbytes):
     p, stride = group
     auto = dataclasses.replace(c, algorithm="auto")
-    times = {a: auto.predict(p, stride, nbytes, a) for a in auto.enabled()}
+    times = {a: auto.predict(p, stride, nbytes, a) for a in auto.available(p, stride)}
     assert auto.all_reduce(p, stride, nbytes) == min(times.values())
     assert times[auto.choose(p, stride, nbytes)] == min(times.values())
     assert c.predict(p, stride, nbytes, "auto") == min(times.values())  # asked for, whatever c's own
@@ -159,6 +159,16 @@ def test_nvls_sends_the_message_once():
     assert ph.seconds == pytest.approx(nm.NCCL_SIMPLE.nvls.intra + (1 << 30) / (5 / 6 * c.intra_bandwidth))
 
 
+def test_nvls_falls_back_where_a_group_has_one_gpu_per_node():
+    """TP 8 x DP 2 on two DGX H100: each DP pair has one GPU per node, so the switch has nothing to
+    reduce; a cluster set to NVLS runs those on the faster of ring and tree, and says so."""
+    c = dataclasses.replace(BASE, algorithm="nvls")
+    assert c.choose(8, 1, 1 << 20) == "nvls"
+    fallback = min(c.predict(2, 8, 1 << 30, a) for a in ("ring", "tree"))
+    assert c.choose(2, 8, 1 << 30) in ("ring", "tree") and c.all_reduce(2, 8, 1 << 30) == fallback
+    assert "one GPU per node" in c.describe()
+
+
 def test_every_choice_is_named():
     c = dataclasses.replace(BASE, algorithm="tree", hierarchical=True)
     text = c.describe()
@@ -175,3 +185,5 @@ def test_bad_options_are_refused():
         from_node(NODES["dgx-a100"], algorithm="nvls")
     with pytest.raises(AlgorithmError, match="'nvls'"):
         CLUSTERS["a100"].predict(8, 1, 1024, "nvls")
+    with pytest.raises(AlgorithmError, match="'nvls' for 16 ranks at stride 8; valid: ring, tree"):
+        CLUSTERS["h100"].predict(16, 8, 1024, "nvls")  # one GPU per node: nothing for the switch to reduce

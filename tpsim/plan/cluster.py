@@ -84,6 +84,12 @@ class Cluster:
     def enabled(self) -> tuple[str, ...]:
         return nm.ALGORITHMS if self.nvls else ("ring", "tree")
 
+    def available(self, p: int, stride: int) -> tuple[str, ...]:
+        """The enabled algorithms this group can run: NVLS needs two members in a node to reduce."""
+        if self.span(p, stride)[0] > 1 or p == 1:
+            return self.enabled()
+        return tuple(a for a in self.enabled() if a != "nvls")
+
     def _hop(self, algorithm: str) -> nm.Hop:
         if self.tuning is None:
             return nm.Hop(0.0, self.intra_alpha, self.inter_alpha)
@@ -91,11 +97,16 @@ class Cluster:
 
     def phases(self, p: int, stride: int, nbytes: float, algorithm: str | None = None) -> list[nm.Phase]:
         """The all-reduce's parts under `algorithm` (default: the cluster's; "auto": its choice)."""
-        algorithm = algorithm or self.algorithm
+        valid = self.available(p, stride)
+        if algorithm is None:  # the cluster's own; NVLS where a group has one GPU per node: the fastest
+            algorithm = self.algorithm if self.algorithm in valid else "auto"
         if algorithm == "auto":
             algorithm = self._fastest(p, stride, nbytes)
-        if algorithm not in self.enabled():
-            raise AlgorithmError(f"all_reduce algorithm {algorithm!r}; valid: {', '.join(self.enabled())}")
+        if algorithm not in valid:
+            raise AlgorithmError(
+                f"all_reduce algorithm {algorithm!r} for {p} ranks at stride {stride}; "
+                f"valid: {', '.join(valid)}"
+            )
         if p == 1:
             return []
         m, n = self.span(p, stride)
@@ -137,11 +148,14 @@ class Cluster:
         return sum(ph.seconds for ph in self.phases(p, stride, nbytes, algorithm))
 
     def choose(self, p: int, stride: int, nbytes: float) -> str:
-        """The cluster's algorithm; under "auto" the enabled one predicted fastest (first on a tie)."""
-        return self._fastest(p, stride, nbytes) if self.algorithm == "auto" else self.algorithm
+        """The cluster's algorithm; under "auto" (or "nvls" where the group has one GPU per node) the
+        available one predicted fastest (the first on a tie)."""
+        if self.algorithm in self.available(p, stride):
+            return self.algorithm
+        return self._fastest(p, stride, nbytes)
 
     def _fastest(self, p: int, stride: int, nbytes: float) -> str:
-        return min(self.enabled(), key=lambda a: self.predict(p, stride, nbytes, a))
+        return min(self.available(p, stride), key=lambda a: self.predict(p, stride, nbytes, a))
 
     def all_reduce(self, p: int, stride: int, nbytes: float) -> float:
         return sum(ph.seconds for ph in self.phases(p, stride, nbytes))
@@ -169,6 +183,8 @@ class Cluster:
         algo = (
             f"auto (least predicted time of {', '.join(self.enabled())})"
             if self.algorithm == "auto"
+            else "nvls (the fastest of ring, tree for groups with one GPU per node)"
+            if self.algorithm == "nvls"
             else self.algorithm
         )
         across = (

@@ -55,6 +55,8 @@ def markdown(doc: dict) -> str:
             f"Median |error| {s['median_abs_error']:.1%}, worst {s['max_abs_error']:.1%}, "
             f"over {s['rows']} rows.",
             "",
+            f"Collectives: {part['collectives']}.",
+            "",
             "| quantity | published | predicted | error |",
             "| :-- | --: | --: | --: |",
         ]

@@ -25,10 +25,13 @@ from tpsim.errors import (
     PlacementError,
     ResourceLimitError,
     ShapeError,
+    TopologyError,
     TpsimError,
     WorldSizeError,
 )
 from tpsim.nn import ColumnParallelLinear, GPTConfig
+from tpsim.nodes import NODES
+from tpsim.plan.cluster import from_node
 
 
 def state(mesh: Mesh | None) -> tuple:
@@ -131,6 +134,10 @@ CATALOGUE = [
     row("2-device input into a 4-device layer", smaller_mesh_input, WorldSizeError, "2 devices"),
     row("backward before forward", backward_first, CallOrderError, "backprop before forward"),
     row("from_local with two dtypes", mixed_dtypes, DTypeError, "float64"),
+    row("cluster algorithm 'rnig'", lambda: (None, lambda: from_node(NODES["dgx-h100"], algorithm="rnig")),
+        AlgorithmError, "'rnig'"),
+    row("NVLS on a node without in-switch reduction",
+        lambda: (None, lambda: from_node(NODES["dgx-a100"], algorithm="nvls")), TopologyError, "'nvls'"),
 ]
 
 

@@ -89,6 +89,7 @@ def test_cli_model_realistic_names_its_mode_and_node(capsys):
     assert main(argv) == 0
     r = json.loads(capsys.readouterr().out)["realistic"]
     assert r["mode"] == "realistic" and r["cluster"].startswith("NVIDIA DGX H100")
+    assert "auto" in r["collectives"] and "achievable bandwidths" in r["collectives"]
     assert sum(
         r["time"][k]
         for k in ("compute", "recompute", "tp_comm", "pp_comm", "pp_bubble", "dp_comm", "optimizer")

@@ -18,7 +18,7 @@ def analyse(cfg, layout, args) -> dict:
             f"--realistic knows the nodes of {', '.join(CLUSTERS)}; got --device {args.device}"
         )
     b = args.micro_batch or cfg.micro_batch
-    return iteration(
+    r = iteration(
         cfg,
         layout,
         cluster=CLUSTERS[key],
@@ -32,6 +32,8 @@ def analyse(cfg, layout, args) -> dict:
         dp_overlap=args.dp_overlap,
         efficiency=load(args.efficiency) if args.efficiency else None,
     )
+    r["collectives"] = CLUSTERS[key].describe()  # NCCL's algorithm choice, rates and latencies
+    return r
 
 
 def text(r: dict) -> str:
@@ -48,6 +50,8 @@ def text(r: dict) -> str:
         f"Closed-form iteration, mode {r['mode']}: {r['kernels']} kernels, recompute {r['recompute']}, "
         f"on {r['cluster']}"
     )
+    if "collectives" in r:
+        title += f"; collectives: {r['collectives']}"
     return table(rows, ("", "value"), title)
 
 

@@ -13,7 +13,8 @@ activations.py  activation bytes per layer, tensor by tensor (Korthikanti et al.
 memory_train.py parameters, 16 B/param mixed-precision Adam, ZeRO-1, activations held
 kernels.py      one layer's GEMMs (m, n, k) and memory-bound passes, unfused or fused
 flops.py        Megatron's FLOP counts (Narayanan et al. 2021), MFU and HFU
-cluster.py      DGX nodes: NVSwitch and NICs, the rings' alpha and bandwidth
+cluster.py      DGX nodes: NVSwitch and NICs on every rail; the all-reduce's algorithm and time
+nccl_model.py   NCCL's ring, tree and NVLS priced as its tuner does: latency + bytes / bandwidth
 iteration.py    one iteration priced by tpsim.efficiency: time broken down, tokens/s, MFU, memory
 validate.py     predictions against Megatron-LM's published runs (benchmarks/validate_megatron.py)
 """

@@ -11,6 +11,8 @@ Assumptions, one set for every row, none fitted to them:
     efficiency   efficiency.V100: GEMMs at most 83 / 125 of peak (Markidis et al. 2018, cuBLAS)
     kernels      "unfused": the 2019 code ran softmax, masking, dropout and bias adds as PyTorch ops
     recompute    "full" (the paper checkpoints every layer); DP all-reduce after the backward, no overlap
+    collectives  mode "realistic": cluster.DGX2H_NCCL, NCCL's algorithms and latencies at achievable
+                 bandwidths; mode "peak": cluster.DGX2H, a lockstep ring at the datasheet rates
     FLOPs        the paper does not print its formula: we count Narayanan et al. 2021's Eq. (3), the
                  hardware FLOPs with full recompute (flops.py)
 
@@ -29,7 +31,7 @@ import statistics
 from tpsim.efficiency import V100
 from tpsim.nn.config import GPTConfig
 from tpsim.plan import flops as fl
-from tpsim.plan.cluster import DGX2H, dgx2h_v100
+from tpsim.plan.cluster import DGX2H, DGX2H_NCCL, dgx2h_v100
 from tpsim.plan.iteration import iteration
 from tpsim.plan.layout import Layout
 
@@ -52,12 +54,17 @@ def config(name: str) -> GPTConfig:
     return GPTConfig(51200, h, layers, a, 1024, dtype="float16", name=f"megatron-{name}")
 
 
+def cluster(mode: str):
+    """The DGX-2H as each mode prices its collectives (Cluster.describe() names the choices)."""
+    return DGX2H_NCCL if mode == "realistic" else DGX2H
+
+
 def predict(name: str, dp: int = 1, mode: str = "realistic", kernels: str = KERNELS) -> dict:
     tp = MODELS[name][3]
     return iteration(
         config(name),
         Layout(tp, dp),
-        cluster=DGX2H,
+        cluster=cluster(mode),
         device=dgx2h_v100(),
         global_batch=MICRO_BATCH * dp,
         mode=mode,
@@ -166,6 +173,7 @@ def report() -> dict:
         held = holdout(mode)
         out[mode] = {"comparisons": rows, "summary": summary(rows), "breakdown": breakdowns(mode)}
         out[mode] |= {"holdout": held, "holdout_summary": summary(held)}
+        out[mode]["collectives"] = cluster(mode).describe()
     out["holdout_source"] = HOLDOUT_SOURCE
     implied = HOLDOUT_TFLOPS * 1e12 * HOLDOUT["1.2B"]
     h, _, layers, _ = MODELS["1.2B"]

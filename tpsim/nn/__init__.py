@@ -14,6 +14,8 @@
     dropout.py    Dropout and the RNG tracker (replicated and TP-local streams)
     block.py      TransformerBlock (one pre-LN GPT layer)
     gpt.py        GPT, and analyse(): traffic, time and memory of a training step, shapes only
+    gpt_stage.py  GPTStage: one pipeline stage's part of a GPT (pre_process / post_process)
+    pipeline_stages.py PipelinedGPT: a GPT over pp stages, GPipe, sends and the embedding group
     config.py     GPT configurations and the Korthikanti activation-memory formula
     rmsnorm.py    RMSNorm (replicated; sharded by sequence under SP)
     rope.py       rotary position embeddings at global positions (uneven sequence shards, KV offsets)

@@ -91,13 +91,13 @@ class PipelinedGPT:
         """GPipe over the microbatches (split along the batch), then finalize_grads; the mean loss
         over every token, 0-d on the last stage's mesh."""
         ids, targets = np.asarray(ids), np.asarray(targets)
-        s, b = ids.shape
         m = self.microbatches
-        if b % m or targets.shape != ids.shape:
+        if ids.ndim != 2 or ids.shape[1] % m or targets.shape != ids.shape:
             raise ShapeError(
-                f"{self.name}: ids {ids.shape}, targets {targets.shape}: the batch b = {b} must "
-                f"split into {m} equal microbatches and targets must have the ids' shape"
+                f"{self.name}: ids {ids.shape}, targets {targets.shape}; valid: ids (s, b) whose batch b "
+                f"splits into microbatches = {m} equal parts, and targets of the ids' shape"
             )
+        s, b = ids.shape
         pieces = [slice(j * (b // m), (j + 1) * (b // m)) for j in range(m)]
         last, stash = len(self.stages) - 1, dict[tuple[int, int], list]()
         losses: list = []
@@ -182,13 +182,13 @@ def _in_pairs(collective, buffers: dict, mesh: Mesh, pairs: list, **kw) -> list:
     """Run `collective` in the groups `pairs` only: a receiver without a buffer passes None, a device
     outside the pairs an empty buffer, which the engine never packs (it moves only the groups' pieces).
     Pairs whose pieces differ in shape (an uneven vocab split) run apart, as the engine runs uneven groups."""
-    dtype, inside = next(iter(buffers.values())).dtype, {d for pair in pairs for d in pair}
-    full = [buffers.get(d, None if d in inside else np.empty((0,), dtype)) for d in range(mesh.size)]
-    out: list = [None] * mesh.size
+    dtype, out = next(iter(buffers.values())).dtype, [None] * mesh.size
     for shape in dict.fromkeys(buffers[a].shape for a, _ in pairs):
         alike = [pair for pair in pairs if buffers[pair[0]].shape == shape]
+        inside = {d for pair in alike for d in pair}
+        full = [buffers.get(d) if d in inside else np.empty((0,), dtype) for d in range(mesh.size)]
         for d, r in enumerate(collective(full, mesh, groups=alike, **kw)):
-            out[d] = r if r is not None else out[d]
+            out[d] = r if d in inside else out[d]
     return out
 
 

@@ -59,6 +59,7 @@ class PipelinedGPT:
             raise ShapeError(f"{self.name} (rank {dist.get_rank()}): ids {ids.shape}, targets "
                              f"{targets.shape}; valid: a batch b that splits into microbatches = {m} "
                              "equal parts")
+        self.module.zero_grad(set_to_none=True)  # a step starts from zero grads, as tpsim's
         cut = [slice(j * (b // m), (j + 1) * (b // m)) for j in range(m)]
         rows = chunk_sizes(s, self.tp)[self.tp_rank] if self.sequence_parallel else s
         shape = (rows, b // m, self.config.hidden)  # the boundary activation on this rank

@@ -79,6 +79,16 @@ def test_one_microbatch_on_one_rank_per_stage_is_bitwise_the_unsharded_gpt():
         np.testing.assert_array_equal(g.full(), want[name].full(), err_msg=name)
 
 
+def test_a_second_step_starts_from_zero_grads():
+    """Megatron zeroes its grad buffers each iteration: two steps on the same batch give the same grads."""
+    feed = draw(INPUTS, 4)
+    model = pipelined(2, 2, 2)
+    first = {k: g.full() for k, g in named(model, model.step(feed["tokens"], feed["targets"])).items()}
+    again = named(model, model.step(feed["tokens"], feed["targets"]))
+    for name, g in again.items():
+        np.testing.assert_array_equal(g.full(), first[name], err_msg=name)
+
+
 @pytest.mark.parametrize("tp", [1, 2])
 def test_the_two_copies_start_and_stay_identical(tp):
     """Same numbers at setup, the same grad after the embedding group: one SGD step keeps them equal."""

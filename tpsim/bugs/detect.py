@@ -77,8 +77,9 @@ class Report:
     def format(self) -> str:
         if self.ok:
             return f"no mismatch (every tensor within rel_tol {self.rel_tol:.1e})"
-        lines = [f"{'tensor':<16} {'rank':>4} {'rel error':>10}  why"]
-        lines += [f"{f.tensor:<16} {f.rank:>4} {f.rel_error:>10.3g}  {f.why}" for f in self.findings]
+        w = max(16, *(len(f.tensor) for f in self.findings))  # the pipelined GPT's names are long
+        lines = [f"{'tensor':<{w}} {'rank':>4} {'rel error':>10}  why"]
+        lines += [f"{f.tensor:<{w}} {f.rank:>4} {f.rel_error:>10.3g}  {f.why}" for f in self.findings]
         return "\n".join(lines)
 
 

@@ -45,6 +45,7 @@ from tpsim.nn.loss import VocabParallelCrossEntropy
 from tpsim.nn.mlp import ParallelMLP
 from tpsim.nn.module import Module
 from tpsim.nn.norm import LayerNorm
+from tpsim.nn.pipeline_stages import PipelinedGPT
 from tpsim.nn.rmsnorm import RMSNorm
 from tpsim.nn.rope import RotaryEmbedding
 from tpsim.nn.swiglu import SwiGLUMLP
@@ -57,6 +58,7 @@ __all__ = [
     "format_comm_table", "format_efficiency", "hidden_stream", "padded_vocab_size", "tp_efficiency",
     "utilisation",
 ]
+__all__ += ["PipelinedGPT"]  # a GPT over pipeline stages
 __all__ += [  # the Llama layers
     "LLAMA_PRESETS", "GroupedQueryAttention", "Llama", "LlamaBlock", "LlamaConfig", "RMSNorm",
     "RotaryEmbedding", "SwiGLUMLP",

@@ -20,13 +20,19 @@ numbers, which the tests check).  Each copy's grad holds only its own stage's us
 lookup on stage 0, the logits on the last), so the all-reduce is what makes both the true grad.
 
 The schedule is GPipe: every microbatch forward, then every microbatch backward.  A stage keeps
-each microbatch's saved activations apart (`_stash`), as autograd keeps one graph per microbatch.
+each microbatch's saved activations apart (`_microbatch`), as autograd keeps one graph per microbatch.
 The mean loss over all tokens is the mean of the microbatches' means; each microbatch's loss
 backward starts from d(mean)/d(loss) = 1 / (s b), as Megatron divides by the number of microbatches.
+A step starts from zero grads, as Megatron zeroes its grad buffers before each iteration.
+
+Time: each stage's mesh keeps its own clocks and the (pp, tp) mesh those of the sends, so this file
+says what is computed and what crosses the stage boundaries, not how long the pipeline takes; the
+schedules' makespan and bubble are tpsim/plan/pipeline.py's.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -98,6 +104,7 @@ class PipelinedGPT:
                 f"splits into microbatches = {m} equal parts, and targets of the ids' shape"
             )
         s, b = ids.shape
+        self.zero_grad()
         pieces = [slice(j * (b // m), (j + 1) * (b // m)) for j in range(m)]
         last, stash = len(self.stages) - 1, dict[tuple[int, int], list]()
         losses: list = []
@@ -106,7 +113,7 @@ class PipelinedGPT:
             for i, stage in enumerate(self.stages):
                 if i:
                     x = self.send(x, i - 1, i, "forward")  # type: ignore[arg-type]  # a DArray past stage 0
-                with _stash(stage, stash, (i, j)):
+                with _microbatch(stage, stash, (i, j)):
                     x = stage(x, targets[:, cut]) if i == last else stage(x)
             losses.append(x)
         dloss = np.full((s, b // m), 1.0 / (s * b), dtype=self.config.dtype)  # d(mean of all) / d(loss)
@@ -115,7 +122,7 @@ class PipelinedGPT:
             for i in range(last, -1, -1):
                 if i < last:
                     dy = self.send(dy, i + 1, i, "backward")  # type: ignore[arg-type]  # dx: a DArray
-                with _stash(self.stages[i], stash, (i, j)):
+                with _microbatch(self.stages[i], stash, (i, j)):
                     dy = self.stages[i].backprop(dy)
         self.finalize_grads()
         mesh = self.stages[last].mesh
@@ -192,21 +199,19 @@ def _in_pairs(collective, buffers: dict, mesh: Mesh, pairs: list, **kw) -> list:
     return out
 
 
-class _stash:
+@contextlib.contextmanager
+def _microbatch(stage: Module, store: dict, key) -> Iterator[None]:
     """Inside, every module of `stage` saves into microbatch `key`'s own dicts (kept in `store`)."""
-
-    def __init__(self, stage: Module, store: dict, key):
-        self.modules, self.store, self.key = list(_tree(stage)), store, key
-
-    def __enter__(self):
-        self.outer = [m._saved for m in self.modules]
-        mine = self.store.get(self.key) or [{} for _ in self.modules]  # a fresh dict per module at F(j)
-        for m, saved in zip(self.modules, mine, strict=True):
-            m._saved = saved
-
-    def __exit__(self, *exc):
-        self.store[self.key] = [m._saved for m in self.modules]
-        for m, saved in zip(self.modules, self.outer, strict=True):
+    modules = list(_tree(stage))
+    outer = [m._saved for m in modules]
+    mine = store.get(key) or [{} for _ in modules]  # a fresh dict per module at F(j)
+    for m, saved in zip(modules, mine, strict=True):
+        m._saved = saved
+    try:
+        yield
+    finally:
+        store[key] = [m._saved for m in modules]
+        for m, saved in zip(modules, outer, strict=True):
             m._saved = saved
 
 

@@ -25,35 +25,71 @@ from tpsim.nn.gpt import LAYER_SEED
 
 
 class GPTStage(Module):
-    def __init__(self, comm, cfg: GPTConfig, layers: range, *, pre_process: bool, post_process: bool,
-                 sequence_parallel: bool = False, seed: int = 0, init: str = "normal", name: str = "gpt",
-                 device=None):
+    def __init__(
+        self,
+        comm,
+        cfg: GPTConfig,
+        layers: range,
+        *,
+        pre_process: bool,
+        post_process: bool,
+        sequence_parallel: bool = False,
+        seed: int = 0,
+        init: str = "normal",
+        name: str = "gpt",
+        device=None,
+    ):
         super().__init__(comm, name, device)
         sp, kw = sequence_parallel, dict(init=init, dtype=cfg.dtype, device=device)
         self.pre_process, self.post_process = pre_process, post_process
         self.tracker = RNGTracker(seed, comm.rank)
         if pre_process:
-            self.embedding = GPTEmbedding(comm, cfg, tracker=self.tracker, sequence_parallel=sp,
-                                          pad_to_multiple_of=None, seed=seed, init=init,
-                                          name=f"{name}.embedding", device=device)
-        self.layers = torch.nn.ModuleDict({
-            str(i): TransformerBlock(comm, cfg.hidden, cfg.num_heads, cfg.ffn, dropout=cfg.dropout,
-                                     tracker=self.tracker, sequence_parallel=sp,
-                                     seed=seed + LAYER_SEED * (i + 1), name=f"{name}.layers.{i}", **kw)
-            for i in layers
-        })
+            self.embedding = GPTEmbedding(
+                comm,
+                cfg,
+                tracker=self.tracker,
+                sequence_parallel=sp,
+                pad_to_multiple_of=None,
+                seed=seed,
+                init=init,
+                name=f"{name}.embedding",
+                device=device,
+            )
+        self.layers = torch.nn.ModuleDict(
+            {
+                str(i): TransformerBlock(
+                    comm,
+                    cfg.hidden,
+                    cfg.num_heads,
+                    cfg.ffn,
+                    dropout=cfg.dropout,
+                    tracker=self.tracker,
+                    sequence_parallel=sp,
+                    seed=seed + LAYER_SEED * (i + 1),
+                    name=f"{name}.layers.{i}",
+                    **kw,
+                )
+                for i in layers
+            }
+        )
         if post_process:
             top = seed + LAYER_SEED * (cfg.num_layers + 1)
-            self.final_layernorm = LayerNorm(comm, cfg.hidden, seed=top, sequence_parallel=sp,
-                                             name=f"{name}.final_layernorm", **kw)
+            self.final_layernorm = LayerNorm(
+                comm, cfg.hidden, seed=top, sequence_parallel=sp, name=f"{name}.final_layernorm", **kw
+            )
             # the copy of the tied table: GPT's word embeddings, the same seed
-            self.output_layer = VocabParallelEmbedding(comm, cfg.vocab_size, cfg.hidden, seed=seed,
-                                                       name=f"{name}.output_layer", **kw)
+            self.output_layer = VocabParallelEmbedding(
+                comm, cfg.vocab_size, cfg.hidden, seed=seed, name=f"{name}.output_layer", **kw
+            )
             self.logits = VocabParallelLogits(self.output_layer, name=f"{name}.logits")
             self.logits.sequence_parallel = sp
-            self.loss = VocabParallelCrossEntropy(comm, vocab_size=cfg.vocab_size,
-                                                  padded_vocab_size=self.output_layer.padded_vocab_size,
-                                                  name=f"{name}.loss", device=device)
+            self.loss = VocabParallelCrossEntropy(
+                comm,
+                vocab_size=cfg.vocab_size,
+                padded_vocab_size=self.output_layer.padded_vocab_size,
+                name=f"{name}.loss",
+                device=device,
+            )
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """Stage 0 takes ids, the others the previous stage's x; the last returns the per-token loss."""

@@ -27,15 +27,28 @@ from tpsim.placement import chunk_offsets, chunk_sizes
 class PipelinedGPT:
     """This rank's stage of a GPT over `pp` stages of world_size / pp ranks each."""
 
-    def __init__(self, config: GPTConfig, *, pp: int, microbatches: int = 1, sequence_parallel: bool = False,
-                 seed: int = 0, init: str = "normal", backend=None, name: str = "gpt"):
+    def __init__(
+        self,
+        config: GPTConfig,
+        *,
+        pp: int,
+        microbatches: int = 1,
+        sequence_parallel: bool = False,
+        seed: int = 0,
+        init: str = "normal",
+        backend=None,
+        name: str = "gpt",
+    ):
         world, rank = dist.get_world_size(), dist.get_rank()
         if not isinstance(pp, int) or pp < 2 or world % pp:
-            raise PipelineError(f"PipelinedGPT (rank {rank}): pp = {pp!r} stages on {world} ranks; valid: "
-                                "pp >= 2 dividing the world size")
+            raise PipelineError(
+                f"PipelinedGPT (rank {rank}): pp = {pp!r} stages on {world} ranks; valid: "
+                "pp >= 2 dividing the world size"
+            )
         if not isinstance(microbatches, int) or isinstance(microbatches, bool) or microbatches < 1:
-            raise PipelineError(f"PipelinedGPT (rank {rank}): microbatches = {microbatches!r}; valid: an "
-                                "int >= 1")
+            raise PipelineError(
+                f"PipelinedGPT (rank {rank}): microbatches = {microbatches!r}; valid: an int >= 1"
+            )
         t = world // pp
         self.config, self.pp, self.tp, self.microbatches, self.name = config, pp, t, microbatches, name
         self.stage, self.tp_rank = divmod(rank, t)
@@ -49,16 +62,27 @@ class PipelinedGPT:
         self.embedding_comm = Comm(embedding[self.tp_rank], backend=backend) if ends else None
         start = chunk_offsets(config.num_layers, pp)[self.stage]
         layers = range(start, start + chunk_sizes(config.num_layers, pp)[self.stage])
-        self.module = GPTStage(comm, config, layers, pre_process=self.first, post_process=self.last,
-                               sequence_parallel=sequence_parallel, seed=seed, init=init, name=name)
+        self.module = GPTStage(
+            comm,
+            config,
+            layers,
+            pre_process=self.first,
+            post_process=self.last,
+            sequence_parallel=sequence_parallel,
+            seed=seed,
+            init=init,
+            name=name,
+        )
 
     def step(self, ids: np.ndarray, targets: np.ndarray) -> float | None:
         """GPipe, then finalize_grads; the mean loss over every token on the last stage, None elsewhere."""
         m, (s, b) = self.microbatches, ids.shape
         if b % m or targets.shape != ids.shape:
-            raise ShapeError(f"{self.name} (rank {dist.get_rank()}): ids {ids.shape}, targets "
-                             f"{targets.shape}; valid: a batch b that splits into microbatches = {m} "
-                             "equal parts")
+            raise ShapeError(
+                f"{self.name} (rank {dist.get_rank()}): ids {ids.shape}, targets "
+                f"{targets.shape}; valid: a batch b that splits into microbatches = {m} "
+                "equal parts"
+            )
         self.module.zero_grad(set_to_none=True)  # a step starts from zero grads, as tpsim's
         cut = [slice(j * (b // m), (j + 1) * (b // m)) for j in range(m)]
         rows = chunk_sizes(s, self.tp)[self.tp_rank] if self.sequence_parallel else s

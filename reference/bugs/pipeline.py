@@ -24,8 +24,14 @@ class TiedEmbeddingGradsUnreduced(PipelinedGPT):
 
 def rank_run(ctx, job: dict, cls) -> dict:
     """One step of `cls` (the bug or the correct pipeline) on this rank: {"out"?, "grad.<param>": ...}."""
-    model = cls(pipeline.CONFIG, pp=2, microbatches=pipeline.MICROBATCHES, seed=pipeline.SEED, init="exact",
-                backend=ctx.backend)
+    model = cls(
+        pipeline.CONFIG,
+        pp=2,
+        microbatches=pipeline.MICROBATCHES,
+        seed=pipeline.SEED,
+        init="exact",
+        backend=ctx.backend,
+    )
     loss = model.step(job["tokens"], job["targets"])
     res = {} if loss is None else {"out": to_numpy(torch.tensor(loss, dtype=torch.float64))}
     for name, p in model.named_parameters():

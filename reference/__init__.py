@@ -10,6 +10,9 @@ smoke.py           the smallest entry point: `python -m reference.smoke`, or und
 rmsnorm.py rope.py swiglu.py gqa_qkv.py gqa.py llama.py
                    the Llama layers, mirrors of tpsim/nn's; llama_cases.py: their checker cases
 decode.py          prefill and decode with a KV cache (tpsim/serve/decode.py's mirror), run_decode per rank
+gpt_stage.py pipeline_stages.py
+                   a GPT over pipeline stages (send/recv between stages, the embedding group's all-reduce),
+                   mirrors of tpsim/nn's
 
 Not installed with the wheel: run from a checkout, `python -m reference.<module>`.
 """

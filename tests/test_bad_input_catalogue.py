@@ -22,6 +22,7 @@ from tpsim.errors import (
     DTypeError,
     LaunchError,
     MeshError,
+    PipelineError,
     PlacementError,
     ResourceLimitError,
     ShapeError,
@@ -101,6 +102,22 @@ def mixed_dtypes():
     return mesh, lambda: from_local([np.zeros(3, np.float32), np.zeros(3, np.float64)], mesh, Shard(0))
 
 
+def one_stage_pipeline():
+    from tpsim.nn.pipeline_stages import PipelinedGPT
+
+    mesh = Mesh((1, 2), names=("pp", "tp"))
+    return mesh, lambda: PipelinedGPT(mesh, GPTConfig(11, 8, 2, 2, 5, dtype="float64"))
+
+
+def microbatches_that_do_not_split_the_batch():
+    from tpsim.nn.pipeline_stages import PipelinedGPT
+
+    mesh = Mesh((2, 1), names=("pp", "tp"))
+    model = PipelinedGPT(mesh, GPTConfig(11, 8, 2, 2, 5, dtype="float64"), microbatches=3, init="exact")
+    ids = np.zeros((5, 4), np.int64)
+    return mesh, lambda: model.step(ids, ids)
+
+
 def row(name, make, error, names):
     return pytest.param(make, error, names, id=name)
 
@@ -129,6 +146,9 @@ CATALOGUE = [
     row("negative meta dim", lambda: (None, lambda: tpsim.meta((-3,))), ShapeError, "(-3,)"),
     row("in_features 0", zero_features, ArgumentError, "in_features = 0"),
     row("replicas that differ", unequal_replicas, PlacementError, "device 1 differs from device 0"),
+    row("a pipeline of one stage", one_stage_pipeline, PipelineError, "pp >= 2"),
+    row("3 microbatches of a batch of 4", microbatches_that_do_not_split_the_batch, ShapeError,
+        "microbatches = 3"),
     # unclear errors
     row("Mesh(2.5)", lambda: (None, lambda: Mesh(2.5)), WorldSizeError, "2.5"),
     row("2-device input into a 4-device layer", smaller_mesh_input, WorldSizeError, "2 devices"),

@@ -1,5 +1,6 @@
 """reference.bugs: every mutation mirrored on real gloo ranks (world size 2, one spawn for all) is caught
-by name, equals tpsim's buggy layer rank for rank, and the reference's correct layer passes."""
+by name, equals tpsim's buggy layer rank for rank, and the reference's correct layer passes.  The pipelined
+GPT's entry runs as two stages of one rank each, send/recv between them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from reference.bugs.check import check
 from tpsim.bugs import CATALOGUE
 
 NAMES = [m.name for m in CATALOGUE]
+pytestmark = pytest.mark.multiprocess  # one spawn of 2 gloo ranks for the whole catalogue
 
 
 @pytest.fixture(scope="module")

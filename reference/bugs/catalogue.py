@@ -5,12 +5,13 @@ Same dims, seeds, init and dtype as tpsim/bugs/catalogue.py, so rank r holds tps
 
 from __future__ import annotations
 
-from reference.bugs import gqa, linear, loss, norm, rope
+from reference.bugs import gqa, linear, loss, norm, pipeline, rope
 from reference.dropout import Dropout, RNGTracker
 from reference.gqa import GroupedQueryAttention
 from reference.linear import ColumnParallelLinear, RowParallelLinear
 from reference.loss import VocabParallelCrossEntropy
 from reference.norm import LayerNorm
+from reference.pipeline_stages import PipelinedGPT
 from tpsim.bugs.catalogue import GQA_H, PADDED, ROPE_D, VOCAB, H, S
 from tpsim.nn.dropout import DEFAULT, MODEL_PARALLEL
 
@@ -45,7 +46,9 @@ def _rope(cls=rope.SequenceRoPE):
     return lambda comm: cls(comm, H, ROPE_D, S)
 
 
-# name -> (buggy layer, correct layer, double-count the grad norm?)
+# name -> (buggy layer, correct layer, double-count the grad norm?); the pipelined GPT's entry holds its
+# classes instead, built on each rank by reference/bugs/pipeline.py
+
 MIRROR = {
     "sp_norm_grad_unreduced": (_norm(norm.SPNormGradUnreduced), _norm(), False),
     "grad_norm_double_counted": (_row(), _row(), True),
@@ -73,4 +76,5 @@ MIRROR = {
     "column_input_grad_unreduced": (_col(linear.ColumnInputGradUnreduced), _col(), False),
     "gqa_kv_head_grads_unreduced": (_gqa(gqa.KVHeadGradsUnreduced), _gqa(), False),
     "rope_positions_restart": (_rope(rope.RoPEPositionsRestart), _rope(), False),
+    "tied_embedding_grads_unreduced": (pipeline.TiedEmbeddingGradsUnreduced, PipelinedGPT, False),
 }

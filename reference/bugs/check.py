@@ -3,7 +3,8 @@
     python -m reference.bugs.check --world-size 2
 
 One spawn runs every mutation and its correct layer on `world_size` ranks, fed the very pieces
-tpsim's devices held.  For each name three things must hold:
+tpsim's devices held (the pipelined GPT's entry: two stages of world_size / 2 ranks, fed the whole ids
+and targets, reference/bugs/pipeline.py).  For each name three things must hold:
   caught    the reference's buggy layer, judged against the unsharded truth (tpsim.bugs.compare:
             the piece each placement claims, on every rank), is flagged on every tensor the
             catalogue names;
@@ -20,6 +21,7 @@ import sys
 import numpy as np
 import torch
 
+from reference.bugs import pipeline
 from reference.launch import RankContext, spawn
 from reference.module import to_numpy, to_torch
 from tpsim.bugs import BY_NAME, CATALOGUE, Mutation, compare, run
@@ -37,8 +39,11 @@ def rank_main(ctx: RankContext, jobs: list[dict]) -> list[dict]:
 
     out = []
     for job in jobs:
-        comm = Comm(backend=ctx.backend)
         bug, correct, double = MIRROR[job["name"]]
+        if job.get("pipelined"):  # a whole GPT over pp = 2 stages: its own groups and sends
+            out.append(pipeline.rank_run(ctx, job, bug if job["which"] == "bug" else correct))
+            continue
+        comm = Comm(backend=ctx.backend)
         module = (bug if job["which"] == "bug" else correct)(comm)
         x = to_torch(job["x"][ctx.rank]).requires_grad_(True)
         if "targets" in job:
@@ -106,14 +111,15 @@ def check(world_size: int = 2, names: list[str] | None = None, timeout: float = 
     chosen = [BY_NAME[n] for n in names] if names else list(CATALOGUE)
     jobs, ctxs = [], []
     for m in chosen:
-        j, c = _jobs(m, world_size)
+        j, c = pipeline.jobs(m, world_size) if m.pipelined else _jobs(m, world_size)
         jobs += j
         ctxs.append(c)
     per_rank = spawn(rank_main, world_size, jobs, device="cpu", backend="gloo", timeout=timeout)
     rows = []
     for i, (m, c) in enumerate(zip(chosen, ctxs, strict=True)):
-        bug = _as_tpsim([r[2 * i] for r in per_rank], c["got"])
-        good = _as_tpsim([r[2 * i + 1] for r in per_rank], c["sharded_truth"])
+        convert = pipeline.as_tpsim if m.pipelined else _as_tpsim
+        bug = convert([r[2 * i] for r in per_rank], c["got"])
+        good = convert([r[2 * i + 1] for r in per_rank], c["sharded_truth"])
         view = m.view or (lambda named: named)
         want = view(c["want"])
         report, report_good = compare(view(bug), want, c["tol"]), compare(view(good), want, c["tol"])

@@ -16,7 +16,7 @@ import numpy as np
 from IPython.display import Markdown, display
 
 import tpsim
-from tpsim.bugs import BY_NAME, CATALOGUE, Inputs, detect, run
+from tpsim.bugs import BY_NAME, CATALOGUE, Inputs, detect, pipeline, run
 from tpsim.bugs.grad_norm import double_counted_grad_norm
 from tpsim.nn import comm_table
 
@@ -80,7 +80,8 @@ for which, build in (("correct", bug.truth), ("buggy", bug.build)):
 # Every entry is a subclass of a correct layer that overrides one method or swaps one region.  The detector
 # runs each at t = 2 against its truth; the table shows what it flags and the worst relative error.  (Two
 # dropout bugs have no unsharded twin: their truth is the correct layer on the same mesh, with the random
-# streams Megatron prescribes.)
+# streams Megatron prescribes.  One entry, `tied_embedding_grads_unreduced`, is a whole GPT over two
+# pipeline stages of t/2 devices, against the unsharded GPT.)
 
 # %%
 lines = ["| mutation | symptom | flagged (rel. error) |", "|---|---|---|"]
@@ -89,6 +90,23 @@ for m in CATALOGUE:
     flagged = ", ".join(f"`{k}` {r.errors[k]:.2g}" for k in r.flagged)
     lines.append(f"| `{m.name}` | {m.symptom} | {flagged} |")
 display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# The pipelined GPT (`tpsim.nn.pipeline_stages`) holds the word-embedding table twice: the first stage
+# looks tokens up in it, the last stage multiplies by its own copy for the logits.  Each copy's gradient
+# holds only its own stage's term, and Megatron's embedding group (the first and last stage) all-reduces
+# the two.  Skip that all-reduce and the loss is still right; the copies part at the first optimizer step.
+
+# %%
+tied = BY_NAME["tied_embedding_grads_unreduced"]
+feed = pipeline.draw(tied.inputs, 0)
+for which, build in (("correct", tied.truth), ("bug", tied.build)):
+    model = build(pipeline.pp_mesh(2))
+    loss = float(model.step(feed["tokens"], feed["targets"]).full())
+    first, last = model.stages[0].embedding.word_embeddings, model.stages[-1].output_layer
+    w0 = first.params["weight"].full() - 0.1 * first.grads["weight"].full()  # one SGD step, lr 0.1
+    w1 = last.params["weight"].full() - 0.1 * last.grads["weight"].full()
+    print(f"{which:<8} loss {loss:.6f}; after one SGD step the two copies differ by up to {np.abs(w0 - w1).max():.3g}")
 
 # %% [markdown]
 # Some bugs touch only the forward value (`reduce_scatter_mean`: every gradient is exact), some only the

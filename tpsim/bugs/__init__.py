@@ -1,8 +1,8 @@
 """tpsim.bugs: silent tensor-parallel bugs as named mutations of the correct layers, and their detector.
 
 The worst TP bugs do not crash: the loss is quietly wrong.  Each mutation here subclasses one
-correct layer of tpsim.nn and overrides one method or swaps one region; `detect` runs it sharded
-against the unsharded truth and names every tensor that differs.
+correct layer of tpsim.nn (one of them a whole pipelined GPT) and overrides one method or swaps one
+region; `detect` runs it sharded against the unsharded truth and names every tensor that differs.
 
     patch.py      swap (one region for a call) and relabel (claim a placement, move nothing)
     linear.py     row bias on every rank, mean in the SP reduce-scatter, input_is_parallel fed a full x,
@@ -12,6 +12,7 @@ against the unsharded truth and names every tensor that differs.
     rope.py       RoPE on a sequence shard, and positions restarting at zero on every shard
     loss.py       vocab padding unmasked, uneven shard padding, label smoothing averaged per rank
     grad_norm.py  the global grad norm, and the one that counts replicated grads t times
+    pipeline.py   a GPT over two pipeline stages whose embedding group never all-reduces the tied copies
     detect.py     detect(): outputs, every grad and the grad norm against the truth, by name
     catalogue.py  CATALOGUE: every mutation with its source, symptom and the tensors that catch it
 

@@ -36,7 +36,8 @@ U64 = np.finfo(np.float64).eps / 2
 
 @dataclass(frozen=True)
 class Inputs:
-    """What the layer takes: "x" (a float activation) or "logits" (with integer targets < vocab)."""
+    """What the layer takes: "x" (a float activation), "logits" (with integer targets < vocab) or
+    "tokens" (ids (s, b) < vocab and targets: a whole model's step)."""
 
     kind: str
     shape: tuple[int, ...]
@@ -44,9 +45,11 @@ class Inputs:
     vocab: int | None = None  # targets are drawn below it
 
     def __post_init__(self) -> None:
-        if self.kind not in ("x", "logits") or len(self.shape) < 1:
+        if self.kind not in ("x", "logits", "tokens") or len(self.shape) < 1:
             raise TpsimError(f"Inputs: kind {self.kind!r} with shape {self.shape}; valid kinds: 'x', "
-                             "'logits', with a shape of at least one dim")
+                             "'logits', 'tokens', with a shape of at least one dim")
+        if self.kind == "tokens" and self.vocab is None:
+            raise TpsimError(f"Inputs: kind 'tokens' with shape {self.shape} needs vocab, the ids' bound")
 
 
 @dataclass(frozen=True)
@@ -74,14 +77,17 @@ class Report:
     def format(self) -> str:
         if self.ok:
             return f"no mismatch (every tensor within rel_tol {self.rel_tol:.1e})"
-        lines = [f"{'tensor':<16} {'rank':>4} {'rel error':>10}  why"]
-        lines += [f"{f.tensor:<16} {f.rank:>4} {f.rel_error:>10.3g}  {f.why}" for f in self.findings]
+        w = max(16, *(len(f.tensor) for f in self.findings))  # the pipelined GPT's names are long
+        lines = [f"{'tensor':<{w}} {'rank':>4} {'rel error':>10}  why"]
+        lines += [f"{f.tensor:<{w}} {f.rank:>4} {f.rel_error:>10.3g}  {f.why}" for f in self.findings]
         return "\n".join(lines)
 
 
 def draw(inputs: Inputs, seed: int) -> dict[str, np.ndarray]:
     """The global inputs: small integers as float64 (exact sums), and targets if the layer is a loss."""
     rng = np.random.default_rng(seed)
+    if inputs.kind == "tokens":  # ids and targets below the vocab
+        return {k: rng.integers(0, inputs.vocab, size=inputs.shape) for k in ("tokens", "targets")}
     out: dict[str, np.ndarray] = {inputs.kind: rng.integers(-2, 3, size=inputs.shape).astype(np.float64)}
     if inputs.kind == "logits":
         out["targets"] = rng.integers(0, inputs.vocab or inputs.shape[-1], size=inputs.shape[:-1])

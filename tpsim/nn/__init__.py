@@ -14,6 +14,8 @@
     dropout.py    Dropout and the RNG tracker (replicated and TP-local streams)
     block.py      TransformerBlock (one pre-LN GPT layer)
     gpt.py        GPT, and analyse(): traffic, time and memory of a training step, shapes only
+    gpt_stage.py  GPTStage: one pipeline stage's part of a GPT (pre_process / post_process)
+    pipeline_stages.py PipelinedGPT: a GPT over pp stages, GPipe, sends and the embedding group
     config.py     GPT configurations and the Korthikanti activation-memory formula
     rmsnorm.py    RMSNorm (replicated; sharded by sequence under SP)
     rope.py       rotary position embeddings at global positions (uneven sequence shards, KV offsets)
@@ -43,6 +45,7 @@ from tpsim.nn.loss import VocabParallelCrossEntropy
 from tpsim.nn.mlp import ParallelMLP
 from tpsim.nn.module import Module
 from tpsim.nn.norm import LayerNorm
+from tpsim.nn.pipeline_stages import PipelinedGPT
 from tpsim.nn.rmsnorm import RMSNorm
 from tpsim.nn.rope import RotaryEmbedding
 from tpsim.nn.swiglu import SwiGLUMLP
@@ -55,6 +58,7 @@ __all__ = [
     "format_comm_table", "format_efficiency", "hidden_stream", "padded_vocab_size", "tp_efficiency",
     "utilisation",
 ]
+__all__ += ["PipelinedGPT"]  # a GPT over pipeline stages
 __all__ += [  # the Llama layers
     "LLAMA_PRESETS", "GroupedQueryAttention", "Llama", "LlamaBlock", "LlamaConfig", "RMSNorm",
     "RotaryEmbedding", "SwiGLUMLP",

@@ -33,6 +33,7 @@ from tpsim.plan.interleaved import simulate_interleaved
 from tpsim.plan.kernels import CORE, backward_gemms, layer_gemms, layer_passes
 from tpsim.plan.memory_train import training_memory
 from tpsim.plan.pipeline import simulate
+from tpsim.plan.timeline import timeline_breakdown
 
 ADAM_BYTES = 32
 
@@ -73,6 +74,10 @@ def layer_times(cfg, t: int, sp: bool, b: int, spec, eff, cluster, kernels: str,
         "full": out["forward_gemm"] + out["forward_memory"],
     }[recompute]
     out["recompute_tp"] = tp if recompute == "full" else 0.0
+    # for the stream timeline (timeline.py): each GEMM's time, and one TP collective's time and size S
+    out["gemms"] = {g[0]: _gemms(spec, eff, [g], dt) for g in fwd + backward_gemms(fwd)}
+    out["tp_each"] = 0.0 if t == 1 else tp / (4 if sp else 2)
+    out["tp_bytes"] = 0.0 if t == 1 else nbytes
     return out
 
 
@@ -105,9 +110,14 @@ def iteration(
     chunks: int = 1,
     zero1: bool = False,
     dp_overlap: bool = False,
+    tp_overlap: bool = False,
+    streams: bool = False,
     efficiency=None,
 ) -> dict:
-    """Time, FLOPs, MFU / HFU and memory of one iteration. `efficiency` overrides the device's own."""
+    """Time, FLOPs, MFU / HFU and memory of one iteration. `efficiency` overrides the device's own.
+
+    streams=True (implied by tp_overlap) times it on the stream timeline (timeline.py) instead of in
+    closed form: dp_overlap then means Megatron's gradient buckets, and tp_overlap its TP overlap."""
     spec = device_spec(device)
     eff = efficiency if efficiency is not None or mode == "peak" else efficiency_for(_key(device), mode)
     t, dp, pp = layout.tp, layout.dp, layout.pp
@@ -158,6 +168,28 @@ def iteration(
         "dp_comm": dp_exposed,
         "optimizer": optimizer,
     }
+    if streams or tp_overlap:
+        breakdown = timeline_breakdown(
+            lt=lt,
+            logits=(lf, lb),
+            tp=t,
+            sp=layout.sp,
+            pp=pp,
+            dp=dp,
+            m=m,
+            layers=layers,
+            schedule=schedule,
+            chunks=chunks,
+            send=send,
+            send_bytes=boundary,
+            params=params,
+            optimizer=optimizer,
+            cluster=cluster,
+            zero1=zero1,
+            recompute=recompute,
+            tp_overlap=tp_overlap,
+            dp_overlap=dp_overlap,
+        )
     step = sum(breakdown.values())
     devices = t * dp * pp
     s, L, h, V = cfg.seq_len, cfg.num_layers, cfg.hidden, cfg.vocab_size
@@ -176,6 +208,9 @@ def iteration(
         "global_batch": global_batch,
         "micro_batch": micro_batch,
         "microbatches": m,
+        "timing": "stream timeline (timeline.py)" if streams or tp_overlap else "closed form",
+        "tp_overlap": tp_overlap,
+        "dp_overlap": dp_overlap,
         "time": {"iteration": step, **breakdown, "microbatch_forward": t_f, "microbatch_backward": t_b},
         "tokens_per_s": global_batch * s / step,
         "flops": {"model": model, "hardware": hardware},

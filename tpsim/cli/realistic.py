@@ -30,6 +30,9 @@ def analyse(cfg, layout, args) -> dict:
         schedule=args.schedule,
         zero1=args.zero1,
         dp_overlap=args.dp_overlap,
+        tp_overlap=getattr(args, "tp_overlap", False),
+        streams=getattr(args, "streams", False),
+        trace=getattr(args, "trace", None),
         efficiency=load(args.efficiency) if args.efficiency else None,
     )
 
@@ -44,8 +47,10 @@ def text(r: dict) -> str:
         ("memory per device", f"{fmt_bytes(mem['total'])} of {fmt_bytes(mem['capacity'])}"),
         ("fits", "yes" if mem["fits"] else "NO"),
     ]
+    how = "Closed-form" if r["timing"] == "closed form" else "Stream-timeline"
+    overlap = ", ".join(k for k in ("tp_overlap", "dp_overlap") if r[k]) or "no overlap"
     title = (
-        f"Closed-form iteration, mode {r['mode']}: {r['kernels']} kernels, recompute {r['recompute']}, "
+        f"{how} iteration ({overlap}), mode {r['mode']}: {r['kernels']} kernels, recompute {r['recompute']}, "
         f"on {r['cluster']}"
     )
     return table(rows, ("", "value"), title)

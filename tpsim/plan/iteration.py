@@ -59,7 +59,7 @@ def layer_times(cfg, t: int, sp: bool, b: int, spec, eff, cluster, kernels: str,
         tp = 4 * cluster.reduce_scatter(t, 1, nbytes)  # 2 all-gathers + 2 reduce-scatters
     else:
         tp = 2 * cluster.all_reduce(t, 1, nbytes)
-    out = {
+    out: dict = {
         "forward_gemm": _gemms(spec, eff, fwd, dt),
         "forward_memory": _passes(spec, eff, passes, 1),
         "backward_gemm": _gemms(spec, eff, backward_gemms(fwd) + _flash_rerun(fwd, kernels), dt),
@@ -112,12 +112,14 @@ def iteration(
     dp_overlap: bool = False,
     tp_overlap: bool = False,
     streams: bool = False,
+    trace: str | None = None,
     efficiency=None,
 ) -> dict:
     """Time, FLOPs, MFU / HFU and memory of one iteration. `efficiency` overrides the device's own.
 
     streams=True (implied by tp_overlap) times it on the stream timeline (timeline.py) instead of in
-    closed form: dp_overlap then means Megatron's gradient buckets, and tp_overlap its TP overlap."""
+    closed form: dp_overlap then means Megatron's gradient buckets, and tp_overlap its TP overlap.
+    trace: a path to write that timeline to as a Chrome / Perfetto trace (implies streams)."""
     spec = device_spec(device)
     eff = efficiency if efficiency is not None or mode == "peak" else efficiency_for(_key(device), mode)
     t, dp, pp = layout.tp, layout.dp, layout.pp
@@ -168,8 +170,10 @@ def iteration(
         "dp_comm": dp_exposed,
         "optimizer": optimizer,
     }
-    if streams or tp_overlap:
+    streams = streams or tp_overlap or trace is not None
+    if streams:
         breakdown = timeline_breakdown(
+            trace=trace,
             lt=lt,
             logits=(lf, lb),
             tp=t,
@@ -208,7 +212,7 @@ def iteration(
         "global_batch": global_batch,
         "micro_batch": micro_batch,
         "microbatches": m,
-        "timing": "stream timeline (timeline.py)" if streams or tp_overlap else "closed form",
+        "timing": "stream timeline (timeline.py)" if streams else "closed form",
         "tp_overlap": tp_overlap,
         "dp_overlap": dp_overlap,
         "time": {"iteration": step, **breakdown, "microbatch_forward": t_f, "microbatch_backward": t_b},

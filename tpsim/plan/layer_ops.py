@@ -61,7 +61,7 @@ class LayerOps:
             kind=kind,
         )
 
-    def _gather_gemm(self, d, gemm: str, seconds: float, after, label: str) -> list[Op | None]:
+    def _gather_gemm(self, d, gemm: str, seconds: float, after, label: str) -> list:
         """all-gather (SP) then `gemm`; pipelined under tp_overlap."""
         if not (self.sp and self.overlap):
             ag = self._coll(d, "all_gather", after, label) if self.sp else None
@@ -73,7 +73,7 @@ class LayerOps:
             ops.append(self._c(d, f"{gemm} [chunk {k}/{c}]", seconds / c, [step], label))
         return ops[-1:]
 
-    def _gemm_scatter(self, d, gemm: str, seconds: float, after, label: str, coll: str) -> list[Op | None]:
+    def _gemm_scatter(self, d, gemm: str, seconds: float, after, label: str, coll: str) -> list:
         """`gemm` then its reduce-scatter (SP) or all-reduce; pipelined under tp_overlap and SP."""
         if not (self.sp and self.overlap):
             g = self._c(d, gemm, seconds, after, label)
@@ -131,11 +131,12 @@ class LayerOps:
         named = ("fc2.dx", "fc2.dw", "fc1.dx", "fc1.dw", "proj.dx", "proj.dw", "qkv.dx", "qkv.dw")
         rest = lt["backward_gemm"] - sum(g[k] for k in named)  # the core's dX / dW, flash's rerun
         dx = self._gather_gemm(d, "fc2.dx", g["fc2.dx"], [mem], label)
-        x = self._c(d, "fc2.dw, fc1.dx", g["fc2.dw"] + g["fc1.dx"], dx, label)
-        x = self._dx_collective(d, "fc1.dw", g["fc1.dw"], x, label)
-        dx = self._gather_gemm(d, "proj.dx", g["proj.dx"], x, label)
-        x = self._c(d, "proj.dw, core, qkv.dx", g["proj.dw"] + rest + g["qkv.dx"], dx, label)
-        return self._dx_collective(d, "qkv.dw", g["qkv.dw"], x, label)
+        fc1 = self._c(d, "fc2.dw, fc1.dx", g["fc2.dw"] + g["fc1.dx"], dx, label)
+        dx = self._gather_gemm(
+            d, "proj.dx", g["proj.dx"], self._dx_collective(d, "fc1.dw", g["fc1.dw"], fc1, label), label
+        )
+        qkv = self._c(d, "proj.dw, core, qkv.dx", g["proj.dw"] + rest + g["qkv.dx"], dx, label)
+        return self._dx_collective(d, "qkv.dw", g["qkv.dw"], qkv, label)
 
     def _dx_collective(self, d, dw: str, seconds: float, dx_op: Op, label: str) -> list:
         """The input gradient's collective, with the dW GEMM beside it (tp_overlap) or after it."""

@@ -200,8 +200,13 @@ def breakdown(s: Streams, pipeline_end: float, free_end: float, devices: int) ->
     }
 
 
-def timeline_breakdown(**kw) -> dict:
-    """lay_out's iteration broken down; pp_comm from a second layout with free sends (as iteration.py)."""
+def timeline_breakdown(trace: str | None = None, **kw) -> dict:
+    """lay_out's iteration broken down; pp_comm from a second layout with free sends (as iteration.py).
+    trace: a path to write the layout to as a Chrome / Perfetto trace (timeline_trace.py)."""
     s, end = lay_out(**kw)
     free = lay_out(**{**kw, "send": 0.0})[1] if kw["pp"] > 1 else end
+    if trace is not None:
+        from tpsim.plan.timeline_trace import write
+
+        write(s, kw["pp"], trace)
     return breakdown(s, end, free, kw["pp"])

@@ -2,12 +2,15 @@
 stage, TP collectives beside the GEMMs (layer_ops.py), pipeline sends, DP gradient buckets, the optimizer.
 
 One device per pipeline stage stands for its TP and DP peers (they run the same ops at the same times).
-Its streams: "compute", "tp" (layer_ops.py), "pp" and "dp".
+Its streams: "compute", "tp" (layer_ops.py), "pp next", "pp prev" and "dp".
 
     pipeline   each stage runs pipeline.stage_ops (interleaved.device_ops with `chunks`); after a
                forward (backward) crosses a stage boundary its activation (gradient) is sent on the
-               sender's "pp" stream, so the send overlaps the sender's next op; the receiver's op
-               waits for the send's end
+               sender's "pp next" ("pp prev") stream, so the send overlaps the sender's next op; the
+               receiver's op waits for the send's end.  Sends to the two neighbours run side by side
+               (NCCL runs p2p to two peers on two streams); sends to one neighbour queue, so where a
+               send outlasts a forward (of a chunk) the timeline is slower than pipeline.simulate,
+               which lets one link carry several sends at once at full speed
     stages     every stage is priced as iteration.py prices the heaviest: L / pp layers and the logit
                layer's forward and backward (split evenly over the chunks), so that with every overlap
                off this timeline's iteration is iteration.py's closed form
@@ -35,8 +38,8 @@ from tpsim.plan.layer_ops import TP, LayerOps
 from tpsim.plan.pipeline import stage_ops
 from tpsim.plan.streams import COMPUTE, Op, Streams, exposed
 
-PP, DP = "pp", "dp"
-STREAMS = (COMPUTE, TP, PP, DP)
+PP_NEXT, PP_PREV, DP = "pp next", "pp prev", "dp"
+STREAMS = (COMPUTE, TP, PP_NEXT, PP_PREV, DP)
 
 
 def bucket_params(dp: int) -> int:
@@ -109,8 +112,19 @@ def lay_out(
                         grads[(d, c, layer)] = _end(x)
                 crosses = vs < last if kind == "F" else vs > 0
                 if crosses:
-                    what = "activation" if kind == "F" else "gradient"
-                    x = [s.issue(d, PP, f"send {what} ({where})", send, x, nbytes=send_bytes, kind="send")]
+                    what, lane = ("activation", PP_NEXT) if kind == "F" else ("gradient", PP_PREV)
+                    x = [
+                        s.issue(
+                            d,
+                            lane,
+                            f"send {what} ({where})",
+                            send,
+                            x,
+                            cat="pp",
+                            nbytes=send_bytes,
+                            kind="send",
+                        )
+                    ]
                 done[(kind, vs, j)] = x
                 nxt[d] += 1
                 remaining -= 1

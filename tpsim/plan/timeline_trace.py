@@ -24,7 +24,7 @@ def events(s: Streams, devices: int) -> list[dict]:
         args = {"category": o.cat, **o.args}
         if o.nbytes:
             args["bytes"] = int(o.nbytes)
-        cat = "compute" if o.stream == "compute" else "collective" if o.stream in ("tp", "dp") else "send"
+        cat = "compute" if o.stream == "compute" else "send" if o.cat == "pp" else "collective"
         out.append(te.span(o.name, cat, o.device, TID[o.stream], o.start, o.end, args))
     return out
 

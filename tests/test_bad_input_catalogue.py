@@ -22,6 +22,7 @@ from tpsim.errors import (
     DTypeError,
     LaunchError,
     MeshError,
+    PipelineError,
     PlacementError,
     ResourceLimitError,
     ShapeError,
@@ -98,6 +99,16 @@ def mixed_dtypes():
     return mesh, lambda: from_local([np.zeros(3, np.float32), np.zeros(3, np.float64)], mesh, Shard(0))
 
 
+def chunks_that_do_not_divide_the_layers():
+    from tpsim.plan.cluster import CLUSTERS
+    from tpsim.plan.iteration import iteration
+    from tpsim.plan.layout import Layout
+
+    cfg = GPTConfig(1024, 256, 8, 8, 128)  # 4 layers per stage, 3 chunks
+    kw = dict(global_batch=4, micro_batch=1, schedule="interleaved", chunks=3, streams=True)
+    return None, lambda: iteration(cfg, Layout(1, 1, 2), cluster=CLUSTERS["h100"], **kw)
+
+
 def row(name, make, error, names):
     return pytest.param(make, error, names, id=name)
 
@@ -127,6 +138,8 @@ CATALOGUE = [
     row("2-device input into a 4-device layer", smaller_mesh_input, WorldSizeError, "2 devices"),
     row("backward before forward", backward_first, CallOrderError, "backprop before forward"),
     row("from_local with two dtypes", mixed_dtypes, DTypeError, "float64"),
+    row("3 chunks of 4 layers on the stream timeline", chunks_that_do_not_divide_the_layers, PipelineError,
+        "4 layers per stage do not split into 3 chunks"),
 ]
 
 

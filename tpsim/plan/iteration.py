@@ -4,7 +4,8 @@ Per microbatch, on the heaviest stage (L / pp layers, plus the logit layer):
 
     forward    every layer's GEMMs (kernels.py, priced by efficiency.py) and memory-bound ops, and
                TP's collectives: 2 all-reduces of (s, b, h) per layer, or under SP 2 all-gathers and
-               2 reduce-scatters (the same bytes); they block the compute stream (no TP overlap)
+               2 reduce-scatters (the same bytes); they block the compute stream (no TP overlap:
+               streams=True / tp_overlap=True time it on the stream timeline instead, timeline.py)
     backward   two GEMMs per forward GEMM, twice the memory passes, the same TP collectives, and the
                recomputation: a whole forward (full, with its collectives) or the attention core
                (selective), as Megatron reruns it just before the backward
@@ -14,6 +15,7 @@ Per microbatch, on the heaviest stage (L / pp layers, plus the logit layer):
                sends add to it is the exposed PP communication
     dp         the gradient all-reduce (ZeRO-1: reduce-scatter + all-gather, the same ring time),
                after the backward; with dp_overlap it hides behind the last microbatch's backward
+               (on the stream timeline: Megatron's buckets, each launched when its layers are done)
     optimizer  Adam over this device's parameters (its 1 / dp share under ZeRO-1), memory-bound:
                32 B per parameter (16-bit grad read twice for the norm and unscale, fp32 master,
                m and v read and written, the 16-bit weight written)

@@ -218,6 +218,17 @@ def test_streams_run_one_op_at_a_time_and_wait_for_dependencies():
     assert exposed([(0.0, 4.0), (6.0, 8.0)], [(1.0, 2.0), (7.0, 10.0)]) == pytest.approx(3 + 1)
 
 
+spans = st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)).map(sorted).map(tuple), max_size=6)
+
+
+@settings(max_examples=50, deadline=None)
+@given(mine=spans, cover=spans)
+def test_exposed_time_is_what_no_cover_hides(mine, cover):
+    """On whole-second intervals: count the seconds [k, k+1) inside `mine` and outside `cover`."""
+    inside = lambda k, iv: any(s <= k < e for s, e in iv)  # noqa: E731
+    assert exposed(mine, cover) == sum(inside(k, mine) and not inside(k, cover) for k in range(20))
+
+
 @pytest.mark.parametrize("layout", [Layout(2, 2, 2, True), Layout(4, 2, 2)])
 def test_the_trace_has_a_process_per_stage_a_thread_per_stream_and_no_overlap_on_one(layout, tmp_path):
     path = tmp_path / "trace.json"

@@ -104,9 +104,22 @@ def lay_out(
                 if kind == "F":
                     for layer in range(per):
                         x = lo.forward(d, x, f"F {where}, layer {layer}")
-                    x = [s.issue(d, COMPUTE, "logits + loss", lf, x, label=f"F {where}")]
+                    x = [
+                        s.issue(
+                            d, COMPUTE, "logits + loss (heaviest-stage pricing)", lf, x, label=f"F {where}"
+                        )
+                    ]
                 else:
-                    x = [s.issue(d, COMPUTE, "logits + loss backward", lb, x, label=f"B {where}")]
+                    x = [
+                        s.issue(
+                            d,
+                            COMPUTE,
+                            "logits + loss backward (heaviest-stage pricing)",
+                            lb,
+                            x,
+                            label=f"B {where}",
+                        )
+                    ]
                     for layer in reversed(range(per)):
                         x = lo.backward(d, x, f"B {where}, layer {layer}")
                         grads[(d, c, layer)] = _end(x)

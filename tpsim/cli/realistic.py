@@ -47,12 +47,11 @@ def text(r: dict) -> str:
         ("memory per device", f"{fmt_bytes(mem['total'])} of {fmt_bytes(mem['capacity'])}"),
         ("fits", "yes" if mem["fits"] else "NO"),
     ]
-    how = "Closed-form" if r["timing"] == "closed form" else "Stream-timeline"
-    overlap = ", ".join(k for k in ("tp_overlap", "dp_overlap") if r[k]) or "no overlap"
-    title = (
-        f"{how} iteration ({overlap}), mode {r['mode']}: {r['kernels']} kernels, recompute {r['recompute']}, "
-        f"on {r['cluster']}"
-    )
+    how = "Closed-form iteration"
+    if r["timing"] != "closed form":
+        overlap = ", ".join(k for k in ("tp_overlap", "dp_overlap") if r[k]) or "no overlap"
+        how = f"Stream-timeline iteration ({overlap})"
+    title = f"{how}, mode {r['mode']}: {r['kernels']} kernels, recompute {r['recompute']}, on {r['cluster']}"
     return table(rows, ("", "value"), title)
 
 

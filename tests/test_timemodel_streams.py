@@ -135,15 +135,19 @@ def _lay_out(layout, cluster, kw, send=None, **options):
 @settings(max_examples=25, deadline=None)
 @given(setup=setups())
 def test_the_bytes_are_unchanged_by_any_time_model_option(setup):
+    """TP and DP overlap, and the kernels' pricing (peak or realistic), move the same bytes."""
     layout, kw = setup
     totals = []
-    for tp_overlap in (False, True):
-        for dp_overlap in (False, True):
-            ops = _lay_out(layout, H100, kw, tp_overlap=tp_overlap, dp_overlap=dp_overlap)[0].ops
-            by = defaultdict(float)
-            for o in ops:
-                by[(o.device, o.stream, o.args.get("kind"))] += o.nbytes
-            totals.append(by)
+    for tp_overlap, dp_overlap, mode in itertools.product(
+        (False, True), (False, True), ("peak", "realistic")
+    ):
+        ops = _lay_out(layout, H100, {**kw, "mode": mode}, tp_overlap=tp_overlap, dp_overlap=dp_overlap)[
+            0
+        ].ops
+        by = defaultdict(float)
+        for o in ops:
+            by[(o.device, o.stream, o.args.get("kind"))] += o.nbytes
+        totals.append(by)
     for by in totals[1:]:
         assert by.keys() == totals[0].keys()
         for key, n in by.items():

@@ -116,6 +116,14 @@ def microbatches_that_do_not_split_the_batch():
     model = PipelinedGPT(mesh, GPTConfig(11, 8, 2, 2, 5, dtype="float64"), microbatches=3, init="exact")
     ids = np.zeros((5, 4), np.int64)
     return mesh, lambda: model.step(ids, ids)
+def chunks_that_do_not_divide_the_layers():
+    from tpsim.plan.cluster import CLUSTERS
+    from tpsim.plan.iteration import iteration
+    from tpsim.plan.layout import Layout
+
+    cfg = GPTConfig(1024, 256, 8, 8, 128)  # 4 layers per stage, 3 chunks
+    kw = dict(global_batch=4, micro_batch=1, schedule="interleaved", chunks=3, streams=True)
+    return None, lambda: iteration(cfg, Layout(1, 1, 2), cluster=CLUSTERS["h100"], **kw)
 
 
 def row(name, make, error, names):
@@ -158,6 +166,8 @@ CATALOGUE = [
         AlgorithmError, "'rnig'"),
     row("NVLS on a node without in-switch reduction",
         lambda: (None, lambda: from_node(NODES["dgx-a100"], algorithm="nvls")), TopologyError, "'nvls'"),
+    row("3 chunks of 4 layers on the stream timeline", chunks_that_do_not_divide_the_layers, PipelineError,
+        "4 layers per stage do not split into 3 chunks"),
 ]
 
 

@@ -51,6 +51,24 @@ def register(sub) -> None:
     )
     p.add_argument("--dp-overlap", action="store_true", help="for --realistic: hide DP behind backward")
     p.add_argument(
+        "--tp-overlap",
+        action="store_true",
+        help="for --realistic: Megatron's TP comm overlap (dX collective beside dW; SP: ring-exchange "
+        "pipelined with the GEMMs); times the iteration on the stream timeline (tpsim/plan/timeline.py)",
+    )
+    p.add_argument(
+        "--streams",
+        action="store_true",
+        help="for --realistic: time it on the stream timeline instead of in closed form (then "
+        "--dp-overlap means Megatron's gradient buckets)",
+    )
+    p.add_argument(
+        "--trace",
+        metavar="JSON",
+        help="for --realistic: write the stream timeline as a Chrome/Perfetto trace (one process per "
+        "pipeline stage, one thread per stream)",
+    )
+    p.add_argument(
         "--efficiency", help="for --realistic: a `tpsim fit-gemm --out` file instead of the preset's"
     )
     p.add_argument(

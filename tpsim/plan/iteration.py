@@ -13,7 +13,8 @@ Per microbatch, on the heaviest stage (L / pp layers, plus the logit layer):
                runs the schedule with those times and the stage-boundary send;
                rerun with free sends, its makespan minus m (t_f + t_b) is the bubble, and what the
                sends add to it is the exposed PP communication
-    dp         the gradient all-reduce (ZeRO-1: reduce-scatter + all-gather, the same ring time),
+    dp         the gradient all-reduce (ZeRO-1: a reduce-scatter of the grads and an all-gather of the
+               parameters: two ring halves, under NCCL's tuning not the all-reduce's time, a tree or ring),
                after the backward; with dp_overlap it hides behind the last microbatch's backward
                (on the stream timeline: Megatron's buckets, each launched when its layers are done)
     optimizer  Adam over this device's parameters (its 1 / dp share under ZeRO-1), memory-bound:
@@ -158,7 +159,12 @@ def iteration(
         kernels=kernels,
     )
     params = mem["parameters"]
-    dp_time = cluster.all_reduce(dp, t, 2 * params) if dp > 1 else 0.0
+    if dp == 1:
+        dp_time = 0.0
+    elif zero1:  # the distributed optimizer: reduce-scatter the grads, all-gather the parameters
+        dp_time = 2 * cluster.reduce_scatter(dp, t, 2 * params)
+    else:
+        dp_time = cluster.all_reduce(dp, t, 2 * params)
     dp_exposed = max(0.0, dp_time - t_b) if dp_overlap else dp_time
     optimizer = memory_time(spec, eff, ADAM_BYTES * params / (dp if zero1 else 1))
     tp = m * layers * (lt["tp_forward"] + lt["tp_backward"] + lt["recompute_tp"])

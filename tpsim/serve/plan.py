@@ -41,13 +41,20 @@ def _config(model: str | LlamaConfig) -> LlamaConfig:
     return LLAMA_PRESETS[model]
 
 
-def decode_latency(cfg: LlamaConfig, t: int, batch: int, context: int, spec, topology) -> dict:
-    """Seconds per decode step of `batch` sequences holding `context` tokens each, on one replica."""
+def decode_latency(
+    cfg: LlamaConfig, t: int, batch: int, context: int, spec, topology, weight_itemsize: int | None = None
+) -> dict:
+    """Seconds per decode step of `batch` sequences holding `context` tokens each, on one replica.
+
+    `weight_itemsize`: bytes per weight of the decoder layers, where they are stored narrower than
+    cfg.dtype (1 for fp8 weights, as FP8 checkpoints quantize the linear layers of the blocks); the
+    embedding and output layer, the KV cache, the all-reduces and the FLOP peak stay cfg.dtype's."""
     size = itemsize(cfg)
+    scale = (weight_itemsize or size) / size
     head = cfg.vocab_size * cfg.hidden // t * size * (1 if cfg.tied_embeddings else 2)  # rows read, tables
     layer_weights = (weight_bytes(cfg, t) - head - cfg.hidden * size) / cfg.num_layers
     kv = kv_cache_bytes_per_token(cfg, t) / cfg.num_layers * batch * context
-    layer = spec.time(2 * batch * layer_weights / size, layer_weights + kv, cfg.dtype)
+    layer = spec.time(2 * batch * layer_weights / size, scale * layer_weights + kv, cfg.dtype)
     logits = spec.time(2 * batch * cfg.vocab_size * cfg.hidden / t, head / 2, cfg.dtype)
     times = allreduce_times(t, batch * cfg.hidden * size, topology, cfg.dtype)
     algorithm = fastest(times)

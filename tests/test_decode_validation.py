@@ -1,0 +1,62 @@
+"""The committed decode validation table (benchmarks/results/decode_validation.*) is what the model
+computes now, its published figures are the source's, and the fp8 rows read 1-byte weights."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tpsim import presets
+from tpsim.hardware import device_spec
+from tpsim.nn.llama_config import LLAMA_PRESETS
+from tpsim.serve import validate
+from tpsim.serve.plan import decode_latency
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+@pytest.fixture(scope="module")
+def doc():
+    return validate.report()
+
+
+def test_committed_figures_are_regenerated(doc):
+    committed = json.loads((RESULTS / "decode_validation.json").read_text())
+    for key in ("itl_ms", "predicted_ms", "error", "context", "tp"):
+        np.testing.assert_allclose(
+            [r[key] for r in doc["comparisons"]], [r[key] for r in committed["comparisons"]], rtol=1e-9
+        )
+    assert [r["source"] for r in doc["comparisons"]] == [r["source"] for r in committed["comparisons"]]
+
+
+def test_committed_markdown_is_regenerated(doc):
+    script = importlib.import_module("benchmarks.validate_decode")
+    assert script.markdown(doc) == (RESULTS / "decode_validation.md").read_text() == script.DOCS.read_text()
+
+
+def test_published_figures_are_the_sources(doc):
+    rows = {(r["input"], r["output"]): r for r in doc["comparisons"]}
+    assert rows[(5000, 500)]["itl_ms"] == 18.58
+    assert rows[(500, 2000)]["itl_ms"] == 18.91
+    for r in doc["comparisons"]:
+        assert (r["tp"], r["precision"]) == (2, "fp8")
+        assert "docs.nvidia.com/nim/benchmarking" in r["source"] and "fp8 TP2" in r["source"]
+        assert r["error"] == pytest.approx(r["predicted_ms"] / r["itl_ms"] - 1)
+
+
+def test_fp8_reads_one_byte_per_decoder_weight():
+    # the step at batch 1 is memory-bound: halving the decoder weights' bytes saves exactly their
+    # bf16 read time, layers x (params per layer per rank) x 1 byte / bandwidth
+    cfg, spec, t = LLAMA_PRESETS["llama3-70b"], device_spec("h100"), 2
+    node = presets.nvlink_node(t, "h100")
+    bf16 = decode_latency(cfg, t, 1, 1000, spec, node)
+    fp8 = decode_latency(cfg, t, 1, 1000, spec, node, weight_itemsize=1)
+    h, kv, f = cfg.hidden, cfg.num_kv_heads * cfg.head_dim, cfg.ffn_hidden
+    per_layer = (h * (h + 2 * kv) + h * h + 3 * h * f) // t + 2 * h  # this rank's linears, both norms
+    saved = cfg.num_layers * per_layer / spec.memory_bandwidth
+    np.testing.assert_allclose(bf16["seconds"] - fp8["seconds"], saved, rtol=1e-9)
+    assert fp8["comm"] == bf16["comm"]

@@ -21,6 +21,7 @@ from tpsim.errors import (
     ConfigError,
     DTypeError,
     LaunchError,
+    LayoutError,
     MeshError,
     PlacementError,
     ResourceLimitError,
@@ -98,6 +99,13 @@ def mixed_dtypes():
     return mesh, lambda: from_local([np.zeros(3, np.float32), np.zeros(3, np.float64)], mesh, Shard(0))
 
 
+def llama_kv_not_dividing():
+    from tpsim.nn.models import llama_from_dict
+
+    d = dict(vocab_size=100, hidden=512, num_layers=2, num_heads=64, num_kv_heads=6, ffn_hidden=64, seq_len=8)
+    return None, lambda: llama_from_dict(d)
+
+
 def row(name, make, error, names):
     return pytest.param(make, error, names, id=name)
 
@@ -127,6 +135,11 @@ CATALOGUE = [
     row("2-device input into a 4-device layer", smaller_mesh_input, WorldSizeError, "2 devices"),
     row("backward before forward", backward_first, CallOrderError, "backprop before forward"),
     row("from_local with two dtypes", mixed_dtypes, DTypeError, "float64"),
+    row("tpsim model llama3-70b --tp 3 (the exact Llama's 64 heads)",
+        lambda: cli("model", "llama3-70b", "--tp", "3"), LayoutError,
+        "--tp 3 does not divide llama3-70b's num_heads = 64"),
+    row("Llama config with 64 heads in 6 KV heads", llama_kv_not_dividing, ConfigError,
+        "num_heads = 64 is not a multiple of num_kv_heads = 6"),
 ]
 
 

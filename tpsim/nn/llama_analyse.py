@@ -33,7 +33,7 @@ def analyse_llama(
     """`parameters` counts each replicated KV head once (padded vocab rows included); `parameters_stored`
     counts every copy.  Per device (the maximum over devices): bytes sent and collectives by direction,
     the step's time on the per-device timeline, and memory (weights, grads, activations after forward,
-    peak)."""
+    the largest collective buffer, peak): gpt.analyse's keys, so plan/layout.py takes either."""
     from tpsim import presets
 
     cfg = LLAMA_PRESETS[config] if isinstance(config, str) else config
@@ -49,12 +49,15 @@ def analyse_llama(
     model(ids, ids)
     forward, activations = max(mesh.clock), _in_use(mesh, "activations")
     model.backprop()
-    trace, step = mesh.trace, max(mesh.clock)
+    trace, step, peak = mesh.trace, max(mesh.clock), max(d.peak for d in mesh.devices)
     busy = np.bincount([op.device for op in trace.compute], [op.end - op.start for op in trace.compute], tp)
     return {
         **dict(model=cfg.name, source=cfg.source, tp=tp, sequence_parallel=sp, device=spec.name),
+        "topology": topology.name,
         "parameters": model.num_parameters(),
         "parameters_stored": sum(math.prod(p.shape) for _, p in model.named_parameters()),
+        "layers_simulated": cfg.num_layers,
+        "extrapolated": False,
         **_traffic(trace, tp),
         "time": dict(
             forward=forward,
@@ -67,8 +70,10 @@ def analyse_llama(
             weights=weights,
             grads=_in_use(mesh, "grads"),
             activations=activations,
-            peak=max(d.peak for d in mesh.devices),
+            comm=max((c.nbytes for c in trace.collectives), default=0),
+            peak=peak,
             capacity=spec.memory,
+            fits=peak <= spec.memory,
         ),
         "wall_s": time.perf_counter() - start,
     }

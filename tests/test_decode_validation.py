@@ -14,7 +14,7 @@ from tpsim import presets
 from tpsim.hardware import device_spec
 from tpsim.nn.llama_config import LLAMA_PRESETS
 from tpsim.serve import validate
-from tpsim.serve.plan import decode_latency
+from tpsim.serve.plan import decode_latency, prefill_time
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -26,7 +26,7 @@ def doc():
 
 def test_committed_figures_are_regenerated(doc):
     committed = json.loads((RESULTS / "decode_validation.json").read_text())
-    for key in ("itl_ms", "predicted_ms", "error", "context", "tp"):
+    for key in ("published_ms", "predicted_ms", "error", "context", "tp", "batch"):
         np.testing.assert_allclose(
             [r[key] for r in doc["comparisons"]], [r[key] for r in committed["comparisons"]], rtol=1e-9
         )
@@ -39,13 +39,33 @@ def test_committed_markdown_is_regenerated(doc):
 
 
 def test_published_figures_are_the_sources(doc):
-    rows = {(r["input"], r["output"]): r for r in doc["comparisons"]}
-    assert rows[(5000, 500)]["itl_ms"] == 18.58
-    assert rows[(500, 2000)]["itl_ms"] == 18.91
-    for r in doc["comparisons"]:
-        assert (r["tp"], r["precision"]) == (2, "fp8")
+    nim = {(r["input"], r["output"]): r for r in doc["comparisons"] if r["kind"] == "itl"}
+    assert {k: r["published_ms"] for k, r in nim.items()} == {(5000, 500): 18.58, (500, 2000): 18.91}
+    for r in nim.values():
+        assert (r["tp"], r["precision"], r["batch"]) == (2, "fp8", 1)
         assert "docs.nvidia.com/nim/benchmarking" in r["source"] and "fp8 TP2" in r["source"]
-        assert r["error"] == pytest.approx(r["predicted_ms"] / r["itl_ms"] - 1)
+    vllm = {r["gpu"]: r for r in doc["comparisons"] if r["kind"] == "request"}
+    assert {g: r["published_ms"] for g, r in vllm.items()} == {
+        "h100": 2444.47,
+        "a100": 3990.59,
+        "h200": 2075.08,
+    }
+    for gpu, build in (("h100", 9555), ("a100", 9523), ("h200", 9513)):
+        r = vllm[gpu]
+        assert (r["tp"], r["precision"], r["batch"], r["input"], r["output"]) == (4, "bf16", 8, 32, 128)
+        assert f"buildkite.com/vllm/performance-benchmark/builds/{build}" in r["source"]
+    for r in doc["comparisons"]:
+        assert r["error"] == pytest.approx(r["predicted_ms"] / r["published_ms"] - 1)
+
+
+def test_a_request_is_its_prefill_and_its_decode_steps(doc):
+    cfg = LLAMA_PRESETS["llama3-70b"]
+    for r in (r for r in doc["comparisons"] if r["kind"] == "request"):
+        spec, node = device_spec(r["gpu"]), presets.nvlink_node(r["tp"], r["gpu"])
+        step = decode_latency(cfg, r["tp"], r["batch"], r["input"] + r["output"] // 2, spec, node)
+        first = prefill_time(cfg, r["tp"], r["batch"] * r["input"], spec, node)
+        expected = first["seconds"] + (r["output"] - 1) * step["seconds"]
+        np.testing.assert_allclose(r["predicted_ms"], 1e3 * expected, rtol=1e-12)
 
 
 def test_fp8_reads_one_byte_per_decoder_weight():

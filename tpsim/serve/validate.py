@@ -1,23 +1,35 @@
-"""Decode latency of plan.decode_latency set beside published inter-token latencies (Llama-3 70B).
+"""Decode latency of plan.decode_latency set beside published measurements of Llama-3 70B.
 
-Published: NVIDIA NIM for LLMs, the Performance page of its benchmarking guide (PUBLISHED[i]["source"]):
-Llama-3.3-70B-Instruct, NIM container 1.8.0, 2 x H100 80G, profile "fp8 TP2", concurrency 1 (one
-sequence at a time), ITL (inter-token latency, ms) for two input/output lengths.  Only rows whose GPU
-count, precision, TP and lengths the stored page states beside them are taken; its Llama-3.1-70B and
-NIM 1.5.0 tables reach us without those headings, so they are left out rather than guessed.
+Two kinds of published figure, each row with its source (PUBLISHED):
+
+    itl       NVIDIA NIM for LLMs, the Performance page of its benchmarking guide: Llama-3.3-70B-Instruct,
+              NIM container 1.8.0, "2 x H100 80G", profile "fp8 TP2", concurrency 1 (one sequence at a
+              time), inter-token latency (ms).  Predicted: one decode step of one sequence.
+    request   vLLM's performance benchmark (Buildkite, one build per GPU): latency_llama70B_tp4, whose test
+              file (vllm .buildkite/nightly-benchmarks/tests/latency-tests.json, as stored at commit
+              d5ce92492d51; the build pages name "llama-3 70B" and show no commit or date) runs
+              meta-llama/Meta-Llama-3-70B-Instruct at tensor_parallel_size 4 with dummy weights in the
+              config's bfloat16; a batch of 8 prompts of 32 tokens, 128 output tokens; mean end-to-end
+              latency.  Predicted: prefill_time of the 8 x 32 tokens + 127 decode steps of batch 8.
+
+Only rows whose GPU, precision, TP and lengths the stored source states beside them are taken: the NIM
+page's Llama-3.1-70B and NIM 1.5.0 tables reach us without those headings, and vLLM's serving tests
+(ShareGPT prompts arriving at 1 QPS, so sometimes batched) measure no fixed batch: both are left out.
 
 Llama-3.3-70B has Llama-3-70B's shapes (hidden 8192, 80 layers, 64 heads, 8 KV heads, ffn 28672,
 vocabulary 128256; only RoPE's scaling and the context length differ), so the preset is llama3-70b.
 
 Assumptions, one set for every row, none fitted to them:
 
-    efficiency   peak: the datasheet roofline (hardware.H100, 3.35 TB/s), serve's only mode
-    weights      fp8: the decoder layers' weights read at 1 byte each (weight_itemsize=1); the
-                 embedding, the output layer, the KV cache (bf16) and the all-reduces (bf16) at 2
+    efficiency   peak: the datasheet roofline (hardware: H100 3.35, A100 2.039, H200 4.8 TB/s)
+    weights      bf16 rows: 2 bytes; fp8 rows: the decoder layers' weights at 1 byte (weight_itemsize=1),
+                 the embedding, output layer, KV cache and all-reduces at bf16
     all-reduce   the fastest of one-shot, two-shot and ring on the node (allreduce.py), named per row
-    node         presets.nvlink_node(t, "h100"): DGX H100 NVSwitch, 450 GB/s per GPU, 2 us alpha
-    context      the mean context over the decode: input + output / 2 tokens (a step's time is
-                 linear in the context, so the mean step is the step at the mean context)
+    node         presets.nvlink_node(t, gpu): the DGX NVSwitch node of that GPU, 2 us alpha
+    context      the mean context over the decode: input + output / 2 tokens (a step's time is linear
+                 in the context, so the mean step is the step at the mean context)
+    prefill      (request rows) prefill_time of batch x input tokens as one sequence: its attention
+                 square overcounts the batch's separate ones, a negligible share of the FLOPs here
 """
 
 from __future__ import annotations
@@ -27,70 +39,83 @@ import statistics
 from tpsim import presets
 from tpsim.hardware import device_spec
 from tpsim.nn.llama_config import LLAMA_PRESETS
-from tpsim.serve.plan import decode_latency
+from tpsim.serve.plan import decode_latency, prefill_time
 
-MODEL, DEVICE, NODE = "llama3-70b", "h100", "h100"
+MODEL = "llama3-70b"
 PRECISION_BYTES = {"bf16": None, "fp8": 1}  # bytes per decoder weight (None: the model's dtype)
 _NIM = (
     "NVIDIA NIM for LLMs benchmarking guide 1.0.0, Performance, 'Llama-3.3-70b-instruct Results', "
     "Version 1.8.0, '2 x H100 80G', 'fp8 TP2', concurrency 1 "
     "(https://docs.nvidia.com/nim/benchmarking/llm/1.0.0/performance.md)"
 )
-PUBLISHED: list[dict] = [
-    dict(engine="NIM 1.8.0", tp=2, precision="fp8", input=5000, output=500, itl_ms=18.58, source=_NIM),
-    dict(engine="NIM 1.8.0", tp=2, precision="fp8", input=500, output=2000, itl_ms=18.91, source=_NIM),
-]
-HARDWARE_NOTE = (
-    "the page heads its tables '2 x H100 80G'; its Hardware Specifications section is not in the stored "
-    "copy read here, so SXM (which the H100-SXM5 preset and the NVSwitch node assume) is an assumption"
+_VLLM = (
+    "vLLM performance benchmark, Buildkite build {build}, 'Latency tests' (input 32, output 128, batch 8), "
+    "latency_llama70B_tp4 on '{label}', mean latency (https://buildkite.com/vllm/performance-benchmark/"
+    "builds/{build}); test: vllm-project/vllm .buildkite/nightly-benchmarks/tests/latency-tests.json"
 )
-UNPUBLISHED_TP = (2, 4, 8)  # predicted at bf16 too, where no attributable figure was found
+_NIM_ROW = dict(engine="NIM 1.8.0", kind="itl", gpu="h100", tp=2, precision="fp8", batch=1, source=_NIM)
+_VLLM_ROW = dict(kind="request", tp=4, precision="bf16", batch=8, input=32, output=128)
+PUBLISHED: list[dict] = [
+    dict(**_NIM_ROW, input=5000, output=500, published_ms=18.58),
+    dict(**_NIM_ROW, input=500, output=2000, published_ms=18.91),
+    dict(**_VLLM_ROW, engine="vLLM CI #9555", gpu="h100", published_ms=2444.47),
+    dict(**_VLLM_ROW, engine="vLLM CI #9523", gpu="a100", published_ms=3990.59),
+    dict(**_VLLM_ROW, engine="vLLM CI #9513", gpu="h200", published_ms=2075.08),
+]
+for _row, _label in zip(PUBLISHED[2:], ("8xH100", "A100-SXM4-80GB", "H200"), strict=True):
+    _row["source"] = _VLLM.format(build=_row["engine"].split("#")[1], label=_label)
+HARDWARE_NOTE = (
+    "NIM heads its tables '2 x H100 80G' and vLLM labels its run '8xH100'; neither stored copy says SXM, "
+    "so the SXM parts of the presets (and their NVSwitch nodes) are an assumption for those rows"
+)
+UNPUBLISHED_TP = (2, 4, 8)  # predicted at bf16 too, beside no published figure
 
 
 def mean_context(inp: int, out: int) -> int:
     return inp + out // 2
 
 
-def predict(tp: int, precision: str, context: int) -> dict:
-    cfg = LLAMA_PRESETS[MODEL]
-    node = presets.nvlink_node(tp, NODE)
-    d = decode_latency(cfg, tp, 1, context, device_spec(DEVICE), node, PRECISION_BYTES[precision])
-    return dict(seconds=d["seconds"], comm=d["comm"], allreduce=d["allreduce"], topology=node.name)
+def predict(row: dict) -> dict:
+    """Milliseconds the row's published figure measures, as plan.decode_latency and prefill_time give them."""
+    cfg, t, b = LLAMA_PRESETS[MODEL], row["tp"], row["batch"]
+    spec, node = device_spec(row["gpu"]), presets.nvlink_node(t, row["gpu"])
+    context = mean_context(row["input"], row["output"])
+    step = decode_latency(cfg, t, b, context, spec, node, PRECISION_BYTES[row["precision"]])
+    out = dict(context=context, step_ms=1e3 * step["seconds"], comm_ms=1e3 * step["comm"])
+    out.update(allreduce=step["allreduce"], topology=node.name, device=spec.name)
+    if row["kind"] == "itl":
+        return dict(out, predicted_ms=out["step_ms"], prefill_ms=0.0)
+    first = prefill_time(cfg, t, b * row["input"], spec, node)
+    prefill_ms = 1e3 * first["seconds"]
+    return dict(out, prefill_ms=prefill_ms, predicted_ms=prefill_ms + (row["output"] - 1) * out["step_ms"])
 
 
 def report() -> dict:
     rows = []
     for p in PUBLISHED:
-        context = mean_context(p["input"], p["output"])
-        pred = predict(p["tp"], p["precision"], context)
-        ms = 1e3 * pred["seconds"]
-        rows.append(
-            {
-                **p,
-                "context": context,
-                "predicted_ms": ms,
-                "comm_ms": 1e3 * pred["comm"],
-                "allreduce": pred["allreduce"],
-                "topology": pred["topology"],
-                "error": ms / p["itl_ms"] - 1,
-            }
-        )
+        pred = predict(p)
+        rows.append({**p, **pred, "error": pred["predicted_ms"] / p["published_ms"] - 1})
     errors = [abs(r["error"]) for r in rows]
+    cfg, h100 = LLAMA_PRESETS[MODEL], device_spec("h100")
     bf16 = [
-        dict(tp=t, context=4096, predicted_ms=1e3 * predict(t, "bf16", 4096)["seconds"])
+        dict(
+            tp=t,
+            context=4096,
+            predicted_ms=1e3
+            * decode_latency(cfg, t, 1, 4096, h100, presets.nvlink_node(t, "h100"))["seconds"],
+        )
         for t in UNPUBLISHED_TP
     ]
     return {
         "model": MODEL,
-        "config_source": LLAMA_PRESETS[MODEL].source,
-        "device": device_spec(DEVICE).name,
+        "config_source": cfg.source,
         "settings": dict(
             efficiency="peak (datasheet roofline)",
-            batch=1,
             allreduce="fastest of one-shot / two-shot / ring",
-            node=presets.nvlink_node(2, NODE).source,
+            node="presets.nvlink_node(t, gpu), 2 us alpha",
             context="input + output / 2",
             fp8="decoder weights at 1 byte; embedding, output layer, KV cache, all-reduces at bf16",
+            request="prefill_time(batch x input) + (output - 1) decode steps",
         ),
         "hardware_note": HARDWARE_NOTE,
         "comparisons": rows,

@@ -34,7 +34,10 @@ def markdown(doc: dict) -> str:
         + "; ".join(f"{k}: {v}" for k, v in doc["settings"].items())
         + ". See tpsim/serve/validate.py.",
         "",
-        f"Median |error| {s['median_abs_error']:.1%}, worst {s['max_abs_error']:.1%}, over {s['rows']} rows.",
+        f"Median |error| {s['median_abs_error']:.1%}, worst {s['max_abs_error']:.1%}, over {s['rows']} rows; "
+        f"{sum(r['error'] < 0 for r in doc['comparisons'])} of them predicted below the measurement "
+        "(the datasheet roofline is a lower bound on a step: no kernel launch, no achieved-bandwidth "
+        "shortfall, no sampling or scheduling time).",
         "",
         "| engine | device | TP | precision | batch | input / output | measured | context | all-reduce "
         "| published | predicted | prefill + steps x step | error |",

@@ -36,8 +36,8 @@ def markdown(doc: dict) -> str:
         "",
         f"Median |error| {s['median_abs_error']:.1%}, worst {s['max_abs_error']:.1%}, over {s['rows']} rows; "
         f"{sum(r['error'] < 0 for r in doc['comparisons'])} of them predicted below the measurement "
-        "(the datasheet roofline is a lower bound on a step: no kernel launch, no achieved-bandwidth "
-        "shortfall, no sampling or scheduling time).",
+        "(a step is priced at the datasheet roofline: kernel launches, the gap between achieved and "
+        "datasheet bandwidth, sampling and scheduling are left out).",
         "",
         "| engine | device | TP | precision | batch | input / output | measured | context | all-reduce "
         "| published | predicted | prefill + steps x step | error |",

@@ -26,6 +26,7 @@ from tpsim.errors import (
     PlacementError,
     ResourceLimitError,
     ShapeError,
+    TopologyError,
     TpsimError,
     WorldSizeError,
 )
@@ -106,6 +107,16 @@ def llama_kv_not_dividing():
     return None, lambda: llama_from_dict(d)
 
 
+def decode_unknown_mode():
+    from tpsim import presets
+    from tpsim.hardware import device_spec
+    from tpsim.nn.llama_config import LLAMA_PRESETS
+    from tpsim.serve.plan import decode_latency
+
+    cfg, node = LLAMA_PRESETS["llama3-8b"], presets.nvlink_node(2, "h100")
+    return None, lambda: decode_latency(cfg, 2, 1, 8, device_spec("h100"), node, mode="fast")
+
+
 def row(name, make, error, names):
     return pytest.param(make, error, names, id=name)
 
@@ -138,6 +149,11 @@ CATALOGUE = [
     row("tpsim model llama3-70b --tp 3 (the exact Llama's 64 heads)",
         lambda: cli("model", "llama3-70b", "--tp", "3"), LayoutError,
         "--tp 3 does not divide llama3-70b's num_heads = 64"),
+    row("tpsim serve-plan --realistic on a device without efficiency parameters",
+        lambda: cli("serve-plan", "llama3-8b", "--gpus", "2", "--device", "l40s", "--realistic"),
+        TopologyError, "no efficiency parameters for device 'l40s'"),
+    row("serve decode_latency in an unknown mode", decode_unknown_mode, TopologyError,
+        "unknown efficiency mode 'fast'; valid: realistic, peak"),
     row("Llama config with 64 heads in 6 KV heads", llama_kv_not_dividing, ConfigError,
         "num_heads = 64 is not a multiple of num_kv_heads = 6"),
 ]

@@ -1,5 +1,6 @@
 """The committed decode validation table (benchmarks/results/decode_validation.*) is what the model
-computes now, its published figures are the source's, and the fp8 rows read 1-byte weights."""
+computes now in both modes (peak, realistic), its published figures are the source's, and the fp8 rows
+read 1-byte weights."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from tpsim import presets
+from tpsim.efficiency import efficiency_for
 from tpsim.hardware import device_spec
 from tpsim.nn.llama_config import LLAMA_PRESETS
 from tpsim.serve import validate
@@ -26,10 +28,22 @@ def doc():
 
 def test_committed_figures_are_regenerated(doc):
     committed = json.loads((RESULTS / "decode_validation.json").read_text())
-    for key in ("published_ms", "predicted_ms", "error", "context", "tp", "batch"):
+    for key in ("published_ms", "tp", "batch"):
         np.testing.assert_allclose(
             [r[key] for r in doc["comparisons"]], [r[key] for r in committed["comparisons"]], rtol=1e-9
         )
+    for mode in ("peak", "realistic"):
+        for key in ("predicted_ms", "error", "context", "step_ms"):
+            np.testing.assert_allclose(
+                [r[mode][key] for r in doc["comparisons"]],
+                [r[mode][key] for r in committed["comparisons"]],
+                rtol=1e-9,
+            )
+        assert [r[mode]["mode"] for r in doc["comparisons"]] == [mode] * len(doc["comparisons"])
+    assert (
+        committed["summary"] == doc["summary"]
+        and committed["efficiency_sources"] == doc["efficiency_sources"]
+    )
     assert [r["source"] for r in doc["comparisons"]] == [r["source"] for r in committed["comparisons"]]
 
 
@@ -55,17 +69,31 @@ def test_published_figures_are_the_sources(doc):
         assert (r["tp"], r["precision"], r["batch"], r["input"], r["output"]) == (4, "bf16", 8, 32, 128)
         assert f"buildkite.com/vllm/performance-benchmark/builds/{build}" in r["source"]
     for r in doc["comparisons"]:
-        assert r["error"] == pytest.approx(r["predicted_ms"] / r["published_ms"] - 1)
+        for mode in ("peak", "realistic"):
+            assert r[mode]["error"] == pytest.approx(r[mode]["predicted_ms"] / r["published_ms"] - 1)
 
 
-def test_a_request_is_its_prefill_and_its_decode_steps(doc):
+@pytest.mark.parametrize("mode", ["peak", "realistic"])
+def test_a_request_is_its_prefill_and_its_decode_steps(doc, mode):
     cfg = LLAMA_PRESETS["llama3-70b"]
     for r in (r for r in doc["comparisons"] if r["kind"] == "request"):
         spec, node = device_spec(r["gpu"]), presets.nvlink_node(r["tp"], r["gpu"])
-        step = decode_latency(cfg, r["tp"], r["batch"], r["input"] + r["output"] // 2, spec, node)
-        first = prefill_time(cfg, r["tp"], r["batch"] * r["input"], spec, node)
+        step = decode_latency(cfg, r["tp"], r["batch"], r["input"] + r["output"] // 2, spec, node, mode=mode)
+        first = prefill_time(cfg, r["tp"], r["batch"] * r["input"], spec, node, mode=mode)
         expected = first["seconds"] + (r["output"] - 1) * step["seconds"]
-        np.testing.assert_allclose(r["predicted_ms"], 1e3 * expected, rtol=1e-12)
+        np.testing.assert_allclose(r[mode]["predicted_ms"], 1e3 * expected, rtol=1e-12)
+
+
+def test_realistic_uses_the_training_models_efficiency(doc):
+    """The same Efficiency per GPU as tpsim/plan/iteration.py (efficiency_for), nothing per row."""
+    assert doc["efficiency_sources"] == {g: efficiency_for(g).source for g in ("h100", "a100", "h200")}
+    s = doc["summary"]
+    for mode in ("peak", "realistic"):
+        errors = [abs(r[mode]["error"]) for r in doc["comparisons"]]
+        assert s[mode]["max_abs_error"] == max(errors) and s[mode]["rows"] == len(errors)
+    layer = doc["kernels"]["layer"]
+    assert [k["kernel"] for k in layer][:2] == ["fused_add_rms_norm", "qkv"] and len(layer) == 10
+    assert all(k["us"] >= k["memory_us"] for k in layer)
 
 
 def test_fp8_reads_one_byte_per_decoder_weight():

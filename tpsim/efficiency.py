@@ -59,7 +59,15 @@ class Efficiency:
 
 
 def gemm_time(
-    spec, eff: Efficiency | None, m: int, n: int, k: int, dtype, batch: int = 1, *, nbytes: float | None = None
+    spec,
+    eff: Efficiency | None,
+    m: int,
+    n: int,
+    k: int,
+    dtype,
+    batch: int = 1,
+    *,
+    nbytes: float | None = None,
 ) -> float:
     """Seconds of `batch` GEMMs (m, k) @ (k, n) in `dtype`; eff None is the peak mode (the roofline).
 

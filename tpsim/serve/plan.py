@@ -92,10 +92,10 @@ def decode_latency(
     algorithm = fastest(times)
     launch = eff.launch if eff is not None else 0.0
     comm = (2 * cfg.num_layers + 1) * (times[algorithm] + launch)  # each all-reduce: one kernel
-    out = dict(comm=comm, allreduce=algorithm, allreduce_times=times, mode=_mode(mode, efficiency))
+    out: dict = dict(comm=comm, allreduce=algorithm, allreduce_times=times, mode=_mode(mode, efficiency))
     if eff is not None:
-        out.update(_realistic(cfg, t, batch, context, spec, eff, weight_itemsize, False, batch))
-        return dict(out, seconds=out["compute"] + comm, efficiency_source=eff.source)
+        real = _realistic(cfg, t, batch, context, spec, eff, weight_itemsize, False, batch)
+        return dict(out, **real, seconds=real["compute"] + comm, efficiency_source=eff.source)
     scale = (weight_itemsize or size) / size
     head = cfg.vocab_size * cfg.hidden // t * size * (1 if cfg.tied_embeddings else 2)  # rows read, tables
     layer_weights = (weight_bytes(cfg, t) - head - cfg.hidden * size) / cfg.num_layers
@@ -128,10 +128,10 @@ def prefill_time(
     algorithm = fastest(times)
     launch = eff.launch if eff is not None else 0.0
     comm = (2 * cfg.num_layers + 1) * (times[algorithm] + launch)
-    out = dict(comm=comm, allreduce=algorithm, mode=_mode(mode, efficiency))
+    out: dict = dict(comm=comm, allreduce=algorithm, mode=_mode(mode, efficiency))
     if eff is not None:
-        out.update(_realistic(cfg, t, tokens, tokens, spec, eff, None, True, 1))  # logits: the last token
-        return dict(out, seconds=out["compute"] + comm, efficiency_source=eff.source)
+        real = _realistic(cfg, t, tokens, tokens, spec, eff, None, True, 1)  # logits: the last token
+        return dict(out, **real, seconds=real["compute"] + comm, efficiency_source=eff.source)
     head = cfg.vocab_size * cfg.hidden // t * size * (1 if cfg.tied_embeddings else 2)
     layer_weights = (weight_bytes(cfg, t) - head - cfg.hidden * size) / cfg.num_layers
     flops = 2 * tokens * layer_weights / size + 4 * tokens * tokens * cfg.hidden / t
@@ -199,6 +199,7 @@ def serve_plan(
         utilization=utilization,
         mode=mode,
         efficiency_source=eff.source if eff is not None else "datasheet roofline",
+        allreduce_launch=eff.launch if eff is not None else 0.0,  # added to each all-reduce below
         rows=rows,
         by_latency=[r["tp"] for r in sorted(fit, key=lambda r: r["latency"])],
         by_throughput=[r["tp"] for r in sorted(fit, key=lambda r: -r["throughput"])],

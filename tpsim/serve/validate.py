@@ -21,7 +21,9 @@ vocabulary 128256; only RoPE's scaling and the context length differ), so the pr
 
 Assumptions, one set for every row, none fitted to them:
 
-    efficiency   peak: the datasheet roofline (hardware: H100 3.35, A100 2.039, H200 4.8 TB/s)
+    efficiency   both modes, every row: "peak", the datasheet roofline (hardware: H100 3.35, A100 2.039,
+                 H200 4.8 TB/s), one call per layer; "realistic", kernel by kernel (serve/kernels.py)
+                 with efficiency.efficiency_for(gpu), the same Efficiency the training model uses
     weights      bf16 rows: 2 bytes; fp8 rows: the decoder layers' weights at 1 byte (weight_itemsize=1),
                  the embedding, output layer, KV cache and all-reduces at bf16
     all-reduce   the fastest of one-shot, two-shot and ring on the node (allreduce.py), named per row
@@ -37,11 +39,14 @@ from __future__ import annotations
 import statistics
 
 from tpsim import presets
+from tpsim.efficiency import Efficiency, efficiency_for, memory_time
 from tpsim.hardware import device_spec
 from tpsim.nn.llama_config import LLAMA_PRESETS
+from tpsim.serve.kernels import layer_kernels
 from tpsim.serve.plan import decode_latency, prefill_time
 
 MODEL = "llama3-70b"
+MODES = ("peak", "realistic")
 PRECISION_BYTES = {"bf16": None, "fp8": 1}  # bytes per decoder weight (None: the model's dtype)
 _NIM = (
     "NVIDIA NIM for LLMs benchmarking guide 1.0.0, Performance, 'Llama-3.3-70b-instruct Results', "
@@ -75,52 +80,100 @@ def mean_context(inp: int, out: int) -> int:
     return inp + out // 2
 
 
-def predict(row: dict) -> dict:
-    """Milliseconds the row's published figure measures, as plan.decode_latency and prefill_time give them."""
+def predict(row: dict, mode: str = "peak") -> dict:
+    """Milliseconds the row's published figure measures, as plan.decode_latency and prefill_time give
+    them in `mode` ("peak" or "realistic": the training model's Efficiency of the row's GPU)."""
     cfg, t, b = LLAMA_PRESETS[MODEL], row["tp"], row["batch"]
     spec, node = device_spec(row["gpu"]), presets.nvlink_node(t, row["gpu"])
     context = mean_context(row["input"], row["output"])
-    step = decode_latency(cfg, t, b, context, spec, node, PRECISION_BYTES[row["precision"]])
+    step = decode_latency(cfg, t, b, context, spec, node, PRECISION_BYTES[row["precision"]], mode=mode)
     out = dict(context=context, step_ms=1e3 * step["seconds"], comm_ms=1e3 * step["comm"])
-    out.update(allreduce=step["allreduce"], topology=node.name, device=spec.name)
+    out.update(allreduce=step["allreduce"], topology=node.name, device=spec.name, mode=step["mode"])
     if row["kind"] == "itl":
         return dict(out, predicted_ms=out["step_ms"], prefill_ms=0.0)
-    first = prefill_time(cfg, t, b * row["input"], spec, node)
+    first = prefill_time(cfg, t, b * row["input"], spec, node, mode=mode)
     prefill_ms = 1e3 * first["seconds"]
     return dict(out, prefill_ms=prefill_ms, predicted_ms=prefill_ms + (row["output"] - 1) * out["step_ms"])
+
+
+def kernel_breakdown(row: dict) -> list[dict]:
+    """Mode realistic: one layer's kernels of the row's decode step, each with what decides its time
+    ("compute" where efficiency.gemm_time's FLOP term exceeds its bytes' term, else "memory")."""
+    cfg, spec = LLAMA_PRESETS[MODEL], device_spec(row["gpu"])
+    eff = _efficiency(row["gpu"])
+    ctx = mean_context(row["input"], row["output"])
+    out = []
+    for k in layer_kernels(cfg, row["tp"], row["batch"], ctx, PRECISION_BYTES[row["precision"]]):
+        seconds, memory = k.time(spec, eff, cfg.dtype), memory_time(spec, eff, k.nbytes)
+        out.append(
+            dict(kernel=k.name, us=1e6 * seconds, memory_us=1e6 * memory, bound=_bound(seconds, memory))
+        )
+    return out
+
+
+def _efficiency(gpu: str) -> Efficiency:
+    eff = efficiency_for(gpu, "realistic")
+    assert eff is not None  # mode realistic always has one (or raises)
+    return eff
+
+
+def _bound(seconds: float, memory: float) -> str:
+    return "compute" if seconds > memory * (1 + 1e-12) else "memory"
 
 
 def report() -> dict:
     rows = []
     for p in PUBLISHED:
-        pred = predict(p)
-        rows.append({**p, **pred, "error": pred["predicted_ms"] / p["published_ms"] - 1})
-    errors = [abs(r["error"]) for r in rows]
+        row = dict(p)
+        for mode in MODES:
+            pred = predict(p, mode)
+            row[mode] = {**pred, "error": pred["predicted_ms"] / p["published_ms"] - 1}
+        rows.append(row)
+    summary = {}
+    for mode in MODES:
+        errors = [abs(r[mode]["error"]) for r in rows]
+        summary[mode] = dict(
+            rows=len(rows),
+            median_abs_error=statistics.median(errors),
+            max_abs_error=max(errors),
+            below=sum(r[mode]["error"] < 0 for r in rows),
+        )
     cfg, h100 = LLAMA_PRESETS[MODEL], device_spec("h100")
     bf16 = [
         dict(
             tp=t,
             context=4096,
-            predicted_ms=1e3
-            * decode_latency(cfg, t, 1, 4096, h100, presets.nvlink_node(t, "h100"))["seconds"],
+            **{
+                f"{mode}_ms": 1e3
+                * decode_latency(cfg, t, 1, 4096, h100, presets.nvlink_node(t, "h100"), mode=mode)["seconds"]
+                for mode in MODES
+            },
         )
         for t in UNPUBLISHED_TP
     ]
+    sources = {g: _efficiency(g).source for g in dict.fromkeys(p["gpu"] for p in PUBLISHED)}
     return {
         "model": MODEL,
         "config_source": cfg.source,
+        "modes": list(MODES),
         "settings": dict(
-            efficiency="peak (datasheet roofline)",
+            peak="the datasheet roofline, one call per layer",
+            realistic="each kernel of the layer (tpsim/serve/kernels.py: vLLM's Llama kernels) through "
+            "efficiency.gemm_time / memory_time with the training model's Efficiency of the GPU, a launch "
+            "per kernel and per all-reduce",
             allreduce="fastest of one-shot / two-shot / ring",
-            node="presets.nvlink_node(t, gpu), 2 us alpha",
+            node="presets.nvlink_node(t, gpu), 2 us alpha (an assumption)",
             context="input + output / 2",
-            fp8="decoder weights at 1 byte; embedding, output layer, KV cache, all-reduces at bf16",
+            fp8="decoder weights at 1 byte; embedding, output layer, KV cache, all-reduces at bf16; "
+            "GEMMs at the bf16 FLOP peak",
             request="prefill_time(batch x input) + (output - 1) decode steps",
         ),
+        "efficiency_sources": sources,
         "hardware_note": HARDWARE_NOTE,
         "comparisons": rows,
-        "summary": dict(
-            rows=len(rows), median_abs_error=statistics.median(errors), max_abs_error=max(errors)
+        "summary": summary,
+        "kernels": dict(
+            row=PUBLISHED[2]["engine"], gpu=PUBLISHED[2]["gpu"], layer=kernel_breakdown(PUBLISHED[2])
         ),
         "bf16_unpublished": bf16,
     }

@@ -23,11 +23,12 @@ Assumptions, one set for every row, none fitted to them:
 
     efficiency   both modes, every row: "peak", the datasheet roofline (hardware: H100 3.35, A100 2.039,
                  H200 4.8 TB/s), one call per layer; "realistic", kernel by kernel (serve/kernels.py)
-                 with efficiency.efficiency_for(gpu), the same Efficiency the training model uses
+                 with efficiency.efficiency_for(gpu), the same Efficiency the training model uses;
+                 the NIM rows get vLLM's kernel list too (their engine's kernels are not published)
     weights      bf16 rows: 2 bytes; fp8 rows: the decoder layers' weights at 1 byte (weight_itemsize=1),
                  the embedding, output layer, KV cache and all-reduces at bf16
     all-reduce   the fastest of one-shot, two-shot and ring on the node (allreduce.py), named per row
-    node         presets.nvlink_node(t, gpu): the DGX NVSwitch node of that GPU, 2 us alpha
+    node         presets.nvlink_node(t, gpu): the DGX NVSwitch node of that GPU, 2 us alpha (assumed)
     context      the mean context over the decode: input + output / 2 tokens (a step's time is linear
                  in the context, so the mean step is the step at the mean context)
     prefill      (request rows) prefill_time of batch x input tokens as one sequence: its attention

@@ -58,10 +58,24 @@ class Efficiency:
         return replace(self, **changes)
 
 
-def gemm_time(spec, eff: Efficiency | None, m: int, n: int, k: int, dtype, batch: int = 1) -> float:
-    """Seconds of `batch` GEMMs (m, k) @ (k, n) in `dtype`; eff None is the peak mode (the roofline)."""
+def gemm_time(
+    spec,
+    eff: Efficiency | None,
+    m: int,
+    n: int,
+    k: int,
+    dtype,
+    batch: int = 1,
+    *,
+    nbytes: float | None = None,
+) -> float:
+    """Seconds of `batch` GEMMs (m, k) @ (k, n) in `dtype`; eff None is the peak mode (the roofline).
+
+    `nbytes`: the bytes the kernel moves, where they are not the three operands at dtype's size (1-byte
+    fp8 weights; FlashAttention, whose score tiles stay on chip)."""
     flops = 2 * batch * m * n * k
-    nbytes = batch * (m * k + k * n + m * n) * _itemsize(dtype)
+    if nbytes is None:
+        nbytes = batch * (m * k + k * n + m * n) * _itemsize(dtype)
     if eff is None:
         return spec.time(flops, nbytes, dtype)
     compute = flops / (eff.gemm(m, n, k, batch) * spec.peak(dtype))

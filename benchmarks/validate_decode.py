@@ -68,9 +68,9 @@ def markdown(doc: dict) -> str:
     lines += [
         "",
         f"Mode realistic, one layer of the {k['row']} decode step on one rank: each kernel's time, and its "
-        "bytes' time alone (launch + bytes / (memory_fraction x bandwidth)). Where a GEMM is "
-        '"compute", efficiency.py\'s wave quantization decides it: an m = batch GEMM is charged a whole '
-        "wave of full tiles, as the training model prices it.",
+        "bytes' time alone (launch + bytes / (memory_fraction x bandwidth), split-K's partials included). "
+        "An m = batch GEMM fills less than one wave of tiles, so efficiency.py splits it along k "
+        '(split-K) until the SMs are full; where a GEMM is still "compute", its FLOPs decide it.',
         "",
         "| kernel | time | bytes' time | decided by |",
         "| :-- | --: | --: | :-- |",

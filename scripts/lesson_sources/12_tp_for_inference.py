@@ -241,9 +241,9 @@ from tpsim.serve.kernels import layer_kernels
 eff = efficiency_for("h100")
 rows = []
 for k in layer_kernels(cfg, 8, 1, 4096):
-    total, alone = k.time(gpu, eff, cfg.dtype), memory_time(gpu, eff, k.nbytes)
-    rows.append([k.name, fmt_bytes(k.nbytes), fmt_time(alone), fmt_time(total),
-                 "compute (tiles)" if total > alone * (1 + 1e-12) else "memory"])
+    total, alone = k.time(gpu, eff, cfg.dtype), memory_time(gpu, eff, k.bytes_moved(eff))
+    rows.append([k.name, fmt_bytes(k.bytes_moved(eff)), fmt_time(alone), fmt_time(total),
+                 "compute" if total > alone * (1 + 1e-12) else "memory"])
 print(table(rows, ["kernel", "bytes", "launch + bytes", "time", "decided by"],
             f"mode realistic: one layer of {cfg.name} at t = 8, b = 1, 4096 cached tokens, {gpu.name}"))
 for mode in ("peak", "realistic"):
@@ -251,11 +251,12 @@ for mode in ("peak", "realistic"):
     print(f"mode {d['mode']:>9}: {fmt_time(d['seconds'])} per step ({fmt_time(d['comm'])} of it all-reduces)")
 
 # %% [markdown]
-# The launches of the small kernels add up (80 layers of them per token), and the GEMMs whose time is
-# "compute (tiles)" are charged a whole wave of full output tiles even though only b rows of them are
-# real: the training model's tile assumption, which real libraries avoid for skinny GEMMs with narrower
-# tiles or split-K.  The Decode validation page (`python -m benchmarks.validate_decode`) sets both modes
-# beside published vLLM and NIM measurements: peak lands below every one, realistic above.
+# The launches of the small kernels add up (80 layers of them per token).  A decode GEMM has only b
+# rows, so its output fills a few tiles and would leave most SMs idle; the realistic model splits it
+# along k (split-K, as cuBLAS does for skinny GEMMs) until the SMs are full, and then reading the weights
+# decides its time, not its FLOPs ("bytes" above counts split-K's fp32 partial sums too).  The Decode
+# validation page (`python -m benchmarks.validate_decode`) sets both modes beside published vLLM and NIM
+# measurements, with the error of each.
 #
 # ## 5. A real decode, on virtual devices
 #

@@ -66,6 +66,13 @@ class Kernel:
         batch, m, n, k = self.gemm
         return gemm_time(spec, eff, m, n, k, dtype, batch, nbytes=self.nbytes)
 
+    def bytes_moved(self, eff: Efficiency | None) -> float:
+        """nbytes, plus split-K's fp32 partials where the realistic model splits the GEMM along k."""
+        if self.gemm is None or eff is None:
+            return self.nbytes
+        batch, m, n, k = self.gemm
+        return self.nbytes + eff.split_k_bytes(m, n, k, batch)
+
 
 def _linear(name: str, m: int, n: int, k: int, size: int, wsize: float) -> Kernel:
     return Kernel(name, (m * k + m * n) * size + k * n * wsize, (1, m, n, k))

@@ -105,7 +105,7 @@ def kernel_breakdown(row: dict) -> list[dict]:
     ctx = mean_context(row["input"], row["output"])
     out = []
     for k in layer_kernels(cfg, row["tp"], row["batch"], ctx, PRECISION_BYTES[row["precision"]]):
-        seconds, memory = k.time(spec, eff, cfg.dtype), memory_time(spec, eff, k.nbytes)
+        seconds, memory = k.time(spec, eff, cfg.dtype), memory_time(spec, eff, k.bytes_moved(eff))
         out.append(
             dict(kernel=k.name, us=1e6 * seconds, memory_us=1e6 * memory, bound=_bound(seconds, memory))
         )

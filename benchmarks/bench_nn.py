@@ -16,18 +16,20 @@
 
 Results go to a JSON file and a Markdown table beside it, with the machine described and its
 load average before and after: the machine may be shared, so read the medians with that in mind.
+
+Parts: bench_nn_mlps.py (the MLP three ways), bench_nn_profile.py (cProfile by category and file),
+bench_nn_report.py (the Markdown).
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
 import gc
-import math
 import os
-import pstats
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -35,160 +37,19 @@ from tpsim import Mesh, Replicate, Shard, distribute, meta, presets
 from tpsim.machine import describe_machine, write_results
 from tpsim.nn import ParallelAttention, ParallelMLP, ops
 
-GELU_C = math.sqrt(2.0 / math.pi)
-WORLD = 8
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench_nn's parts, also when run as a script
 
-
-def gelu(v):
-    """tanh GeLU, as tpsim.nn.ops.gelu and torch's gelu(approximate="tanh")."""
-    return 0.5 * v * (1 + np.tanh(GELU_C * (v + 0.044715 * (v * v * v))))
-
-
-def gelu_grad(v, g):
-    t = np.tanh(GELU_C * (v + 0.044715 * (v * v * v)))
-    return g * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * v * v))
-
-
-def numpy_mlp(x, w1, b1, w2, b2, dy, phases: dict | None = None):
-    """The unsharded MLP, forward and backward; `phases` collects seconds spent in GEMMs and in the rest."""
-    clock = _PhaseClock(phases)
-    h = clock.gemm(lambda: x @ w1.T)  # (tokens, h) @ (h, ffn)
-    h = clock.other(lambda: h + b1)
-    a = clock.other(lambda: gelu(h))
-    y = clock.gemm(lambda: a @ w2.T)  # (tokens, ffn) @ (ffn, h)
-    y = clock.other(lambda: y + b2)
-    dw2 = clock.gemm(lambda: dy.T @ a)  # (h, tokens) @ (tokens, ffn)
-    db2 = clock.other(lambda: dy.sum(axis=0))
-    da = clock.gemm(lambda: dy @ w2)  # (tokens, h) @ (h, ffn)
-    dh = clock.other(lambda: gelu_grad(h, da))
-    dw1 = clock.gemm(lambda: dh.T @ x)  # (ffn, tokens) @ (tokens, h)
-    db1 = clock.other(lambda: dh.sum(axis=0))
-    dx = clock.gemm(lambda: dh @ w1)  # (tokens, ffn) @ (ffn, h)
-    return y, dx, {"fc1.weight": dw1, "fc1.bias": db1, "fc2.weight": dw2, "fc2.bias": db2}
-
-
-class _PhaseClock:
-    def __init__(self, phases: dict | None):
-        self.phases = phases
-
-    def _time(self, key, fn):
-        if self.phases is None:
-            return fn()
-        t = time.perf_counter()
-        out = fn()
-        self.phases[key] = self.phases.get(key, 0.0) + time.perf_counter() - t
-        return out
-
-    def gemm(self, fn):
-        return self._time("gemm", fn)
-
-    def other(self, fn):
-        return self._time("other", fn)
-
-
-class TpsimMLP:
-    """ParallelMLP on 8 virtual H100s on NVLink, with data; the inputs replicated, as Megatron's are."""
-
-    def __init__(self, tokens: int, h: int, ffn: int, x: np.ndarray, dy: np.ndarray):
-        self.mesh = Mesh(WORLD, device="h100", topology=presets.nvlink_node(WORLD))
-        self.mlp = ParallelMLP(self.mesh, h, ffn, dtype="float32")
-        self.x = distribute(x, self.mesh, [Replicate()])
-        self.dy = distribute(dy, self.mesh, [Replicate()])
-
-    def weights(self) -> tuple[np.ndarray, ...]:
-        p = {name.split(".", 1)[1]: v.full() for name, v in self.mlp.named_parameters()}
-        return p["fc1.weight"], p["fc1.bias"], p["fc2.weight"], p["fc2.bias"]
-
-    def step(self):
-        y = self.mlp(self.x)
-        dx = self.mlp.backprop(self.dy)
-        return y, dx
-
-    def reset(self) -> None:
-        """Outside the timed region: drop the grads, the trace and the clocks of the last step."""
-        self.mlp.zero_grad()
-        self.mesh.trace.clear()
-        self.mesh.reset_clock()
-
-
-class TorchLocalMLP:
-    """The same MLP as DTensor ColwiseParallel fc1 / RowwiseParallel fc2 on 8 ranks simulated in one
-    process: LocalTensorMode over the "fake" process group (as torch's LocalDTensorTestBase does)."""
-
-    def __init__(self, w1, b1, w2, b2, x, dy):
-        import torch
-        import torch.distributed as dist
-        from torch.distributed._local_tensor import LocalTensorMode
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
-        from torch.testing._internal.distributed.fake_pg import FakeStore
-
-        if not dist.is_initialized():
-            dist.init_process_group("fake", rank=0, world_size=WORLD, store=FakeStore())
-        device_mesh = init_device_mesh("cpu", (WORLD,))
-        ffn, h = w1.shape
-        model = torch.nn.Sequential()
-        model.add_module("fc1", torch.nn.Linear(h, ffn))
-        model.add_module("gelu", torch.nn.GELU(approximate="tanh"))
-        model.add_module("fc2", torch.nn.Linear(ffn, h))
-        with torch.no_grad():
-            for p, v in zip((model.fc1.weight, model.fc1.bias, model.fc2.weight, model.fc2.bias),
-                            (w1, b1, w2, b2), strict=True):
-                p.copy_(torch.from_numpy(v))
-        self.torch = torch
-        self.mode = LocalTensorMode(frozenset(range(WORLD)))
-        with self.mode:
-            self.model = parallelize_module(
-                model, device_mesh, {"fc1": ColwiseParallel(), "fc2": RowwiseParallel()}
-            )
-        self.x, self.dy = torch.from_numpy(x), torch.from_numpy(dy)
-        self.threads = torch.get_num_threads()
-        self.version = torch.__version__
-
-    def step(self):
-        with self.mode:
-            x = self.x.detach().requires_grad_(True)
-            y = self.model(x)
-            y.backward(self.dy)
-            return _wait(y), _wait(x.grad)
-
-    def close(self) -> None:
-        self.torch.distributed.destroy_process_group()
-
-    def reset(self) -> None:
-        self.model.zero_grad(set_to_none=True)
-
-    def rank0(self, t) -> np.ndarray:
-        """Rank 0's local tensor of a LocalTensor."""
-        t = t._local_tensors[0] if hasattr(t, "_local_tensors") else t
-        return t.detach().numpy()
-
-
-class TorchEagerMLP:
-    """Context, not a goal: the same MLP in plain PyTorch eager, unsharded, one process, same threads."""
-
-    def __init__(self, w1, b1, w2, b2, x, dy):
-        import torch
-
-        self.params = [torch.from_numpy(v.copy()).requires_grad_(True) for v in (w1, b1, w2, b2)]
-        self.x, self.dy = torch.from_numpy(x), torch.from_numpy(dy)
-        self.F = torch.nn.functional
-
-    def step(self):
-        w1, b1, w2, b2 = self.params
-        x = self.x.detach().requires_grad_(True)
-        y = self.F.linear(self.F.gelu(self.F.linear(x, w1, b1), approximate="tanh"), w2, b2)
-        y.backward(self.dy)
-        return y, x.grad
-
-    def reset(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-
-def _wait(t):
-    """An AsyncCollectiveTensor (what DTensor returns after a collective) waited on; else t."""
-    return t.wait() if hasattr(t, "wait") else t
+from benchmarks.bench_nn_mlps import (
+    WORLD,
+    TorchEagerMLP,
+    TorchLocalMLP,
+    TpsimMLP,
+    gelu,
+    gelu_grad,
+    numpy_mlp,
+)
+from benchmarks.bench_nn_profile import MLP_CATEGORIES, profile
+from benchmarks.bench_nn_report import markdown
 
 
 def timed(fn, reset=None, cpu: list | None = None) -> float:
@@ -304,74 +165,6 @@ def cube_probe(v: np.ndarray, repeats: int = 3) -> dict:
     return {"shape": list(v.shape), "v**3": power, "v*v*v": products}
 
 
-# (category, file suffix, function): cumulative time of functions that do not nest in one another
-MLP_CATEGORIES = [
-    ("GEMMs (ops.matmul)", "tpsim/nn/ops.py", "matmul"),
-    ("elementwise ops (GeLU, bias add, bias grad)", "tpsim/nn/ops.py", "elementwise"),
-    ("elementwise ops (GeLU, bias add, bias grad)", "tpsim/nn/ops.py", "sum_to"),
-    ("collectives (redistribute: pack, steps, unpack)", "tpsim/redistribute.py", "redistribute"),
-    ("wrapping shards (from_local checks, memory ledger)", "tpsim/darray.py", "from_local"),
-    ("time model (mesh.compute, trace)", "tpsim/mesh.py", "compute"),
-]
-COLLECTIVE_PARTS = [
-    ("store allocation (layout.new_store, np.zeros)", "tpsim/collectives/layout.py", "new_store"),
-    ("pack into the store (layout.pack)", "tpsim/collectives/layout.py", "pack"),
-    ("unpack results (api._unpack)", "tpsim/collectives/api.py", "_unpack"),
-    ("ring steps: data (engine._move)", "tpsim/collectives/engine.py", "_move"),
-    ("ring steps: time and trace", "tpsim/collectives/engine.py", "_time_and_record"),
-]
-
-
-def profile(fn, reset, categories) -> dict:
-    """One cProfile'd call of fn: total, the given categories (cumulative), and tottime by file."""
-    prof = cProfile.Profile()
-    gc.collect()
-    prof.enable()
-    fn()
-    prof.disable()
-    if reset is not None:
-        reset()
-    stats = pstats.Stats(prof).stats
-    total = sum(v[2] for v in stats.values())
-
-    def cumulative(rules):
-        out: dict[str, float] = {}
-        for label, suffix, func in rules:
-            t = sum(v[3] for (f, _, name), v in stats.items() if f.endswith(suffix) and name == func)
-            out[label] = out.get(label, 0.0) + t
-        return out
-
-    cats = cumulative(categories) if categories else {}
-    if cats:
-        cats["other"] = total - sum(cats.values())
-    by_file: dict[str, float] = {}
-    for (f, _, name), v in stats.items():
-        key = _short(f, name)
-        by_file[key] = by_file.get(key, 0.0) + v[2]
-    top = sorted(stats.items(), key=lambda kv: -kv[1][2])[:12]
-    return {
-        "total_s": total,
-        "categories_s": cats,
-        "collective_parts_s": cumulative(COLLECTIVE_PARTS) if categories else {},
-        "tottime_by_file_s": dict(sorted(by_file.items(), key=lambda kv: -kv[1])[:12]),
-        "top_functions": [
-            {"function": name if f == "~" else f"{_short(f, name)}:{line}({name})", "calls": v[1],
-             "tottime_s": v[2],
-             "cumtime_s": v[3]}
-            for (f, line, name), v in top
-        ],
-    }
-
-
-def _short(filename: str, func: str) -> str:
-    if filename == "~":
-        return "builtins"
-    for marker in ("/tpsim/", "/site-packages/"):
-        if marker in filename:
-            return ("tpsim/" if marker == "/tpsim/" else "") + filename.split(marker, 1)[1]
-    return os.path.basename(filename)
-
-
 def gpt3_shape_only(repeats: int) -> dict:
     """GPT-3 175B, TP = 8, shape-only, with and without SP: analyse() if it exists, else a layer stack."""
     try:
@@ -440,110 +233,6 @@ def blas() -> str:
         return f"{deps.get('name')} {deps.get('version')}"
     except Exception:
         return "unknown"
-
-
-def markdown(results: dict) -> str:
-    m = results["mlp"]
-    s, med, cpu = m["shape"], m["median_s"], m["median_cpu_s"]
-    lines = [
-        "# tpsim.nn benchmark",
-        "",
-        f"Machine: {results['machine']['summary']}; BLAS {results['blas']}",
-        f"Date: {results['date']}",
-        f"Load average (1, 5, 15 min) before: {results['load_before']}, after: {results['load_after']} "
-        "(the machine is shared: other work ran alongside)",
-        "",
-        f"MLP forward + backward, {s['dtype']}, tokens {s['tokens']}, h {s['hidden']}, ffn {s['ffn']}; "
-        f"medians of {m['repeats']} interleaved repeats after a warm-up.  Wall times jump when another "
-        "process takes one of the cores (every repeat is in the JSON); CPU time, summed over threads, "
-        "is the steadier measure here.",
-        "",
-        "| measure | wall (median) | CPU time, all threads (median) | goal |",
-        "|---|---|---|---|",
-        f"| tpsim ParallelMLP, {s['devices']} virtual devices, with data | {med['tpsim']:.2f} s "
-        f"| {cpu['tpsim']:.2f} s | |",
-        f"| plain NumPy, unsharded (wall: GEMMs {m['numpy_phases_median_s']['gemm']:.2f} s, "
-        f"the rest {m['numpy_phases_median_s']['other']:.2f} s) | {med['numpy']:.2f} s "
-        f"| {cpu['numpy']:.2f} s | |",
-        f"| ratio tpsim / NumPy | **{m['ratio_tpsim_over_numpy']:.2f}** "
-        f"| {m['ratio_tpsim_over_numpy_cpu']:.2f} | {m['goal_tpsim_over_numpy']} |",
-    ]
-    if "ratio_tpsim_over_torch" in m:
-        lines += [
-            f"| PyTorch {m['torch']['torch']} DTensor under LocalTensorMode, {s['devices']} ranks, "
-            f"fake backend ({m['torch']['torch_threads']} threads) | {med['torch_local_tensor']:.2f} s "
-            f"| {cpu['torch_local_tensor']:.2f} s | |",
-            f"| ratio tpsim / PyTorch LocalTensorMode | **{m['ratio_tpsim_over_torch']:.2f}** "
-            f"| {m['ratio_tpsim_over_torch_cpu']:.2f} | {m['goal_tpsim_over_torch']} |",
-            f"| (context) PyTorch eager, unsharded, same run | {med['torch_eager_unsharded']:.2f} s "
-            f"| {cpu['torch_eager_unsharded']:.2f} s | |",
-        ]
-    else:
-        lines.append(f"| PyTorch LocalTensorMode | did not run: `{m['torch']['error']}` | | <= 1.0 |")
-    g = results["gpt3"]
-    for run in g["runs"].values():
-        lines.append(
-            f"| GPT-3 175B shape-only, TP 8, {'with' if run['sequence_parallel'] else 'without'} SP: wall "
-            f"(first call {run['first_call_s']:.2f} s) | **{run['median_s']:.2f} s** | | {run['goal']} |"
-        )
-    c = m["check"]
-    lines += [
-        "",
-        f"GPT-3 run: {g['what']}." + (f" (fallback: {g['fallback_reason']})" if g["fallback_reason"] else ""),
-        "Predicted step on 8 x H100 (mode peak: datasheet roofline): " + ", ".join(
-            f"{'SP' if r['sequence_parallel'] else 'no SP'} {r['result']['time']['step'] * 1e3:.0f} ms, "
-            f"peak memory {r['result']['memory']['peak'] / 2**30:.1f} GiB"
-            for r in g["runs"].values()
-        ) + ".",
-        "",
-        "Agreement with NumPy (max abs difference; y up to {:.3g}, dx up to {:.3g}): "
-        "tpsim y {:.2g}, dx {:.2g}".format(
-            c["scale"]["y"], c["scale"]["dx"], c["tpsim_vs_numpy_max_abs_diff"]["y"],
-            c["tpsim_vs_numpy_max_abs_diff"]["dx"],
-        )
-        + (
-            "; PyTorch (rank 0) y {:.2g}, dx {:.2g}.".format(
-                c["torch_vs_numpy_max_abs_diff"]["y"], c["torch_vs_numpy_max_abs_diff"]["dx"]
-            )
-            if "torch_vs_numpy_max_abs_diff" in c
-            else "."
-        ),
-        "",
-        f"Predicted step time of this MLP on 8 x H100 over NVLink (the time model, mode peak): "
-        f"{m['predicted_step_s_8xh100_nvlink'] * 1e3:.2f} ms.",
-        "",
-        f"## Where a tpsim MLP step spends its time (cProfile, one step, {m['profile']['total_s']:.2f} s)",
-        "",
-        "| part | seconds | share |",
-        "|---|---|---|",
-    ]
-    prof = m["profile"]
-    for k, v in prof["categories_s"].items():
-        lines.append(f"| {k} | {v:.3f} | {v / prof['total_s']:.0%} |")
-    lines += ["", "Inside the collectives:", "", "| part | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in prof["collective_parts_s"].items()]
-    lines += ["", "Top functions by own time:", "", "| function | calls | own s |", "|---|---|---|"]
-    lines += [
-        f"| `{f['function']}` | {f['calls']} | {f['tottime_s']:.3f} |" for f in prof["top_functions"][:8]
-    ]
-    cube = m["cube_probe_s"]
-    lines += [
-        "",
-        f"The GeLU's cube on one {tuple(cube['shape'])} float32 array: `v**3` {cube['v**3']:.3f} s, "
-        f"`v*v*v` {cube['v*v*v']:.3f} s.  NumPy baseline's GeLU is tpsim.nn.ops' formula, bit for bit: "
-        f"{c['numpy_gelu_is_tpsim_ops_gelu']}.",
-    ]
-    gp = g["profile_no_sp"]
-    lines += [
-        "",
-        f"## Where the GPT-3 shape-only analysis spends its time (cProfile, no SP, {gp['total_s']:.2f} s "
-        "with the profiler's overhead)",
-        "",
-        "| file | own time (s) |",
-        "|---|---|",
-    ]
-    lines += [f"| {k} | {v:.3f} |" for k, v in gp["tottime_by_file_s"].items()]
-    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

@@ -1,7 +1,9 @@
 """The reference: tpsim's layers on real torch.distributed, one process per rank.
 
 launch.py          backend choice, spawn / torchrun, process groups with timeouts, RankFailed
+launch_watch.py    the parent's watch over spawned ranks: results, the failed rank named, a hang's stacks
 comm.py            Comm: one rank's collectives (native dist.* or tpsim's schedules), byte counters
+comm_layout.py     a call's tensor as rows on the wire (the cut dim first) and back
 schedule_exec.py   runs a tpsim Schedule over isend/irecv, reducing in the engine's order
 record.py          CallRecord: every collective a rank issued, and its comparison with a tpsim trace
 preflight.py       ranks compare (op, shape, dtype) before a collective: a clear error, not a hang

@@ -54,12 +54,12 @@ import numpy as np
 import torch.distributed as dist
 
 from reference import launch_checks
-from reference.cases import EXACT_MATH, LAYERS, Case, default_cases, run_reference, run_tpsim
+from reference.cases import LAYERS, Case, default_cases, run_reference, run_tpsim
 from reference.check_report import measure_libm, print_table, summary
+from reference.check_rows import case_row, tensor_rows
 from reference.comm import algorithms_by_collective
-from reference.compare import NO_DIFF, Diff, Tap, diff, replay, same_bits
+from reference.compare import Tap
 from reference.launch import RankContext, RankFailed, run, under_torchrun
-from reference.record import compare_with_trace
 from reference.trace import twin, write_traces
 from tpsim import validate
 from tpsim.errors import TpsimError
@@ -127,8 +127,8 @@ def check(
     rows, case_rows = [], []
     for i, sim in enumerate(sims):
         ranks = [per_rank[r][i] for r in range(size)]
-        case_rows.append(_case_row(sim, ranks, comm, algorithm, size))
-        rows += _tensor_rows(sim, ranks, case_rows[-1])
+        case_rows.append(case_row(sim, ranks, comm, algorithm, size))
+        rows += tensor_rows(sim, ranks, case_rows[-1])
     ok = all(r["ok"] for r in rows) and all(c["ok"] for c in case_rows)
     if trace is not None and (not under_torchrun() or int(os.environ["RANK"]) == 0):
         records = [[call for case in per_rank[r] for call in case["record"]] for r in range(size)]
@@ -142,83 +142,6 @@ def check(
         rows=rows,
         cases=case_rows,
         claims=summary(rows, case_rows, comm),
-    )
-
-
-def _claim(case: Case) -> str:
-    """bitwise (exact data, exact math); rounding (exact data through the libm functions: within the
-    forward error bound of reference/cases_bounds.py); close (float data: assert_close's defaults)."""
-    if case.data == "exact":
-        return "bitwise" if case.layer in EXACT_MATH else "rounding"
-    return "close"
-
-
-def _holds(claim: str, d: Diff, bound: float = 0.0) -> bool:
-    if claim == "rounding":
-        return d.max_abs <= bound
-    return {"bitwise": d.bitwise, "close": d.close}[claim]
-
-
-def _tensor_rows(sim, ranks: list[dict], case_row: dict) -> list[dict]:
-    claim, rows = _claim(sim.case), []
-    for name, shards in sim.results.items():
-        d: Diff = NO_DIFF
-        for r, want in enumerate(shards):
-            d = d.worst(diff(ranks[r]["tensors"][name], want))
-        agree = None
-        if sim.replicated[name]:
-            first = ranks[0]["tensors"][name]
-            agree = all(same_bits(first, rk["tensors"][name]) for rk in ranks[1:])
-        b = sim.bounds.get(name)
-        bound = b.value if b is not None else 0.0
-        ok = _holds(claim, d, bound) and agree is not False
-        ratio = d.max_abs / bound if bound else (0.0 if d.max_abs == 0 else float("inf"))
-        rows.append(
-            dict(
-                case=sim.case.label,
-                layer=sim.case.layer,
-                data=sim.case.data,
-                dtype=sim.case.dtype,
-                tensor=name,
-                claim=claim,
-                bitwise=d.bitwise,
-                close=d.close,
-                max_abs=d.max_abs,
-                max_rel=d.max_rel,
-                ulps=d.ulps,
-                rounding=sim.rounding.get(name, 0.0),
-                bound=bound if claim == "rounding" else None,
-                bound_ratio=ratio if claim == "rounding" else None,
-                bound_terms=b.describe() if b is not None and claim == "rounding" else None,
-                ranks_agree=agree,
-                ok=ok,
-            )
-        )
-    return rows
-
-
-def _case_row(sim, ranks: list[dict], comm: str, algorithm: str | None, size: int) -> dict:
-    calls = [rk["calls"] for rk in ranks]
-    rep = replay(calls, algorithm)
-    counts_equal = rep.calls == len(sim.collectives) and all(len(rk["record"]) == rep.calls for rk in ranks)
-    # the same collectives in the same order, op, size S and dtype (schedule mode: algorithm and bytes too)
-    problems = [p for r, rk in enumerate(ranks) for p in compare_with_trace(rk["record"], sim.trace, r)]
-    ok = counts_equal and not problems and (comm != "schedule" or (rep.bitwise and rep.bytes_equal))
-    return dict(
-        case=sim.case.label,
-        layer=sim.case.layer,
-        data=sim.case.data,
-        tpsim_collectives=len(sim.collectives),
-        tpsim_bytes=sum(c["wire_bytes"] for c in sim.collectives),
-        tpsim_kinds=[c["kind"] for c in sim.collectives],
-        ref_collectives=rep.calls,
-        ref_bytes=rep.ref_bytes,
-        replay_bitwise=rep.bitwise,
-        replay_ulps=rep.max_ulps,
-        replay_bytes_equal=rep.bytes_equal,
-        counts_equal=counts_equal,
-        record_problems=problems,
-        ok=ok,
     )
 
 

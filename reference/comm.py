@@ -6,7 +6,8 @@
     comm.record[-1]                                # CallRecord(seq=0, op="all_reduce", ...)
 
 Every op cuts along a dim by the torch.chunk rule, exactly like tpsim's placements and DTensor:
-the dim is moved to the front, the collective runs on dim 0 as tpsim's does, and it is moved back.
+the dim is moved to the front, the collective runs on dim 0 as tpsim's does, and it is moved back
+(reference/comm_layout.py).
 Schedule mode runs the very Schedule object tpsim's engine runs, packed by tpsim's chunk table, so
 results are bitwise equal to tpsim on any floats and the bytes equal tpsim's trace. Native mode counts
 bytes with the same counter on the schedule of the collective's default algorithm (record: "model");
@@ -15,13 +16,12 @@ it cannot see inside gloo or NCCL.
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
 import torch.distributed as dist
 
-from reference import native, preflight, schedule_exec, scope
+from reference import comm_layout, native, preflight, schedule_exec, scope
 from reference.backend import Backend
 from reference.record import CallRecord, dtype_name
 from reference.staging import is_staged
@@ -29,7 +29,7 @@ from tpsim import validate
 from tpsim.collectives import layout
 from tpsim.collectives.algorithms import ALGORITHMS, build, check_algorithm
 from tpsim.errors import AlgorithmError, DTypeError, ShapeError, WorldSizeError
-from tpsim.placement import REDUCE_OPS, chunk_sizes
+from tpsim.placement import REDUCE_OPS
 
 MODES = ("native", "schedule")
 UNEVEN = ("all_gather", "gather", "all_to_all")  # pieces may differ along a dim: shapes are exchanged
@@ -141,7 +141,9 @@ class Comm:
         lengths = sizes
         if lengths is None and c in UNEVEN:
             lengths = [d.shape[other_dim if c == "all_to_all" else dim] for d in descs]
-        front, rows, row_size, rebuild = _layout(c, x, shape, dim, other_dim, lengths, self.size, self.rank)
+        front, rows, row_size, rebuild = comm_layout.to_rows(
+            c, x, shape, dim, other_dim, lengths, self.size, self.rank
+        )
         if c in ("broadcast", "scatter") and self.rank != root:
             front = None  # only the root's data is read, as in tpsim
         flat = None if front is None else front.reshape(-1)
@@ -201,7 +203,7 @@ class Comm:
                 backend=backend,
             )
             model = build(c, None, self.size, root)
-            table = _table(c, model, wire_rows, row_size)
+            table = comm_layout.chunk_table(c, model, wire_rows, row_size)
             sent, received = schedule_exec.count_bytes(model, table, self.rank, itemsize)
             return y, sent, received, model.algorithm, note, ()
         schedule = build(c, self.algorithms.get(c), self.size, root)
@@ -270,55 +272,3 @@ def algorithms_by_collective(algorithm) -> dict[str, str]:
         known = sorted({a for names in ALGORITHMS.values() for a in names})
         raise AlgorithmError(f"algorithm {algorithm!r} is unknown; valid: {', '.join(known)}")
     return which
-
-
-def _table(c, schedule, rows, row_size):
-    if c in ("all_reduce", "reduce", "broadcast"):
-        return layout.chunk_table(
-            c, schedule.world_size, schedule.num_chunks, [r * row_size for r in rows], 1
-        )
-    return layout.chunk_table(c, schedule.world_size, schedule.num_chunks, rows, row_size)
-
-
-def _layout(c, x, shape, dim, other_dim, lengths, p, rank):
-    """(front, rows, row_size, rebuild): x with the cut dim first, every rank's rows, and how to
-    turn the flat result back into this rank's tensor."""
-    if c in ("all_reduce", "reduce", "broadcast"):
-        n = math.prod(shape)
-        return x, [n] * p, 1, lambda y: y.reshape(shape)
-    if c == "all_to_all":
-        return _all_to_all_layout(x, shape, dim, other_dim, lengths, p, rank)
-    front = None if x is None else x.movedim(dim, 0).contiguous()
-    rest = shape[:dim] + shape[dim + 1 :]
-    row_size = math.prod(rest)
-    if c in ("all_gather", "gather"):
-        rows = list(lengths) if lengths is not None else [shape[dim]] * p
-    else:
-        rows = [shape[dim]] * p
-
-    def rebuild(y):
-        return y.reshape(-1, *rest).movedim(0, dim).contiguous()
-
-    return front, rows, row_size, rebuild
-
-
-def _all_to_all_layout(x, shape, new, old, lengths, p, rank):
-    """Pad S(old) to the longest shard, move `new` first; rebuild trims each source's piece along old."""
-    lengths = list(lengths) if lengths is not None else [shape[old]] * p
-    longest = max(lengths)
-    padded_shape = list(shape)
-    padded_shape[old] = longest
-    if shape[old] != longest:
-        pad = torch.zeros(padded_shape, dtype=x.dtype, device=x.device)
-        pad.narrow(old, 0, shape[old]).copy_(x)
-        x = pad
-    front = x.movedim(new, 0).contiguous()
-    rest = tuple(padded_shape[:new] + padded_shape[new + 1 :])
-    cut = chunk_sizes(shape[new], p)[rank]
-
-    def rebuild(y):
-        pieces = y.reshape(p, cut, *rest).unbind(0)  # one piece from each source rank
-        back = [piece.movedim(0, new).narrow(old, 0, n) for piece, n in zip(pieces, lengths, strict=True)]
-        return torch.cat(back, dim=old).contiguous()
-
-    return front, [shape[new]] * p, math.prod(rest), rebuild

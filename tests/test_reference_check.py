@@ -21,7 +21,8 @@ import pytest
 
 from reference.cases import EXACT_MATH, LAYERS, default_cases, run_tpsim
 from reference.cases_bounds import Depth, RoundingDepth, bound, unit_roundoff
-from reference.check import _tensor_rows, check
+from reference.check import check
+from reference.check_rows import tensor_rows
 from tpsim import Mesh, Replicate, distribute
 from tpsim import nn as t_nn
 from tpsim.dtypes import bfloat16
@@ -127,7 +128,7 @@ def test_a_rounding_row_fails_just_past_its_bound():
             flat = rk["tensors"][name].reshape(-1)
             i = np.argmin(np.abs(flat))  # the finest float spacing: the shift lands where it is aimed
             flat[i] = np.float32(np.float64(flat[i]) + shift)
-        return {r["tensor"]: r for r in _tensor_rows(sim, ranks, {})}
+        return {r["tensor"]: r for r in tensor_rows(sim, ranks, {})}
 
     assert all(r["ok"] and r["max_abs"] == 0 for r in rows(0.0).values())
     over, under = rows(1.01 * allowed)[name], rows(0.99 * allowed)[name]

@@ -1,6 +1,8 @@
 """tpsim.exercises: the lessons' exercises, each answer checked against the simulator.
 
-    core.py        Exercise, Measured, Result, check(): right or wrong, and why
+    core.py        Exercise, Prediction, check(): right or wrong, and why
+    verdict.py     Measured (the simulator's answer and why), Result (the verdict)
+    answers.py     reading an answer: numbers with units, choice names
     lesson01.py    the memory wall              lesson02.py  column-parallel linear
     lesson03.py    row-parallel linear          lesson04.py  collectives step by step
     lesson05.py    the Megatron MLP and attention
@@ -30,5 +32,13 @@ from tpsim.exercises.core import (
 )
 
 __all__ = [
-    "EXERCISES", "PENDING", "AnswerError", "Exercise", "Measured", "Prediction", "Result", "check", "lookup",
+    "EXERCISES",
+    "PENDING",
+    "AnswerError",
+    "Exercise",
+    "Measured",
+    "Prediction",
+    "Result",
+    "check",
+    "lookup",
 ]

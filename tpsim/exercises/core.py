@@ -24,6 +24,9 @@ Kinds of answer:
     choice  one of `choices` (case, spaces, "-" and "_" ignored: "Halving-Doubling" is fine); a choice
             may be None where the API itself says "nothing" with None.
     value   anything compared with == (tuples for shapes; lists are taken as tuples).
+
+Measured and Result live in verdict.py, the reading of answers in answers.py; all are importable
+from here.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ import html
 import importlib
 import importlib.util
 import math
-import numbers
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,62 +42,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tpsim.errors import AnswerError, ArgumentError
+from tpsim.exercises.answers import choice_key, read_number, sentence
+from tpsim.exercises.verdict import Measured, Result
 from tpsim.report import fmt_bytes, fmt_time
 
 KINDS = ("number", "choice", "value")
 UNITS = ("bytes", "seconds", None)
-BYTE_UNITS = {
-    "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
-    "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
-}
-TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
-
 PENDING = type("Pending", (), {"__repr__": lambda self: "PENDING"})()  # no answer given yet
 EXERCISES: dict[str, Exercise] = {}  # key ("2.1") -> exercise, filled as lesson modules are imported
-
-
-@dataclass(frozen=True)
-class Measured:
-    """What the simulator measured, and why, in words that quote its numbers."""
-
-    value: object
-    why: str
-    traps: tuple[tuple[object, str], ...] = ()  # (a tempting wrong answer, what it would have meant)
-    trace: str = ""  # what a Prediction's run() prints: the simulator's own trace, as text
-
-
-@dataclass(frozen=True)
-class Result:
-    """The verdict on one answer.  `ok` is True only for a right answer; bool(result) is `ok`."""
-
-    exercise: str
-    ok: bool
-    message: str
-    answer: object = None
-    expected: object = None
-    pending: bool = False  # no answer given yet, or a prediction waiting for its run
-    detail: str = ""  # a Prediction's trace, shown under the message
-
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-    def __str__(self) -> str:
-        return f"{self.message}\n{self.detail}" if self.detail else self.message
-
-    def __repr__(self) -> str:
-        return f"Result(exercise={self.exercise!r}, ok={self.ok}, message={self.message!r})"
-
-    def _repr_html_(self) -> str:
-        colour = "#2e7d32" if self.ok else "#9e9e9e" if self.pending else "#c62828"
-        head, _, rest = self.message.partition(":")
-        return (
-            f'<div style="border-left: 6px solid {colour}; padding: 6px 12px; margin: 4px 0;">'
-            f"<b>Exercise {html.escape(self.exercise)} &mdash; {html.escape(head)}:</b>"
-            f"{html.escape(rest)}"
-            + (f"<pre>{html.escape(self.detail)}</pre>" if self.detail else "")
-            + "</div>"
-        )
 
 
 @dataclass
@@ -150,7 +104,7 @@ class Exercise:
         """The hint for a wrong answer: what a tempting value would mean, then the idea; not the answer."""
         trap = self._trap(given)
         words = [f"{self.show(given)} is {trap}." if trap else ""]
-        words.append(f"Hint: {_sentence(self.hint)}" if self.hint else "")
+        words.append(f"Hint: {sentence(self.hint)}" if self.hint else "")
         words.append(f"Try again, or call exercise {self.key}'s .solution() for the answer.")
         return " ".join(w for w in words if w)
 
@@ -179,18 +133,20 @@ class Exercise:
     def parse(self, answer):
         """The answer in canonical form (a float, a choice name, a tuple), or AnswerError."""
         if self.kind == "number":
-            return _number(answer, self.unit, self.key, self.expects())
+            return read_number(answer, self.unit, self.key, self.expects())
         if self.kind == "choice":
             if answer is None and None in self.choices:
                 return None
-            names = {_norm(c): c for c in self.choices if c is not None}
-            names |= {_norm(a): c for a, c in self.aliases.items()}
-            if isinstance(answer, str) and None in self.choices and _norm(answer) in ("none", "nothing"):
-                raise AnswerError(f"exercise {self.key}: {answer!r} is a string; the API says 'nothing' with "
-                                  f"None, so answer None (no quotes); {self.expects()}")
-            if not isinstance(answer, str) or _norm(answer) not in names:
+            names = {choice_key(c): c for c in self.choices if c is not None}
+            names |= {choice_key(a): c for a, c in self.aliases.items()}
+            if isinstance(answer, str) and None in self.choices and choice_key(answer) in ("none", "nothing"):
+                raise AnswerError(
+                    f"exercise {self.key}: {answer!r} is a string; the API says 'nothing' with "
+                    f"None, so answer None (no quotes); {self.expects()}"
+                )
+            if not isinstance(answer, str) or choice_key(answer) not in names:
                 raise AnswerError(f"exercise {self.key}: {answer!r} is not a choice; {self.expects()}")
-            return names[_norm(answer)]
+            return names[choice_key(answer)]
         if isinstance(answer, list | np.ndarray):
             return tuple(np.asarray(answer).tolist())
         return answer
@@ -231,12 +187,18 @@ class Prediction(Exercise):
 
     def check(self, answer=PENDING) -> Result:
         if self._pending(answer):
-            return Result(self.key, False, f"No prediction yet: {self.expects()}, then call .run().",
-                          pending=True)
+            return Result(
+                self.key, False, f"No prediction yet: {self.expects()}, then call .run().", pending=True
+            )
         self.prediction = self.parse(answer)
-        return Result(self.key, False, f"Prediction recorded: {self.show(self.prediction)}. Now run it: "
-                      f"exercise {self.key}'s .run() shows the trace and compares.", self.prediction,
-                      pending=True)
+        return Result(
+            self.key,
+            False,
+            f"Prediction recorded: {self.show(self.prediction)}. Now run it: "
+            f"exercise {self.key}'s .run() shows the trace and compares.",
+            self.prediction,
+            pending=True,
+        )
 
     __call__ = check
 
@@ -245,15 +207,27 @@ class Prediction(Exercise):
         m = self.measured()
         measured = self.parse(m.value)
         if self.prediction is PENDING:
-            return Result(self.key, False, f"Predict first: call exercise {self.key} with your answer, then "
-                          ".run() again.", pending=True, detail=m.trace)
+            return Result(
+                self.key,
+                False,
+                f"Predict first: call exercise {self.key} with your answer, then .run() again.",
+                pending=True,
+                detail=m.trace,
+            )
         if self.matches(self.prediction, measured):
-            return Result(self.key, True, f"Right: you predicted {self.show(self.prediction)} and the trace "
-                          f"shows {self.show(measured)}. {m.why}", self.prediction, measured, detail=m.trace)
+            return Result(
+                self.key,
+                True,
+                f"Right: you predicted {self.show(self.prediction)} and the trace "
+                f"shows {self.show(measured)}. {m.why}",
+                self.prediction,
+                measured,
+                detail=m.trace,
+            )
         # the run shows the trace, so the measured value is no secret any more: compare, and point at the idea
         trap = self._trap(self.prediction)
         words = f" {self.show(self.prediction)} is {trap}." if trap else ""
-        words += f" Hint: {_sentence(self.hint)}" if self.hint else ""
+        words += f" Hint: {sentence(self.hint)}" if self.hint else ""
         message = f"Not quite: you predicted {self.show(self.prediction)}; "
         message += f"the trace shows {self.show(measured)}."
         return Result(self.key, False, message + words, self.prediction, measured, detail=m.trace)
@@ -274,32 +248,3 @@ def lookup(key: str) -> Exercise:
         known = ", ".join(sorted(EXERCISES, key=lambda k: tuple(map(int, k.split(".")))))
         raise AnswerError(f"no exercise {key!r}; known so far: {known or 'none'} (keys look like '2.1')")
     return EXERCISES[key]
-
-
-def _number(answer, unit: str | None, key: str, expects: str) -> float:
-    if isinstance(answer, bool) or not isinstance(answer, numbers.Real | str):
-        raise AnswerError(f"exercise {key}: {answer!r} is not a number; {expects}")
-    if not isinstance(answer, str):
-        value = float(answer)
-    else:
-        m = re.fullmatch(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-zµμ]*)\s*", answer)
-        scale = {"bytes": BYTE_UNITS, "seconds": TIME_UNITS}.get(unit or "", {})
-        suffix = m.group(2).lower() if m else ""
-        if m is None or (suffix and suffix not in scale):
-            raise AnswerError(f"exercise {key}: cannot read {answer!r}; {expects}")
-        value = float(m.group(1)) * scale.get(suffix, 1)
-    if not math.isfinite(value):
-        raise AnswerError(f"exercise {key}: {answer!r} is not a finite number; {expects}")
-    return value
-
-
-def _sentence(text: str) -> str:
-    return text if text.endswith((".", "?", "!")) else text + "."
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[\s_\-]", "", name.lower())
-
-
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text

@@ -9,9 +9,9 @@ The model is a preset or a file of GPTConfig fields (vocab_size, hidden, num_lay
 seq_len; optionally ffn_hidden, micro_batch, dtype, dropout, name, tied_embeddings), or of LlamaConfig
 fields (with num_kv_heads and ffn_hidden; see tpsim/nn/models.py).  Llama, Mistral and Qwen presets
 and Llama files are simulated as the exact model (GQA with KV heads split or replicated, SwiGLU,
-RMSNorm, RoPE); --realistic prices their GPT stand-in (tpsim/nn/config.py), as iteration.py models
-GPT layers.  The mesh is (pp, dp, tp) with TP's ranks neighbours (Megatron's order); the topology
-defaults to --device's standard node (h100: DGX H100, 8 GPUs per node, InfiniBand between nodes; see
+RMSNorm, RoPE), and --realistic's closed-form iteration (iteration.py) prices that model too.  The
+mesh is (pp, dp, tp) with TP's ranks neighbours (Megatron's order); the topology defaults to
+--device's standard node (h100: DGX H100, 8 GPUs per node, InfiniBand between nodes; see
 `tpsim.nodes`).  Optimizer state: mixed-precision Adam, 12 bytes per parameter (16 with bf16 weights
 and grads), divided by dp with --zero1.  See tpsim/plan/layout.py for the whole time model.
 """
@@ -24,7 +24,7 @@ from tpsim.cli.node import choose
 from tpsim.cli.progress import bar
 from tpsim.efficiency import mode_note
 from tpsim.efficiency_fit import load
-from tpsim.nn.models import as_gpt, resolve_model
+from tpsim.nn.models import resolve_model
 from tpsim.plan import Layout, analyse_layout
 from tpsim.plan.activations import RECOMPUTE
 from tpsim.plan.kernels import KERNELS
@@ -134,7 +134,7 @@ def run(args) -> tuple[dict, str]:
     result["machine"] = machine.record()
     if not args.realistic:
         return result, text(result)
-    result["realistic"] = realistic.analyse(as_gpt(cfg), layout, args)  # iteration.py prices GPT layers
+    result["realistic"] = realistic.analyse(cfg, layout, args)
     return result, text(result) + "\n\n" + realistic.text(result["realistic"])
 
 

@@ -44,6 +44,7 @@ def text(r: dict) -> str:
     rows += [
         ("tokens per second", f"{r['tokens_per_s']:,.0f}"),
         ("MFU / HFU", f"{r['mfu']:.1%} / {r['hfu']:.1%}"),
+        ("model FLOPs", r["flops_formula"]),
         ("memory per device", f"{fmt_bytes(mem['total'])} of {fmt_bytes(mem['capacity'])}"),
         ("fits", "yes" if mem["fits"] else "NO"),
     ]

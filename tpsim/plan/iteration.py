@@ -23,6 +23,13 @@ Per microbatch, on the heaviest stage (L / pp layers, plus the logit layer):
 
 Not counted: the embedding's lookup and gradient, the final LayerNorm, data loading, host overheads.
 
+A LlamaConfig (tpsim/nn/llama_config.py) is priced as itself: GQA's qkv and SwiGLU's fused gate-up
+GEMMs (kernels.layer_gemms with kv_heads, gated), RMSNorm, RoPE and SwiGLU passes (kernels.llama_passes),
+the logit GEMM over the padded vocabulary, and with replicated KV heads (t > g) the all-reduce of their
+weight grads in groups of t / g after each layer's backward (closed form only: the stream timeline
+does not place it); memory and parameters from llama_memory.py; its model FLOPs are
+flops.model_flops_of's 6 B s (l W + h V) + 12 B s^2 h l, W its layer's linear weights.
+
 mode "realistic" prices kernels with the device's efficiency parameters, "peak" at the datasheet
 roofline; every result names its mode.  FLOPs, MFU and HFU: flops.py.
 """
@@ -33,7 +40,8 @@ from tpsim.efficiency import efficiency_for, gemm_time, memory_time
 from tpsim.hardware import device_spec
 from tpsim.plan import flops as fl
 from tpsim.plan.interleaved import simulate_interleaved
-from tpsim.plan.kernels import CORE, backward_gemms, layer_gemms, layer_passes
+from tpsim.plan.kernels import CORE, backward_gemms, kv_per_rank, layer_gemms, layer_passes
+from tpsim.plan.llama_memory import is_llama, padded_vocab
 from tpsim.plan.memory_train import training_memory
 from tpsim.plan.pipeline import simulate
 from tpsim.plan.timeline import timeline_breakdown
@@ -54,6 +62,14 @@ def layer_times(cfg, t: int, sp: bool, b: int, spec, eff, cluster, kernels: str,
     s, h, a, dt = cfg.seq_len, cfg.hidden, cfg.num_heads, cfg.dtype
     fwd = layer_gemms(s, b, h, a, t, cfg.ffn)
     passes = layer_passes(s, b, h, a, t, sp, kernels, cfg.ffn)
+    kv_grad = 0.0
+    if is_llama(cfg):
+        kv = cfg.num_kv_heads
+        fwd = layer_gemms(s, b, h, a, t, cfg.ffn, kv_heads=kv, gated=True)
+        passes = layer_passes(s, b, h, a, t, sp, kernels, cfg.ffn, llama=True, kv_heads=kv)
+        if t > kv:  # each replicated KV head's k and v rows (2 d, h [+ 1]), all-reduced over its t / g ranks
+            rows = 2 * kv_per_rank(a, kv, t, cfg.head_dim) * cfg.head_dim
+            kv_grad = cluster.all_reduce(t // kv, 1, 2 * rows * (h + cfg.qkv_bias))
     core_passes = {k: passes[k] for k in ("mask", "softmax", "attention dropout")}
     nbytes = 2 * b * s * h
     if t == 1:
@@ -68,7 +84,7 @@ def layer_times(cfg, t: int, sp: bool, b: int, spec, eff, cluster, kernels: str,
         "backward_gemm": _gemms(spec, eff, backward_gemms(fwd) + _flash_rerun(fwd, kernels), dt),
         "backward_memory": _passes(spec, eff, passes, 2),
         "tp_forward": tp,
-        "tp_backward": tp,
+        "tp_backward": tp + kv_grad,
     }
     core = _gemms(spec, eff, [g for g in fwd if g[0] in CORE], dt) + _passes(spec, eff, core_passes, 1)
     out["recompute_compute"] = {
@@ -92,6 +108,8 @@ def _flash_rerun(fwd, kernels: str) -> list:
 def logit_times(cfg, t: int, b: int, spec, eff) -> tuple[float, float]:
     """(forward, backward) seconds of the logit GEMM and the fp32 cross-entropy over V / t columns."""
     T, v, h = b * cfg.seq_len, cfg.vocab_size // t, cfg.hidden
+    if is_llama(cfg):  # Megatron pads the vocabulary to a multiple of 128 t
+        v = padded_vocab(cfg, t) // t
     g = [("logits", 1, T, v, h)]
     ce = memory_time(spec, eff, 2 * 4 * T * v)  # read the logits, write fp32 probabilities
     f = _gemms(spec, eff, g, cfg.dtype) + ce
@@ -207,6 +225,12 @@ def iteration(
     s, L, h, V = cfg.seq_len, cfg.num_layers, cfg.hidden, cfg.vocab_size
     model = fl.model_flops(global_batch, s, L, h, V)
     hardware = fl.hardware_flops(global_batch, s, L, h, V, recompute)
+    formula = "72 B s l h^2 (1 + s/6h + V/12lh) (Narayanan et al. 2021)"
+    if is_llama(cfg):
+        w = cfg.layer_weights()
+        model = fl.model_flops_of(global_batch, s, L, h, V, w)
+        hardware = model + fl.recompute_flops_of(global_batch, s, L, h, w, recompute)
+        formula = f"6 B s (l W + h V) + 12 B s^2 h l, W = {w:,} linear weights per layer"
     peak = spec.peak(cfg.dtype)
     return {
         "model": cfg.name,
@@ -227,6 +251,7 @@ def iteration(
         "time": {"iteration": step, **breakdown, "microbatch_forward": t_f, "microbatch_backward": t_b},
         "tokens_per_s": global_batch * s / step,
         "flops": {"model": model, "hardware": hardware},
+        "flops_formula": formula,
         "tflops_per_device": {
             "model": model / step / devices / 1e12,
             "hardware": hardware / step / devices / 1e12,

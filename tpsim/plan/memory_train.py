@@ -14,10 +14,14 @@ min(p, m) on the first stage, Korthikanti et al. 2022, Sec. 4.2.3), plus the fp3
 (4 s b V / t bytes) when the same stage also holds the output layer (pp = 1).  FlashAttention keeps
 no (b a s^2) tensor: its layers save what selective recomputation saves.  Not counted: the
 CUDA context, allocator fragmentation and temporary buffers (assume a few GB).
+
+A LlamaConfig's parameters and activations are its own (llama_memory.py: GQA, SwiGLU, RMSNorm, no
+biases or position table, untied output layer, the padded vocabulary), and so are its fp32 logits.
 """
 
 from __future__ import annotations
 
+from tpsim.plan import llama_memory
 from tpsim.plan.activations import layer_activation_bytes
 
 WEIGHT_BYTES = 2
@@ -67,9 +71,14 @@ def training_memory(
     s, b, h, a = cfg.seq_len, micro_batch, cfg.hidden, cfg.num_heads
     saved = "selective" if kernels == "flash" and recompute == "none" else recompute  # flash keeps no s^2
     per_layer = layer_activation_bytes(s, b, h, a, t, layout.sp, saved, cfg.ffn)
+    vocab = cfg.vocab_size
+    if llama_memory.is_llama(cfg):
+        params = llama_memory.stage_parameters(cfg, t, pp)
+        per_layer = llama_memory.layer_activation_bytes(cfg, b, t, layout.sp, saved)
+        vocab = llama_memory.padded_vocab(cfg, t)
     held = in_flight(schedule, pp, microbatches, chunks)
     activations = cfg.num_layers // pp * per_layer * held
-    logits = 4 * s * b * cfg.vocab_size / t if pp == 1 else 0.0
+    logits = 4 * s * b * vocab / t if pp == 1 else 0.0
     out = {
         "parameters": params,
         "weights": WEIGHT_BYTES * params,

@@ -6,9 +6,10 @@
 
 GPTConfig is Megatron's GPT layer (pre-LayerNorm, multi-head attention with biases, a two-matrix GeLU
 MLP, learned position embeddings).  The Llama entries of PRESETS are GPT stand-ins, not Llama (see
-`llama_as_gpt` for what they keep and approximate), kept for the closed-form model (plan/iteration.py).
-`tpsim model` and `tpsim compare` take the Llama presets as the exact model instead: tpsim.nn.Llama
-(GQA, SwiGLU, RMSNorm, RoPE), configured by llama_config.LlamaConfig, chosen by models.resolve_model.
+`llama_as_gpt` for what they keep and approximate), kept for the analyses that take a GPTConfig only
+(config.resolve's callers).  `tpsim model`, `tpsim compare` and the closed-form iteration model
+(plan/iteration.py) take the Llama presets as the exact model instead: tpsim.nn.Llama (GQA, SwiGLU,
+RMSNorm, RoPE), configured by llama_config.LlamaConfig, chosen by models.resolve_model.
 """
 
 from __future__ import annotations

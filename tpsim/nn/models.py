@@ -4,8 +4,6 @@
                                     RMSNorm, RoPE, untied logits), not config.py's GPT stand-in
     resolve_model("gpt3-175b")      a GPTConfig, as config.resolve gives it
     resolve_model("my-llama.toml")  a LlamaConfig when the file names num_kv_heads, else a GPTConfig
-    as_gpt(cfg)                     the GPT stand-in of a LlamaConfig, for the closed-form model
-                                    (plan/iteration.py), which prices GPT layers only
 
 A Llama config file holds LlamaConfig's fields: vocab_size, hidden, num_layers, num_heads,
 num_kv_heads, ffn_hidden, seq_len (required); rope_theta, norm_eps, qkv_bias, tied_embeddings,
@@ -19,7 +17,7 @@ from pathlib import Path
 
 from tpsim import validate
 from tpsim.errors import ConfigError
-from tpsim.nn.config import PRESETS, GPTConfig, llama_as_gpt, load_config, read_table, resolve
+from tpsim.nn.config import PRESETS, GPTConfig, load_config, read_table, resolve
 from tpsim.nn.llama_config import LLAMA2_PRESETS, LLAMA_PRESETS, LlamaConfig
 
 ModelConfig = GPTConfig | LlamaConfig
@@ -67,22 +65,3 @@ def llama_from_dict(d: dict, where: str = "config") -> LlamaConfig:
             f"{d['num_kv_heads']}; valid: num_kv_heads dividing {d['num_heads']}"
         )
     return LlamaConfig(**{**d, "name": d.get("name", Path(where).stem), "source": str(where)})
-
-
-def as_gpt(cfg: ModelConfig) -> GPTConfig:
-    """cfg itself if a GPT, else the GPT stand-in with the Llama's linear weights (config.llama_as_gpt)."""
-    if isinstance(cfg, GPTConfig):
-        return cfg
-    c = cfg
-    gpt = llama_as_gpt(
-        c.name,
-        c.vocab_size,
-        c.hidden,
-        c.num_layers,
-        c.num_heads,
-        c.num_kv_heads,
-        c.ffn_hidden,
-        c.seq_len,
-        c.source,
-    )
-    return gpt.with_(micro_batch=c.micro_batch, dtype=c.dtype)

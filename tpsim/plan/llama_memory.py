@@ -13,6 +13,7 @@ Activations one layer saves for its backward (16-bit, no dropout, so no masks), 
 tensors are split by t only under sequence parallelism:
 
     RMSNorm 1 input, the QKV input          sp    2 s b h each
+    each RMSNorm's fp32 1 / rms per token   sp    4 s b each
     q and k after RoPE, v                   tp    2 s b (n/t + 2 g_t) d
     softmax output P (for dV and dS)        core  2 b n s^2 / t     (dropped by selective or flash)
     the output projection's input           tp    2 s b h / t
@@ -20,8 +21,7 @@ tensors are split by t only under sequence parallelism:
     SwiGLU's input (gate and up)            tp    4 s b f / t
     the down projection's input             tp    2 s b f / t
 
-Not counted, as Korthikanti's count leaves out LayerNorm's: RMSNorm's fp32 1 / rms per token (4 s b
-bytes), and FlashAttention's log-sum-exp (4 b n s / t).  Full recomputation keeps the layer's input.
+Not counted: FlashAttention's log-sum-exp (4 b n s / t).  Full recomputation keeps the layer's input.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def layer_activation_bytes(cfg: LlamaConfig, b: int, t: int, sp: bool, recompute
     rep = s * b * h / (t if sp else 1)
     if recompute == "full":
         return 2 * rep
+    rstd = 2 * 4 * s * b / (t if sp else 1)
     qkv = 2 * s * b * (n // t + 2 * kv_per_rank(n, cfg.num_kv_heads, t, d)) * d
     core = 0.0 if recompute == "selective" else 2 * b * n * s * s / t
-    return 4 * 2 * rep + qkv + core + 2 * s * b * h / t + 4 * s * b * f / t + 2 * s * b * f / t
+    return 4 * 2 * rep + rstd + qkv + core + 2 * s * b * h / t + 4 * s * b * f / t + 2 * s * b * f / t

@@ -132,6 +132,13 @@ def llama_kv_not_dividing():
     return None, lambda: llama_from_dict(d)
 
 
+def closed_form_gqa_at_a_tp_that_splits_no_kv_head():
+    from tpsim.plan.kernels import layer_gemms
+
+    # 12 heads of 64 in 4 KV heads: t = 3 neither divides 4 nor is a multiple of it
+    return None, lambda: layer_gemms(16, 1, 768, 12, 3, kv_heads=4, gated=True)
+
+
 def decode_unknown_mode():
     from tpsim import presets
     from tpsim.hardware import device_spec
@@ -194,6 +201,8 @@ CATALOGUE = [
         "unknown efficiency mode 'fast'; valid: realistic, peak"),
     row("Llama config with 64 heads in 6 KV heads", llama_kv_not_dividing, ConfigError,
         "num_heads = 64 is not a multiple of num_kv_heads = 6"),
+    row("closed-form GQA layer at TP 3 of 4 KV heads", closed_form_gqa_at_a_tp_that_splits_no_kv_head,
+        ShapeError, "TP degree 3"),
 ]
 
 

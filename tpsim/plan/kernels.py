@@ -13,12 +13,14 @@ Backward runs two GEMMs per forward GEMM: dX = dY W^T (m, k, n) and dW = X^T dY 
 
 Memory-bound ops are counted in element passes (each element read or written once is one pass) and
 priced at 2 bytes per element.  `kernels` picks the software: "unfused" is Megatron-LM 2019 (mask
-as a multiply and a subtract, softmax, dropout and bias adds as separate PyTorch ops); "fused" is
-Megatron 2020+ (fused scale-mask-softmax, bias-GeLU and bias-dropout-add); "flash" is fused plus
-FlashAttention (Dao et al. 2022): the attention core's (b a s^2) scores never reach memory, the kernel
-reads Q, K, V and writes the output, and its backward recomputes the scores (one more `scores` GEMM).
-Backward moves twice the forward's passes (it reads the saved input and the incoming gradient, and
-writes a gradient).
+as a multiply and a subtract, softmax, dropout and bias adds as separate PyTorch ops, the QKV bias
+added after the GEMM, q and k scaled and copied before the batched GEMMs); "fused" is Megatron 2020+
+(fused scale-mask-softmax, bias-GeLU and bias-dropout-add, the scale inside the GEMM, strided batched
+GEMMs without copies); "flash" is fused plus FlashAttention (Dao et al. 2022): the attention core's
+(b a s^2) scores never reach memory, the kernel reads Q, K, V and writes the output, and its backward
+recomputes the scores (one more `scores` GEMM).  `layer_passes` counts the forward, op by op;
+`backward_passes` the backward of the same ops, op by op (a backward reads what its op saved and the
+incoming gradient and writes one gradient, so it is not a fixed multiple of the forward).
 """
 
 from __future__ import annotations
@@ -55,20 +57,67 @@ def backward_gemms(gemms):
 def layer_passes(
     s: int, b: int, h: int, a: int, t: int, sp: bool, kernels: str, ffn=None
 ) -> dict[str, float]:
-    """Element passes of one layer's forward memory-bound ops on one TP rank, by op."""
+    """Element passes of one layer's forward memory-bound ops on one TP rank, by op.
+
+    Sources: Megatron-LM 2019 is NVIDIA/Megatron-LM a1d04b7 mpu/transformer.py and mpu/layers.py on the
+    PyTorch of NGC 19.05 (its docker/Dockerfile); Megatron 2020 is megatron/model/transformer.py after
+    51a2e6b ("Various speed optimizations", 2020-09).
+    """
     if kernels not in KERNELS:
         raise KernelsError(f"unknown kernel set {kernels!r}; valid: {', '.join(KERNELS)}")
     f, T = ffn or 4 * h, b * s
     rep = T * h / (t if sp else 1)  # the replicated regions' tensors (split by t under SP)
+    H = T * h / t  # q, k, v or the context on this rank
     core = 0.0 if kernels == "flash" else b * a * s * s / t  # flash: the scores stay on chip
     unfused = kernels == "unfused"
     return {
         "layernorm x2": 2 * 2 * rep,  # read x, write y
+        # ColumnParallelLinear calls F.linear on a 3-D input: matmul, then `output += bias` (read, write);
+        # flash stands for today's stack, whose linear adds the bias in the GEMM's epilogue
+        "qkv bias add": 2 * 3 * H if kernels != "flash" else 0.0,
+        # 2019: query_layer / norm_factor and key_layer.transpose(-1, -2) / norm_factor (read, write
+        # each); 2020+: baddbmm(alpha=1 / norm_factor) scales inside the GEMM
+        "q, k scaling": 2 * 2 * H if unfused else 0.0,
+        # 2019: torch.matmul on 4-D operands runs expand().contiguous() (ATen LinearAlgebra.cpp) on q, k^T
+        # and v, each a permuted [b, s, np, hn] layout (a division's output keeps its input's strides:
+        # TensorIterator::allocate_outputs); 2020+: bmm / baddbmm on strided [s, b, np, hn] views
+        "q, k, v copies": 3 * 2 * H if unfused else 0.0,
         "bias-dropout-add x2": 2 * (7.5 if unfused else 3.5) * rep,  # fused: read x and residual, write, mask
         "mask": 4 * core if unfused else 0.0,  # x * mask, then - 10000 (1 - mask): two read-write passes
         "softmax": 2 * core,
         "attention dropout": 2.5 * core,  # read, write, a 1-byte mask (half a 2-byte pass)
-        "context transpose": 2 * T * h / t,  # (b a, s, d) back to (s, b, h) before proj
-        "flash attention io": 4 * T * h / t if kernels == "flash" else 0.0,  # read Q, K, V, write O
+        "context transpose": 2 * H,  # (b a, s, d) back to (s, b, h) before proj
+        "flash attention io": 4 * H if kernels == "flash" else 0.0,  # read Q, K, V, write O
         "bias-gelu": (4 if unfused else 2) * T * f / t,
+    }
+
+
+def backward_passes(
+    s: int, b: int, h: int, a: int, t: int, sp: bool, kernels: str, ffn=None
+) -> dict[str, float]:
+    """Element passes of the backward of each op of `layer_passes` (the same keys) on one TP rank."""
+    fwd = layer_passes(s, b, h, a, t, sp, kernels, ffn)  # validates `kernels`
+    f, T = ffn or 4 * h, b * s
+    rep, H = T * h / (t if sp else 1), T * h / t
+    core = 0.0 if kernels == "flash" else b * a * s * s / t
+    unfused = kernels == "unfused"
+    return {
+        # apex layer_norm_cuda_kernel.cu: gamma / beta grads read dy and x; the input grad reads dy and x
+        # and writes dx; the residual branch's gradient is then added to it (read 2, write 1)
+        "layernorm x2": 2 * (5 + 3) * rep,
+        # the bias grad sums dy (read); torch.split's backward cats the q, k, v grads (read, write)
+        "qkv bias add": (3 + 2 * 3) * H if fwd["qkv bias add"] else 0.0,
+        "q, k scaling": fwd["q, k scaling"],  # dq / norm_factor, dk / norm_factor: read, write each
+        "q, k, v copies": 0.0,  # the backward of contiguous() and view() passes the gradient through
+        # dropout: read dy and the mask, write; bias grad: read dy; the residual add passes dy through.
+        # 2019 ran the three as separate ops, 2020's jit-fused bias_dropout_add the same reads
+        "bias-dropout-add x2": 2 * (2.5 + 1) * rep,
+        "mask": 2 * core if unfused else 0.0,  # d(x * mask) = dy * mask; the subtract passes dy through
+        "softmax": 3 * core,  # read y and dy, write dx
+        "attention dropout": 2.5 * core,  # read dy and the mask, write dx
+        "context transpose": 2 * H,  # the gradient permuted back before the context GEMM's backward
+        "flash attention io": 8 * H if kernels == "flash" else 0.0,  # read Q, K, V, O, dO; write dQ, dK, dV
+        # bias grad (read dy) and GeLU's backward (read dy and x, write dx); 2019's jit-scripted gelu and
+        # 2020's bias_gelu_back both make one pass for the GeLU part
+        "bias-gelu": (1 + 3) * T * f / t,
     }

@@ -33,7 +33,7 @@ BACKWARD_2019 = [
     ("layernorm x2", "rep", 2 * (2 + 2 + 2), 2 * (1 + 1)),  # gamma/beta grads, dx, + the residual grad
     ("qkv bias add", "H", 3 + 3, 3),  # bias grad (read dy), torch.split's backward cat
     ("q, k scaling", "H", 2, 2),
-    ("q, k, v copies", "H", 0, 0),
+    ("q, k, v copies", "H", 3, 3),  # view backward: the permuted q, k, v grads made contiguous
     ("mask", "core", 1, 1),  # dy * mask
     ("softmax", "core", 2, 1),  # read y and dy, write dx
     ("attention dropout", "core", 1.5, 1),

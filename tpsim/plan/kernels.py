@@ -108,7 +108,9 @@ def backward_passes(
         # the bias grad sums dy (read); torch.split's backward cats the q, k, v grads (read, write)
         "qkv bias add": (3 + 2 * 3) * H if fwd["qkv bias add"] else 0.0,
         "q, k scaling": fwd["q, k scaling"],  # dq / norm_factor, dk / norm_factor: read, write each
-        "q, k, v copies": 0.0,  # the backward of contiguous() and view() passes the gradient through
+        # 2019: autograd's view backward copies each permuted q, k, v gradient back to [b, s, np, hn]
+        # (grad.contiguous().view); matmul's contiguous() passes its gradient through
+        "q, k, v copies": fwd["q, k, v copies"],
         # dropout: read dy and the mask, write; bias grad: read dy; the residual add passes dy through.
         # 2019 ran the three as separate ops, 2020's jit-fused bias_dropout_add the same reads
         "bias-dropout-add x2": 2 * (2.5 + 1) * rep,

@@ -23,7 +23,7 @@ FORWARD_2019 = [  # (key, tensor, reads, writes), in the order mpu/transformer.p
     ("q, k scaling", "H", 2, 2),  # query / norm_factor, key^T / norm_factor
     ("q, k, v copies", "H", 3, 3),  # matmul's contiguous() on q, k^T, v
     ("mask", "core", 2, 2),  # scores * mask, then - 10000 (1 - mask)
-    ("softmax", "core", 1, 1),
+    ("softmax", "core", 3, 1),  # pre-persistent kernel: max, sum of exp, write
     ("attention dropout", "core", 1, 1.5),  # writes a 1-byte mask: half a 2-byte pass
     ("context transpose", "H", 1, 1),
     ("bias-dropout-add x2", "rep", 2 * (1 + 1 + 2), 2 * (1 + 1.5 + 1)),  # bias add, dropout, residual
@@ -35,7 +35,7 @@ BACKWARD_2019 = [
     ("q, k scaling", "H", 2, 2),
     ("q, k, v copies", "H", 3, 3),  # view backward: the permuted q, k, v grads made contiguous
     ("mask", "core", 1, 1),  # dy * mask
-    ("softmax", "core", 2, 1),  # read y and dy, write dx
+    ("softmax", "core", 4, 1),  # sum(dy y), then dx = y (dy - sum): y and dy read twice
     ("attention dropout", "core", 1.5, 1),
     ("context transpose", "H", 1, 1),
     ("bias-dropout-add x2", "rep", 2 * (1.5 + 1), 2 * 1),  # dropout's dx; the bias grad reads dy

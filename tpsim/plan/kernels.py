@@ -84,7 +84,10 @@ def layer_passes(
         "q, k, v copies": 3 * 2 * H if unfused else 0.0,
         "bias-dropout-add x2": 2 * (7.5 if unfused else 3.5) * rep,  # fused: read x and residual, write, mask
         "mask": 4 * core if unfused else 0.0,  # x * mask, then - 10000 (1 - mask): two read-write passes
-        "softmax": 2 * core,
+        # 2019: NGC 19.05 predates PyTorch's persistent softmax (pytorch/pytorch#20827, opened 2019-05-22,
+        # "2-10x faster" for rows <= 1024); its cunn_SoftMaxForward reads a row for the max, again for
+        # the sum of exponentials, and again to write.  2020+: one read, one write
+        "softmax": (4 if unfused else 2) * core,
         "attention dropout": 2.5 * core,  # read, write, a 1-byte mask (half a 2-byte pass)
         "context transpose": 2 * H,  # (b a, s, d) back to (s, b, h) before proj
         "flash attention io": 4 * H if kernels == "flash" else 0.0,  # read Q, K, V, write O
@@ -115,7 +118,8 @@ def backward_passes(
         # 2019 ran the three as separate ops, 2020's jit-fused bias_dropout_add the same reads
         "bias-dropout-add x2": 2 * (2.5 + 1) * rep,
         "mask": 2 * core if unfused else 0.0,  # d(x * mask) = dy * mask; the subtract passes dy through
-        "softmax": 3 * core,  # read y and dy, write dx
+        # read y and dy, write dx; 2019's cunn_SoftMaxBackward reads both twice (sum(dy y), then dx)
+        "softmax": (5 if unfused else 3) * core,
         "attention dropout": 2.5 * core,  # read dy and the mask, write dx
         "context transpose": 2 * H,  # the gradient permuted back before the context GEMM's backward
         "flash attention io": 8 * H if kernels == "flash" else 0.0,  # read Q, K, V, O, dO; write dQ, dK, dV

@@ -21,6 +21,7 @@ from tpsim.errors import (
     ConfigError,
     DTypeError,
     LaunchError,
+    LayoutError,
     MeshError,
     PipelineError,
     PlacementError,
@@ -116,6 +117,29 @@ def microbatches_that_do_not_split_the_batch():
     model = PipelinedGPT(mesh, GPTConfig(11, 8, 2, 2, 5, dtype="float64"), microbatches=3, init="exact")
     ids = np.zeros((5, 4), np.int64)
     return mesh, lambda: model.step(ids, ids)
+def chunks_that_do_not_divide_the_layers():
+    from tpsim.plan.cluster import CLUSTERS
+    from tpsim.plan.iteration import iteration
+    from tpsim.plan.layout import Layout
+
+    cfg = GPTConfig(1024, 256, 8, 8, 128)  # 4 layers per stage, 3 chunks
+    kw = dict(global_batch=4, micro_batch=1, schedule="interleaved", chunks=3, streams=True)
+    return None, lambda: iteration(cfg, Layout(1, 1, 2), cluster=CLUSTERS["h100"], **kw)
+def llama_kv_not_dividing():
+    from tpsim.nn.models import llama_from_dict
+
+    d = dict(vocab_size=100, hidden=512, num_layers=2, num_heads=64, num_kv_heads=6, ffn_hidden=64, seq_len=8)
+    return None, lambda: llama_from_dict(d)
+
+
+def decode_unknown_mode():
+    from tpsim import presets
+    from tpsim.hardware import device_spec
+    from tpsim.nn.llama_config import LLAMA_PRESETS
+    from tpsim.serve.plan import decode_latency
+
+    cfg, node = LLAMA_PRESETS["llama3-8b"], presets.nvlink_node(2, "h100")
+    return None, lambda: decode_latency(cfg, 2, 1, 8, device_spec("h100"), node, mode="fast")
 
 
 def row(name, make, error, names):
@@ -158,6 +182,18 @@ CATALOGUE = [
         AlgorithmError, "'rnig'"),
     row("NVLS on a node without in-switch reduction",
         lambda: (None, lambda: from_node(NODES["dgx-a100"], algorithm="nvls")), TopologyError, "'nvls'"),
+    row("3 chunks of 4 layers on the stream timeline", chunks_that_do_not_divide_the_layers, PipelineError,
+        "4 layers per stage do not split into 3 chunks"),
+    row("tpsim model llama3-70b --tp 3 (the exact Llama's 64 heads)",
+        lambda: cli("model", "llama3-70b", "--tp", "3"), LayoutError,
+        "--tp 3 does not divide llama3-70b's num_heads = 64"),
+    row("tpsim serve-plan --realistic on a device without efficiency parameters",
+        lambda: cli("serve-plan", "llama3-8b", "--gpus", "2", "--device", "l40s", "--realistic"),
+        TopologyError, "no efficiency parameters for device 'l40s'"),
+    row("serve decode_latency in an unknown mode", decode_unknown_mode, TopologyError,
+        "unknown efficiency mode 'fast'; valid: realistic, peak"),
+    row("Llama config with 64 heads in 6 KV heads", llama_kv_not_dividing, ConfigError,
+        "num_heads = 64 is not a multiple of num_kv_heads = 6"),
 ]
 
 

@@ -133,9 +133,9 @@ def test_model_3d_and_llama_note(capsys):
     )
     assert r["devices"] == 16 and r["topology"] == "dgx-h100" and r["tp_inside_node"]
     assert r["microbatches"] == 16 and r["time"]["bubble_formula"] == pytest.approx(3 / 19)
-    assert "GPT stand-in" in r["notes"] and r["traffic_per_device"]["pp"] > 0
-    assert main(["model", "llama2-7b", "--tp", "2"]) == 0
-    assert "GPT stand-in" in capsys.readouterr().out  # the approximation is said in the text too
+    assert "exact Llama" in r["notes"] and r["traffic_per_device"]["pp"] > 0
+    assert main(["model", "llama2-7b", "--tp", "2", "--fast"]) == 0
+    assert "exact Llama" in capsys.readouterr().out  # which model ran is said in the text too
 
 
 def test_layer_mlp_table(capsys):

@@ -97,3 +97,18 @@ def test_a_fit_file_drives_the_realistic_model(table, tmp_path, capsys):
     fitted = json.loads(capsys.readouterr().out)["realistic"]
     assert "given efficiency: a100" in fitted["mode"]
     assert fitted["time"]["iteration"] != preset["time"]["iteration"]  # 0.75 of peak, not the preset's
+
+
+def test_model_realistic_writes_the_overlap_trace(tmp_path, capsys):
+    trace = tmp_path / "overlap.json"
+    argv = ["model", "gpt3-1.3b", "--tp", "2", "--pp", "2", "--sp", "--global-batch", "8", "--fast"]
+    main([*argv, "--realistic", "--json"])
+    closed = json.loads(capsys.readouterr().out)["realistic"]
+    main([*argv, "--realistic", "--tp-overlap", "--trace", str(trace)])
+    out = capsys.readouterr().out
+    assert "Stream-timeline iteration (tp_overlap)" in out
+    main([*argv, "--realistic", "--tp-overlap", "--json"])
+    overlapped = json.loads(capsys.readouterr().out)["realistic"]
+    assert overlapped["time"]["iteration"] < closed["time"]["iteration"]
+    stages = {e["pid"] for e in json.loads(trace.read_text())["traceEvents"] if e["ph"] == "X"}
+    assert stages == {0, 1}

@@ -47,6 +47,39 @@ def test_one_tile_past_a_full_wave_costs_a_whole_wave():
     assert e.quantization(128 * 5, 128) == pytest.approx(5 / 8)  # 5 tiles: 2 waves, 3 SMs idle in the second
 
 
+@given(m=dims, n=dims, k=dims, batch=st.integers(1, 64), key=st.sampled_from(sorted(EFFICIENCIES)))
+def test_split_k_fills_one_wave_and_never_lowers_the_efficiency(m, n, k, batch, key):
+    e = EFFICIENCIES[key]
+    tm, tn = e.tile
+    tiles = batch * math.ceil(m / tm) * math.ceil(n / tn)
+    s = e.splits(m, n, k, batch)
+    unsplit = e.gemm_fraction * e.quantization(m, n, batch) * k / (k + e.k_half)
+    if tiles >= e.sms:  # a wave or more of tiles: no split, the docstring's plain formula
+        assert s == 1 and e.gemm(m, n, k, batch) == unsplit
+        assert e.split_k_bytes(m, n, k, batch) == 0
+    else:  # at most one wave of work units, each slice at least split_k_min of k (or k itself)
+        assert s >= 1 and s * tiles <= e.sms and (s == 1 or k / s >= e.split_k_min)
+        assert e.quantization(m, n, batch, k) == pytest.approx(s * batch * m * n / (e.sms * tm * tn))
+        assert e.gemm(m, n, k, batch) >= unsplit * (1 - 1e-12)
+    assert e.gemm(m, n, k, batch) <= e.gemm_fraction
+
+
+def test_a_decode_gemm_is_split_along_k_and_bound_by_its_bytes():
+    """Llama-3 70B's QKV at TP 4 and batch 8 on an H100: (8, 8192) @ (8192, 2560).  Its 10 tiles of
+    128 x 256 would leave 122 of 132 SMs idle; 13 slices of k fill 130 of them, and the FLOPs then take
+    less time than reading the 42 MB of weights, as decode's GEMMs do."""
+    e, spec = EFFICIENCIES["h100"], DEVICES["h100"]
+    m, n, k = 8, 2560, 8192
+    assert e.splits(m, n, k) == 132 // 10 == 13
+    operands = (m * k + k * n + m * n) * 2
+    partials = 2 * 13 * m * n * 4  # each slice writes its fp32 (m, n), the sum reads them
+    expected = e.launch + (operands + partials) / (e.memory_fraction * spec.memory_bandwidth)
+    assert gemm_time(spec, e, m, n, k, "bfloat16") == pytest.approx(expected, rel=1e-12)
+    one_thin_wave = e.gemm_fraction * e.quantization(m, n) * k / (k + e.k_half)
+    unsplit = 2 * m * n * k / (one_thin_wave * spec.peak("bfloat16"))
+    assert unsplit > 4 * (expected - e.launch)  # without split-K the one thin wave would decide it
+
+
 @given(m=dims, n=dims, k=dims, k2=dims)
 def test_efficiency_grows_with_k(m, n, k, k2):
     e = EFFICIENCIES["a100"]

@@ -7,10 +7,14 @@ Two modes, named in every output that uses them:
 
 A GEMM (m, n, k), cuBLAS-style, cuts C (m, n) into tiles of `tile` that the SMs run in waves:
 
-    quantization q = m n / (waves * sms * tile_m * tile_n),  waves = ceil(tiles / sms)
-    k-loop       k / (k + k_half)          the C tile's epilogue and pipeline fill, as k_half of k
-    efficiency   e = gemm_fraction * q * k / (k + k_half)
-    time         launch + max(2 m n k / (e peak), bytes / (memory_fraction bandwidth))
+    split-K      s = 1, or where the tiles fill less than one wave, s = min(sms // tiles, k // split_k_min)
+                 slices of k run as separate work units and their fp32 partials are summed (cuBLAS's
+                 and CUTLASS's split-K for skinny GEMMs, such as decode's m = batch)
+    quantization q = s m n / (waves * sms * tile_m * tile_n),  waves = ceil(s tiles / sms)
+    k-loop       k' / (k' + k_half), k' = k / s   the C tile's epilogue and pipeline fill, as k_half of k
+    efficiency   e = gemm_fraction * q * k' / (k' + k_half)
+    time         launch + max(2 m n k / (e peak), bytes / (memory_fraction bandwidth)), where bytes
+                 include split-K's partials (each slice writes and the sum reads s m n fp32 values)
 
 `gemm_fraction` is the curve's limit (q = 1, k >> k_half), set from a published GEMM figure, never an
 end-to-end training figure: where the figure's shape is published, the curve passes through it there
@@ -42,29 +46,63 @@ class Efficiency:
     launch: float  # seconds per kernel, launch and tail
     source: str
     date: str
+    split_k_min: int = 256  # k each split-K slice keeps at least: an assumption (4 k-steps of 64)
 
-    def quantization(self, m: int, n: int, batch: int = 1) -> float:
-        """Useful share of the tiles' work: 1 when m, n fill whole tiles and whole waves."""
+    def tiles(self, m: int, n: int, batch: int = 1) -> int:
         tm, tn = self.tile
-        tiles = batch * math.ceil(m / tm) * math.ceil(n / tn)
-        waves = math.ceil(tiles / self.sms)
-        return batch * m * n / (waves * self.sms * tm * tn)
+        return batch * math.ceil(m / tm) * math.ceil(n / tn)
+
+    def splits(self, m: int, n: int, k: int | None, batch: int = 1) -> int:
+        """Split-K slices: 1 where the tiles fill a wave (or k is not given), else enough to fill it."""
+        tiles = self.tiles(m, n, batch)
+        if k is None or tiles >= self.sms:
+            return 1
+        return max(1, min(self.sms // tiles, k // self.split_k_min))
+
+    def quantization(self, m: int, n: int, batch: int = 1, k: int | None = None) -> float:
+        """Useful share of the work units: 1 when m, n fill whole tiles and whole waves.  Given k, a
+        GEMM of less than a wave of tiles is split along k (`splits`)."""
+        tm, tn = self.tile
+        s = self.splits(m, n, k, batch)
+        waves = math.ceil(s * self.tiles(m, n, batch) / self.sms)
+        return s * batch * m * n / (waves * self.sms * tm * tn)
 
     def gemm(self, m: int, n: int, k: int, batch: int = 1) -> float:
         """Achieved share of the datasheet peak for `batch` GEMMs (m, k) @ (k, n)."""
-        return self.gemm_fraction * self.quantization(m, n, batch) * k / (k + self.k_half)
+        slice_k = k / self.splits(m, n, k, batch)
+        return self.gemm_fraction * self.quantization(m, n, batch, k) * slice_k / (slice_k + self.k_half)
+
+    def split_k_bytes(self, m: int, n: int, k: int, batch: int = 1) -> float:
+        """Bytes of split-K's fp32 partials: each slice writes its (m, n), the sum reads them all."""
+        s = self.splits(m, n, k, batch)
+        return 0.0 if s == 1 else 2 * s * batch * m * n * 4
 
     def with_(self, **changes) -> Efficiency:
         return replace(self, **changes)
 
 
-def gemm_time(spec, eff: Efficiency | None, m: int, n: int, k: int, dtype, batch: int = 1) -> float:
-    """Seconds of `batch` GEMMs (m, k) @ (k, n) in `dtype`; eff None is the peak mode (the roofline)."""
+def gemm_time(
+    spec,
+    eff: Efficiency | None,
+    m: int,
+    n: int,
+    k: int,
+    dtype,
+    batch: int = 1,
+    *,
+    nbytes: float | None = None,
+) -> float:
+    """Seconds of `batch` GEMMs (m, k) @ (k, n) in `dtype`; eff None is the peak mode (the roofline).
+
+    `nbytes`: the bytes the kernel moves, where they are not the three operands at dtype's size (1-byte
+    fp8 weights; FlashAttention, whose score tiles stay on chip)."""
     flops = 2 * batch * m * n * k
-    nbytes = batch * (m * k + k * n + m * n) * _itemsize(dtype)
+    if nbytes is None:
+        nbytes = batch * (m * k + k * n + m * n) * _itemsize(dtype)
     if eff is None:
         return spec.time(flops, nbytes, dtype)
     compute = flops / (eff.gemm(m, n, k, batch) * spec.peak(dtype))
+    nbytes += eff.split_k_bytes(m, n, k, batch)
     return eff.launch + max(compute, nbytes / (eff.memory_fraction * spec.memory_bandwidth))
 
 
@@ -143,7 +181,10 @@ MEMORY_NOTE = (
     "memory_fraction 0.8 and launch 5 us are assumptions, not measurements: streaming copies "
     "typically reach 80-90% of HBM peak; the GPU report's copy record measures it"
 )
-K_HALF_NOTE = "k_half 64 is an assumption (the C tile's write and pipeline fill cost about 64 of k)"
+K_HALF_NOTE = (
+    "k_half 64 is an assumption (the C tile's write and pipeline fill cost about 64 of k); so is split_k_min "
+    "256 (a split-K slice keeps at least 256 of k)"
+)
 
 V100 = Efficiency(
     "v100",

@@ -104,8 +104,9 @@ def fit(table: list[dict], base: Efficiency, peak: float) -> tuple[Efficiency, d
     t = np.array([r["seconds"] for r in table], dtype=np.float64)
     if not (np.isfinite(t).all() and (t > 0).all()):
         raise FitError(f"measured times must be finite and > 0; got {t.tolist()}")
-    x = np.array([2 * r["m"] * r["n"] * r["k"] / (base.quantization(r["m"], r["n"]) * peak) for r in table])
-    k = np.array([r["k"] for r in table], dtype=np.float64)
+    shapes = [(r["m"], r["n"], r["k"]) for r in table]
+    x = np.array([2 * m * n * k / (base.quantization(m, n, 1, k) * peak) for m, n, k in shapes])
+    k = np.array([k / base.splits(m, n, k) for m, n, k in shapes], dtype=np.float64)  # k per split-K slice
     A = np.stack([np.ones_like(t), x, x / k], axis=1) / t[:, None]  # residuals: relative errors
     coef = _nonnegative_lstsq(A, np.ones_like(t))
     if coef[1] <= 0:

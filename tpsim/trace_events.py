@@ -15,12 +15,12 @@ THREADS = ((0, "collectives"), (1, "send"), (2, "compute"))
 COLLECTIVES, SEND, COMPUTE = (tid for tid, _ in THREADS)
 
 
-def tracks(devices, prefix: str = "dev") -> list[dict]:
-    """Metadata events: a process per device ("dev0", ...), its three threads named."""
+def tracks(devices, prefix: str = "dev", threads=THREADS) -> list[dict]:
+    """Metadata events: a process per device ("dev0", ...), its threads ((tid, name), ...) named."""
     events = []
     for d in devices:
         events.append({"ph": "M", "name": "process_name", "pid": d, "args": {"name": f"{prefix}{d}"}})
-        for tid, name in THREADS:
+        for tid, name in threads:
             events.append({"ph": "M", "name": "thread_name", "pid": d, "tid": tid, "args": {"name": name}})
     return events
 

@@ -178,8 +178,8 @@ print("161 all-reduces per generated token, b = 1 (α-β at datasheet bandwidth)
 # cache fits; no overlap of compute and communication, no batched prefill.
 
 # %%
-def plan_table(model: str) -> dict:
-    p = serve_plan(model, 8, context=4096)
+def plan_table(model: str, mode: str = "peak") -> dict:
+    p = serve_plan(model, 8, context=4096, mode=mode)
     rows = []
     for r in p["rows"]:
         if not r["fits"]:
@@ -190,7 +190,8 @@ def plan_table(model: str) -> dict:
                      f"{r['throughput']:,.0f}", f"{r['throughput'] / 8:,.0f}"])
     print(table(rows, ["t", "replicas", "weights/dev", "max batch", "prefill 4k", "decode, b = 1",
                        "of it comm", "tokens/s, max b", "per GPU"],
-                f"{p['model']} on 8 x {p['device']}, 4096-token sequences (datasheet peak, no overlap)"))
+                f"{p['model']} on 8 x {p['device']}, 4096-token sequences, mode {p['mode']} "
+                f"({'datasheet roofline' if p['mode'] == 'peak' else 'kernel by kernel'}, no overlap)"))
     print(f"by latency: t {p['by_latency']}   by throughput: t {p['by_throughput']}")
     return p
 
@@ -213,8 +214,8 @@ plan8 = plan_table("llama3-8b")
 # sequences against 8 × 114 = 912), and that outweighs the 138 us of all-reduces per step.  Where the time goes, at t = 8 for the 70B:
 
 # %%
-print("decode steps of llama3-70b at t = 8, 4096-token context: HBM reads at datasheet peak (roofline), "
-      "all-reduces α-β at datasheet NVLink bandwidth, no overlap")
+print("decode steps of llama3-70b at t = 8, 4096-token context, mode peak: HBM reads at datasheet peak "
+      "(roofline), all-reduces α-β at datasheet NVLink bandwidth, no overlap")
 for batch in (1, 64, plan70["rows"][-1]["max_batch"]):
     d = decode_latency(cfg, 8, batch, 4096, gpu, node)
     print(f"b = {batch:>3}: {fmt_time(d['seconds'])} per step = {fmt_time(d['compute'])} weights + KV reads "
@@ -223,6 +224,39 @@ for batch in (1, 64, plan70["rows"][-1]["max_batch"]):
 # %% [markdown]
 # Batching is nearly free while the weights dominate the reads: 64 sequences cost 1.7x one sequence's step
 # for 64x the tokens.  The all-reduces stay a small share once they use the right algorithm.
+#
+# ### Mode realistic: kernel by kernel
+#
+# Mode peak prices a layer as one roofline call.  `mode="realistic"` (`tpsim serve-plan --realistic`)
+# prices each kernel of vLLM's Llama layer (`tpsim/serve/kernels.py`: fused add-RMSNorm, the QKV GEMM,
+# rotary, the cache write, attention over the cache, o, fused add-RMSNorm, gate-up, SiLU-and-mul, down)
+# with the same efficiency parameters as the training model (`tpsim/efficiency.py`): each kernel pays a
+# launch, memory-bound ops reach `memory_fraction` of the bandwidth, and GEMMs pay the wave-quantization
+# model.  One layer at t = 8, b = 1:
+
+# %%
+from tpsim.efficiency import efficiency_for, memory_time
+from tpsim.serve.kernels import layer_kernels
+
+eff = efficiency_for("h100")
+rows = []
+for k in layer_kernels(cfg, 8, 1, 4096):
+    total, alone = k.time(gpu, eff, cfg.dtype), memory_time(gpu, eff, k.bytes_moved(eff))
+    rows.append([k.name, fmt_bytes(k.bytes_moved(eff)), fmt_time(alone), fmt_time(total),
+                 "compute" if total > alone * (1 + 1e-12) else "memory"])
+print(table(rows, ["kernel", "bytes", "launch + bytes", "time", "decided by"],
+            f"mode realistic: one layer of {cfg.name} at t = 8, b = 1, 4096 cached tokens, {gpu.name}"))
+for mode in ("peak", "realistic"):
+    d = decode_latency(cfg, 8, 1, 4096, gpu, node, mode=mode)
+    print(f"mode {d['mode']:>9}: {fmt_time(d['seconds'])} per step ({fmt_time(d['comm'])} of it all-reduces)")
+
+# %% [markdown]
+# The launches of the small kernels add up (80 layers of them per token).  A decode GEMM has only b
+# rows, so its output fills a few tiles and would leave most SMs idle; the realistic model splits it
+# along k (split-K, as cuBLAS does for skinny GEMMs) until the SMs are full, and then reading the weights
+# decides its time, not its FLOPs ("bytes" above counts split-K's fp32 partial sums too).  The Decode
+# validation page (`python -m benchmarks.validate_decode`) sets both modes beside published vLLM and NIM
+# measurements, with the error of each.
 #
 # ## 5. A real decode, on virtual devices
 #

@@ -18,7 +18,7 @@ from tpsim.cli.model import add_layout_flags
 from tpsim.cli.node import choose
 from tpsim.cli.progress import bar
 from tpsim.efficiency import mode_note
-from tpsim.nn.config import resolve
+from tpsim.nn.models import resolve_model
 from tpsim.plan import compare
 from tpsim.report import fmt_bytes, fmt_time, table
 
@@ -43,7 +43,7 @@ def register(sub) -> None:
 
 
 def run(args) -> tuple[dict, str]:
-    cfg = resolve(args.model)
+    cfg = resolve_model(args.model)
     machine = choose(args, args.devices)
     with bar(args, "layouts", 1) as update:
         result = compare(

@@ -6,11 +6,14 @@ device, shape-only.
     tpsim model my-model.toml --tp 4 --pp 2 --sp       any GPTConfig from a .json/.toml file
 
 The model is a preset or a file of GPTConfig fields (vocab_size, hidden, num_layers, num_heads,
-seq_len; optionally ffn_hidden, micro_batch, dtype, dropout, name, tied_embeddings).  The mesh is
-(pp, dp, tp) with TP's ranks neighbours (Megatron's order); the topology defaults to --device's
-standard node (h100: DGX H100, 8 GPUs per node, InfiniBand between nodes; see `tpsim.nodes`).  Optimizer
-state: mixed-precision Adam, 12 bytes per parameter (16 with bf16 weights and grads), divided by
-dp with --zero1.  See tpsim/plan/layout.py for the whole time model.
+seq_len; optionally ffn_hidden, micro_batch, dtype, dropout, name, tied_embeddings), or of LlamaConfig
+fields (with num_kv_heads and ffn_hidden; see tpsim/nn/models.py).  Llama, Mistral and Qwen presets
+and Llama files are simulated as the exact model (GQA with KV heads split or replicated, SwiGLU,
+RMSNorm, RoPE); --realistic prices their GPT stand-in (tpsim/nn/config.py), as iteration.py models
+GPT layers.  The mesh is (pp, dp, tp) with TP's ranks neighbours (Megatron's order); the topology
+defaults to --device's standard node (h100: DGX H100, 8 GPUs per node, InfiniBand between nodes; see
+`tpsim.nodes`).  Optimizer state: mixed-precision Adam, 12 bytes per parameter (16 with bf16 weights
+and grads), divided by dp with --zero1.  See tpsim/plan/layout.py for the whole time model.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from tpsim.cli.node import choose
 from tpsim.cli.progress import bar
 from tpsim.efficiency import mode_note
 from tpsim.efficiency_fit import load
-from tpsim.nn.config import resolve
+from tpsim.nn.models import as_gpt, resolve_model
 from tpsim.plan import Layout, analyse_layout
 from tpsim.plan.activations import RECOMPUTE
 from tpsim.plan.kernels import KERNELS
@@ -50,6 +53,24 @@ def register(sub) -> None:
         help="for --realistic: unfused, fused or flash (FlashAttention) (default fused)",
     )
     p.add_argument("--dp-overlap", action="store_true", help="for --realistic: hide DP behind backward")
+    p.add_argument(
+        "--tp-overlap",
+        action="store_true",
+        help="for --realistic: Megatron's TP comm overlap (dX collective beside dW; SP: ring-exchange "
+        "pipelined with the GEMMs); times the iteration on the stream timeline (tpsim/plan/timeline.py)",
+    )
+    p.add_argument(
+        "--streams",
+        action="store_true",
+        help="for --realistic: time it on the stream timeline instead of in closed form (then "
+        "--dp-overlap means Megatron's gradient buckets)",
+    )
+    p.add_argument(
+        "--trace",
+        metavar="JSON",
+        help="for --realistic: write the stream timeline as a Chrome/Perfetto trace (one process per "
+        "pipeline stage, one thread per stream)",
+    )
     p.add_argument(
         "--efficiency", help="for --realistic: a `tpsim fit-gemm --out` file instead of the preset's"
     )
@@ -87,7 +108,7 @@ def add_layout_flags(p) -> None:
 
 
 def run(args) -> tuple[dict, str]:
-    cfg = resolve(args.model)
+    cfg = resolve_model(args.model)
     layout = Layout(args.tp, args.dp, args.pp, args.sp)
     from tpsim.plan.layout import check_layout
 
@@ -113,7 +134,7 @@ def run(args) -> tuple[dict, str]:
     result["machine"] = machine.record()
     if not args.realistic:
         return result, text(result)
-    result["realistic"] = realistic.analyse(cfg, layout, args)
+    result["realistic"] = realistic.analyse(as_gpt(cfg), layout, args)  # iteration.py prices GPT layers
     return result, text(result) + "\n\n" + realistic.text(result["realistic"])
 
 

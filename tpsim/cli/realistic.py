@@ -18,7 +18,7 @@ def analyse(cfg, layout, args) -> dict:
             f"--realistic knows the nodes of {', '.join(CLUSTERS)}; got --device {args.device}"
         )
     b = args.micro_batch or cfg.micro_batch
-    r = iteration(
+    return iteration(
         cfg,
         layout,
         cluster=CLUSTERS[key],
@@ -30,10 +30,11 @@ def analyse(cfg, layout, args) -> dict:
         schedule=args.schedule,
         zero1=args.zero1,
         dp_overlap=args.dp_overlap,
+        tp_overlap=getattr(args, "tp_overlap", False),
+        streams=getattr(args, "streams", False),
+        trace=getattr(args, "trace", None),
         efficiency=load(args.efficiency) if args.efficiency else None,
     )
-    r["collectives"] = CLUSTERS[key].describe()  # NCCL's algorithm choice, rates and latencies
-    return r
 
 
 def text(r: dict) -> str:
@@ -46,12 +47,12 @@ def text(r: dict) -> str:
         ("memory per device", f"{fmt_bytes(mem['total'])} of {fmt_bytes(mem['capacity'])}"),
         ("fits", "yes" if mem["fits"] else "NO"),
     ]
-    title = (
-        f"Closed-form iteration, mode {r['mode']}: {r['kernels']} kernels, recompute {r['recompute']}, "
-        f"on {r['cluster']}"
-    )
-    if "collectives" in r:
-        title += f"; collectives: {r['collectives']}"
+    how = "Closed-form iteration"
+    if r["timing"] != "closed form":
+        overlap = ", ".join(k for k in ("tp_overlap", "dp_overlap") if r[k]) or "no overlap"
+        how = f"Stream-timeline iteration ({overlap})"
+    title = f"{how}, mode {r['mode']}: {r['kernels']} kernels, recompute {r['recompute']}, on {r['cluster']}"
+    title += f"; collectives: {r['collectives']}"
     return table(rows, ("", "value"), title)
 
 

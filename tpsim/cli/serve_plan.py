@@ -2,11 +2,15 @@
 
     tpsim serve-plan llama3-70b --gpus 8                 TP 1, 2, 4, 8 (8, 4, 2, 1 replicas)
     tpsim serve-plan qwen2.5-72b --gpus 16 --context 8192 --device h200
+    tpsim serve-plan llama3-70b --gpus 8 --realistic    kernel by kernel with the device's efficiency
 
 Per TP degree: weights and KV cache per device (KV heads split, or replicated once t passes them),
 the sequences of `--context` tokens that fit, the decode latency of one sequence (and which of
 one-shot, two-shot and ring all-reduce is fastest for its small messages) and the throughput of
-all replicas at their largest batch.  See tpsim/serve/plan.py for the model and what it leaves out.
+all replicas at their largest batch.  Mode peak (the default) prices each layer at the datasheet
+roofline; --realistic prices each kernel (tpsim/serve/kernels.py) with the device's efficiency
+parameters (tpsim/efficiency.py), as `tpsim model --realistic` does for training; the output names
+its mode.  See tpsim/serve/plan.py for the model and what it leaves out.
 """
 
 from __future__ import annotations
@@ -28,12 +32,21 @@ def register(sub) -> None:
     p.add_argument(
         "--topology", default="nvlink", help="a topology preset for each TP group (default nvlink)"
     )
+    p.add_argument(
+        "--realistic",
+        action="store_true",
+        help="price each kernel with the device's efficiency (tpsim/efficiency.py) instead of the "
+        "datasheet roofline",
+    )
     add_output_flags(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> tuple[dict, str]:
-    r = serve_plan(args.model, args.gpus, context=args.context, device=args.device, topology=args.topology)
+    mode = "realistic" if args.realistic else "peak"
+    r = serve_plan(
+        args.model, args.gpus, context=args.context, device=args.device, topology=args.topology, mode=mode
+    )
     return r, text(r)
 
 
@@ -67,7 +80,10 @@ def text(r: dict) -> str:
         "all-reduce",
         "tokens/s",
     ]
-    title = f"{r['model']} on {r['gpus']} x {r['device']}, {r['context']} tokens per sequence ({r['source']})"
+    title = (
+        f"{r['model']} on {r['gpus']} x {r['device']}, {r['context']} tokens per sequence, mode {r['mode']} "
+        f"({r['source']})"
+    )
     ar = r["allreduce_by_size"]
     sizes = table(
         [
@@ -75,12 +91,18 @@ def text(r: dict) -> str:
             for x in ar["rows"]
         ],
         ["message", "one-shot", "two-shot", "ring", "fastest"],
-        f"all-reduce over tp {ar['tp']}: decode batches of 1, 8, 64, 512 sequences, then one prefill",
+        f"all-reduce over tp {ar['tp']}: decode batches of 1, 8, 64, 512 sequences, then one prefill"
+        + (
+            f" (mode {r['mode']} adds a {fmt_time(r['allreduce_launch'])} launch to each)"
+            if r["allreduce_launch"]
+            else ""
+        ),
     )
     return "\n".join(
         [
             table(rows, head, title),
             f"by latency: tp {r['by_latency']}   by throughput: tp {r['by_throughput']}",
+            f"mode {r['mode']}: {r['efficiency_source']}",
             "",
             sizes,
         ]

@@ -26,6 +26,7 @@
     llama.py      LlamaBlock and Llama (Llama 2/3, Mistral, Qwen2): GQA, SwiGLU, RMSNorm, untied logits
     llama_config.py LlamaConfig and presets from the published config.json files
     llama_analyse.py analyse_llama(): a Llama training step, shape-only, as analyse() for a GPT
+    models.py     resolve_model(): a preset or file as the exact Llama or a GPT, for tpsim model / compare
     comm_table.py the forward/backward communication table of any module
     timeline.py   per-device compute and communication timeline; predicted TP efficiency
 """

@@ -4,10 +4,11 @@
     load_config("my-model.toml")   a GPTConfig from a JSON or TOML file of GPTConfig fields
     resolve("llama2-70b" or path)  either, as the `tpsim model` command takes it
 
-`tpsim model` simulates one kind of block: Megatron's GPT layer (pre-LayerNorm, multi-head attention with
-biases, a two-matrix GeLU MLP, learned position embeddings).  The Llama presets are GPT stand-ins,
-not Llama: see `llama_as_gpt` for exactly what they keep and what they approximate.  The Llama layers
-themselves (GQA, SwiGLU, RMSNorm, RoPE) are tpsim.nn.Llama, configured by llama_config.LlamaConfig.
+GPTConfig is Megatron's GPT layer (pre-LayerNorm, multi-head attention with biases, a two-matrix GeLU
+MLP, learned position embeddings).  The Llama entries of PRESETS are GPT stand-ins, not Llama (see
+`llama_as_gpt` for what they keep and approximate), kept for the closed-form model (plan/iteration.py).
+`tpsim model` and `tpsim compare` take the Llama presets as the exact model instead: tpsim.nn.Llama
+(GQA, SwiGLU, RMSNorm, RoPE), configured by llama_config.LlamaConfig, chosen by models.resolve_model.
 """
 
 from __future__ import annotations
@@ -216,6 +217,11 @@ def from_dict(d: dict, where: str = "config") -> GPTConfig:
 
 def load_config(path: str | Path) -> GPTConfig:
     """A GPTConfig from a .json or .toml file holding GPTConfig's fields (name defaults to the file's)."""
+    return from_dict(read_table(path), str(path))
+
+
+def read_table(path: str | Path):
+    """The parsed contents of a .json or .toml model config file; ConfigError if unreadable."""
     p = Path(path)
     if p.suffix not in (".json", ".toml"):
         raise ConfigError(f"{p}: model config files are .json or .toml; got {p.suffix or 'no suffix'!r}")
@@ -224,10 +230,9 @@ def load_config(path: str | Path) -> GPTConfig:
     except OSError as e:
         raise ConfigError(f"{p}: cannot read ({e.strerror})") from e
     try:
-        d = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+        return json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{p}: not valid {p.suffix[1:].upper()} ({e})") from e
-    return from_dict(d, str(p))
 
 
 def resolve(name_or_path: str | GPTConfig) -> GPTConfig:

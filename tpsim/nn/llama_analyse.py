@@ -35,7 +35,8 @@ def analyse_llama(
     """`parameters` counts each replicated KV head once (padded vocab rows included); `parameters_stored`
     counts every copy.  Per device (the maximum over devices): bytes sent and collectives by direction,
     the step's time on the per-device timeline, and memory (weights, grads, activations after forward,
-    peak); `mode` is `efficiency`, the mode compute is priced in ("peak" or "realistic")."""
+    peak): gpt.analyse's keys, so plan/layout.py takes either.  `mode` is `efficiency`, the mode compute
+    is priced in ("peak" or "realistic")."""
     from tpsim import presets
 
     cfg = LLAMA_PRESETS[config] if isinstance(config, str) else config
@@ -51,13 +52,16 @@ def analyse_llama(
     model(ids, ids)
     forward, activations = max(mesh.clock), _in_use(mesh, "activations")
     model.backprop()
-    trace, step = mesh.trace, max(mesh.clock)
+    trace, step, peak = mesh.trace, max(mesh.clock), max(d.peak for d in mesh.devices)
     busy = np.bincount([op.device for op in trace.compute], [op.end - op.start for op in trace.compute], tp)
     return {
         **dict(model=cfg.name, source=cfg.source, tp=tp, sequence_parallel=sp, device=spec.name),
         "mode": mode_name(efficiency),
+        "topology": topology.name,
         "parameters": model.num_parameters(),
         "parameters_stored": sum(math.prod(p.shape) for _, p in model.named_parameters()),
+        "layers_simulated": cfg.num_layers,
+        "extrapolated": False,
         **_traffic(trace, tp),
         "time": dict(
             forward=forward,
@@ -70,8 +74,10 @@ def analyse_llama(
             weights=weights,
             grads=_in_use(mesh, "grads"),
             activations=activations,
-            peak=max(d.peak for d in mesh.devices),
+            comm=max((c.nbytes for c in trace.collectives), default=0),
+            peak=peak,
             capacity=spec.memory,
+            fits=peak <= spec.memory,
         ),
         "wall_s": time.perf_counter() - start,
     }

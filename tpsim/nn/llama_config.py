@@ -38,12 +38,25 @@ class LlamaConfig:
     def head_dim(self) -> int:
         return self.hidden // self.num_heads
 
+    @property
+    def ffn(self) -> int:  # GPTConfig's name, so the layout checks read either config
+        return self.ffn_hidden
+
+    @property
+    def num_query_groups(self) -> int:  # Megatron's name for the KV heads
+        return self.num_kv_heads
+
+    def layer_weights(self) -> int:
+        """One layer's linear weights (q, k, v [+ biases], o, gate, up, down): its GEMMs' multiply-adds
+        per token."""
+        h, kv = self.hidden, self.num_kv_heads * self.head_dim
+        return h * (h + 2 * kv) + self.qkv_bias * (h + 2 * kv) + h * h + 3 * h * self.ffn_hidden
+
     def parameters(self) -> int:
         """Embedding, per layer (q, k, v [+ biases], o, gate, up, down, two RMSNorms), final RMSNorm,
         and the output layer unless tied."""
-        h, f, kv = self.hidden, self.ffn_hidden, self.num_kv_heads * self.head_dim
-        attention = h * (h + 2 * kv) + self.qkv_bias * (h + 2 * kv) + h * h
-        per_layer = attention + 3 * h * f + 2 * h
+        h = self.hidden
+        per_layer = self.layer_weights() + 2 * h
         output = 0 if self.tied_embeddings else self.vocab_size * h
         return self.vocab_size * h + self.num_layers * per_layer + h + output
 
@@ -107,6 +120,17 @@ LLAMA_PRESETS = {
         name="qwen2.5-72b",
         source=_HF.format("Qwen/Qwen2.5-72B"),
     ),
+}
+
+# Llama 2 (Touvron et al. 2023, Table 1: 7B and 13B multi-head, 70B with GQA), from the released configs;
+# the model cards print rounded sizes only (7B, 13B, 70B), so PUBLISHED has no row for them
+LLAMA2_PRESETS = {
+    name: LlamaConfig(32000, h, layers, heads, kv, ffn, 4096, name=name, source=_HF.format(repo))
+    for name, (h, layers, heads, kv, ffn, repo) in {
+        "llama2-7b": (4096, 32, 32, 32, 11008, "meta-llama/Llama-2-7b-hf"),
+        "llama2-13b": (5120, 40, 40, 40, 13824, "meta-llama/Llama-2-13b-hf"),
+        "llama2-70b": (8192, 80, 64, 8, 28672, "meta-llama/Llama-2-70b-hf"),
+    }.items()
 }
 
 # the counts the model cards publish, rounded as published, and where

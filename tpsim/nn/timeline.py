@@ -12,7 +12,8 @@ the compute stream between the GEMMs that need their result.  Its backward overl
 this model does not: a column-parallel layer launches the all-reduce (SP: reduce-scatter) of
 its input gradient asynchronously and computes the weight gradient meanwhile
 (megatron/core/tensor_parallel/layers.py, relying on CUDA_DEVICE_MAX_CONNECTIONS=1).  So
-predicted backward times are an upper bound, and efficiencies a lower bound.
+predicted backward times are an upper bound, and efficiencies a lower bound.  The iteration model's
+stream timeline (tpsim/plan/timeline.py, tp_overlap) does model that overlap.
 
     device_timeline(mesh, d)   the events of device d in order: compute ops and collectives
     utilisation(mesh)          per device: busy computing, busy communicating, idle, end time

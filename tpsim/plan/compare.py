@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tpsim.nn.config import GPTConfig, resolve
+from tpsim.nn.models import ModelConfig, resolve_model
+from tpsim.plan.fits import layout_notes
 from tpsim.plan.layout import Layout, LayoutError, analyse_layout, check_layout, microbatches
 
 
@@ -22,7 +23,7 @@ def _divisors(n: int) -> list[int]:
 
 
 def enumerate_layouts(
-    cfg: GPTConfig,
+    cfg: ModelConfig,
     devices: int,
     topology,
     *,
@@ -50,7 +51,7 @@ def enumerate_layouts(
 
 
 def compare(
-    config: GPTConfig | str,
+    config: ModelConfig | str,
     devices: int,
     topology,
     *,
@@ -73,7 +74,7 @@ def compare(
     drop_unfit moves the layouts that do not fit device memory from rows to "dropped", with why.
     efficiency: the mode the stages' compute is priced in ("peak" or "realistic"), named as "mode".
     """
-    cfg = resolve(config)
+    cfg = resolve_model(config)
     if micro_batch is not None:
         cfg = cfg.with_(micro_batch=micro_batch)
     layouts, skipped = enumerate_layouts(
@@ -121,7 +122,7 @@ def compare(
         "global_batch": global_batch,
         "schedule": schedule,
         "zero1": zero1,
-        "notes": cfg.notes,
+        "notes": layout_notes(cfg, 1),  # the model's own notes (t = 1 replicates no KV head)
         "rows": rows,
         "skipped": [{"layout": name, "reason": why} for name, why in skipped],
         "dropped": dropped,

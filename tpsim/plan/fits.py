@@ -6,14 +6,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tpsim.errors import LayoutError
-from tpsim.nn.config import GPTConfig
+from tpsim.nn.llama_config import LlamaConfig
 
 if TYPE_CHECKING:
+    from tpsim.nn.models import ModelConfig
     from tpsim.plan.layout import Layout
 
 
 def check_layout(
-    cfg: GPTConfig, layout: Layout, devices: int | None = None, topology=None, tp_across_nodes: bool = False
+    cfg: ModelConfig, layout: Layout, devices: int | None = None, topology=None, tp_across_nodes: bool = False
 ) -> None:
     """Raise LayoutError naming the degree that does not fit, and what would."""
     for name in ("tp", "dp", "pp"):
@@ -58,15 +59,28 @@ def check_layout(
             )
 
 
-def kv_replication_note(cfg: GPTConfig, t: int) -> str:
-    """What TP beyond the KV heads does (tpsim/nn/gqa_qkv.py), said beside the stand-in's notes."""
+def layout_notes(cfg: ModelConfig, t: int) -> str:
+    """The notes printed with an analysis: the stand-in's approximations or the exact model's source,
+    and what TP beyond the KV heads does (tpsim/nn/gqa_qkv.py)."""
+    exact = isinstance(cfg, LlamaConfig)
+    if isinstance(cfg, LlamaConfig):
+        notes = (
+            f"{cfg.name} is the exact Llama-style model (tpsim.nn.Llama: GQA, SwiGLU, RMSNorm, RoPE, "
+            f"{'tied' if cfg.tied_embeddings else 'untied'} logits; {cfg.source})"
+        )
+    else:
+        notes = cfg.notes
     g = cfg.num_query_groups
     if not g or t <= g:
-        return ""
-    return (
+        return notes
+    return notes + (
         f"; --tp {t} exceeds the {g} KV heads: each is replicated on {t // g} ranks (vLLM's layout; "
         f"tpsim.nn.GroupedQueryAttention), whose K/V weight grads are all-reduced in groups of {t // g}; "
-        "the stand-in's weights and traffic leave those copies out"
+        + (
+            "those copies are in the weights, memory and traffic"
+            if exact
+            else "the stand-in's weights and traffic leave those copies out"
+        )
     )
 
 

@@ -42,3 +42,23 @@ def recompute_flops(batch: int, s: int, layers: int, h: int, recompute: str) -> 
 def hardware_flops(batch: int, s: int, layers: int, h: int, vocab: int, recompute: str) -> float:
     """Model FLOPs plus recomputation's; with "full" this is Eq. (3), 96 B s l h^2 (1 + s/6h + V/16lh)."""
     return model_flops(batch, s, layers, h, vocab) + recompute_flops(batch, s, layers, h, recompute)
+
+
+def model_flops_of(batch: int, s: int, layers: int, h: int, vocab: int, weights: int) -> float:
+    """The same count for any layer, given its linear weights W (a Llama's GQA and SwiGLU included):
+
+    6 B s (l W + h V) + 12 B s^2 h l, which for W = 12 h^2 is 72 B s l h^2 (1 + s/(6h) + V/(12 l h)).
+    """
+    return 6 * batch * s * (layers * weights + h * vocab) + 12 * batch * s * s * h * layers
+
+
+def recompute_flops_of(batch: int, s: int, layers: int, h: int, weights: int, recompute: str) -> float:
+    """recompute_flops for a layer of W linear weights: its forward is 2 B s W + 4 B s^2 h."""
+    if recompute not in RECOMPUTE:
+        raise RecomputeError(f"unknown recompute mode {recompute!r}; valid: {', '.join(RECOMPUTE)}")
+    per_layer = {
+        "none": 0.0,
+        "selective": 4 * batch * s * s * h,
+        "full": 2 * batch * s * (weights + 2 * s * h),
+    }
+    return layers * per_layer[recompute]

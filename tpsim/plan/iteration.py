@@ -4,7 +4,8 @@ Per microbatch, on the heaviest stage (L / pp layers, plus the logit layer):
 
     forward    every layer's GEMMs (kernels.py, priced by efficiency.py) and memory-bound ops, and
                TP's collectives: 2 all-reduces of (s, b, h) per layer, or under SP 2 all-gathers and
-               2 reduce-scatters (the same bytes); they block the compute stream (no TP overlap)
+               2 reduce-scatters (the same bytes); they block the compute stream (no TP overlap:
+               streams=True / tp_overlap=True time it on the stream timeline instead, timeline.py)
     backward   two GEMMs per forward GEMM, twice the memory passes, the same TP collectives, and the
                recomputation: a whole forward (full, with its collectives) or the attention core
                (selective), as Megatron reruns it just before the backward
@@ -12,8 +13,10 @@ Per microbatch, on the heaviest stage (L / pp layers, plus the logit layer):
                runs the schedule with those times and the stage-boundary send;
                rerun with free sends, its makespan minus m (t_f + t_b) is the bubble, and what the
                sends add to it is the exposed PP communication
-    dp         the gradient all-reduce (ZeRO-1: reduce-scatter + all-gather, the same ring time),
+    dp         the gradient all-reduce (ZeRO-1: a reduce-scatter of the grads and an all-gather of the
+               parameters: two ring halves, under NCCL's tuning not the all-reduce's time, a tree or ring),
                after the backward; with dp_overlap it hides behind the last microbatch's backward
+               (on the stream timeline: Megatron's buckets, each launched when its layers are done)
     optimizer  Adam over this device's parameters (its 1 / dp share under ZeRO-1), memory-bound:
                32 B per parameter (16-bit grad read twice for the norm and unscale, fp32 master,
                m and v read and written, the 16-bit weight written)
@@ -33,6 +36,7 @@ from tpsim.plan.interleaved import simulate_interleaved
 from tpsim.plan.kernels import CORE, backward_gemms, layer_gemms, layer_passes
 from tpsim.plan.memory_train import training_memory
 from tpsim.plan.pipeline import simulate
+from tpsim.plan.timeline import timeline_breakdown
 
 ADAM_BYTES = 32
 
@@ -58,7 +62,7 @@ def layer_times(cfg, t: int, sp: bool, b: int, spec, eff, cluster, kernels: str,
         tp = 4 * cluster.reduce_scatter(t, 1, nbytes)  # 2 all-gathers + 2 reduce-scatters
     else:
         tp = 2 * cluster.all_reduce(t, 1, nbytes)
-    out = {
+    out: dict = {
         "forward_gemm": _gemms(spec, eff, fwd, dt),
         "forward_memory": _passes(spec, eff, passes, 1),
         "backward_gemm": _gemms(spec, eff, backward_gemms(fwd) + _flash_rerun(fwd, kernels), dt),
@@ -73,6 +77,10 @@ def layer_times(cfg, t: int, sp: bool, b: int, spec, eff, cluster, kernels: str,
         "full": out["forward_gemm"] + out["forward_memory"],
     }[recompute]
     out["recompute_tp"] = tp if recompute == "full" else 0.0
+    # for the stream timeline (timeline.py): each GEMM's time, and one TP collective's time and size S
+    out["gemms"] = {g[0]: _gemms(spec, eff, [g], dt) for g in fwd + backward_gemms(fwd)}
+    out["tp_each"] = 0.0 if t == 1 else tp / (4 if sp else 2)
+    out["tp_bytes"] = 0.0 if t == 1 else nbytes
     return out
 
 
@@ -105,9 +113,16 @@ def iteration(
     chunks: int = 1,
     zero1: bool = False,
     dp_overlap: bool = False,
+    tp_overlap: bool = False,
+    streams: bool = False,
+    trace: str | None = None,
     efficiency=None,
 ) -> dict:
-    """Time, FLOPs, MFU / HFU and memory of one iteration. `efficiency` overrides the device's own."""
+    """Time, FLOPs, MFU / HFU and memory of one iteration. `efficiency` overrides the device's own.
+
+    streams=True (implied by tp_overlap) times it on the stream timeline (timeline.py) instead of in
+    closed form: dp_overlap then means Megatron's gradient buckets, and tp_overlap its TP overlap.
+    trace: a path to write that timeline to as a Chrome / Perfetto trace (implies streams)."""
     spec = device_spec(device)
     eff = efficiency if efficiency is not None or mode == "peak" else efficiency_for(_key(device), mode)
     t, dp, pp = layout.tp, layout.dp, layout.pp
@@ -144,7 +159,12 @@ def iteration(
         kernels=kernels,
     )
     params = mem["parameters"]
-    dp_time = cluster.all_reduce(dp, t, 2 * params) if dp > 1 else 0.0
+    if dp == 1:
+        dp_time = 0.0
+    elif zero1:  # the distributed optimizer: reduce-scatter the grads, all-gather the parameters
+        dp_time = 2 * cluster.reduce_scatter(dp, t, 2 * params)
+    else:
+        dp_time = cluster.all_reduce(dp, t, 2 * params)
     dp_exposed = max(0.0, dp_time - t_b) if dp_overlap else dp_time
     optimizer = memory_time(spec, eff, ADAM_BYTES * params / (dp if zero1 else 1))
     tp = m * layers * (lt["tp_forward"] + lt["tp_backward"] + lt["recompute_tp"])
@@ -158,6 +178,30 @@ def iteration(
         "dp_comm": dp_exposed,
         "optimizer": optimizer,
     }
+    streams = streams or tp_overlap or trace is not None
+    if streams:
+        breakdown = timeline_breakdown(
+            trace=trace,
+            lt=lt,
+            logits=(lf, lb),
+            tp=t,
+            sp=layout.sp,
+            pp=pp,
+            dp=dp,
+            m=m,
+            layers=layers,
+            schedule=schedule,
+            chunks=chunks,
+            send=send,
+            send_bytes=boundary,
+            params=params,
+            optimizer=optimizer,
+            cluster=cluster,
+            zero1=zero1,
+            recompute=recompute,
+            tp_overlap=tp_overlap,
+            dp_overlap=dp_overlap,
+        )
     step = sum(breakdown.values())
     devices = t * dp * pp
     s, L, h, V = cfg.seq_len, cfg.num_layers, cfg.hidden, cfg.vocab_size
@@ -170,12 +214,16 @@ def iteration(
         "devices": devices,
         "device": spec.name,
         "cluster": cluster.name,
+        "collectives": cluster.describe(),  # NCCL algorithm choice, rates and latencies, or the lockstep ring
         "mode": mode if efficiency is None else f"{mode} (given efficiency: {efficiency.device})",
         "recompute": recompute,
         "kernels": kernels,
         "global_batch": global_batch,
         "micro_batch": micro_batch,
         "microbatches": m,
+        "timing": "stream timeline (timeline.py)" if streams else "closed form",
+        "tp_overlap": tp_overlap,
+        "dp_overlap": dp_overlap,
         "time": {"iteration": step, **breakdown, "microbatch_forward": t_f, "microbatch_backward": t_b},
         "tokens_per_s": global_batch * s / step,
         "flops": {"model": model, "hardware": hardware},

@@ -31,12 +31,14 @@ from tpsim.efficiency import Efficiency, mode_name
 from tpsim.errors import LayoutError
 from tpsim.hardware import device_spec
 from tpsim.mesh import Mesh
-from tpsim.nn.config import GPTConfig, resolve
 from tpsim.nn.gpt import UNBOUNDED, analyse
+from tpsim.nn.llama_analyse import analyse_llama
+from tpsim.nn.llama_config import LlamaConfig
+from tpsim.nn.models import ModelConfig, resolve_model
 from tpsim.plan import dp as dp_mod
 from tpsim.plan import pp as pp_mod
 from tpsim.plan import recompute as rc
-from tpsim.plan.fits import check_layout, kv_replication_note, node_size
+from tpsim.plan.fits import check_layout, layout_notes, node_size
 from tpsim.plan.pipeline import SCHEDULES, PipelineError, bubble_fraction, simulate
 
 OPTIMIZER_BYTES = 12  # fp32 master weights + Adam's two moments, 4 bytes each (ZeRO's K = 12)
@@ -57,7 +59,7 @@ class Layout:
         return f"TP{self.tp} DP{self.dp} PP{self.pp}" + (" SP" if self.sp else "")
 
 
-def microbatches(cfg: GPTConfig, layout: Layout, global_batch: int, micro_batch: int | None = None) -> int:
+def microbatches(cfg: ModelConfig, layout: Layout, global_batch: int, micro_batch: int | None = None) -> int:
     b = micro_batch or cfg.micro_batch
     if global_batch % (layout.dp * b):
         raise LayoutError(
@@ -68,7 +70,7 @@ def microbatches(cfg: GPTConfig, layout: Layout, global_batch: int, micro_batch:
 
 
 def analyse_stage(
-    cfg: GPTConfig,
+    cfg: ModelConfig,
     tp: int,
     sp: bool,
     layers: int,
@@ -79,7 +81,8 @@ def analyse_stage(
     cache: dict | None = None,
     efficiency: str | Efficiency = "peak",
 ) -> dict:
-    """`analyse` of a `layers`-layer stage (with the embedding and the output layer) on t devices.
+    """`analyse` (a GPT) or `analyse_llama` (the exact Llama) of a `layers`-layer stage, with the
+    embedding and the output layer, on t devices.
 
     exact=False simulates 1 and 2 layers and extends linearly: every layer is the same, so the
     bytes, counts, times and memory of L layers are those of 1 plus (L - 1) times the second's;
@@ -88,11 +91,25 @@ def analyse_stage(
     key = (cfg, tp, sp, layers, str(device), id(topology), exact, efficiency)
     if cache is not None and key in cache:
         return cache[key]
-    kw = dict(device=device, topology=topology, tied_embeddings=cfg.tied_embeddings, efficiency=efficiency)
-    if exact or layers <= 2:
-        out = analyse(cfg.with_(num_layers=layers), tp, sp, **kw)
+    if isinstance(cfg, LlamaConfig):
+        llama = cfg
+
+        def run(n: int) -> dict:
+            return analyse_llama(
+                llama.with_(num_layers=n), tp, sp, device=device, topology=topology, efficiency=efficiency
+            )
     else:
-        one, two = (analyse(cfg.with_(num_layers=n), tp, sp, **kw) for n in (1, 2))
+        gpt = cfg
+
+        def run(n: int) -> dict:
+            kw = dict(device=device, topology=topology, tied_embeddings=gpt.tied_embeddings)
+            kw["efficiency"] = efficiency
+            return analyse(gpt.with_(num_layers=n), tp, sp, **kw)
+
+    if exact or layers <= 2:
+        out = run(layers)
+    else:
+        one, two = run(1), run(2)
         out = _extend(one, two, layers)
     if cache is not None:
         cache[key] = out
@@ -126,7 +143,7 @@ def _extend(one: dict, two: dict, layers: int) -> dict:
 
 
 def analyse_layout(
-    config: GPTConfig | str,
+    config: ModelConfig | str,
     layout: Layout,
     *,
     topology,
@@ -144,10 +161,11 @@ def analyse_layout(
 ) -> dict:
     """Traffic, memory and time per device of one training step of `config` laid out as `layout`.
 
-    `topology`: a Topology with at least layout.devices devices (e.g. presets.multi_node).
+    `topology`: a Topology with at least layout.devices devices (e.g. presets.multi_node).  A Llama-style
+    preset or config (models.resolve_model) is simulated as the exact Llama (tpsim.nn.Llama).
     `efficiency`: the mode the stage's compute is priced in ("peak" or "realistic"), named as `mode`.
     """
-    cfg = resolve(config)
+    cfg = resolve_model(config)
     if micro_batch is not None:
         cfg = cfg.with_(micro_batch=micro_batch)
     check_layout(cfg, layout, topology=topology, tp_across_nodes=tp_across_nodes)
@@ -210,7 +228,7 @@ def analyse_layout(
         "schedule": schedule,
         "zero1": zero1,
         "recompute": recompute,
-        "notes": cfg.notes + kv_replication_note(cfg, layout.tp),
+        "notes": layout_notes(cfg, layout.tp),
         "parameters_per_device": params,
         "stage": {
             "layers": cfg.num_layers // layout.pp,

@@ -58,14 +58,21 @@ def activation_ratio(cfg, layout, recompute: str) -> float:
 
 def utilisation(cfg, global_batch: int, step: float, devices: int, peak: float, recompute: str) -> dict:
     s, L, h, V = cfg.seq_len, cfg.num_layers, cfg.hidden, cfg.vocab_size
-    model = fl.model_flops(global_batch, s, L, h, V)
-    hardware = fl.hardware_flops(global_batch, s, L, h, V, recompute)
+    if hasattr(cfg, "layer_weights"):  # a LlamaConfig: GQA's and SwiGLU's weights, not 12 h^2
+        w = cfg.layer_weights()
+        model = fl.model_flops_of(global_batch, s, L, h, V, w)
+        hardware = model + fl.recompute_flops_of(global_batch, s, L, h, w, recompute)
+        formula = "6 B s (l W + h V) + 12 B s^2 h l, W a layer's linear weights, plus recomputation's"
+    else:
+        model = fl.model_flops(global_batch, s, L, h, V)
+        hardware = fl.hardware_flops(global_batch, s, L, h, V, recompute)
+        formula = "72 B s l h^2 (1 + s/6h + V/12lh) (Narayanan et al. 2021), plus recomputation's"
     return {
         "model_flops": model,
         "hardware_flops": hardware,
         "mfu": model / (step * devices * peak),
         "hfu": hardware / (step * devices * peak),
-        "flops_formula": "72 B s l h^2 (1 + s/6h + V/12lh) (Narayanan et al. 2021), plus recomputation's",
+        "flops_formula": formula,
     }
 
 

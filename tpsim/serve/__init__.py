@@ -2,7 +2,10 @@
 
 kv_cache.py    weights and KV cache per device (KV heads split or replicated), the tokens that fit
 allreduce.py   decode's small all-reduces: one-shot, two-shot and ring, timed on a topology
-plan.py        serve_plan(): TP degrees ranked by per-token decode latency and by throughput
+plan.py        serve_plan(): TP degrees ranked by per-token decode latency and by throughput, mode peak
+               (a roofline per layer) or realistic (kernel by kernel)
+kernels.py     a Llama layer's kernels on one TP rank (vLLM's list), priced by efficiency.py
+validate.py    report(): decode latency of Llama-3 70B in both modes beside published NIM and vLLM figures
 """
 
 from tpsim.serve.allreduce import allreduce_times

@@ -12,7 +12,8 @@ GEMMs, forward, per TP rank (T = b s tokens, d = h / a, t = TP degree); `batch` 
 Backward runs two GEMMs per forward GEMM: dX = dY W^T (m, k, n) and dW = X^T dY (k, n, m).
 
 Memory-bound ops are counted in element passes (each element read or written once is one pass) and
-priced at 2 bytes per element.  `kernels` picks the software: "unfused" is Megatron-LM 2019 (mask
+priced at 2 bytes per element.  `kernels` picks the software: "unfused" is Megatron-LM 2019 (the
+code of NVIDIA/Megatron-LM a1d04b7 on NGC 19.05's PyTorch, op by op: mask
 as a multiply and a subtract, softmax, dropout and bias adds as separate PyTorch ops, the QKV bias
 added after the GEMM, q and k scaled and copied before the batched GEMMs); "fused" is Megatron 2020+
 (fused scale-mask-softmax, bias-GeLU and bias-dropout-add, the scale inside the GEMM, strided batched
@@ -21,6 +22,10 @@ GEMMs without copies); "flash" is fused plus FlashAttention (Dao et al. 2022): t
 recomputes the scores (one more `scores` GEMM).  `layer_passes` counts the forward, op by op;
 `backward_passes` the backward of the same ops, op by op (a backward reads what its op saved and the
 incoming gradient and writes one gradient, so it is not a fixed multiple of the forward).
+
+Outside the layers each kernel set also fixes, per iteration: OPTIMIZER_BYTES (the optimizer step's
+bytes per parameter), LOCAL_DDP_BYTES (the gradient copies of Megatron's own DDP wrapper, which runs
+at any dp, one GPU included) and CROSS_ENTROPY_BYTES (the loss over the logits, forward and backward).
 """
 
 from __future__ import annotations
@@ -127,3 +132,34 @@ def backward_passes(
         # 2020's bias_gelu_back both make one pass for the GeLU part
         "bias-gelu": (1 + 3) * T * f / t,
     }
+
+
+# Bytes per parameter of one optimizer step (memory-bound; fp16 weights and grads, fp32 master copy).
+# unfused: Megatron-LM 2019 (a1d04b7) runs fp16/fp16.py's FP16_Optimizer around apex FusedAdam,
+# one PyTorch op per parameter tensor:
+#    6  zero_grad: the fp32 master grads (write 4) and the fp16 model grads (write 2), backward_step
+#   10  dynamic loss scale's overflow check, fp16/loss_scaler.py: float(x.float().sum()) on each fp16
+#       grad: .float() reads 2 and writes 4, .sum() reads 4
+#    6  model_grads_to_master_grads (fp16/fp16util.py): master.grad.copy_(model.grad): read 2, write 4
+#    8  _downscale_master: master grad .mul_(1 / loss_scale): read 4, write 4
+#    4  clip_master_grads -> mpu/grads.py clip_grad_norm: p.grad.data.norm(2) per parameter: read 4
+#       (its .mul_(clip_coef) runs only when the norm exceeds --clip-grad: not counted)
+#   28  FusedAdam: read the fp32 weight, grad, m and v (16), write the weight, m and v (12)
+#    6  _master_params_to_model_params: model.data.copy_(master.data): read 4, write 2
+# fused / flash: Megatron 2020+'s fused multi-tensor Adam: 32, this model's count before 2019's code was
+# read (fp32 master, m and v read and written, the 16-bit grad read and weight written; not re-derived)
+OPTIMIZER_BYTES = {"unfused": 6 + 10 + 6 + 8 + 4 + 28 + 6, "fused": 32, "flash": 32}
+
+# Bytes per parameter of the local DDP wrapper's gradient copies (model/distributed.py, the 2019
+# default --DDP-impl local; allreduce_params runs at any world size, one GPU included):
+# _flatten_dense_tensors (read 2, write 2), coalesced /= world_size (read 2, write 2), buf.copy_(synced)
+# back into each grad (read 2, write 2).  torch's DDP (dp_overlap) and the fused / flash stacks: 0.
+LOCAL_DDP_BYTES = {"unfused": 12, "fused": 0, "flash": 0}
+
+# Bytes per logit element (T x V / t) of the cross-entropy, (forward, backward).
+# unfused: pretrain_gpt2.py passes output.contiguous().float() to mpu/cross_entropy.py: .float() (read
+# 2, write 4), clone() (read 4, write 4), max (read 4), sub_ (read 4, write 4), exp (read 4, write 4),
+# sum (read 4), div_ (read 4, write 4): 46; backward: grad_input.mul_ (read 4, write 4) and .float()'s
+# backward to fp16 (read 4, write 2): 14.  fused / flash: read the logits, write fp32 probabilities (8)
+# each way (not checked against Megatron 2020's code).
+CROSS_ENTROPY_BYTES = {"unfused": (46, 14), "fused": (8, 8), "flash": (8, 8)}

@@ -7,8 +7,9 @@ Per microbatch, on the heaviest stage (L / pp layers, plus the logit layer):
                2 reduce-scatters (the same bytes); they block the compute stream (no TP overlap:
                streams=True / tp_overlap=True time it on the stream timeline instead, timeline.py)
     backward   two GEMMs per forward GEMM, the backward of each memory-bound op (kernels.backward_passes,
-               op by op from the code), the same TP collectives, and the recomputation: a whole forward (full, with its collectives) or the attention core
-               (selective), as Megatron reruns it just before the backward
+               op by op from the code), the same TP collectives, and the recomputation: a whole
+               forward (full, with its collectives) or the attention core (selective), as Megatron
+               reruns it just before the backward
     pipeline   pipeline.simulate (or interleaved.py, schedule "interleaved" with `chunks` per device)
                runs the schedule with those times and the stage-boundary send;
                rerun with free sends, its makespan minus m (t_f + t_b) is the bubble, and what the

@@ -88,8 +88,9 @@ def predict(name: str, dp: int = 1, mode: str = "realistic", kernels: str = KERN
 
 HOLDOUT_SOURCE = (
     "NVIDIA ADLR, 'MegatronLM's Supercharged V1.0' (nv-adlr.github.io/MegatronLMV1): the same DGX-2H "
-    "and batch of 8, Megatron-LM v1.0 (tag v1.0, 2020-04-21: no fused kernels yet, every layer checkpointed), "
-    "run as kernels = 'unfused' (its in-place masked_fill_ mask and in-place cross-entropy not modelled)"
+    "and batch of 8, Megatron-LM v1.0 (tag v1.0, 2020-04-21: no fused kernels yet, every layer "
+    "checkpointed), run as kernels = 'unfused' (its in-place masked_fill_ mask and in-place "
+    "cross-entropy not modelled)"
 )
 HOLDOUT_KERNELS = "unfused"  # v1.0 has 2019's layer (the module docstring names the differences)
 HOLDOUT = {"1.2B": 1.288, "4.2B": 1.357}  # published iteration time, seconds

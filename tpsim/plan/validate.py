@@ -28,9 +28,11 @@ times on the same DGX-2H (NVIDIA's blog post).  v1.0 (tag v1.0, 03d2880, 2020-04
 kernels yet (fused softmax, bias-GeLU and bias-dropout-add came in 51a2e6b, 2020-09): its layer is
 2019's, so the holdout runs kernels = "unfused", with v1.0's differences left unmodelled:
 megatron/model/gpt2_model.py masks with an in-place masked_fill_ (one read-write pass, 2019: two),
-megatron/model/language_model.py's GeLU is F.gelu (one kernel, as 2019's scripted gelu is counted), and
+megatron/model/language_model.py's GeLU is F.gelu (one kernel, as 2019's scripted gelu is counted),
 megatron/mpu/cross_entropy.py works in place on the fp32 logits (no clone: 8 B per logit element
-fewer).  Each would make v1.0 faster than predicted.
+fewer), the README asks for PyTorch 1.5 (NGC 20.03), whose softmax is the persistent one (not 2019's
+4 / 5 passes), and megatron/fp16/ unscales with apex's multi-tensor kernels and sets the grads to None
+instead of zeroing them.  Each would make v1.0 faster than predicted.
 """
 
 from __future__ import annotations
@@ -89,8 +91,8 @@ def predict(name: str, dp: int = 1, mode: str = "realistic", kernels: str = KERN
 HOLDOUT_SOURCE = (
     "NVIDIA ADLR, 'MegatronLM's Supercharged V1.0' (nv-adlr.github.io/MegatronLMV1): the same DGX-2H "
     "and batch of 8, Megatron-LM v1.0 (tag v1.0, 2020-04-21: no fused kernels yet, every layer "
-    "checkpointed), run as kernels = 'unfused' (its in-place masked_fill_ mask and in-place "
-    "cross-entropy not modelled)"
+    "checkpointed), run as kernels = 'unfused'; not modelled: its in-place masked_fill_ mask and "
+    "cross-entropy, PyTorch 1.5's softmax, apex's multi-tensor unscale (tpsim/plan/validate.py)"
 )
 HOLDOUT_KERNELS = "unfused"  # v1.0 has 2019's layer (the module docstring names the differences)
 HOLDOUT = {"1.2B": 1.288, "4.2B": 1.357}  # published iteration time, seconds

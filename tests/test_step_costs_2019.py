@@ -1,5 +1,6 @@
 """kernels.OPTIMIZER_BYTES / LOCAL_DDP_BYTES / CROSS_ENTROPY_BYTES against op lists written out from
-Megatron-LM 2019 (NVIDIA/Megatron-LM a1d04b7), and iteration.py charging them to kernels = "unfused".
+Megatron-LM 2019 (NVIDIA/Megatron-LM a1d04b7; the cross-entropy also 2020's, 51a2e6b), and iteration.py
+charging them by kernel set.
 
 Each op is (what, bytes read, bytes written) per parameter or per logit element: fp16 is 2 B, fp32 4 B.
 """
@@ -37,6 +38,7 @@ CROSS_ENTROPY_2019 = [  # pretrain_gpt2.py forward_step, mpu/cross_entropy.py
     ("div_", 4, 4),
 ]
 CROSS_ENTROPY_BACKWARD_2019 = [("grad_input.mul_", 4, 4), (".float()'s backward to fp16", 4, 2)]
+CROSS_ENTROPY_2020 = [op for op in CROSS_ENTROPY_2019 if op[0] != "clone()"]  # 51a2e6b: in place
 
 
 def nbytes(ops) -> int:
@@ -48,6 +50,8 @@ def test_the_2019_constants_are_the_op_lists():
     assert LOCAL_DDP_BYTES["unfused"] == nbytes(LOCAL_DDP_2019)
     assert CROSS_ENTROPY_BYTES["unfused"] == (nbytes(CROSS_ENTROPY_2019), nbytes(CROSS_ENTROPY_BACKWARD_2019))
     assert LOCAL_DDP_BYTES["fused"] == LOCAL_DDP_BYTES["flash"] == 0
+    for k in ("fused", "flash"):
+        assert CROSS_ENTROPY_BYTES[k] == (nbytes(CROSS_ENTROPY_2020), nbytes(CROSS_ENTROPY_BACKWARD_2019))
 
 
 CFG = GPTConfig(51200, 1536, 4, 16, 1024, dtype="float16", name="small-1.2B-shape")

@@ -6,9 +6,10 @@ Per microbatch, on the heaviest stage (L / pp layers, plus the logit layer):
                TP's collectives: 2 all-reduces of (s, b, h) per layer, or under SP 2 all-gathers and
                2 reduce-scatters (the same bytes); they block the compute stream (no TP overlap:
                streams=True / tp_overlap=True time it on the stream timeline instead, timeline.py)
-    backward   two GEMMs per forward GEMM, twice the memory passes, the same TP collectives, and the
-               recomputation: a whole forward (full, with its collectives) or the attention core
-               (selective), as Megatron reruns it just before the backward
+    backward   two GEMMs per forward GEMM, the backward of each memory-bound op (kernels.backward_passes,
+               op by op from the code), the same TP collectives, and the recomputation: a whole
+               forward (full, with its collectives) or the attention core (selective), as Megatron
+               reruns it just before the backward
     pipeline   pipeline.simulate (or interleaved.py, schedule "interleaved" with `chunks` per device)
                runs the schedule with those times and the stage-boundary send;
                rerun with free sends, its makespan minus m (t_f + t_b) is the bubble, and what the
@@ -18,10 +19,15 @@ Per microbatch, on the heaviest stage (L / pp layers, plus the logit layer):
                after the backward; with dp_overlap it hides behind the last microbatch's backward
                (on the stream timeline: Megatron's buckets, each launched when its layers are done)
     optimizer  Adam over this device's parameters (its 1 / dp share under ZeRO-1), memory-bound:
-               32 B per parameter (16-bit grad read twice for the norm and unscale, fp32 master,
-               m and v read and written, the 16-bit weight written)
+               kernels.OPTIMIZER_BYTES per parameter (32 for fused / flash; 68 for Megatron-LM 2019's
+               FP16_Optimizer, item by item in kernels.py), plus, without dp_overlap, the local DDP
+               wrapper's gradient copies (kernels.LOCAL_DDP_BYTES: 12 B per parameter in 2019, at any dp)
+    logits     the logit GEMM and the cross-entropy, kernels.CROSS_ENTROPY_BYTES per logit element
 
-Not counted: the embedding's lookup and gradient, the final LayerNorm, data loading, host overheads.
+Not counted: the embedding's lookup and gradient, the final LayerNorm, data loading, host overheads:
+kernel launches beyond one per op, and the host synchronisations of Megatron-LM 2019's optimizer
+(a .item() / float() per parameter tensor in the overflow check and the gradient norm, ~2 per tensor,
+~970 per iteration of the 1.2B model), whose cost is not measured here.
 
 A LlamaConfig (tpsim/nn/llama_config.py) is priced as itself: GQA's qkv and SwiGLU's fused gate-up
 GEMMs (kernels.layer_gemms with kv_heads, gated), RMSNorm, RoPE and SwiGLU passes (kernels.llama_passes),
@@ -40,13 +46,23 @@ from tpsim.efficiency import efficiency_for, gemm_time, memory_time
 from tpsim.hardware import device_spec
 from tpsim.plan import flops as fl
 from tpsim.plan.interleaved import simulate_interleaved
-from tpsim.plan.kernels import CORE, backward_gemms, kv_per_rank, layer_gemms, layer_passes
+from tpsim.plan.kernels import (
+    CORE,
+    CROSS_ENTROPY_BYTES,
+    LOCAL_DDP_BYTES,
+    OPTIMIZER_BYTES,
+    backward_gemms,
+    backward_passes,
+    kv_per_rank,
+    layer_gemms,
+    layer_passes,
+)
 from tpsim.plan.llama_memory import is_llama, padded_vocab
 from tpsim.plan.memory_train import training_memory
 from tpsim.plan.pipeline import simulate
 from tpsim.plan.timeline import timeline_breakdown
 
-ADAM_BYTES = 32
+ADAM_BYTES = OPTIMIZER_BYTES["fused"]  # Megatron 2020+
 
 
 def _gemms(spec, eff, gemms, dtype) -> float:
@@ -62,11 +78,13 @@ def layer_times(cfg, t: int, sp: bool, b: int, spec, eff, cluster, kernels: str,
     s, h, a, dt = cfg.seq_len, cfg.hidden, cfg.num_heads, cfg.dtype
     fwd = layer_gemms(s, b, h, a, t, cfg.ffn)
     passes = layer_passes(s, b, h, a, t, sp, kernels, cfg.ffn)
+    back = backward_passes(s, b, h, a, t, sp, kernels, cfg.ffn)
     kv_grad = 0.0
     if is_llama(cfg):
         kv = cfg.num_kv_heads
         fwd = layer_gemms(s, b, h, a, t, cfg.ffn, kv_heads=kv, gated=True)
         passes = layer_passes(s, b, h, a, t, sp, kernels, cfg.ffn, llama=True, kv_heads=kv)
+        back = {k: 2 * v for k, v in passes.items()}  # not derived op by op for the Llama's kernels: 2x
         if t > kv:  # each replicated KV head's k and v rows (2 d, h [+ 1]), all-reduced over its t / g ranks
             rows = 2 * kv_per_rank(a, kv, t, cfg.head_dim) * cfg.head_dim
             kv_grad = cluster.all_reduce(t // kv, 1, 2 * rows * (h + cfg.qkv_bias))
@@ -82,7 +100,7 @@ def layer_times(cfg, t: int, sp: bool, b: int, spec, eff, cluster, kernels: str,
         "forward_gemm": _gemms(spec, eff, fwd, dt),
         "forward_memory": _passes(spec, eff, passes, 1),
         "backward_gemm": _gemms(spec, eff, backward_gemms(fwd) + _flash_rerun(fwd, kernels), dt),
-        "backward_memory": _passes(spec, eff, passes, 2),
+        "backward_memory": _passes(spec, eff, back, 1),
         "tp_forward": tp,
         "tp_backward": tp + kv_grad,
     }
@@ -105,15 +123,15 @@ def _flash_rerun(fwd, kernels: str) -> list:
     return [g for g in fwd if g[0] == "scores"] if kernels == "flash" else []
 
 
-def logit_times(cfg, t: int, b: int, spec, eff) -> tuple[float, float]:
+def logit_times(cfg, t: int, b: int, spec, eff, kernels: str = "fused") -> tuple[float, float]:
     """(forward, backward) seconds of the logit GEMM and the fp32 cross-entropy over V / t columns."""
     T, v, h = b * cfg.seq_len, cfg.vocab_size // t, cfg.hidden
     if is_llama(cfg):  # Megatron pads the vocabulary to a multiple of 128 t
         v = padded_vocab(cfg, t) // t
     g = [("logits", 1, T, v, h)]
-    ce = memory_time(spec, eff, 2 * 4 * T * v)  # read the logits, write fp32 probabilities
-    f = _gemms(spec, eff, g, cfg.dtype) + ce
-    return f, _gemms(spec, eff, backward_gemms(g), cfg.dtype) + ce
+    ce_f, ce_b = CROSS_ENTROPY_BYTES[kernels]  # bytes per logit element (kernels.py)
+    f = _gemms(spec, eff, g, cfg.dtype) + memory_time(spec, eff, ce_f * T * v)
+    return f, _gemms(spec, eff, backward_gemms(g), cfg.dtype) + memory_time(spec, eff, ce_b * T * v)
 
 
 def iteration(
@@ -147,7 +165,7 @@ def iteration(
     m = global_batch // (dp * micro_batch)
     layers = cfg.num_layers // pp
     lt = layer_times(cfg, t, layout.sp, micro_batch, spec, eff, cluster, kernels, recompute)
-    lf, lb = logit_times(cfg, t, micro_batch, spec, eff)
+    lf, lb = logit_times(cfg, t, micro_batch, spec, eff, kernels)
     t_f = layers * (lt["forward_gemm"] + lt["forward_memory"] + lt["tp_forward"]) + lf
     t_b = (
         layers
@@ -184,7 +202,9 @@ def iteration(
     else:
         dp_time = cluster.all_reduce(dp, t, 2 * params)
     dp_exposed = max(0.0, dp_time - t_b) if dp_overlap else dp_time
-    optimizer = memory_time(spec, eff, ADAM_BYTES * params / (dp if zero1 else 1))
+    optimizer = memory_time(spec, eff, OPTIMIZER_BYTES[kernels] * params / (dp if zero1 else 1))
+    if LOCAL_DDP_BYTES[kernels] and not dp_overlap:  # Megatron-LM 2019's own DDP, one GPU included
+        optimizer += memory_time(spec, eff, LOCAL_DDP_BYTES[kernels] * params)
     tp = m * layers * (lt["tp_forward"] + lt["tp_backward"] + lt["recompute_tp"])
     busy = m * (t_f + t_b)
     breakdown = {

@@ -9,10 +9,9 @@ the file written); each published number carries its source there.  Runs in well
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
+from benchmarks import validation_page
 from tpsim.serve import validate
 
 OUT = Path(__file__).resolve().parent / "results" / "decode_validation"
@@ -104,17 +103,7 @@ def markdown(doc: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=OUT, help="path without suffix (default %(default)s)")
-    args = p.parse_args(argv)
-    doc = validate.report()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(doc))
-    if args.out == OUT:
-        DOCS.write_text(markdown(doc))
-    print(markdown(doc))
-    return 0
+    return validation_page.main(argv, __doc__, validate.report, markdown, OUT, DOCS)
 
 
 if __name__ == "__main__":

@@ -197,3 +197,22 @@ def test_realistic_is_never_faster_than_peak_for_llamas(name, layout, recompute,
     for k in ("microbatch_forward", "microbatch_backward", "compute"):
         assert real["time"][k] >= peak["time"][k]
     assert real["memory"] == peak["memory"] and real["flops"] == peak["flops"]
+
+
+@pytest.mark.parametrize("t, g", [(4, 2), (4, 4), (8, 2)])
+@pytest.mark.parametrize("sp", [False, True])
+def test_the_stream_timeline_is_the_closed_form_for_llamas_too(t, g, sp):
+    """With every overlap off, the stream timeline times a Llama's iteration as the closed form does,
+    the all-reduce of replicated KV-head grads (t > g) included."""
+    cfg = LlamaConfig(1024, 512, 4, 8, g, 1536, 256)
+    kw = dict(cluster=CLUSTERS["h100"], device="h100", global_batch=4, micro_batch=1)
+    closed = iteration(cfg, Layout(t, 1, 2, sp=sp), **kw)
+    streams = iteration(cfg, Layout(t, 1, 2, sp=sp), streams=True, **kw)
+    assert (
+        layer_times(
+            cfg, t, sp, 1, device_spec("h100"), efficiency_for("h100"), CLUSTERS["h100"], "fused", "none"
+        )["kv_grad"]
+        > 0
+    ) == (t > g)
+    for part, seconds in closed["time"].items():
+        assert streams["time"][part] == pytest.approx(seconds, rel=1e-9, abs=1e-15), part

@@ -32,8 +32,8 @@ kernel launches beyond one per op, and the host synchronisations of Megatron-LM 
 A LlamaConfig (tpsim/nn/llama_config.py) is priced as itself: GQA's qkv and SwiGLU's fused gate-up
 GEMMs (kernels.layer_gemms with kv_heads, gated), RMSNorm, RoPE and SwiGLU passes (kernels.llama_passes),
 the logit GEMM over the padded vocabulary, and with replicated KV heads (t > g) the all-reduce of their
-weight grads in groups of t / g after each layer's backward (closed form only: the stream timeline
-does not place it); memory and parameters from llama_memory.py; its model FLOPs are
+weight grads in groups of t / g after each layer's backward (on the stream timeline too, blocking);
+memory and parameters from llama_memory.py; its model FLOPs are
 flops.model_flops_of's 6 B s (l W + h V) + 12 B s^2 h l, W its layer's linear weights.
 
 mode "realistic" prices kernels with the device's efficiency parameters, "peak" at the datasheet
@@ -79,7 +79,7 @@ def layer_times(cfg, t: int, sp: bool, b: int, spec, eff, cluster, kernels: str,
     fwd = layer_gemms(s, b, h, a, t, cfg.ffn)
     passes = layer_passes(s, b, h, a, t, sp, kernels, cfg.ffn)
     back = backward_passes(s, b, h, a, t, sp, kernels, cfg.ffn)
-    kv_grad = 0.0
+    kv_grad = kv_grad_bytes = 0.0
     if is_llama(cfg):
         kv = cfg.num_kv_heads
         fwd = layer_gemms(s, b, h, a, t, cfg.ffn, kv_heads=kv, gated=True)
@@ -87,7 +87,8 @@ def layer_times(cfg, t: int, sp: bool, b: int, spec, eff, cluster, kernels: str,
         back = {k: 2 * v for k, v in passes.items()}  # not derived op by op for the Llama's kernels: 2x
         if t > kv:  # each replicated KV head's k and v rows (2 d, h [+ 1]), all-reduced over its t / g ranks
             rows = 2 * kv_per_rank(a, kv, t, cfg.head_dim) * cfg.head_dim
-            kv_grad = cluster.all_reduce(t // kv, 1, 2 * rows * (h + cfg.qkv_bias))
+            kv_grad_bytes = 2 * rows * (h + cfg.qkv_bias)
+            kv_grad = cluster.all_reduce(t // kv, 1, kv_grad_bytes)
     core_passes = {k: passes[k] for k in ("mask", "softmax", "attention dropout")}
     nbytes = 2 * b * s * h
     if t == 1:
@@ -115,6 +116,7 @@ def layer_times(cfg, t: int, sp: bool, b: int, spec, eff, cluster, kernels: str,
     out["gemms"] = {g[0]: _gemms(spec, eff, [g], dt) for g in fwd + backward_gemms(fwd)}
     out["tp_each"] = 0.0 if t == 1 else tp / (4 if sp else 2)
     out["tp_bytes"] = 0.0 if t == 1 else nbytes
+    out["kv_grad"], out["kv_grad_bytes"] = kv_grad, kv_grad_bytes  # replicated KV heads' grads (t > g)
     return out
 
 

@@ -9,8 +9,9 @@ the MLP's (fc1, fc2), each block closed by its TP collective on the "tp" stream:
 
 Backward, in reverse: (recompute,) the memory passes, fc2's dX and dW, fc1's dX, then the collective of
 fc1's input gradient (no SP: all-reduce, the backward of copy_to; SP: reduce-scatter), and fc1's dW;
-likewise proj, the core, qkv's dX, its collective and qkv's dW.  Under SP the grad of each
-reduce-scatter is an all-gather before proj's and fc2's dX.
+likewise proj, the core, qkv's dX, its collective and qkv's dW, and for a Llama whose KV heads are
+replicated (t > g) the all-reduce of their weight grads.  Under SP the grad of each reduce-scatter is an
+all-gather before proj's and fc2's dX.
 
 tp_overlap (Megatron's async TP communication, --tp-comm-overlap):
 
@@ -136,7 +137,23 @@ class LayerOps:
             d, "proj.dx", g["proj.dx"], self._dx_collective(d, "fc1.dw", g["fc1.dw"], fc1, label), label
         )
         qkv = self._c(d, "proj.dw, core, qkv.dx", g["proj.dw"] + rest + g["qkv.dx"], dx, label)
-        return self._dx_collective(d, "qkv.dw", g["qkv.dw"], qkv, label)
+        done = self._dx_collective(d, "qkv.dw", g["qkv.dw"], qkv, label)
+        if not lt.get("kv_grad"):
+            return done
+        # a Llama's KV heads replicated over t / g ranks: their weight grads' all-reduce, after qkv's dW
+        kv = self.s.issue(
+            d,
+            TP,
+            "all_reduce (replicated KV-head grads)",
+            lt["kv_grad"],
+            done,
+            cat=self.tpcat,
+            nbytes=lt["kv_grad_bytes"],
+            label=label,
+            kind="all_reduce",
+        )
+        # it blocks the compute stream, as the closed form counts it (no overlap of this one is modelled)
+        return [*done, self._c(d, "wait for the KV-head grads", 0.0, [kv], label)]
 
     def _dx_collective(self, d, dw: str, seconds: float, dx_op: Op, label: str) -> list:
         """The input gradient's collective, with the dW GEMM beside it (tp_overlap) or after it."""

@@ -41,6 +41,20 @@ def markdown(doc: dict) -> str:
             f"| {gpu} | {c['series']} | {c['nccl']} | {c['large']['median']:.1%} / {c['large']['worst']:.1%} "
             f"| {c['small']['median']:.1%} / {c['small']['worst']:.1%} | {last['error']:+.1%}{note} |"
         )
+    lines += [
+        "",
+        "The option `realistic(node, chunks=True)` (not the default: tpsim/plan/nccl_model.py "
+        "NCCL_SIMPLE_CHUNKED, ring hop latencies once per Simple-protocol slot) against the same curves:",
+        "",
+        f"| GPU | sizes >= {large} MiB: median / worst | smaller sizes: median / worst | 8 GiB |",
+        "| :-- | --: | --: | --: |",
+    ]
+    for gpu, c in curves.items():
+        o = c["chunks"]
+        lines.append(
+            f"| {gpu} | {o['large']['median']:.1%} / {o['large']['worst']:.1%} "
+            f"| {o['small']['median']:.1%} / {o['small']['worst']:.1%} | {o['at_8g']:+.1%} |"
+        )
     head = " | ".join(f"{gpu} published | predicted | error" for gpu in curves)
     lines += ["", f"| size | {head} |", "| :-- |" + " --: | --: | --: |" * len(curves)]
     gpus = list(curves)

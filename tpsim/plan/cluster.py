@@ -15,7 +15,8 @@ The time model (tpsim/plan/nccl_model.py) is chosen by the fields after `source`
     hierarchical   across nodes: reduce-scatter inside the node, all-reduce of each GPU's 1/m shard
                    over its own NIC (every rail), all-gather inside the node: three calls, summed
     tuning         None: the cluster's alphas per hop, lockstep rings; else NCCL's base and hop
-                   latencies per algorithm (nccl_model.NCCL_SIMPLE)
+                   latencies per algorithm (nccl_model.NCCL_SIMPLE; NCCL_SIMPLE_CHUNKED: rings pay
+                   them once per Simple-protocol slot, realistic(node, chunks=True))
     bandwidths     which figures intra_bandwidth and nic_bandwidth are: "nominal", "achievable", "given"
 
 The bytes each rank sends are those of the algorithm's closed form whatever the options: the options
@@ -122,7 +123,11 @@ class Cluster:
             sent = bytes_sent_per_rank("all_reduce", "ring", p, nbytes)
             seconds = ring_all_reduce(p, nbytes, self.inter_alpha, flat)
             return [nm.Phase(f"ring all-reduce, {p} ranks", seconds, sent)]
-        return [nm.ring_all_reduce(p, n, nbytes, hop, flat)]
+        return [nm.ring_all_reduce(p, n, nbytes, hop, flat, self._slots(p, nbytes))]
+
+    def _slots(self, p: int, nbytes: float) -> int:
+        """Simple slots per ring step: 1 (once per step) unless the tuning counts channels."""
+        return 1 if self.tuning is None else nm.slots(p, nbytes, self.tuning.channels)
 
     def _hierarchical(self, algorithm: str, m: int, n: int, nbytes: float) -> list[nm.Phase]:
         """Reduce-scatter over the node's m members, all-reduce of each 1/m shard across the n nodes
@@ -131,17 +136,17 @@ class Cluster:
         if algorithm == "tree":
             across = nm.tree_all_reduce(1, n, shard, self._hop("tree"), rail)
         else:
-            across = nm.ring_all_reduce(n, n, shard, ring, rail)
+            across = nm.ring_all_reduce(n, n, shard, ring, rail, self._slots(n, shard))
         across = nm.Phase(
             f"{across.name} across nodes, 1/{m} shard per rail", across.seconds, across.bytes_per_rank
         )
         if m == 1:
             return [across]
-        intra = self.intra_bandwidth
+        intra, k = self.intra_bandwidth, self._slots(m, nbytes)
         return [
-            nm.ring_half(m, 1, nbytes, ring, intra, "reduce-scatter inside the node"),
+            nm.ring_half(m, 1, nbytes, ring, intra, "reduce-scatter inside the node", k),
             across,
-            nm.ring_half(m, 1, nbytes, ring, intra, "all-gather inside the node"),
+            nm.ring_half(m, 1, nbytes, ring, intra, "all-gather inside the node", k),
         ]
 
     def predict(self, p: int, stride: int, nbytes: float, algorithm: str) -> float:
@@ -170,7 +175,8 @@ class Cluster:
         if self.tuning is None or p == 1:
             return ring_reduce_scatter(p, nbytes, alpha, bw)
         n = self.span(p, stride)[1]
-        return nm.ring_half(p, n, nbytes, self.tuning.ring, bw, "reduce-scatter").seconds
+        k = self._slots(p, nbytes)
+        return nm.ring_half(p, n, nbytes, self.tuning.ring, bw, "reduce-scatter", k).seconds
 
     def send(self, nbytes: float, across_nodes: bool) -> float:
         """One point-to-point send of `nbytes` (a pipeline boundary)."""
@@ -236,9 +242,12 @@ def from_node(
     )
 
 
-def realistic(node: Node, hierarchical: bool = False) -> Cluster:
-    """NCCL as it runs: achievable bandwidths, its Simple-protocol latencies, the fastest algorithm."""
-    tuning = nm.NCCL_SIMPLE if node.nvlink else nm.NCCL_SIMPLE_PCIE
+def realistic(node: Node, hierarchical: bool = False, chunks: bool = False) -> Cluster:
+    """NCCL as it runs: achievable bandwidths, its Simple-protocol latencies, the fastest algorithm;
+    `chunks`: ring hop latencies once per Simple slot (nccl_model.NCCL_SIMPLE_CHUNKED, NVLink nodes)."""
+    if chunks and not node.nvlink:
+        raise TopologyError(f"chunks on {node.name}: ring channels are sourced for NVLink nodes only")
+    tuning = (nm.NCCL_SIMPLE_CHUNKED if chunks else nm.NCCL_SIMPLE) if node.nvlink else nm.NCCL_SIMPLE_PCIE
     return from_node(node, achievable=True, algorithm="auto", hierarchical=hierarchical, tuning=tuning)
 
 

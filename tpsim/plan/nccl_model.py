@@ -24,6 +24,15 @@ and the bandwidth term is, per rank (what each GPU sends, and receives, at its l
 takes NCCL's published tuner figures for its Simple protocol (the one that carries large messages);
 its LL and LL128 protocols, which lower the latency of small messages, are not modelled.  With no
 Tuning, the cluster's own alphas are the hop latencies, with no base and no efficiency factor.
+
+Chunks (a Tuning with `channels`, NCCL_SIMPLE_CHUNKED): NCCL splits the message over its channels, and
+each channel's Simple-protocol FIFO holds NCCL_STEPS slots of NCCL_BUFFSIZE / NCCL_STEPS bytes.  A ring
+step moves one rank's share S / (p x channels) per channel in k = ceil(S / (p x channels x slot))
+slots, and each slot pays the per-hop latency the tuner charges once per step, so
+
+    ring   base + k x hop latencies + bytes / bandwidth     (k = 1: the formula above)
+
+The bytes over bandwidth are unchanged: every slot crosses the link once per step, pipelined or not.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ class Tuning:
     tree: Hop
     nvls: Hop
     source: str
+    channels: int = 0  # > 0: rings pay their hop latencies once per Simple slot (see `slots`)
 
     def hop(self, algorithm: str) -> Hop:
         return getattr(self, algorithm)
@@ -83,6 +93,30 @@ NCCL_SIMPLE_PCIE = replace(
 )
 
 
+# NCCL 2.18 src/include/device.h: NCCL_STEPS 8 (slots of each channel's FIFO); src/init.cc:
+# DEFAULT_BUFFSIZE (NCCL_BUFFSIZE) 4 MiB for the Simple protocol: one slot is 512 KiB per channel
+NCCL_STEPS = 8
+NCCL_BUFFSIZE = 4 << 20
+SLOT = NCCL_BUFFSIZE // NCCL_STEPS
+# Ring channels on one 8-GPU NVSwitch node: 24 ("Channel 23/24" in the NCCL INFO log of an HGX A100,
+# NVIDIA/nccl-tests issue #100); taken for every NVLink node, the H100's ring included
+NVSWITCH_RING_CHANNELS = 24
+NCCL_SIMPLE_CHUNKED = replace(
+    NCCL_SIMPLE,
+    channels=NVSWITCH_RING_CHANNELS,
+    source=NCCL_SOURCE + f"; ring hop latencies once per {SLOT >> 10} KiB Simple slot on each of "
+    f"{NVSWITCH_RING_CHANNELS} channels (NCCL 2.18 NCCL_BUFFSIZE / NCCL_STEPS)",
+)
+
+
+def slots(p: int, nbytes: float, channels: int) -> int:
+    """Simple-protocol slots one ring step takes: one rank's share S / p over `channels` channels,
+    SLOT bytes per slot; 1 where the model has no channels (channels = 0)."""
+    if channels <= 0 or p <= 1:
+        return 1
+    return max(1, -(-int(nbytes) // (p * channels * SLOT)))
+
+
 def log2_floor(n: int) -> int:
     return n.bit_length() - 1
 
@@ -96,16 +130,18 @@ class Phase:
     bytes_per_rank: float
 
 
-def ring_all_reduce(p: int, n: int, nbytes: float, hop: Hop, bandwidth: float) -> Phase:
-    """NCCL's pipelined ring on p ranks over n nodes: 2(p-n) intra hops, 2(n-1) network hops."""
-    latency = hop.base + 2 * (p - n) * hop.intra + 2 * (n - 1) * hop.inter
+def ring_all_reduce(p: int, n: int, nbytes: float, hop: Hop, bandwidth: float, k: int = 1) -> Phase:
+    """NCCL's pipelined ring on p ranks over n nodes: 2(p-n) intra hops, 2(n-1) network hops, each
+    paid once per slot (k slots a step; k = 1: once per step)."""
+    latency = hop.base + k * (2 * (p - n) * hop.intra + 2 * (n - 1) * hop.inter)
     sent = 2 * (p - 1) / p * nbytes
     return Phase(f"ring all-reduce, {p} ranks", latency + sent / (hop.efficiency * bandwidth), sent)
 
 
-def ring_half(p: int, n: int, nbytes: float, hop: Hop, bandwidth: float, what: str) -> Phase:
-    """A ring reduce-scatter or all-gather: p-1 steps of one S/p chunk, n-1 of them across nodes."""
-    latency = hop.base + (p - n) * hop.intra + (n - 1) * hop.inter
+def ring_half(p: int, n: int, nbytes: float, hop: Hop, bandwidth: float, what: str, k: int = 1) -> Phase:
+    """A ring reduce-scatter or all-gather: p-1 steps of one S/p chunk, n-1 of them across nodes
+    (hop latencies once per slot, k slots a step)."""
+    latency = hop.base + k * ((p - n) * hop.intra + (n - 1) * hop.inter)
     sent = (p - 1) / p * nbytes
     return Phase(f"ring {what}, {p} ranks", latency + sent / (hop.efficiency * bandwidth), sent)
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 import statistics
 
 from tpsim.collectives.costs import bus_bandwidth_factor
-from tpsim.plan.cluster import CLUSTERS
+from tpsim.nodes import BY_DEVICE
+from tpsim.plan.cluster import CLUSTERS, Cluster, realistic
 
 GPUS = 8
 SIZES = [1 << k for k in range(10, 34)]  # 1 KiB .. 8 GiB, all_reduce_perf -b 1K -e 8G -f 2
@@ -154,9 +155,10 @@ PUBLISHED = {  # gpu: (Azure VM series, results file, NCCL version, where read, 
 }
 
 
-def predict(gpu: str, nbytes: float) -> dict:
-    """Bus bandwidth (GB/s) of one all-reduce of `nbytes` over one node's 8 GPUs, and the algorithm."""
-    cluster = CLUSTERS[gpu]
+def predict(gpu: str, nbytes: float, cluster: Cluster | None = None) -> dict:
+    """Bus bandwidth (GB/s) of one all-reduce of `nbytes` over one node's 8 GPUs, and the algorithm
+    (on CLUSTERS[gpu] unless another cluster is given)."""
+    cluster = CLUSTERS[gpu] if cluster is None else cluster
     seconds = cluster.all_reduce(GPUS, 1, nbytes)
     busbw = nbytes / seconds * bus_bandwidth_factor("all_reduce", GPUS) / 1e9
     return dict(algorithm=cluster.choose(GPUS, 1, nbytes), seconds=seconds, busbw=busbw)
@@ -164,6 +166,18 @@ def predict(gpu: str, nbytes: float) -> dict:
 
 def _summary(errors: list[float]) -> dict:
     return dict(median=statistics.median(map(abs, errors)), worst=max(map(abs, errors)), sizes=len(errors))
+
+
+def option(gpu: str, cluster: Cluster) -> dict:
+    """One time-model option's errors against the same curve: its median / worst summaries."""
+    busbw = PUBLISHED[gpu][4]
+    errors = [predict(gpu, s, cluster)["busbw"] / b - 1 for s, b in zip(SIZES, busbw, strict=True)]
+    return dict(
+        collectives=cluster.describe(),
+        large=_summary([e for s, e in zip(SIZES, errors, strict=True) if s >= LARGE]),
+        small=_summary([e for s, e in zip(SIZES, errors, strict=True) if s < LARGE]),
+        at_8g=errors[-1],
+    )
 
 
 def report() -> dict:
@@ -191,5 +205,6 @@ def report() -> dict:
             rows=rows,
             large=_summary([r["error"] for r in rows if r["size"] >= LARGE]),
             small=_summary([r["error"] for r in rows if r["size"] < LARGE]),
+            chunks=option(gpu, realistic(BY_DEVICE[gpu], chunks=True)),  # the option, not the default
         )
     return dict(gpus=GPUS, large_from_bytes=LARGE, curves=curves)

@@ -33,7 +33,7 @@ from tpsim.errors import (
 )
 from tpsim.nn import ColumnParallelLinear, GPTConfig
 from tpsim.nodes import NODES
-from tpsim.plan.cluster import from_node
+from tpsim.plan.cluster import from_node, realistic
 
 
 def state(mesh: Mesh | None) -> tuple:
@@ -189,6 +189,8 @@ CATALOGUE = [
         AlgorithmError, "'rnig'"),
     row("NVLS on a node without in-switch reduction",
         lambda: (None, lambda: from_node(NODES["dgx-a100"], algorithm="nvls")), TopologyError, "'nvls'"),
+    row("NCCL slot chunks on a PCIe node", lambda: (None, lambda: realistic(NODES["pcie-l40s"], chunks=True)),
+        TopologyError, "chunks on pcie-l40s"),
     row("3 chunks of 4 layers on the stream timeline", chunks_that_do_not_divide_the_layers, PipelineError,
         "4 layers per stage do not split into 3 chunks"),
     row("tpsim model llama3-70b --tp 3 (the exact Llama's 64 heads)",

@@ -31,7 +31,7 @@ def clusters(draw):
         from_node(H100, achievable),
         algorithm=draw(st.sampled_from(nm.CHOICES)),
         hierarchical=draw(st.booleans()),
-        tuning=draw(st.sampled_from([None, nm.NCCL_SIMPLE])),
+        tuning=draw(st.sampled_from([None, nm.NCCL_SIMPLE, nm.NCCL_SIMPLE_CHUNKED])),
     )
 
 

@@ -246,7 +246,10 @@ def realistic(node: Node, hierarchical: bool = False, chunks: bool = False) -> C
     """NCCL as it runs: achievable bandwidths, its Simple-protocol latencies, the fastest algorithm;
     `chunks`: ring hop latencies once per Simple slot (nccl_model.NCCL_SIMPLE_CHUNKED, NVLink nodes)."""
     if chunks and not node.nvlink:
-        raise TopologyError(f"chunks on {node.name}: ring channels are sourced for NVLink nodes only")
+        raise TopologyError(
+            f"chunks on {node.name}: ring channels are sourced for NVLink nodes only; valid: "
+            f"{', '.join(n.name for n in NODES.values() if n.nvlink)}"
+        )
     tuning = (nm.NCCL_SIMPLE_CHUNKED if chunks else nm.NCCL_SIMPLE) if node.nvlink else nm.NCCL_SIMPLE_PCIE
     return from_node(node, achievable=True, algorithm="auto", hierarchical=hierarchical, tuning=tuning)
 

@@ -27,8 +27,9 @@ def markdown(doc: dict) -> str:
         f"One in-place all-reduce over one node's {doc['gpus']} GPUs at each size; busbw = S / t x 2 (p - 1) "
         "/ p as nccl-tests defines it; predicted by tpsim's realistic cluster of each GPU "
         "(tpsim/plan/cluster.py CLUSTERS, `auto` choosing the algorithm). At small and middle sizes NCCL "
-        "runs its LL and LL128 protocols and pipelines each step in chunks; the model has neither (one "
-        "Simple-protocol latency per step, then bytes over bandwidth). See tpsim/plan/validate_nccl.py.",
+        "runs its LL and LL128 protocols and pipelines each step in chunks; the default has neither (one "
+        "Simple-protocol latency per step, then bytes over bandwidth), the two options below add each from "
+        "NCCL's source, and neither closes the middle sizes' gap. See tpsim/plan/validate_nccl.py.",
         "",
         f"| GPU | Azure VM | NCCL | sizes >= {large} MiB: median / worst \\|error\\| | smaller sizes: median "
         "/ worst | 8 GiB |",
@@ -43,18 +44,19 @@ def markdown(doc: dict) -> str:
         )
     lines += [
         "",
-        "The option `realistic(node, chunks=True)` (not the default: tpsim/plan/nccl_model.py "
-        "NCCL_SIMPLE_CHUNKED, ring hop latencies once per Simple-protocol slot) against the same curves:",
+        "The options of `realistic(node, ...)`, not the default, against the same curves (tpsim/plan/"
+        "nccl_model.py): `chunks` (NCCL_SIMPLE_CHUNKED: ring hop latencies once per Simple-protocol slot), "
+        "`protocols` (with_protocols: rings may also run LL and LL128 at NCCL 2.18.5's tuner figures):",
         "",
-        f"| GPU | sizes >= {large} MiB: median / worst | smaller sizes: median / worst | 8 GiB |",
-        "| :-- | --: | --: | --: |",
+        f"| GPU | option | sizes >= {large} MiB: median / worst | smaller sizes: median / worst | 8 GiB |",
+        "| :-- | :-- | --: | --: | --: |",
     ]
     for gpu, c in curves.items():
-        o = c["chunks"]
-        lines.append(
-            f"| {gpu} | {o['large']['median']:.1%} / {o['large']['worst']:.1%} "
-            f"| {o['small']['median']:.1%} / {o['small']['worst']:.1%} | {o['at_8g']:+.1%} |"
-        )
+        for name, o in c["options"].items():
+            lines.append(
+                f"| {gpu} | {name} | {o['large']['median']:.1%} / {o['large']['worst']:.1%} "
+                f"| {o['small']['median']:.1%} / {o['small']['worst']:.1%} | {o['at_8g']:+.1%} |"
+            )
     head = " | ".join(f"{gpu} published | predicted | error" for gpu in curves)
     lines += ["", f"| size | {head} |", "| :-- |" + " --: | --: | --: |" * len(curves)]
     gpus = list(curves)

@@ -23,6 +23,9 @@ SIZES = st.integers(1, 1 << 34)
 GROUPS = st.tuples(st.sampled_from([2, 4, 8, 16, 32, 64, 128]), st.sampled_from([1, 2, 4, 8]))
 
 
+TUNINGS = [None, nm.NCCL_SIMPLE, nm.NCCL_SIMPLE_CHUNKED, nm.with_protocols(nm.NCCL_SIMPLE_CHUNKED, "h100")]
+
+
 @st.composite
 def clusters(draw):
     """The H100 node under every combination of the time-model options."""
@@ -31,7 +34,7 @@ def clusters(draw):
         from_node(H100, achievable),
         algorithm=draw(st.sampled_from(nm.CHOICES)),
         hierarchical=draw(st.booleans()),
-        tuning=draw(st.sampled_from([None, nm.NCCL_SIMPLE, nm.NCCL_SIMPLE_CHUNKED])),
+        tuning=draw(st.sampled_from(TUNINGS)),
     )
 
 

@@ -123,7 +123,11 @@ class Cluster:
             sent = bytes_sent_per_rank("all_reduce", "ring", p, nbytes)
             seconds = ring_all_reduce(p, nbytes, self.inter_alpha, flat)
             return [nm.Phase(f"ring all-reduce, {p} ranks", seconds, sent)]
-        return [nm.ring_all_reduce(p, n, nbytes, hop, flat, self._slots(p, nbytes))]
+        return [nm.ring_all_reduce(p, n, nbytes, hop, flat, self._slots(p, nbytes), self._protocols)]
+
+    @property
+    def _protocols(self) -> tuple[nm.Protocol, ...]:
+        return () if self.tuning is None else self.tuning.protocols
 
     def _slots(self, p: int, nbytes: float) -> int:
         """Simple slots per ring step: 1 (once per step) unless the tuning counts channels."""
@@ -136,7 +140,7 @@ class Cluster:
         if algorithm == "tree":
             across = nm.tree_all_reduce(1, n, shard, self._hop("tree"), rail)
         else:
-            across = nm.ring_all_reduce(n, n, shard, ring, rail, self._slots(n, shard))
+            across = nm.ring_all_reduce(n, n, shard, ring, rail, self._slots(n, shard), self._protocols)
         across = nm.Phase(
             f"{across.name} across nodes, 1/{m} shard per rail", across.seconds, across.bytes_per_rank
         )
@@ -144,9 +148,9 @@ class Cluster:
             return [across]
         intra, k = self.intra_bandwidth, self._slots(m, nbytes)
         return [
-            nm.ring_half(m, 1, nbytes, ring, intra, "reduce-scatter inside the node", k),
+            nm.ring_half(m, 1, nbytes, ring, intra, "reduce-scatter inside the node", k, self._protocols),
             across,
-            nm.ring_half(m, 1, nbytes, ring, intra, "all-gather inside the node", k),
+            nm.ring_half(m, 1, nbytes, ring, intra, "all-gather inside the node", k, self._protocols),
         ]
 
     def predict(self, p: int, stride: int, nbytes: float, algorithm: str) -> float:
@@ -176,7 +180,7 @@ class Cluster:
             return ring_reduce_scatter(p, nbytes, alpha, bw)
         n = self.span(p, stride)[1]
         k = self._slots(p, nbytes)
-        return nm.ring_half(p, n, nbytes, self.tuning.ring, bw, "reduce-scatter", k).seconds
+        return nm.ring_half(p, n, nbytes, self.tuning.ring, bw, "reduce-scatter", k, self._protocols).seconds
 
     def send(self, nbytes: float, across_nodes: bool) -> float:
         """One point-to-point send of `nbytes` (a pipeline boundary)."""
@@ -242,15 +246,21 @@ def from_node(
     )
 
 
-def realistic(node: Node, hierarchical: bool = False, chunks: bool = False) -> Cluster:
+def realistic(
+    node: Node, hierarchical: bool = False, chunks: bool = False, protocols: bool = False
+) -> Cluster:
     """NCCL as it runs: achievable bandwidths, its Simple-protocol latencies, the fastest algorithm;
-    `chunks`: ring hop latencies once per Simple slot (nccl_model.NCCL_SIMPLE_CHUNKED, NVLink nodes)."""
-    if chunks and not node.nvlink:
-        raise TopologyError(
-            f"chunks on {node.name}: ring channels are sourced for NVLink nodes only; valid: "
-            f"{', '.join(n.name for n in NODES.values() if n.nvlink)}"
-        )
+    `chunks`: ring hop latencies once per Simple slot (nccl_model.NCCL_SIMPLE_CHUNKED); `protocols`:
+    rings may also run LL and LL128 (nccl_model.with_protocols); both for NVLink nodes only."""
+    for name, on in (("chunks", chunks), ("protocols", protocols)):
+        if on and not node.nvlink:
+            raise TopologyError(
+                f"{name} on {node.name}: NCCL's figures are sourced for NVLink nodes only; valid: "
+                f"{', '.join(n.name for n in NODES.values() if n.nvlink)}"
+            )
     tuning = (nm.NCCL_SIMPLE_CHUNKED if chunks else nm.NCCL_SIMPLE) if node.nvlink else nm.NCCL_SIMPLE_PCIE
+    if protocols:
+        tuning = nm.with_protocols(tuning, node.device)
     return from_node(node, achievable=True, algorithm="auto", hierarchical=hierarchical, tuning=tuning)
 
 

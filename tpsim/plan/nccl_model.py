@@ -33,6 +33,10 @@ slots, and each slot pays the per-hop latency the tuner charges once per step, s
     ring   base + k x hop latencies + bytes / bandwidth     (k = 1: the formula above)
 
 The bytes over bandwidth are unchanged: every slot crosses the link once per step, pipelined or not.
+
+Protocols (a Tuning with `protocols`, ring_protocols): NCCL's rings also run LL and LL128, which trade
+bandwidth for latency; each is a Protocol (its hop latencies, the fraction of the link rate it keeps, a
+ceiling), and a ring takes whichever of Simple, LL, LL128 is predicted fastest, as NCCL's tuner does.
 """
 
 from __future__ import annotations
@@ -55,12 +59,22 @@ class Hop:
 
 
 @dataclass(frozen=True)
+class Protocol:
+    """A ring protocol other than Simple: its latencies and link fraction (hop), its busbw ceiling (B/s)."""
+
+    name: str
+    hop: Hop
+    cap: float
+
+
+@dataclass(frozen=True)
 class Tuning:
     ring: Hop
     tree: Hop
     nvls: Hop
     source: str
     channels: int = 0  # > 0: rings pay their hop latencies once per Simple slot (see `slots`)
+    protocols: tuple[Protocol, ...] = ()  # rings may also run these (LL, LL128): the fastest counts
 
     def hop(self, algorithm: str) -> Hop:
         return getattr(self, algorithm)
@@ -71,7 +85,8 @@ class Tuning:
         def s(h: Hop) -> Hop:
             return replace(h, base=h.base * latency, intra=h.intra * latency, inter=h.inter * latency)
 
-        return replace(self, ring=s(self.ring), tree=s(self.tree), nvls=s(self.nvls))
+        protocols = tuple(replace(p, hop=s(p.hop)) for p in self.protocols)
+        return replace(self, ring=s(self.ring), tree=s(self.tree), nvls=s(self.nvls), protocols=protocols)
 
 
 NCCL_SOURCE = (
@@ -109,6 +124,48 @@ NCCL_SIMPLE_CHUNKED = replace(
 )
 
 
+# NCCL v2.18.5 src/graph/tuning.cc, rings inside one node: baseLat (LL 6.6, LL128 14.0 us); hwLat on
+# NVLink (LL 0.6, LL128 1.9 us) and on the network (LL 2.7, LL128 4.0 us); LL all-reduce busbw x 1/4
+# up to llMaxBws (one node: Volta 39.0, Ampere and Hopper 87.7 GB/s); LL128 busbw x 0.92 up to
+# nChannels x perChMaxRingLL128Bws (Volta and Ampere 20.0, Hopper 36.7 GB/s per channel).  Across nodes
+# NCCL lowers the LL ceiling (llMaxBws by CPU); the one-node figures are kept here.
+PROTOCOL_CEILINGS = {"v100": (39.0e9, 20.0e9), "a100": (87.7e9, 20.0e9), "h100": (87.7e9, 36.7e9)}
+PROTOCOL_CEILINGS["h200"] = PROTOCOL_CEILINGS["h100"]
+
+
+def ring_protocols(device: str, channels: int = NVSWITCH_RING_CHANNELS) -> tuple[Protocol, ...]:
+    """LL and LL128 as NCCL 2.18.5's tuner prices them on an NVLink node of `device`."""
+    ll_max, ll128_per_channel = PROTOCOL_CEILINGS[device]
+    return (
+        Protocol("LL", Hop(6.6 * US, 0.6 * US, 2.7 * US, 1 / 4), ll_max),
+        Protocol("LL128", Hop(14.0 * US, 1.9 * US, 4.0 * US, 0.92), channels * ll128_per_channel),
+    )
+
+
+def with_protocols(tuning: Tuning, device: str) -> Tuning:
+    """`tuning` whose rings may also run LL and LL128 (NCCL 2.18.5's figures for `device`)."""
+    return replace(
+        tuning,
+        protocols=ring_protocols(device),
+        source=tuning.source + "; rings also LL, LL128 (NCCL v2.18.5 tuning.cc: baseLat 6.6, 14.0 us; "
+        "NVLink hwLat 0.6, 1.9 us; busbw x 1/4 up to llMaxBws, x 0.92 up to 24 x perChMaxRingLL128Bws)",
+    )
+
+
+def _fastest_protocol(
+    simple: Phase, protocols: tuple[Protocol, ...], steps: tuple[int, int], sent: float, bandwidth: float
+) -> Phase:
+    """The Simple phase or a protocol's, whichever is faster; steps = (intra hops, network hops)."""
+    best = simple
+    for proto in protocols:
+        h = proto.hop
+        seconds = h.base + steps[0] * h.intra + steps[1] * h.inter
+        seconds += sent / min(h.efficiency * bandwidth, proto.cap)
+        if seconds < best.seconds:
+            best = Phase(f"{simple.name} ({proto.name})", seconds, sent)
+    return best
+
+
 def slots(p: int, nbytes: float, channels: int) -> int:
     """Simple-protocol slots one ring step takes: one rank's share S / p over `channels` channels,
     SLOT bytes per slot; 1 where the model has no channels (channels = 0)."""
@@ -130,20 +187,39 @@ class Phase:
     bytes_per_rank: float
 
 
-def ring_all_reduce(p: int, n: int, nbytes: float, hop: Hop, bandwidth: float, k: int = 1) -> Phase:
+def ring_all_reduce(
+    p: int,
+    n: int,
+    nbytes: float,
+    hop: Hop,
+    bandwidth: float,
+    k: int = 1,
+    protocols: tuple[Protocol, ...] = (),
+) -> Phase:
     """NCCL's pipelined ring on p ranks over n nodes: 2(p-n) intra hops, 2(n-1) network hops, each
-    paid once per slot (k slots a step; k = 1: once per step)."""
+    paid once per slot (k slots a step; k = 1: once per step); or a faster protocol's ring."""
     latency = hop.base + k * (2 * (p - n) * hop.intra + 2 * (n - 1) * hop.inter)
     sent = 2 * (p - 1) / p * nbytes
-    return Phase(f"ring all-reduce, {p} ranks", latency + sent / (hop.efficiency * bandwidth), sent)
+    simple = Phase(f"ring all-reduce, {p} ranks", latency + sent / (hop.efficiency * bandwidth), sent)
+    return _fastest_protocol(simple, protocols, (2 * (p - n), 2 * (n - 1)), sent, bandwidth)
 
 
-def ring_half(p: int, n: int, nbytes: float, hop: Hop, bandwidth: float, what: str, k: int = 1) -> Phase:
+def ring_half(
+    p: int,
+    n: int,
+    nbytes: float,
+    hop: Hop,
+    bandwidth: float,
+    what: str,
+    k: int = 1,
+    protocols: tuple[Protocol, ...] = (),
+) -> Phase:
     """A ring reduce-scatter or all-gather: p-1 steps of one S/p chunk, n-1 of them across nodes
-    (hop latencies once per slot, k slots a step)."""
+    (hop latencies once per slot, k slots a step); or a faster protocol's (at its all-reduce fraction)."""
     latency = hop.base + k * ((p - n) * hop.intra + (n - 1) * hop.inter)
     sent = (p - 1) / p * nbytes
-    return Phase(f"ring {what}, {p} ranks", latency + sent / (hop.efficiency * bandwidth), sent)
+    simple = Phase(f"ring {what}, {p} ranks", latency + sent / (hop.efficiency * bandwidth), sent)
+    return _fastest_protocol(simple, protocols, (p - n, n - 1), sent, bandwidth)
 
 
 def tree_all_reduce(m: int, n: int, nbytes: float, hop: Hop, bandwidth: float) -> Phase:

@@ -25,8 +25,8 @@ from tpsim.nn import TransformerBlock
 from tpsim.nn.config import GPTConfig
 from tpsim.nn.llama import LlamaBlock
 from tpsim.plan.cluster import CLUSTERS
-from tpsim.plan.iteration import layer_times
 from tpsim.plan.kernels import backward_gemms, layer_gemms
+from tpsim.plan.layer_times import layer_times
 
 DEVICES = sorted(EFFICIENCIES)  # the devices with efficiency parameters
 UNBOUNDED = 1 << 62

@@ -1,5 +1,5 @@
 """One transformer layer's ops on one device's streams (streams.py), forward and backward, with or
-without Megatron's TP communication overlap.  Times come from iteration.layer_times.
+without Megatron's TP communication overlap.  Times come from layer_times.layer_times.
 
 Forward, per layer: the memory-bound ops, then the attention block's GEMMs (qkv, the core, proj) and
 the MLP's (fc1, fc2), each block closed by its TP collective on the "tp" stream:

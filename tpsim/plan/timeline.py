@@ -77,7 +77,8 @@ def lay_out(
     dp_overlap: bool = False,
 ) -> tuple[Streams, float]:
     """The iteration's ops on streams, and when the pipeline's last backward (with its TP collective)
-    ended.  lt: iteration.layer_times; logits: iteration.logit_times; send: one boundary send's seconds."""
+    ended.  lt: layer_times.layer_times; logits: layer_times.logit_times; send: one boundary send's
+    seconds."""
     v = chunks if schedule == "interleaved" else 1
     if layers % v:
         raise PipelineError(f"{layers} layers per stage do not split into {v} chunks; valid: a divisor")

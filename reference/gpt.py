@@ -13,9 +13,10 @@ Sequence parallelism as tpsim (and Megatron with learned positions): the word em
 the positions added on every rank, and the sum cut to this rank's rows of the sequence
 (regions.sequence_scatter: no bytes forward, an all-gather of the gradient backward).
 
-Weights: the same seeds as tpsim's GPT (layer i from seed + LAYER_SEED (i + 1), the final LayerNorm and
-the untied output layer above them), cut to this rank.  One RNG tracker for the whole model, drawn in
-tpsim's order (embedding dropout, then each layer's), so both engines drop the same elements.
+Weights: the same seeds as tpsim's GPT (tpsim.nn.decoder.layer_seed: layer i from seed + 100 (i + 1),
+the final LayerNorm and the untied output layer above them), cut to this rank. One RNG tracker for the
+whole model, drawn in tpsim's order (embedding dropout, then each layer's), so both engines drop the
+same elements.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from reference.module import Module
 from reference.norm import LayerNorm
 from tpsim.errors import ShapeError
 from tpsim.nn.config import GPTConfig
+from tpsim.nn.decoder import layer_seed
 from tpsim.nn.dropout import hidden_stream
-from tpsim.nn.gpt import LAYER_SEED
 
 
 class GPTEmbedding(Module):
@@ -85,11 +86,11 @@ class GPT(Module):
         kw = dict(init=init, dtype=cfg.dtype, device=device)
         self.layers = torch.nn.ModuleList(
             TransformerBlock(comm, cfg.hidden, cfg.num_heads, cfg.ffn, dropout=cfg.dropout,
-                             tracker=self.tracker, sequence_parallel=sp, seed=seed + LAYER_SEED * (i + 1),
+                             tracker=self.tracker, sequence_parallel=sp, seed=layer_seed(seed, i),
                              name=f"{name}.layers.{i}", **kw)
             for i in range(cfg.num_layers)
         )
-        top = seed + LAYER_SEED * (cfg.num_layers + 1)
+        top = layer_seed(seed, cfg.num_layers)
         self.final_layernorm = LayerNorm(comm, cfg.hidden, seed=top, sequence_parallel=sp,
                                          name=f"{name}.final_layernorm", **kw)
         table = self.embedding.word_embeddings

@@ -21,7 +21,7 @@ from reference.loss import VocabParallelCrossEntropy
 from reference.module import Module
 from reference.norm import LayerNorm
 from tpsim.nn.config import GPTConfig
-from tpsim.nn.gpt import LAYER_SEED
+from tpsim.nn.decoder import layer_seed
 
 
 class GPTStage(Module):
@@ -65,7 +65,7 @@ class GPTStage(Module):
                     dropout=cfg.dropout,
                     tracker=self.tracker,
                     sequence_parallel=sp,
-                    seed=seed + LAYER_SEED * (i + 1),
+                    seed=layer_seed(seed, i),
                     name=f"{name}.layers.{i}",
                     **kw,
                 )
@@ -73,7 +73,7 @@ class GPTStage(Module):
             }
         )
         if post_process:
-            top = seed + LAYER_SEED * (cfg.num_layers + 1)
+            top = layer_seed(seed, cfg.num_layers)
             self.final_layernorm = LayerNorm(
                 comm, cfg.hidden, seed=top, sequence_parallel=sp, name=f"{name}.final_layernorm", **kw
             )

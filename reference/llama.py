@@ -5,8 +5,8 @@
 
     ids ─ embedding (VocabParallelEmbedding) ─ layers ─ norm (RMSNorm) ─ output_layer ─ loss
 
-The same seeds as tpsim's (layer i from seed + LAYER_SEED (i + 1); the final norm and the untied
-output layer above them), cut to this rank.
+The same seeds as tpsim's (tpsim.nn.decoder.layer_seed: layer i from seed + 100 (i + 1); the final
+norm and the untied output layer above them), cut to this rank.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from reference.loss import VocabParallelCrossEntropy
 from reference.module import Module
 from reference.rmsnorm import RMSNorm
 from reference.swiglu import SwiGLUMLP
-from tpsim.nn.llama import LAYER_SEED
+from tpsim.nn.decoder import layer_seed
 from tpsim.nn.llama_config import LlamaConfig
 
 
@@ -110,13 +110,13 @@ class Llama(Module):
                 norm_eps=cfg.norm_eps,
                 qkv_bias=cfg.qkv_bias,
                 sequence_parallel=sp,
-                seed=seed + LAYER_SEED * (i + 1),
+                seed=layer_seed(seed, i),
                 name=f"{name}.layers.{i}",
                 **kw,
             )
             for i in range(cfg.num_layers)
         )
-        top = seed + LAYER_SEED * (cfg.num_layers + 1)
+        top = layer_seed(seed, cfg.num_layers)
         self.norm = RMSNorm(
             comm, cfg.hidden, eps=cfg.norm_eps, seed=top, sequence_parallel=sp, name=f"{name}.norm", **kw
         )

@@ -11,6 +11,14 @@ from __future__ import annotations
 from tpsim.darray import DArray
 from tpsim.nn.module import Module
 
+LAYER_SEED = 100  # layer i draws its weights from seed + LAYER_SEED * (i + 1) onwards
+
+
+def layer_seed(seed: int, i: int) -> int:
+    """Where layer i (0-based) draws its weights from, and at i = num_layers what sits above the layers
+    (final norm, untied logits): one rule for both engines, the whole model and each pipeline stage."""
+    return seed + LAYER_SEED * (i + 1)
+
 
 class DecoderLM(Module):
     embedding: Module

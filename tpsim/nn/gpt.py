@@ -39,7 +39,7 @@ from tpsim.meta import meta
 from tpsim.nn import ops, regions
 from tpsim.nn.block import TransformerBlock
 from tpsim.nn.config import GPTConfig, preset
-from tpsim.nn.decoder import DecoderLM
+from tpsim.nn.decoder import DecoderLM, layer_seed
 from tpsim.nn.dropout import Dropout, RNGTracker, hidden_stream
 from tpsim.nn.embedding import VocabParallelEmbedding, VocabParallelLogits
 from tpsim.nn.init import global_weight
@@ -51,7 +51,6 @@ from tpsim.nn.norm import LayerNorm
 from tpsim.placement import Replicate
 
 UNBOUNDED = 1 << 62  # device memory for analyse(): report what a model needs, even past the capacity
-LAYER_SEED = 100  # layer i draws its weights from seed + LAYER_SEED * (i + 1) onwards
 
 
 class GPTEmbedding(Module):
@@ -131,10 +130,10 @@ class GPT(DecoderLM):
         layer_kw = dict(dropout=cfg.dropout, tracker=self.tracker, sequence_parallel=sp, **kw)
         self.layers = []
         for i in range(cfg.num_layers):
-            h, n, f, layer_seed = cfg.hidden, cfg.num_heads, cfg.ffn, seed + LAYER_SEED * (i + 1)
-            block = TransformerBlock(mesh, h, n, f, seed=layer_seed, **layer_kw)
+            h, n, f = cfg.hidden, cfg.num_heads, cfg.ffn
+            block = TransformerBlock(mesh, h, n, f, seed=layer_seed(seed, i), **layer_kw)
             self.layers.append(self.child(f"layers.{i}", block))
-        top = seed + LAYER_SEED * (cfg.num_layers + 1)
+        top = layer_seed(seed, cfg.num_layers)
         final = LayerNorm(mesh, cfg.hidden, seed=top, sequence_parallel=sp, **kw)
         self.final_layernorm = self.child("final_layernorm", final)
         table = self.embedding.word_embeddings

@@ -4,11 +4,11 @@
     middle stages             x -> its layers -> x
     last (post_process)       x -> its layers -> final_layernorm -> output_layer -> loss (s, b)
 
-Names and seeds are tpsim.nn.GPT's (layer i from seed + LAYER_SEED (i + 1), the final LayerNorm above
-them), so every parameter has the same numbers and name as in the unsharded GPT.  The last stage's
-output layer holds its own copy of the tied word-embedding table, `output_layer.weight`, as Megatron's
-last stage does; its grad there holds only the logits' use of the table (pipeline_stages.py all-reduces
-it with stage 0's).
+Names and seeds are tpsim.nn.GPT's (decoder.layer_seed: layer i from seed + 100 (i + 1), the final
+LayerNorm above them), so every parameter has the same numbers and name as in the unsharded GPT. The
+last stage's output layer holds its own copy of the tied word-embedding table, `output_layer.weight`, as
+Megatron's last stage does; its grad there holds only the logits' use of the table (pipeline_stages.py
+all-reduces it with stage 0's).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from __future__ import annotations
 from tpsim.darray import DArray
 from tpsim.nn.block import TransformerBlock
 from tpsim.nn.config import GPTConfig
+from tpsim.nn.decoder import layer_seed
 from tpsim.nn.dropout import RNGTracker
 from tpsim.nn.embedding import VocabParallelEmbedding, VocabParallelLogits
-from tpsim.nn.gpt import LAYER_SEED, GPTEmbedding
+from tpsim.nn.gpt import GPTEmbedding
 from tpsim.nn.loss import VocabParallelCrossEntropy
 from tpsim.nn.module import Module
 from tpsim.nn.norm import LayerNorm
@@ -66,7 +67,7 @@ class GPTStage(Module):
                     cfg.hidden,
                     cfg.num_heads,
                     cfg.ffn,
-                    seed=seed + LAYER_SEED * (i + 1),
+                    seed=layer_seed(seed, i),
                     dropout=cfg.dropout,
                     tracker=self.tracker,
                     sequence_parallel=sp,
@@ -76,7 +77,7 @@ class GPTStage(Module):
             for i in layers
         ]
         if post_process:
-            top = seed + LAYER_SEED * (cfg.num_layers + 1)
+            top = layer_seed(seed, cfg.num_layers)
             final = LayerNorm(mesh, cfg.hidden, seed=top, sequence_parallel=sp, **kw)
             self.final_layernorm = self.child("final_layernorm", final)
             # the copy of the tied table: GPT's word embeddings, the same seed (module docstring)

@@ -22,7 +22,7 @@ import math
 
 from tpsim.darray import DArray
 from tpsim.nn import ops
-from tpsim.nn.decoder import DecoderLM
+from tpsim.nn.decoder import DecoderLM, layer_seed
 from tpsim.nn.embedding import VocabParallelEmbedding, VocabParallelLogits
 from tpsim.nn.gqa import GroupedQueryAttention
 from tpsim.nn.gqa_qkv import GroupedQKVLinear
@@ -32,8 +32,6 @@ from tpsim.nn.loss import VocabParallelCrossEntropy
 from tpsim.nn.module import Module
 from tpsim.nn.rmsnorm import RMSNorm
 from tpsim.nn.swiglu import SwiGLUMLP
-
-LAYER_SEED = 100  # layer i draws its weights from seed + LAYER_SEED * (i + 1) onwards, as gpt.py
 
 
 class LlamaBlock(Module):
@@ -138,12 +136,12 @@ class Llama(DecoderLM):
                 norm_eps=cfg.norm_eps,
                 qkv_bias=cfg.qkv_bias,
                 sequence_parallel=sp,
-                seed=seed + LAYER_SEED * (i + 1),
+                seed=layer_seed(seed, i),
                 **kw,
             )
             self.child(f"layers.{i}", block)
             self.layers.append(block)
-        top = seed + LAYER_SEED * (cfg.num_layers + 1)
+        top = layer_seed(seed, cfg.num_layers)
         self.norm = self.child(
             "norm", RMSNorm(mesh, cfg.hidden, eps=cfg.norm_eps, seed=top, sequence_parallel=sp, **kw)
         )
